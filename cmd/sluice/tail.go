@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/config"
+)
+
+const tailUsage = `Usage: sluice tail TOPIC [-n N] [--follow] [--from-beginning]
+
+Prints a topic's records as JSON lines: topic, partition, offset, timestamp,
+key, headers and value (as JSON when it is JSON). By default the last N
+records; --follow keeps printing new ones until Ctrl-C.
+`
+
+type tailRecord struct {
+	Topic     string            `json:"topic"`
+	Partition int32             `json:"partition"`
+	Offset    int64             `json:"offset"`
+	Timestamp string            `json:"timestamp"`
+	Key       string            `json:"key,omitempty"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	Value     json.RawMessage   `json:"value"`
+}
+
+func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := config.NewFlagSet("tail", tailUsage, stderr)
+	c := fs.Config()
+	fs.String(&c.Broker.Addr, "broker-addr", "the embedded broker's address, used when --brokers is not given")
+	n := 10
+	var follow, fromStart bool
+	fs.Int(&n, "n", "how many of the newest records to print")
+	fs.Bool(&follow, "follow", "keep printing new records until Ctrl-C")
+	fs.Bool(&fromStart, "from-beginning", "print every record from the start of the topic (ignores -n)")
+	logFlags(fs)
+	kafkaFlags(fs)
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(fs.Args()) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	topic := fs.Args()[0]
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	brokersOrLocal(&cfg)
+	admin, err := bus.NewClient(clientConfig(cfg, "sluice-tail"), logger)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(admin)
+	starts, err := adm.ListStartOffsets(lctx, topic)
+	if err != nil {
+		return fmt.Errorf("list offsets of %s: %w (is Kafka running at %s?)", topic, err, cfg.Kafka.Brokers[0])
+	}
+	ends, err := adm.ListEndOffsets(lctx, topic)
+	if err != nil {
+		return fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	if err := ends.Error(); err != nil {
+		return fmt.Errorf("topic %s: %w (see 'sluice topics')", topic, err)
+	}
+
+	from := make(map[int32]kgo.Offset)
+	remaining := make(map[int32]int64) // records to read before the tail is printed
+	ends.Each(func(e kadm.ListedOffset) {
+		s, _ := starts.Lookup(topic, e.Partition)
+		first := max(s.Offset, e.Offset-int64(n))
+		if fromStart {
+			first = s.Offset
+		}
+		from[e.Partition] = kgo.NewOffset().At(first)
+		if e.Offset > first {
+			remaining[e.Partition] = e.Offset
+		}
+	})
+	cl, err := bus.NewClient(clientConfig(cfg, "sluice-tail"), logger,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	enc := json.NewEncoder(stdout)
+	var backlog []*kgo.Record
+	for len(remaining) > 0 || follow {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err := fetches.Err0(); err != nil {
+			return fmt.Errorf("fetch %s: %w", topic, err)
+		}
+		for _, r := range fetches.Records() {
+			if end, ok := remaining[r.Partition]; ok {
+				backlog = append(backlog, r)
+				if r.Offset+1 >= end {
+					delete(remaining, r.Partition)
+				}
+				if fromStart {
+					// Everything is printed, so nothing needs holding back.
+					if err := enc.Encode(toTailRecord(r)); err != nil {
+						return err
+					}
+					backlog = backlog[:0]
+				}
+				continue
+			}
+			if err := printBacklog(enc, &backlog, n); err != nil {
+				return err
+			}
+			if err := enc.Encode(toTailRecord(r)); err != nil {
+				return err
+			}
+		}
+		if len(remaining) == 0 {
+			if err := printBacklog(enc, &backlog, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// printBacklog prints the newest n records read before the tail point, in
+// time order across partitions.
+func printBacklog(enc *json.Encoder, backlog *[]*kgo.Record, n int) error {
+	b := *backlog
+	slices.SortStableFunc(b, func(x, y *kgo.Record) int { return x.Timestamp.Compare(y.Timestamp) })
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	for _, r := range b {
+		if err := enc.Encode(toTailRecord(r)); err != nil {
+			return err
+		}
+	}
+	*backlog = (*backlog)[:0]
+	return nil
+}
+
+func toTailRecord(r *kgo.Record) tailRecord {
+	t := tailRecord{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Offset:    r.Offset,
+		Timestamp: r.Timestamp.UTC().Format(time.RFC3339Nano),
+		Key:       string(r.Key),
+	}
+	if len(r.Headers) > 0 {
+		t.Headers = make(map[string]string, len(r.Headers))
+		for _, h := range r.Headers {
+			t.Headers[h.Key] = string(h.Value)
+		}
+	}
+	if json.Valid(r.Value) {
+		t.Value = r.Value
+	} else {
+		t.Value, _ = json.Marshal(string(r.Value))
+	}
+	return t
+}

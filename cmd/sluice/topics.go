@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/config"
+)
+
+const topicsUsage = `Usage: sluice topics [--brokers host:port] [--json]
+
+Lists the topics with their partitions, offsets and record counts. Without
+--brokers it asks the embedded broker at --broker-addr.
+`
+
+type partitionInfo struct {
+	Partition int32 `json:"partition"`
+	Start     int64 `json:"start_offset"`
+	End       int64 `json:"end_offset"`
+}
+
+type topicInfo struct {
+	Topic      string          `json:"topic"`
+	Partitions []partitionInfo `json:"partitions"`
+	Records    int64           `json:"records"`
+}
+
+func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := config.NewFlagSet("topics", topicsUsage, stderr)
+	c := fs.Config()
+	fs.String(&c.Broker.Addr, "broker-addr", "the embedded broker's address, used when --brokers is not given")
+	var asJSON bool
+	fs.Bool(&asJSON, "json", "print JSON instead of a table")
+	logFlags(fs)
+	kafkaFlags(fs)
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	brokersOrLocal(&cfg)
+	cl, err := bus.NewClient(clientConfig(cfg, "sluice-topics"), logger)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	topics, err := listTopics(ctx, kadm.NewClient(cl))
+	if err != nil {
+		return fmt.Errorf("%w (is Kafka running at %s?)", err, cfg.Kafka.Brokers[0])
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(topics)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tRECORDS\tEND OFFSETS")
+	for _, t := range topics {
+		ends := make([]string, len(t.Partitions))
+		for i, p := range t.Partitions {
+			ends[i] = fmt.Sprintf("%d:%d", p.Partition, p.End)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", t.Topic, len(t.Partitions), t.Records, ends)
+	}
+	return tw.Flush()
+}
+
+func listTopics(ctx context.Context, adm *kadm.Client) ([]topicInfo, error) {
+	details, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	names := details.Names()
+	if len(names) == 0 {
+		return []topicInfo{}, nil
+	}
+	starts, err := adm.ListStartOffsets(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	slices.Sort(names)
+	out := make([]topicInfo, 0, len(names))
+	for _, name := range names {
+		t := topicInfo{Topic: name}
+		for _, p := range details[name].Partitions.Numbers() {
+			s, _ := starts.Lookup(name, p)
+			e, _ := ends.Lookup(name, p)
+			t.Partitions = append(t.Partitions, partitionInfo{Partition: p, Start: s.Offset, End: e.Offset})
+			t.Records += max(e.Offset-s.Offset, 0)
+		}
+		slices.SortFunc(t.Partitions, func(a, b partitionInfo) int { return int(a.Partition - b.Partition) })
+		out = append(out, t)
+	}
+	return out, nil
+}

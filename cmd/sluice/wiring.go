@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/config"
+)
+
+// errUsage marks a wrong command line, already explained to the user.
+var errUsage = errors.New("usage")
+
+var errNoBrokers = errors.New("no Kafka brokers: pass --brokers host:port, or run 'sluice up' to use the embedded broker")
+
+// parse resolves a command's configuration, turning flag errors into
+// errUsage (the flag package has printed them with the usage).
+func parse(fs *config.FlagSet, args []string) (config.Config, error) {
+	cfg, err := fs.Parse(args)
+	if err != nil {
+		if config.IsHelp(err) {
+			return cfg, err
+		}
+		if strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value") {
+			return cfg, errUsage
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func logFlags(fs *config.FlagSet) {
+	c := fs.Config()
+	fs.String(&c.LogFormat, "log-format", "log format: auto (text on a terminal, JSON otherwise), text or json")
+	fs.String(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
+}
+
+func kafkaFlags(fs *config.FlagSet) {
+	k := &fs.Config().Kafka
+	fs.List(&k.Brokers, "brokers", "Kafka bootstrap brokers, host:port, comma-separated or repeated")
+	fs.Bool(&k.TLS, "kafka-tls", "connect to Kafka over TLS")
+	fs.String(&k.TLSCAFile, "kafka-tls-ca-file", "PEM file of CAs to trust for Kafka TLS, added to the system's")
+	fs.String(&k.SASLMechanism, "kafka-sasl-mechanism", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	fs.String(&k.SASLUser, "kafka-sasl-user", "SASL user name")
+	fs.String(&k.SASLPassword, "kafka-sasl-password", "SASL password")
+}
+
+func topicFlags(fs *config.FlagSet) {
+	t := &fs.Config().Topics
+	fs.String(&t.Raw, "topic-raw", "topic of accepted raw events")
+	fs.String(&t.DLQ, "topic-dlq", "topic of failed events (dead letters)")
+	fs.Int32(&t.Partitions, "topic-partitions", "partitions of topics Sluice creates")
+}
+
+func collectorFlags(fs *config.FlagSet) {
+	c := &fs.Config().Collector
+	fs.String(&c.HTTPAddr, "http-addr", "address the HTTP collector listens on")
+	fs.String(&c.ID, "collector-id", "collector id stamped on every event (default: the host or pod name)")
+	fs.List(&c.APIKeys, "api-key", "API key clients must send (repeatable); none means no authentication")
+	fs.Bytes(&c.MaxBodyBytes, "max-body-bytes", "largest single-event body, after decompression")
+	fs.Bytes(&c.MaxBatchBytes, "max-batch-bytes", "largest batch body, after decompression")
+	fs.Int(&c.BatchMax, "batch-max", "most events in one batch request")
+	fs.Bytes(&c.MaxInflightBytes, "max-inflight-bytes", "request bodies held in memory at once; more requests wait")
+	fs.Duration(&c.ProduceTimeout, "produce-timeout", "how long a request waits for Kafka's acknowledgement before answering 503")
+	p := &fs.Config().Producer
+	fs.Duration(&p.Linger, "produce-linger", "how long the producer waits to fill a batch")
+}
+
+// newLogger builds the process logger: text on a terminal, JSON otherwise.
+func newLogger(cfg config.Config, stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if isTerminal(stderr) {
+			format = "text"
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want auto, text or json", cfg.LogFormat)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func clientConfig(cfg config.Config, clientID string) bus.ClientConfig {
+	return bus.ClientConfig{
+		Brokers:       cfg.Kafka.Brokers,
+		ClientID:      clientID,
+		TLS:           cfg.Kafka.TLS,
+		TLSCAFile:     cfg.Kafka.TLSCAFile,
+		SASLMechanism: cfg.Kafka.SASLMechanism,
+		SASLUser:      cfg.Kafka.SASLUser,
+		SASLPassword:  cfg.Kafka.SASLPassword,
+	}
+}
+
+// brokersOrLocal points a debugging command at the embedded broker's
+// address when no cluster is given, so `sluice tail` works beside
+// `sluice up` with no flags.
+func brokersOrLocal(cfg *config.Config) {
+	if len(cfg.Kafka.Brokers) == 0 {
+		cfg.Kafka.Brokers = []string{cfg.Broker.Addr}
+	}
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func brokerConfig(cfg config.Config) bus.BrokerConfig {
+	return bus.BrokerConfig{
+		Addr:       cfg.Broker.Addr,
+		Dir:        filepath.Join(cfg.DataDir, "broker"),
+		Partitions: cfg.Topics.Partitions,
+		Fsync:      cfg.Broker.Fsync,
+	}
+}
+
+// collectorStage builds the producer and the collector over it, creating
+// the topics the collector writes. The caller closes the producer after the
+// collector's Run returns.
+func collectorStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*collector.Collector, *kgo.Client, error) {
+	cc := cfg.Collector
+	prod, err := bus.NewProducer(clientConfig(cfg, "sluice-collector-"+cc.ID), bus.ProducerConfig{
+		Linger:           cfg.Producer.Linger,
+		MaxBufferedBytes: int(cfg.Producer.MaxBufferedBytes),
+		// One event may be as large as a body, plus the collector's fields.
+		MaxRecordBytes: int(max(cc.MaxBodyBytes, 64<<10)) + 64<<10,
+	}, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := bus.EnsureTopics(tctx, prod, cfg.Topics.Partitions, cfg.Topics.Replication, cfg.Topics.Raw, cfg.Topics.DLQ); err != nil {
+		prod.Close()
+		return nil, nil, fmt.Errorf("%w (is Kafka reachable at %s?)", err, strings.Join(cfg.Kafka.Brokers, ","))
+	}
+	col, err := collector.New(collector.Config{
+		Addr:              cc.HTTPAddr,
+		ID:                cc.ID,
+		RawTopic:          cfg.Topics.Raw,
+		DLQTopic:          cfg.Topics.DLQ,
+		APIKeys:           cc.APIKeys,
+		MaxBodyBytes:      int64(cc.MaxBodyBytes),
+		MaxBatchBytes:     int64(cc.MaxBatchBytes),
+		BatchMax:          cc.BatchMax,
+		MaxInflightBytes:  int64(cc.MaxInflightBytes),
+		ProduceTimeout:    cc.ProduceTimeout,
+		ReadHeaderTimeout: collector.DefaultConfig().ReadHeaderTimeout,
+		ReadTimeout:       collector.DefaultConfig().ReadTimeout,
+		WriteTimeout:      collector.DefaultConfig().WriteTimeout,
+		IdleTimeout:       collector.DefaultConfig().IdleTimeout,
+		ShutdownTimeout:   cc.ShutdownTimeout,
+	}, prod, logger.With("stage", "collector"), reg, reg)
+	if err != nil {
+		prod.Close()
+		return nil, nil, err
+	}
+	return col, prod, nil
+}

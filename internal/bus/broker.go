@@ -1,0 +1,154 @@
+// Package bus is Sluice's only door to Kafka: the clients every stage uses
+// (an idempotent acks=all producer, consumers, topic admin) and the embedded
+// broker that `sluice up` runs when no cluster is given.
+//
+// The embedded broker is franz-go's kfake persisted to a directory. It speaks
+// the Kafka protocol on a real port, so kcat, librdkafka and franz-go clients
+// work against it exactly as against a cluster.
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// MaxMessageBytes is the largest record batch the embedded broker accepts.
+const MaxMessageBytes = 16 << 20
+
+// BrokerConfig configures the embedded broker.
+type BrokerConfig struct {
+	// Addr is where the broker listens and what it advertises to clients.
+	// Port 0 picks a free port; Broker.Addr tells which.
+	Addr string
+	// Dir holds the broker's log segments and state. It survives restarts.
+	Dir string
+	// Partitions is the partition count of topics created automatically.
+	Partitions int32
+	// Fsync makes every produced batch durable on disk before it is
+	// acknowledged. Without it, a produced batch is written to the file
+	// system at once (so it survives the process being killed) but reaches
+	// the disk on the operating system's schedule, as with Kafka's defaults.
+	Fsync bool
+}
+
+// Validate reports a configuration the broker cannot start with.
+func (c BrokerConfig) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("broker address %q: want host:port: %w", c.Addr, err)
+	}
+	if c.Dir == "" {
+		return errors.New("broker directory is empty")
+	}
+	if c.Partitions < 1 {
+		return fmt.Errorf("broker partitions %d: want at least 1", c.Partitions)
+	}
+	return nil
+}
+
+// Broker is a running embedded Kafka broker.
+type Broker struct {
+	cluster *kfake.Cluster
+	addr    string
+	lock    *os.File
+	logger  *slog.Logger
+}
+
+// StartBroker starts the embedded broker, reloading whatever an earlier run
+// left in cfg.Dir. Only one process may use a directory at a time.
+func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create broker directory: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(cfg.Addr)
+	portNum, err := strconv.Atoi(port)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("broker address %q: bad port: %w", cfg.Addr, err)
+	}
+	opts := []kfake.Opt{
+		kfake.Ports(portNum),
+		// kfake always asks for 127.0.0.1; listen where the user asked, which
+		// is also the address advertised in metadata.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, port))
+		}),
+		kfake.DataDir(cfg.Dir),
+		kfake.DefaultNumPartitions(int(cfg.Partitions)),
+		kfake.AllowAutoTopicCreation(),
+		kfake.WithLogger(kfakeLogger{logger}),
+		// Room for the largest event the collector takes (16 MiB batches of
+		// events up to its body limit), like a cluster tuned for it.
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
+	}
+	if cfg.Fsync {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		lock.Close()
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("start embedded broker: %s is in use: stop what listens there or pass --broker-addr: %w", cfg.Addr, err)
+		}
+		return nil, fmt.Errorf("start embedded broker in %s: %w", cfg.Dir, err)
+	}
+	b := &Broker{cluster: c, addr: c.ListenAddrs()[0], lock: lock, logger: logger}
+	logger.Info("embedded broker started", "addr", b.addr, "dir", cfg.Dir, "fsync", cfg.Fsync)
+	return b, nil
+}
+
+// Addr is the host:port clients connect to.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker, saving its state to its directory.
+func (b *Broker) Close() {
+	b.cluster.Close()
+	b.lock.Close()
+	b.logger.Info("embedded broker stopped", "addr", b.addr)
+}
+
+// lockDir takes an exclusive lock on dir, so that two processes never write
+// the same broker files.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "LOCK")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open broker lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("broker directory %s is in use by another sluice process: stop it or pass another --data-dir", dir)
+		}
+		return nil, fmt.Errorf("lock broker directory %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// kfakeLogger sends the broker's own warnings and errors to slog; its info
+// and debug logs describe every request and are too chatty to keep.
+type kfakeLogger struct{ l *slog.Logger }
+
+func (k kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
+	switch level {
+	case kfake.LogLevelError:
+		k.l.Error("broker: " + fmt.Sprintf(msg, args...))
+	case kfake.LogLevelWarn:
+		k.l.Warn("broker: " + fmt.Sprintf(msg, args...))
+	}
+}

@@ -1,0 +1,442 @@
+package collector
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/event"
+)
+
+// Request-level error codes. Event-level rejections use the event package's
+// reasons instead, and are dead-lettered; these are not, because no event
+// could be read from the request.
+const (
+	errBodyTooLarge        = "body_too_large"
+	errTooManyEvents       = "too_many_events"
+	errUnsupportedMedia    = "unsupported_media_type"
+	errUnsupportedEncoding = "unsupported_encoding"
+	errInvalidEncoding     = "invalid_encoding"
+	errMethodNotAllowed    = "method_not_allowed"
+	errUnauthorized        = "unauthorized"
+	errNotFound            = "not_found"
+	errBrokerUnavailable   = "broker_unavailable"
+	errEventTooLarge       = "event_too_large"
+)
+
+// retryAfter is what a 503 tells clients to wait, in seconds.
+const retryAfter = "1"
+
+type errorBody struct {
+	Error   string             `json:"error"`
+	Message string             `json:"message,omitempty"`
+	Details []event.FieldError `json:"details,omitempty"`
+	RootID  string             `json:"root_id,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b = []byte(`{"error":"internal","message":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, errCode, msg string) {
+	writeJSON(w, code, errorBody{Error: errCode, Message: msg})
+}
+
+func (c *Collector) unavailable(w http.ResponseWriter, err error) {
+	c.logger.Warn("produce failed", "err", err)
+	w.Header().Set("Retry-After", retryAfter)
+	writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable,
+		"the event store did not acknowledge the write in time; nothing in this request is confirmed stored; retry after the Retry-After delay")
+}
+
+// collect handles POST /api/v1/collect: one envelope.
+func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
+	if !jsonMedia(r.Header.Get("Content-Type")) {
+		c.metrics.requestRejected(errUnsupportedMedia)
+		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedMedia, "send Content-Type: application/json")
+		return
+	}
+	body, release, ok := c.readBody(w, r, c.cfg.MaxBodyBytes)
+	if !ok {
+		return
+	}
+	defer release()
+
+	now := c.now()
+	rootID, err := event.NewRootID()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	env, inv := event.Parse(body)
+	if inv != nil {
+		rec, err := c.failedRecord(inv.Reason, inv.Errors, rootID, body, now)
+		if err == nil {
+			err = c.produce(r.Context(), rec)
+		}
+		if err != nil {
+			c.unavailable(w, err)
+			return
+		}
+		c.metrics.rejected.WithLabelValues(inv.Reason).Inc()
+		writeJSON(w, http.StatusBadRequest, errorBody{
+			Error:   inv.Reason,
+			Message: inv.Error() + "; the event was recorded in the dead-letter topic",
+			Details: inv.Errors,
+			RootID:  rootID,
+		})
+		return
+	}
+	if err := c.produce(r.Context(), c.rawRecord(env, rootID, now)); err != nil {
+		if isTooLarge(err) {
+			writeError(w, http.StatusRequestEntityTooLarge, errEventTooLarge, "the stamped event is larger than the broker accepts: "+err.Error())
+			return
+		}
+		c.unavailable(w, err)
+		return
+	}
+	c.metrics.accepted.Inc()
+	writeJSON(w, http.StatusOK, struct {
+		RootID string `json:"root_id"`
+	}{rootID})
+}
+
+type batchError struct {
+	Index   int    `json:"index"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+type batchResult struct {
+	Accepted int          `json:"accepted"`
+	Rejected int          `json:"rejected"`
+	RootIDs  []string     `json:"root_ids"`
+	Errors   []batchError `json:"errors"`
+}
+
+// collectBatch handles POST /api/v1/collect/batch: a JSON array or NDJSON.
+// Each event stands alone: valid ones go to the raw topic and invalid ones to
+// the dead-letter topic, and the answer waits for every write.
+func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
+	ct := r.Header.Get("Content-Type")
+	ndjson := ndjsonMedia(ct)
+	if !ndjson && !jsonMedia(ct) {
+		c.metrics.requestRejected(errUnsupportedMedia)
+		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedMedia,
+			"send Content-Type: application/json (an array of events) or application/x-ndjson (one event per line)")
+		return
+	}
+	body, release, ok := c.readBody(w, r, c.cfg.MaxBatchBytes)
+	if !ok {
+		return
+	}
+	defer release()
+	now := c.now()
+
+	type item struct {
+		data []byte
+		line int // NDJSON line number, 0 for array elements
+	}
+	var items []item
+	if ndjson {
+		for _, l := range event.SplitLines(body) {
+			items = append(items, item{data: l.Data, line: l.Number})
+		}
+	} else {
+		elems, inv := event.SplitArray(body)
+		if inv != nil {
+			// The batch as a whole is unreadable: it is one failed event.
+			rootID, err := event.NewRootID()
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, "internal", err.Error())
+				return
+			}
+			rec, err := c.failedRecord(inv.Reason, inv.Errors, rootID, body, now)
+			if err == nil {
+				err = c.produce(r.Context(), rec)
+			}
+			if err != nil {
+				c.unavailable(w, err)
+				return
+			}
+			c.metrics.rejected.WithLabelValues(inv.Reason).Inc()
+			writeJSON(w, http.StatusBadRequest, errorBody{
+				Error: inv.Reason, Details: inv.Errors, RootID: rootID,
+				Message: inv.Error() + "; the body was recorded in the dead-letter topic",
+			})
+			return
+		}
+		items = make([]item, len(elems))
+		for i, e := range elems {
+			items[i] = item{data: e}
+		}
+	}
+	if len(items) > c.cfg.BatchMax {
+		c.metrics.requestRejected(errTooManyEvents)
+		writeError(w, http.StatusRequestEntityTooLarge, errTooManyEvents,
+			fmt.Sprintf("the batch holds %d events; the limit is %d: split it", len(items), c.cfg.BatchMax))
+		return
+	}
+
+	res := batchResult{RootIDs: make([]string, 0, len(items)), Errors: []batchError{}}
+	recs := make([]*kgo.Record, 0, len(items))
+	rejected := make(map[string]int)
+	for i, it := range items {
+		rootID, err := event.NewRootID()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
+		var env *event.Envelope
+		var inv *event.Invalid
+		switch {
+		case int64(len(it.data)) > c.cfg.MaxBodyBytes:
+			inv = &event.Invalid{Reason: errEventTooLarge, Errors: []event.FieldError{{
+				Message: fmt.Sprintf("the event is %d bytes; one event may be at most %d", len(it.data), c.cfg.MaxBodyBytes),
+			}}}
+			// Keep the dead letter within what the broker accepts.
+			it.data = it.data[:min(len(it.data), 64<<10)]
+		case ndjson:
+			env, inv = event.Parse(it.data)
+		default:
+			env, inv = event.ParseElement(it.data)
+		}
+		if inv != nil {
+			msg := inv.Error()
+			if it.line > 0 {
+				msg = fmt.Sprintf("line %d: %s", it.line, msg)
+			}
+			res.Errors = append(res.Errors, batchError{Index: i, Reason: inv.Reason, Message: msg})
+			rec, err := c.failedRecord(inv.Reason, inv.Errors, rootID, it.data, now)
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, "internal", err.Error())
+				return
+			}
+			recs = append(recs, rec)
+			rejected[inv.Reason]++
+			continue
+		}
+		res.RootIDs = append(res.RootIDs, rootID)
+		recs = append(recs, c.rawRecord(env, rootID, now))
+	}
+	if err := c.produce(r.Context(), recs...); err != nil {
+		c.unavailable(w, err)
+		return
+	}
+	res.Accepted = len(res.RootIDs)
+	res.Rejected = len(res.Errors)
+	c.metrics.accepted.Add(float64(res.Accepted))
+	for reason, n := range rejected {
+		c.metrics.rejected.WithLabelValues(reason).Add(float64(n))
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (c *Collector) rawRecord(env *event.Envelope, rootID string, now time.Time) *kgo.Record {
+	value := env.AppendStamped(make([]byte, 0, 256), event.Stamp{
+		CollectorTstamp: event.FormatTime(now),
+		RootID:          rootID,
+		CollectorID:     c.cfg.ID,
+	})
+	return &kgo.Record{
+		Topic: c.cfg.RawTopic,
+		Key:   []byte(rootID),
+		Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: event.HeaderEventType, Value: []byte(env.EventType)},
+			{Key: event.HeaderSchemaVersion, Value: []byte(env.SchemaVersion)},
+			{Key: event.HeaderRootID, Value: []byte(rootID)},
+		},
+	}
+}
+
+func (c *Collector) failedRecord(reason string, errs []event.FieldError, rootID string, original []byte, now time.Time) (*kgo.Record, error) {
+	value, err := event.NewFailed(event.StageCollector, reason, errs, rootID, original, now).Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return &kgo.Record{
+		Topic: c.cfg.DLQTopic,
+		Key:   []byte(rootID),
+		Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: event.HeaderStage, Value: []byte(event.StageCollector)},
+			{Key: event.HeaderReason, Value: []byte(reason)},
+			{Key: event.HeaderRootID, Value: []byte(rootID)},
+		},
+	}, nil
+}
+
+// errProduceTimeout means Kafka did not acknowledge within ProduceTimeout.
+var errProduceTimeout = errors.New("kafka did not acknowledge in time")
+
+// produce writes recs and waits until Kafka has acknowledged every one, or
+// returns an error. The wait is bounded by ProduceTimeout even when the
+// client itself would keep retrying, so that the HTTP answer is prompt; a
+// record may still be stored after a timeout, which is why a 503 says
+// "not confirmed" rather than "not stored".
+func (c *Collector) produce(ctx context.Context, recs ...*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	start := c.now()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ProduceTimeout)
+	defer cancel()
+	done := make(chan error, len(recs))
+	promise := func(_ *kgo.Record, err error) { done <- err }
+	for _, r := range recs {
+		c.prod.Produce(ctx, r, promise)
+	}
+	var first error
+	for range recs {
+		select {
+		case err := <-done:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			c.metrics.produceFailures.WithLabelValues("timeout").Inc()
+			return fmt.Errorf("%w (%s): %w", errProduceTimeout, c.cfg.ProduceTimeout, context.Cause(ctx))
+		}
+	}
+	c.metrics.produceLatency.Observe(c.now().Sub(start).Seconds())
+	if first != nil {
+		c.metrics.produceFailures.WithLabelValues("error").Inc()
+		return fmt.Errorf("produce: %w", first)
+	}
+	return nil
+}
+
+func isTooLarge(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
+}
+
+func (c *Collector) welcome(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{
+		"service":      "sluice collector",
+		"collector_id": c.cfg.ID,
+		"message":      "Welcome to Sluice. POST events to /api/v1/collect or /api/v1/collect/batch.",
+		"docs":         "/api/v1/docs/",
+		"openapi":      "/api/v1/openapi.json",
+	})
+}
+
+func healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 only when a broker answers; the result is kept for a
+// second so that frequent probes cost the broker nothing.
+func (c *Collector) readyz(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	if time.Since(c.readyAt) > time.Second {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		c.readyErr = c.prod.Ping(ctx)
+		cancel()
+		c.readyAt = time.Now()
+	}
+	err := c.readyErr
+	c.mu.Unlock()
+	if err != nil {
+		w.Header().Set("Retry-After", retryAfter)
+		writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable, "kafka is not reachable: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, errNotFound, "no such route; see /api/v1/docs/")
+}
+
+// methods answers 405 in JSON, with Allow, for methods h does not take.
+func methods(h http.Handler, allowed ...string) http.Handler {
+	allow := strings.Join(allowed, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range allowed {
+			if r.Method == m {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
+	})
+}
+
+// authorize requires one of the configured API keys, as a bearer token or
+// in X-API-Key. With no keys configured it lets every request through.
+func (c *Collector) authorize(h http.Handler) http.Handler {
+	if len(c.cfg.APIKeys) == 0 {
+		return h
+	}
+	keys := make([][]byte, len(c.cfg.APIKeys))
+	for i, k := range c.cfg.APIKeys {
+		keys[i] = []byte(k)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		given := r.Header.Get("X-API-Key")
+		if auth := r.Header.Get("Authorization"); given == "" && len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+			given = strings.TrimSpace(auth[7:])
+		}
+		ok := 0
+		for _, k := range keys {
+			ok |= subtle.ConstantTimeCompare([]byte(given), k)
+		}
+		if given == "" || ok == 0 {
+			c.metrics.requestRejected(errUnauthorized)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			writeError(w, http.StatusUnauthorized, errUnauthorized,
+				"send a valid API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func mediaType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "invalid"
+	}
+	return mt
+}
+
+// jsonMedia accepts application/json, and a missing Content-Type, since
+// many clients send JSON without one.
+func jsonMedia(ct string) bool {
+	switch mediaType(ct) {
+	case "", "application/json":
+		return true
+	}
+	return false
+}
+
+func ndjsonMedia(ct string) bool {
+	switch mediaType(ct) {
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines":
+		return true
+	}
+	return false
+}

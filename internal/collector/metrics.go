@@ -1,0 +1,113 @@
+package collector
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests        *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	inFlight        prometheus.Gauge
+	accepted        prometheus.Counter
+	rejected        *prometheus.CounterVec
+	requestErrors   *prometheus.CounterVec
+	produceLatency  prometheus.Histogram
+	produceFailures *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_collector_http_requests_total",
+			Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_collector_http_request_duration_seconds",
+			Help:    "HTTP request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_collector_http_requests_in_flight",
+			Help: "HTTP requests being served.",
+		}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_collector_events_accepted_total",
+			Help: "Events acknowledged by Kafka on the raw topic.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_collector_events_rejected_total",
+			Help: "Invalid events written to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		requestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_collector_requests_rejected_total",
+			Help: "Requests refused before any event was read (size, media type, encoding, auth), by error.",
+		}, []string{"error"}),
+		produceLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_collector_produce_latency_seconds",
+			Help:    "Time from handing a request's records to Kafka until all are acknowledged.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		produceFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_collector_produce_failures_total",
+			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error).",
+		}, []string{"kind"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register collector metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) requestRejected(code string) { m.requestErrors.WithLabelValues(code).Inc() }
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// instrument counts requests by the route pattern that served them, so that
+// label values stay bounded whatever paths clients send.
+func (c *Collector) instrument(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		c.metrics.inFlight.Inc()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			c.metrics.inFlight.Dec()
+			route := r.Pattern
+			if route == "" || route == "/" {
+				route = "other"
+			}
+			code := sw.code
+			if code == 0 {
+				code = http.StatusOK
+			}
+			c.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+			c.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}()
+		mux.ServeHTTP(sw, r)
+	})
+}

@@ -1,0 +1,127 @@
+// Package config is Sluice's one way to configure a command: a YAML file,
+// then SLUICE_* environment variables, then flags, each overriding the one
+// before. Every flag has an environment variable named after it
+// (--http-addr is SLUICE_HTTP_ADDR) and a YAML key at a fixed place in
+// Config, so the three sources can never disagree on what a setting is.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file. Each command reads the parts it
+// needs.
+type Config struct {
+	DataDir   string    `yaml:"data_dir"`
+	LogFormat string    `yaml:"log_format"`
+	LogLevel  string    `yaml:"log_level"`
+	Kafka     Kafka     `yaml:"kafka"`
+	Broker    Broker    `yaml:"broker"`
+	Topics    Topics    `yaml:"topics"`
+	Collector Collector `yaml:"collector"`
+	Producer  Producer  `yaml:"producer"`
+}
+
+// Kafka says how to reach an external cluster. With no brokers, `sluice up`
+// runs the embedded one.
+type Kafka struct {
+	Brokers       []string `yaml:"brokers"`
+	TLS           bool     `yaml:"tls"`
+	TLSCAFile     string   `yaml:"tls_ca_file"`
+	SASLMechanism string   `yaml:"sasl_mechanism"`
+	SASLUser      string   `yaml:"sasl_user"`
+	SASLPassword  string   `yaml:"sasl_password"`
+}
+
+// Broker configures the embedded broker.
+type Broker struct {
+	Addr  string `yaml:"addr"`
+	Fsync bool   `yaml:"fsync"`
+}
+
+// Topics names the topics and how new ones are made.
+type Topics struct {
+	Raw         string `yaml:"raw"`
+	DLQ         string `yaml:"dlq"`
+	Partitions  int32  `yaml:"partitions"`
+	Replication int16  `yaml:"replication"`
+}
+
+// Collector configures the HTTP collector.
+type Collector struct {
+	HTTPAddr         string        `yaml:"http_addr"`
+	ID               string        `yaml:"id"`
+	APIKeys          []string      `yaml:"api_keys"`
+	MaxBodyBytes     ByteSize      `yaml:"max_body_bytes"`
+	MaxBatchBytes    ByteSize      `yaml:"max_batch_bytes"`
+	BatchMax         int           `yaml:"batch_max"`
+	MaxInflightBytes ByteSize      `yaml:"max_inflight_bytes"`
+	ProduceTimeout   time.Duration `yaml:"produce_timeout"`
+	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Producer tunes Kafka producing.
+type Producer struct {
+	Linger           time.Duration `yaml:"linger"`
+	MaxBufferedBytes ByteSize      `yaml:"max_buffered_bytes"`
+}
+
+// Default returns the documented defaults.
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "sluice"
+	}
+	return Config{
+		DataDir:   "./sluice-data",
+		LogFormat: "auto",
+		LogLevel:  "info",
+		Broker:    Broker{Addr: "127.0.0.1:9092"},
+		Topics:    Topics{Raw: "sluice.raw", DLQ: "sluice.dlq", Partitions: 3, Replication: -1},
+		Collector: Collector{
+			HTTPAddr:         "127.0.0.1:8080",
+			ID:               host,
+			MaxBodyBytes:     1 << 20,
+			MaxBatchBytes:    16 << 20,
+			BatchMax:         10_000,
+			MaxInflightBytes: 256 << 20,
+			ProduceTimeout:   5 * time.Second,
+			ShutdownTimeout:  30 * time.Second,
+		},
+		Producer: Producer{Linger: 2 * time.Millisecond, MaxBufferedBytes: 256 << 20},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors, so that
+// a misspelt setting is reported instead of silently ignored.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, nil
+	}
+	if err := cfg.loadFile(path); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) loadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file means "all defaults".
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}

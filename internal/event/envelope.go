@@ -1,0 +1,407 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Invalid says why bytes are not a valid envelope: a reason code for the
+// first problem, and every problem found.
+type Invalid struct {
+	Reason string
+	Errors []FieldError
+}
+
+func (e *Invalid) Error() string {
+	if len(e.Errors) == 0 {
+		return e.Reason
+	}
+	if e.Errors[0].Path == "" {
+		return e.Errors[0].Message
+	}
+	return e.Errors[0].Path + ": " + e.Errors[0].Message
+}
+
+func (e *Invalid) add(reason, path, msg string) {
+	if e.Reason == "" {
+		e.Reason = reason
+	}
+	e.Errors = append(e.Errors, FieldError{Path: path, Message: msg})
+}
+
+// member is one top-level key and its value, both as the raw bytes the
+// client sent.
+type member struct {
+	key   string
+	raw   []byte // the whole `"key":value` span, re-emitted unchanged
+	value []byte
+}
+
+// Envelope is a validated client event. It keeps the client's bytes so that
+// the stored event differs from what was sent only by the collector's fields.
+type Envelope struct {
+	EventType     string
+	SchemaVersion string
+	// EventID is the client's own id, when it sent one.
+	EventID string
+	members []member
+}
+
+// Stamp is what the collector adds to every event it accepts.
+type Stamp struct {
+	CollectorTstamp string
+	RootID          string
+	CollectorID     string
+}
+
+// reserved reports whether the collector owns a top-level key. A client's
+// value for such a key is replaced, never stored beside the collector's.
+func reserved(key string) bool {
+	return key == FieldCollectorTstamp || key == FieldRootID || key == FieldCollectorID
+}
+
+// Parse validates b as one envelope.
+func Parse(b []byte) (*Envelope, *Invalid) {
+	if inv := checkJSON(b); inv != nil {
+		return nil, inv
+	}
+	return parseValid(b)
+}
+
+// checkJSON reports bytes that are not one well-formed UTF-8 JSON value.
+func checkJSON(b []byte) *Invalid {
+	if json.Valid(b) {
+		if !utf8.Valid(b) {
+			return &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{Path: "", Message: "body is not valid UTF-8"}}}
+		}
+		return nil
+	}
+	msg := "body is empty"
+	if len(skipSpace(b, 0)) != 0 {
+		// Decoding again only to describe the error keeps the fast path fast.
+		var raw json.RawMessage
+		err := json.Unmarshal(b, &raw)
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &se):
+			msg = fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+		case err != nil:
+			msg = "invalid JSON: " + err.Error()
+		default:
+			msg = "invalid JSON"
+		}
+	}
+	return &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{Path: "", Message: msg}}}
+}
+
+// parseValid parses bytes already known to be valid JSON.
+func parseValid(b []byte) (*Envelope, *Invalid) {
+	rest := skipSpace(b, 0)
+	if rest[0] != '{' {
+		return nil, &Invalid{Reason: ReasonWrongType, Errors: []FieldError{{
+			Path: "", Message: "an event must be a JSON object, got " + kind(rest[0]),
+		}}}
+	}
+	env := &Envelope{}
+	var seen map[string]struct{}
+	inv := &Invalid{}
+	i := len(b) - len(rest) + 1
+	for {
+		i = len(b) - len(skipSpace(b, i))
+		if b[i] == '}' {
+			break
+		}
+		if b[i] == ',' {
+			i = len(b) - len(skipSpace(b, i+1))
+		}
+		start := i
+		keyEnd := scanString(b, i)
+		key := unquote(b[i:keyEnd])
+		i = len(b) - len(skipSpace(b, keyEnd)) + 1 // past ':'
+		i = len(b) - len(skipSpace(b, i))
+		valEnd := scanValue(b, i)
+		m := member{key: key, raw: b[start:valEnd], value: b[i:valEnd]}
+		i = valEnd
+
+		if seen == nil {
+			seen = make(map[string]struct{}, 8)
+		}
+		if _, dup := seen[key]; dup {
+			return nil, &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{
+				Path: pointer(key), Message: "duplicate key " + strconv.Quote(key),
+			}}}
+		}
+		seen[key] = struct{}{}
+		if !reserved(key) {
+			env.members = append(env.members, m)
+		}
+	}
+
+	env.EventType = requireString(inv, env.value(FieldEventType), FieldEventType)
+	env.SchemaVersion = requireString(inv, env.value(FieldSchemaVersion), FieldSchemaVersion)
+	switch p := env.value(FieldPayload); {
+	case p == nil:
+		inv.add(ReasonMissingField, pointer(FieldPayload), "payload is required")
+	case p[0] != '{':
+		inv.add(ReasonWrongType, pointer(FieldPayload), "payload must be a JSON object, got "+kind(p[0]))
+	}
+	if id := env.value(FieldEventID); id != nil {
+		if id[0] != '"' {
+			inv.add(ReasonWrongType, pointer(FieldEventID), "event_id must be a string, got "+kind(id[0]))
+		} else {
+			env.EventID = unquote(id)
+		}
+	}
+	if inv.Reason != "" {
+		return nil, inv
+	}
+	return env, nil
+}
+
+func requireString(inv *Invalid, v []byte, field string) string {
+	switch {
+	case v == nil:
+		inv.add(ReasonMissingField, pointer(field), field+" is required")
+	case v[0] != '"':
+		inv.add(ReasonWrongType, pointer(field), field+" must be a string, got "+kind(v[0]))
+	default:
+		s := unquote(v)
+		if isBlank(s) {
+			inv.add(ReasonEmptyField, pointer(field), field+" must not be empty")
+		}
+		return s
+	}
+	return ""
+}
+
+func (e *Envelope) value(key string) []byte {
+	for _, m := range e.members {
+		if m.key == key {
+			return m.value
+		}
+	}
+	return nil
+}
+
+// AppendStamped appends the event as the collector stores it: the client's
+// members, unchanged and in order, then the collector's fields.
+func (e *Envelope) AppendStamped(dst []byte, s Stamp) []byte {
+	dst = append(dst, '{')
+	for _, m := range e.members {
+		dst = append(dst, m.raw...)
+		dst = append(dst, ',')
+	}
+	dst = appendField(dst, FieldCollectorTstamp, s.CollectorTstamp)
+	dst = append(dst, ',')
+	dst = appendField(dst, FieldRootID, s.RootID)
+	dst = append(dst, ',')
+	dst = appendField(dst, FieldCollectorID, s.CollectorID)
+	return append(dst, '}')
+}
+
+func appendField(dst []byte, key, value string) []byte {
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	dst = append(dst, `":`...)
+	return appendString(dst, value)
+}
+
+// appendString appends s as a JSON string. strconv.Quote is not used because
+// its Go escapes (\x7f, \a) are not JSON.
+func appendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+// SplitArray returns the elements of a JSON array as raw bytes, each still
+// to be parsed on its own. A body that is not an array is reported as
+// invalid_json or wrong_type for the batch as a whole.
+func SplitArray(b []byte) ([][]byte, *Invalid) {
+	if inv := checkJSON(b); inv != nil {
+		return nil, inv
+	}
+	rest := skipSpace(b, 0)
+	if rest[0] != '[' {
+		return nil, &Invalid{Reason: ReasonWrongType, Errors: []FieldError{{
+			Path: "", Message: "a batch must be a JSON array or NDJSON, got " + kind(rest[0]),
+		}}}
+	}
+	var elems [][]byte
+	i := len(b) - len(rest) + 1
+	for {
+		i = len(b) - len(skipSpace(b, i))
+		if b[i] == ']' {
+			return elems, nil
+		}
+		if b[i] == ',' {
+			i = len(b) - len(skipSpace(b, i+1))
+		}
+		end := scanValue(b, i)
+		elems = append(elems, b[i:end])
+		i = end
+	}
+}
+
+// ParseElement parses one element returned by SplitArray, which has already
+// been checked to be valid JSON.
+func ParseElement(b []byte) (*Envelope, *Invalid) { return parseValid(b) }
+
+// The helpers below walk bytes already checked by json.Valid, so they need
+// not guard against malformed input.
+
+func skipSpace(b []byte, i int) []byte {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return b[i:]
+		}
+	}
+	return b[i:]
+}
+
+// scanString returns the index just past the string starting at b[i].
+func scanString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// scanValue returns the index just past the value starting at b[i].
+func scanValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = scanString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	default:
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+		}
+		return i
+	}
+}
+
+// unquote decodes a JSON string literal, taking the copy-free path when it
+// holds no escapes.
+func unquote(lit []byte) string {
+	inner := lit[1 : len(lit)-1]
+	for _, c := range inner {
+		if c == '\\' {
+			var s string
+			if err := json.Unmarshal(lit, &s); err != nil {
+				return string(inner)
+			}
+			return s
+		}
+	}
+	return string(inner)
+}
+
+func isBlank(s string) bool {
+	for _, r := range s {
+		switch r {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func kind(c byte) string {
+	switch c {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+// pointer is the JSON pointer (RFC 6901) of a top-level key.
+func pointer(key string) string {
+	esc := make([]byte, 0, len(key)+1)
+	esc = append(esc, '/')
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case '~':
+			esc = append(esc, "~0"...)
+		case '/':
+			esc = append(esc, "~1"...)
+		default:
+			esc = append(esc, key[i])
+		}
+	}
+	return string(esc)
+}
+
+// Line is one non-blank line of an NDJSON body, numbered from 1.
+type Line struct {
+	Number int
+	Data   []byte
+}
+
+// SplitLines returns the non-blank lines of an NDJSON body. Each is parsed on
+// its own, so one bad line rejects only itself.
+func SplitLines(b []byte) []Line {
+	var lines []Line
+	for n := 1; len(b) > 0; n++ {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(skipSpace(line, 0)) > 0 {
+			lines = append(lines, Line{Number: n, Data: line})
+		}
+	}
+	return lines
+}
