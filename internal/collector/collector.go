@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -128,6 +129,7 @@ type Collector struct {
 	handler  http.Handler
 	inflight *semaphore.Weighted
 	now      func() time.Time
+	lastWarn atomic.Int64 // unix nanoseconds of the last produce warning
 
 	mu sync.Mutex
 	ln net.Listener

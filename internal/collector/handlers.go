@@ -61,7 +61,12 @@ func writeError(w http.ResponseWriter, code int, errCode, msg string) {
 }
 
 func (c *Collector) unavailable(w http.ResponseWriter, err error) {
-	c.logger.Warn("produce failed", "err", err)
+	// While the broker is down every request fails; one line a second tells
+	// the operator as much as thousands would.
+	if now := c.now().UnixNano(); now-c.lastWarn.Load() > int64(time.Second) {
+		c.lastWarn.Store(now)
+		c.logger.Warn("kafka did not acknowledge; answering 503", "err", err)
+	}
 	w.Header().Set("Retry-After", retryAfter)
 	writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable,
 		"the event store did not acknowledge the write in time; nothing in this request is confirmed stored; retry after the Retry-After delay")

@@ -1,0 +1,595 @@
+package collector
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/event"
+)
+
+const tripEvent = `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"trips.parquet:1",` +
+	`"payload":{"VendorID":1,"tpep_pickup_datetime":"2025-01-01T00:18:38","passenger_count":1.0,"trip_distance":1.60,` +
+	`"store_and_fwd_flag":"N","PULocationID":229,"DOLocationID":237,"fare_amount":10.0,"Airport_fee":null}}`
+
+type harness struct {
+	t      *testing.T
+	broker *bus.Broker
+	dir    string
+	addr   string
+	prod   *kgo.Client
+	col    *Collector
+	srv    *httptest.Server
+	reg    *prometheus.Registry
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func newHarness(t *testing.T, mutate func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), addr: "127.0.0.1:0"}
+	h.startBroker()
+	t.Cleanup(func() { h.broker.Close() })
+	h.addr = h.broker.Addr()
+	logger := testLogger(t)
+	cc := bus.ClientConfig{Brokers: []string{h.addr}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{Linger: time.Millisecond, MaxRecordBytes: 2 << 20}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ID = "collector-test"
+	cfg.ProduceTimeout = 2 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h.reg = prometheus.NewRegistry()
+	col, err := New(cfg, prod, logger, h.reg, h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.prod, h.col = prod, col
+	h.srv = httptest.NewServer(col.Handler())
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *harness) startBroker() {
+	h.t.Helper()
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: h.addr, Dir: h.dir, Partitions: 3}, testLogger(h.t))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.broker = b
+}
+
+type response struct {
+	code   int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (h *harness) do(method, path string, body []byte, headers ...string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{code: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			h.t.Fatalf("%s %s: answer is not JSON: %v: %s", method, path, err, raw)
+		}
+	}
+	return r
+}
+
+func (h *harness) post(path, body string, headers ...string) response {
+	h.t.Helper()
+	return h.do(http.MethodPost, path, []byte(body), append([]string{"Content-Type", "application/json"}, headers...)...)
+}
+
+// consume reads a topic from the start until it has n records.
+func consume(t *testing.T, brokers, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: got %d records, want %d", topic, len(recs), n)
+		}
+		recs = append(recs, f.Records()...)
+	}
+	return recs
+}
+
+func headers(r *kgo.Record) map[string]string {
+	m := make(map[string]string)
+	for _, h := range r.Headers {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
+
+var uuidV7 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func TestCollectValidEvent(t *testing.T) {
+	h := newHarness(t, nil)
+	before := time.Now().UTC()
+	resp := h.post("/api/v1/collect", tripEvent)
+	if resp.code != http.StatusOK {
+		t.Fatalf("POST = %d %s, want 200", resp.code, resp.raw)
+	}
+	rootID, _ := resp.body["root_id"].(string)
+	if !uuidV7.MatchString(rootID) {
+		t.Fatalf("root_id %q is not a UUID v7", rootID)
+	}
+
+	rec := consume(t, h.addr, "sluice.raw", 1)[0]
+	if string(rec.Key) != rootID {
+		t.Errorf("key = %q, want root_id %q", rec.Key, rootID)
+	}
+	wantHeaders := map[string]string{"event_type": "yellow_taxi_trip", "schema_version": "1-0-0", "root_id": rootID}
+	if diff := cmp.Diff(wantHeaders, headers(rec)); diff != "" {
+		t.Errorf("headers mismatch (-want +got):\n%s", diff)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Value, &got); err != nil {
+		t.Fatalf("stored value is not JSON: %v", err)
+	}
+	var sent map[string]json.RawMessage
+	json.Unmarshal([]byte(tripEvent), &sent)
+	for k, v := range sent {
+		if string(got[k]) != string(v) {
+			t.Errorf("field %s changed: sent %s, stored %s", k, v, got[k])
+		}
+	}
+	if string(got["root_id"]) != `"`+rootID+`"` || string(got["collector_id"]) != `"collector-test"` {
+		t.Errorf("stamp: root_id %s, collector_id %s", got["root_id"], got["collector_id"])
+	}
+	var ts string
+	json.Unmarshal(got["collector_tstamp"], &ts)
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil || !strings.HasSuffix(ts, "Z") || !strings.Contains(ts, ".") {
+		t.Errorf("collector_tstamp %q: want UTC RFC 3339 with fractional seconds (%v)", ts, err)
+	}
+	if at.Before(before.Truncate(time.Microsecond)) || at.After(time.Now()) {
+		t.Errorf("collector_tstamp %v is outside the request (%v..now)", at, before)
+	}
+	if len(got) != len(sent)+3 {
+		t.Errorf("stored %d fields, want the %d sent plus 3", len(got), len(sent))
+	}
+}
+
+func TestCollectInvalidEventsAreDeadLettered(t *testing.T) {
+	h := newHarness(t, nil)
+	tests := []struct {
+		name, body, reason string
+		wantOriginal       string // JSON of the original as stored
+	}{
+		{"invalid_json", `{"event_type": "trip",`, event.ReasonInvalidJSON, `"{\"event_type\": \"trip\","`},
+		{"not json at all", `hello`, event.ReasonInvalidJSON, `"hello"`},
+		{"missing_field", `{"event_type":"trip","payload":{}}`, event.ReasonMissingField, `{"event_type":"trip","payload":{}}`},
+		{"wrong_type", `{"event_type":"trip","schema_version":"1","payload":"x"}`, event.ReasonWrongType, `{"event_type":"trip","schema_version":"1","payload":"x"}`},
+		{"empty_field", `{"event_type":"","schema_version":"1","payload":{}}`, event.ReasonEmptyField, `{"event_type":"","schema_version":"1","payload":{}}`},
+	}
+	rootIDs := make(map[string]int)
+	for i, tt := range tests {
+		resp := h.post("/api/v1/collect", tt.body)
+		if resp.code != http.StatusBadRequest || resp.body["error"] != tt.reason {
+			t.Fatalf("%s: POST = %d %s, want 400 %s", tt.name, resp.code, resp.raw, tt.reason)
+		}
+		if d, _ := resp.body["details"].([]any); len(d) == 0 {
+			t.Errorf("%s: answer has no details: %s", tt.name, resp.raw)
+		}
+		rootIDs[resp.body["root_id"].(string)] = i
+	}
+	for _, rec := range consume(t, h.addr, "sluice.dlq", len(tests)) {
+		i, ok := rootIDs[string(rec.Key)]
+		if !ok {
+			t.Fatalf("unexpected DLQ record %s", rec.Value)
+		}
+		tt := tests[i]
+		var f struct {
+			event.Failed
+			Original json.RawMessage `json:"original"`
+		}
+		if err := json.Unmarshal(rec.Value, &f); err != nil {
+			t.Fatalf("%s: DLQ value is not JSON: %v", tt.name, err)
+		}
+		if f.Stage != "collector" || f.Reason != tt.reason || f.RootID != string(rec.Key) || len(f.Errors) == 0 || f.FailedAt == "" {
+			t.Errorf("%s: failed record %s", tt.name, rec.Value)
+		}
+		if string(f.Original) != tt.wantOriginal {
+			t.Errorf("%s: original = %s, want %s", tt.name, f.Original, tt.wantOriginal)
+		}
+		if got := headers(rec); got["reason"] != tt.reason || got["stage"] != "collector" {
+			t.Errorf("%s: DLQ headers %v", tt.name, got)
+		}
+	}
+}
+
+func TestCollectBatch(t *testing.T) {
+	h := newHarness(t, nil)
+	valid := func(id string) string {
+		return `{"event_type":"trip","schema_version":"1-0-0","event_id":"` + id + `","payload":{"n":1}}`
+	}
+	f := func(contentType, body string, wantRejected []batchError) {
+		t.Helper()
+		resp := h.post("/api/v1/collect/batch", body, "Content-Type", contentType)
+		if resp.code != http.StatusOK {
+			t.Fatalf("batch = %d %s", resp.code, resp.raw)
+		}
+		var got batchResult
+		json.Unmarshal([]byte(resp.raw), &got)
+		if got.Accepted != 3 || got.Rejected != len(wantRejected) || len(got.RootIDs) != 3 {
+			t.Errorf("accepted %d rejected %d root_ids %d, want 3, %d, 3", got.Accepted, got.Rejected, len(got.RootIDs), len(wantRejected))
+		}
+		for i := range got.Errors {
+			got.Errors[i].Message = "" // messages are for people; reasons are the contract
+		}
+		if diff := cmp.Diff(wantRejected, got.Errors); diff != "" {
+			t.Errorf("errors mismatch (-want +got):\n%s", diff)
+		}
+	}
+	f("application/json", "["+valid("a")+`,{"event_type":"x"},`+valid("b")+`,7,`+valid("c")+"]",
+		[]batchError{{Index: 1, Reason: "missing_field"}, {Index: 3, Reason: "wrong_type"}})
+	f("application/x-ndjson", valid("d")+"\n{broken\n\n"+valid("e")+"\n"+valid("f")+"\n",
+		[]batchError{{Index: 1, Reason: "invalid_json"}})
+
+	raw := consume(t, h.addr, "sluice.raw", 6)
+	var ids []string
+	for _, r := range raw {
+		var v struct {
+			EventID string `json:"event_id"`
+		}
+		json.Unmarshal(r.Value, &v)
+		ids = append(ids, v.EventID)
+	}
+	if len(ids) != 6 {
+		t.Errorf("raw topic holds %v, want the 6 valid events", ids)
+	}
+	dlq := consume(t, h.addr, "sluice.dlq", 3)
+	var reasons []string
+	for _, r := range dlq {
+		reasons = append(reasons, headers(r)["reason"])
+	}
+	if len(reasons) != 3 {
+		t.Errorf("DLQ reasons %v, want the 3 rejected events", reasons)
+	}
+
+	// A body that is not an array at all is one failed event.
+	resp := h.post("/api/v1/collect/batch", `[{"a":1},`)
+	if resp.code != http.StatusBadRequest || resp.body["error"] != "invalid_json" {
+		t.Errorf("broken array = %d %s, want 400 invalid_json", resp.code, resp.raw)
+	}
+	consume(t, h.addr, "sluice.dlq", 4)
+}
+
+func TestRequestRejections(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.MaxBodyBytes = 1 << 10
+		c.MaxBatchBytes = 4 << 10
+		c.BatchMax = 3
+		c.APIKeys = []string{"k1", "k2"}
+	})
+	key := []string{"X-API-Key", "k1"}
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	// A gzip bomb: a small body that inflates far past the limit.
+	bomb := gz(bytes.Repeat([]byte(" "), 64<<20))
+	if len(bomb) > 1<<20 {
+		t.Fatalf("bomb is %d bytes compressed; want it small", len(bomb))
+	}
+	small := []byte(tripEvent)
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		body    []byte
+		headers []string
+		code    int
+		errCode string
+	}{
+		{"ok with X-API-Key", "POST", "/api/v1/collect", small, key, 200, ""},
+		{"ok with bearer", "POST", "/api/v1/collect", small, []string{"Authorization", "Bearer k2"}, 200, ""},
+		{"ok gzip", "POST", "/api/v1/collect", gz(small), append([]string{"Content-Encoding", "gzip"}, key...), 200, ""},
+		{"no key", "POST", "/api/v1/collect", small, nil, 401, "unauthorized"},
+		{"wrong key", "POST", "/api/v1/collect/batch", small, []string{"Authorization", "Bearer nope"}, 401, "unauthorized"},
+		{"too large", "POST", "/api/v1/collect", bytes.Repeat([]byte("x"), 2<<10), key, 413, "body_too_large"},
+		{"gzip bomb", "POST", "/api/v1/collect", bomb, append([]string{"Content-Encoding", "gzip"}, key...), 413, "body_too_large"},
+		{"gzip bomb batch", "POST", "/api/v1/collect/batch", bomb, append([]string{"Content-Encoding", "gzip"}, key...), 413, "body_too_large"},
+		{"too many events", "POST", "/api/v1/collect/batch", []byte("[{},{},{},{}]"), key, 413, "too_many_events"},
+		{"bad gzip", "POST", "/api/v1/collect", []byte("not gzip"), append([]string{"Content-Encoding", "gzip"}, key...), 400, "invalid_encoding"},
+		{"brotli", "POST", "/api/v1/collect", small, append([]string{"Content-Encoding", "br"}, key...), 415, "unsupported_encoding"},
+		{"form", "POST", "/api/v1/collect", small, append([]string{"Content-Type", "application/x-www-form-urlencoded"}, key...), 415, "unsupported_media_type"},
+		{"text batch", "POST", "/api/v1/collect/batch", small, append([]string{"Content-Type", "text/plain"}, key...), 415, "unsupported_media_type"},
+		{"GET collect", "GET", "/api/v1/collect", nil, key, 405, "method_not_allowed"},
+		{"PUT batch", "PUT", "/api/v1/collect/batch", small, key, 405, "method_not_allowed"},
+		{"DELETE healthz", "DELETE", "/healthz", nil, nil, 405, "method_not_allowed"},
+		{"unknown route", "GET", "/api/v2/collect", nil, nil, 404, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hdrs := append([]string{"Content-Type", "application/json"}, tt.headers...)
+			resp := h.do(tt.method, tt.path, tt.body, hdrs...)
+			if resp.code != tt.code {
+				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, resp.code, resp.raw, tt.code)
+			}
+			if tt.errCode != "" && resp.body["error"] != tt.errCode {
+				t.Errorf("error = %v, want %s (%s)", resp.body["error"], tt.errCode, resp.raw)
+			}
+			if tt.code == 405 && resp.header.Get("Allow") == "" {
+				t.Error("405 without Allow")
+			}
+			if tt.code == 401 && resp.header.Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
+
+// TestBrokerDownNoFalseAck stops the broker while clients send: every
+// event answered 2xx must be in the topic once the broker is back, and the
+// collector answers 503 with Retry-After while it is down.
+func TestBrokerDownNoFalseAck(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.ProduceTimeout = 500 * time.Millisecond })
+	type result struct {
+		code   int
+		rootID string
+	}
+	results := make(chan result, 10_000)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/collect", strings.NewReader(tripEvent))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := h.srv.Client().Do(req)
+				if err != nil {
+					continue
+				}
+				var body struct {
+					RootID string `json:"root_id"`
+				}
+				json.NewDecoder(resp.Body).Decode(&body)
+				resp.Body.Close()
+				if resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "" {
+					t.Error("503 without Retry-After")
+				}
+				results <- result{resp.StatusCode, body.RootID}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	h.broker.Close()
+	time.Sleep(1500 * time.Millisecond)
+
+	// While the broker is down, a request is answered 503, promptly.
+	start := time.Now()
+	if resp := h.post("/api/v1/collect", tripEvent); resp.code != http.StatusServiceUnavailable {
+		t.Errorf("with the broker down: %d %s, want 503", resp.code, resp.raw)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("503 took %v; want it within the produce timeout", took)
+	}
+	if resp := h.do("GET", "/readyz", nil); resp.code != http.StatusServiceUnavailable {
+		t.Errorf("readyz with the broker down = %d, want 503", resp.code)
+	}
+
+	h.startBroker()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if resp := h.post("/api/v1/collect", tripEvent); resp.code == http.StatusOK {
+			results <- result{200, resp.body["root_id"].(string)}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the collector did not recover after the broker restarted")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	for range 4 {
+		<-done
+	}
+	close(results)
+
+	acked := make(map[string]bool)
+	codes := make(map[int]int)
+	for r := range results {
+		codes[r.code]++
+		if r.code == 200 {
+			acked[r.rootID] = true
+		}
+	}
+	t.Logf("answers: %v", codes)
+	if codes[503] == 0 {
+		t.Error("no 503 while the broker was down")
+	}
+	for code := range codes {
+		if code != 200 && code != 503 {
+			t.Errorf("unexpected answer %d", code)
+		}
+	}
+	// Everything acknowledged is stored (503s may be stored too: a 503
+	// says "not confirmed", never "dropped").
+	stored := make(map[string]bool)
+	for _, r := range consume(t, h.addr, "sluice.raw", len(acked)) {
+		stored[string(r.Key)] = true
+	}
+	for id := range acked {
+		if !stored[id] {
+			t.Errorf("event %s was answered 200 but is not in sluice.raw", id)
+		}
+	}
+}
+
+func TestServiceRoutes(t *testing.T) {
+	h := newHarness(t, nil)
+	if r := h.do("GET", "/healthz", nil); r.code != 200 {
+		t.Errorf("healthz = %d", r.code)
+	}
+	if r := h.do("GET", "/readyz", nil); r.code != 200 {
+		t.Errorf("readyz = %d %s", r.code, r.raw)
+	}
+	if r := h.do("GET", "/api/v1", nil); r.code != 200 || r.body["collector_id"] != "collector-test" {
+		t.Errorf("welcome = %d %s", r.code, r.raw)
+	}
+	if r := h.do("GET", "/api/v1/docs/", nil); r.code != 200 || !strings.Contains(r.raw, "swagger-ui-bundle.js") {
+		t.Errorf("docs = %d", r.code)
+	}
+	if r := h.do("GET", "/api/v1/docs/swagger-ui-bundle.js", nil); r.code != 200 || len(r.raw) < 100_000 {
+		t.Errorf("docs bundle = %d, %d bytes", r.code, len(r.raw))
+	}
+	h.post("/api/v1/collect", tripEvent)
+	h.post("/api/v1/collect", `{}`)
+	metrics := h.do("GET", "/metrics", nil).raw
+	for _, want := range []string{
+		`sluice_collector_http_requests_total{code="200",route="/api/v1/collect"} 1`,
+		`sluice_collector_http_requests_total{code="400",route="/api/v1/collect"} 1`,
+		`sluice_collector_events_accepted_total 1`,
+		`sluice_collector_events_rejected_total{reason="missing_field"} 1`,
+		`sluice_collector_produce_latency_seconds_count 2`,
+		`sluice_collector_http_requests_in_flight 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestOpenAPICoversRoutes keeps the OpenAPI document in step with the mux.
+func TestOpenAPICoversRoutes(t *testing.T) {
+	h := newHarness(t, nil)
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	r := h.do("GET", "/api/v1/openapi.json", nil)
+	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi version %q", doc.OpenAPI)
+	}
+	want := map[string]string{
+		"/api/v1/collect": "post", "/api/v1/collect/batch": "post", "/api/v1": "get",
+		"/api/v1/openapi.json": "get", "/api/v1/docs/": "get", "/healthz": "get", "/readyz": "get", "/metrics": "get",
+	}
+	for path, method := range want {
+		if _, ok := doc.Paths[path][method]; !ok {
+			t.Errorf("openapi.json does not document %s %s", strings.ToUpper(method), path)
+		}
+		if r := h.do(strings.ToUpper(method), path, nil); r.code == 404 {
+			t.Errorf("documented %s %s is not served", method, path)
+		}
+	}
+	if len(doc.Paths) != len(want) {
+		t.Errorf("openapi.json documents %d paths, want %d", len(doc.Paths), len(want))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.ID = "x"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	c.MaxInflightBytes = 10
+	c.BatchMax = 0
+	c.APIKeys = []string{""}
+	err := c.Validate()
+	for _, want := range []string{"max in-flight", "batch max", "API key is empty"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+}
+
+// TestKcatReadsWhatTheCollectorWrote proves that an outside Kafka tool
+// (kcat, on librdkafka) reads the embedded broker.
+func TestKcatReadsWhatTheCollectorWrote(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
+			t.Fatal("kcat is not installed; 'make test' installs it (apt-get install kcat)")
+		}
+		t.Skip("kcat is not installed; 'make test' installs it")
+	}
+	h := newHarness(t, nil)
+	var want []string
+	for range 5 {
+		r := h.post("/api/v1/collect", tripEvent)
+		if r.code != 200 {
+			t.Fatalf("POST = %d %s", r.code, r.raw)
+		}
+		want = append(want, r.body["root_id"].(string))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-C", "-b", h.addr, "-t", "sluice.raw",
+		"-o", "beginning", "-e", "-q", "-f", "%k %h %s\\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		key, rest, _ := strings.Cut(line, " ")
+		if !strings.Contains(rest, "event_type=yellow_taxi_trip") || !strings.Contains(rest, `"VendorID":1`) {
+			t.Errorf("kcat line lacks the header or payload: %s", line)
+		}
+		got = append(got, key)
+	}
+	if diff := cmp.Diff(slices.Sorted(slices.Values(want)), slices.Sorted(slices.Values(got))); diff != "" {
+		t.Errorf("root ids read by kcat (-want +got):\n%s", diff)
+	}
+}
