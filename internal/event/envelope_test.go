@@ -200,3 +200,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func FuzzSplitBatch(f *testing.F) {
+	for _, s := range []string{`[]`, `[{"a":1},2,"x",[{}]]`, `[{"event_type":"t","schema_version":"1","payload":{}}]`, "[\n]", `[1,]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		elems, inv := SplitArray(body)
+		if inv != nil {
+			return
+		}
+		var want []json.RawMessage
+		if err := json.Unmarshal(body, &want); err != nil {
+			t.Fatalf("SplitArray accepted %q, which encoding/json rejects: %v", body, err)
+		}
+		if len(elems) != len(want) {
+			t.Fatalf("SplitArray(%q) gave %d elements, want %d", body, len(elems), len(want))
+		}
+		for i, e := range elems {
+			if !json.Valid(e) {
+				t.Fatalf("element %d %q is not JSON", i, e)
+			}
+			ParseElement(e) // must not panic on any element
+		}
+		for _, l := range SplitLines(body) {
+			Parse(l.Data)
+		}
+	})
+}

@@ -1,0 +1,54 @@
+# Sluice's build, test and benchmark entry points. `make test` is what CI runs.
+
+GO        ?= go
+FUZZTIME  ?= 15s
+# Every fuzz target, as package:target.
+FUZZ_TARGETS := ./internal/event:FuzzParse ./internal/event:FuzzSplitBatch
+
+.PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sluice ./cmd/sluice
+
+# test installs what the tests need, then vets, runs every test under the
+# race detector, and gives each fuzz target a short run.
+test: test-deps vet unit fuzz
+
+test-deps:
+	@command -v $(GO) >/dev/null || { echo "Go is required: https://go.dev/dl/"; exit 1; }
+	@command -v kcat >/dev/null || { \
+		echo "installing kcat (Debian package) for the Kafka interoperability test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	SLUICE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# bench measures the collector against a no-op handler in the same run.
+bench:
+	$(GO) run ./cmd/sluicebench collector
+
+# swagger-ui refreshes the embedded API-docs assets from the npm registry.
+swagger-ui:
+	rm -rf /tmp/sluice-swagger && mkdir -p /tmp/sluice-swagger
+	cd /tmp/sluice-swagger && npm pack swagger-ui-dist@latest --silent && tar xzf swagger-ui-dist-*.tgz
+	cp /tmp/sluice-swagger/package/swagger-ui-bundle.js /tmp/sluice-swagger/package/swagger-ui.css \
+	   /tmp/sluice-swagger/package/LICENSE /tmp/sluice-swagger/package/NOTICE \
+	   /tmp/sluice-swagger/package/favicon-32x32.png internal/apidocs/assets/
+	node -p 'require("/tmp/sluice-swagger/package/package.json").version' > internal/apidocs/assets/VERSION
+
+clean:
+	rm -rf bin sluice-data

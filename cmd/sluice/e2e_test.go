@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run the built binary as a user would.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sluice")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		panic("build sluice: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type proc struct {
+	cmd        *exec.Cmd
+	httpAddr   string
+	brokerAddr string
+	exited     chan error
+}
+
+// startUp runs `sluice up` on dir and waits until it logs its addresses.
+func startUp(t *testing.T, dir string, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"up", "--data-dir", dir, "--http-addr", "127.0.0.1:0",
+		"--broker-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout = io.Discard
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch line.Msg {
+			case "embedded broker started":
+				p.brokerAddr = line.Addr
+			case "collector listening":
+				p.httpAddr = line.Addr
+				close(ready)
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	select {
+	case <-ready:
+	case err := <-p.exited:
+		t.Fatalf("sluice up exited early: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("sluice up did not start within 30s")
+	}
+	return p
+}
+
+func sluice(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(binary, args...).Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func postEvent(t *testing.T, addr, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/api/v1/collect", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		RootID string `json:"root_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r.RootID
+}
+
+func TestUpCollectTailSurvivesKill(t *testing.T) {
+	dir := t.TempDir()
+	p := startUp(t, dir)
+	var ids []string
+	for range 3 {
+		code, id := postEvent(t, p.httpAddr, `{"event_type":"page_view","schema_version":"1-0-0","payload":{"url":"/"}}`)
+		if code != 200 {
+			t.Fatalf("collect = %d", code)
+		}
+		ids = append(ids, id)
+	}
+	if code, _ := postEvent(t, p.httpAddr, `{"payload":{}}`); code != 400 {
+		t.Errorf("invalid event = %d, want 400", code)
+	}
+
+	out, code := sluice(t, "tail", "sluice.raw", "-n", "10", "--brokers", p.brokerAddr)
+	if code != 0 {
+		t.Fatalf("tail exited %d", code)
+	}
+	for _, id := range ids {
+		if !strings.Contains(out, id) {
+			t.Errorf("tail output lacks %s:\n%s", id, out)
+		}
+	}
+
+	// kill -9, then start again on the same directory: nothing is lost.
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p = startUp(t, dir)
+	out, _ = sluice(t, "topics", "--json", "--brokers", p.brokerAddr)
+	var topics []topicInfo
+	if err := json.Unmarshal([]byte(out), &topics); err != nil {
+		t.Fatalf("topics --json: %v: %s", err, out)
+	}
+	records := map[string]int64{}
+	for _, tp := range topics {
+		records[tp.Topic] = tp.Records
+	}
+	if records["sluice.raw"] != 3 || records["sluice.dlq"] != 1 {
+		t.Errorf("after kill -9 and restart: %v, want 3 raw and 1 dead letter", records)
+	}
+	out, _ = sluice(t, "tail", "sluice.raw", "--from-beginning", "--brokers", p.brokerAddr)
+	for _, id := range ids {
+		if !strings.Contains(out, id) {
+			t.Errorf("after restart, tail lacks %s", id)
+		}
+	}
+
+	// SIGTERM stops it cleanly.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("sluice up after SIGTERM: %v, want exit 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sluice up did not stop within 30s of SIGTERM")
+	}
+}
+
+func TestHelpAndUsageErrors(t *testing.T) {
+	out, code := sluice(t, "--help")
+	if code != 0 || !strings.Contains(out, "up ") || !strings.Contains(out, "collector") {
+		t.Errorf("sluice --help = %d:\n%s", code, out)
+	}
+	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail"} {
+		c := exec.Command(binary, cmd, "--help")
+		outb, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") {
+			t.Errorf("sluice %s --help: %v\n%s", cmd, err, outb)
+		}
+	}
+	if _, code := sluice(t, "nope"); code != 2 {
+		t.Errorf("unknown command exit %d, want 2", code)
+	}
+	if _, code := sluice(t, "up", "--no-such-flag"); code != 2 {
+		t.Errorf("unknown flag exit %d, want 2", code)
+	}
+	c := exec.Command(binary, "collector")
+	outb, _ := c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(outb), "--brokers") {
+		t.Errorf("collector without brokers: exit %d\n%s", c.ProcessState.ExitCode(), outb)
+	}
+}

@@ -1,0 +1,175 @@
+// Command sluicebench measures Sluice's stages on this machine against a
+// baseline run in the same process, and prints the ratio. `make bench` runs
+// it; see the README's benchmark section.
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/loadgen"
+)
+
+//go:embed testdata/tlc_yellow_2025-01_first500.ndjson
+var tlcEvents []byte
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if len(os.Args) < 2 || os.Args[1] != "collector" {
+		fmt.Fprintln(os.Stderr, "usage: sluicebench collector [flags]   (see -h)")
+		os.Exit(2)
+	}
+	if err := benchCollector(ctx, os.Args[2:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "sluicebench:", err)
+		os.Exit(1)
+	}
+}
+
+func benchCollector(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
+	conns := fs.Int("conns", 64, "concurrent keep-alive connections")
+	duration := fs.Duration("duration", 10*time.Second, "measured time of each run")
+	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured time before each run")
+	batch := fs.Int("batch", 500, "events per batch request")
+	batchConns := fs.Int("batch-conns", 8, "connections for batch runs")
+	linger := fs.Duration("linger", config.Default().Producer.Linger, "producer linger")
+	fsync := fs.Bool("fsync", false, "fsync every batch in the embedded broker")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	only := fs.String("only", "", "run only this mode: single or batch")
+	collectorOnly := fs.Bool("collector-only", false, "skip the no-op baseline (for profiling the collector)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	dir, err := os.MkdirTemp("", "sluicebench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: dir, Partitions: 3, Fsync: *fsync}, logger)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, bus.ProducerConfig{
+		Linger: *linger, MaxBufferedBytes: 256 << 20, MaxRecordBytes: 2 << 20,
+	}, logger)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	if err := bus.EnsureTopics(ctx, prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		return err
+	}
+	ccfg := collector.DefaultConfig()
+	ccfg.ID = "bench"
+	ccfg.Addr = "127.0.0.1:0"
+	reg := prometheus.NewRegistry()
+	col, err := collector.New(ccfg, prod, logger, reg, reg)
+	if err != nil {
+		return err
+	}
+	colAddr, err := col.Listen()
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go col.Run(runCtx)
+
+	noopLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	noop := &http.Server{Handler: loadgen.Noop()}
+	go noop.Serve(noopLn)
+	defer noop.Close()
+
+	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
+	var batches [][]byte
+	for i := 0; i+*batch <= len(singles); i += *batch {
+		batches = append(batches, append(append([]byte("["), bytes.Join(singles[i:i+*batch], []byte(","))...), ']'))
+	}
+	if len(batches) == 0 {
+		return fmt.Errorf("batch %d is larger than the %d sample events", *batch, len(singles))
+	}
+
+	fmt.Fprintf(out, "collector benchmark: %d TLC trip events (avg %d bytes), embedded broker (fsync=%v), producer linger %v\n",
+		len(singles), len(tlcEvents)/len(singles), *fsync, *linger)
+	fmt.Fprintf(out, "each run: %v after %v warm-up; the no-op handler only reads the body\n\n", *duration, *warmup)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\ttarget\tconns\tevents/s\tp50\tp99\tfailed\t")
+	for _, m := range []struct {
+		name   string
+		path   string
+		bodies [][]byte
+		per    int
+		conns  int
+	}{
+		{"single", "/api/v1/collect", singles, 1, *conns},
+		{fmt.Sprintf("batch %d", *batch), "/api/v1/collect/batch", batches, *batch, *batchConns},
+	} {
+		if *only != "" && !strings.HasPrefix(m.name, *only) {
+			continue
+		}
+		var rates [2]float64
+		for i, target := range []struct{ name, addr string }{{"no-op", noopLn.Addr().String()}, {"collector", colAddr.String()}} {
+			if *collectorOnly && target.name == "no-op" {
+				rates[i] = 1
+				continue
+			}
+			res, err := loadgen.Run(ctx, loadgen.Config{
+				URL: "http://" + target.addr + m.path, ContentType: "application/json",
+				Bodies: m.bodies, EventsPerBody: m.per, Connections: m.conns,
+				Duration: *duration, Warmup: *warmup,
+			})
+			if err != nil {
+				return err
+			}
+			rates[i] = res.EventsPerSec()
+			failed := 0
+			for _, n := range res.Failures {
+				failed += n
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%v\t%v\t%d\t\n", m.name, target.name, m.conns, res.EventsPerSec(),
+				res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed)
+		}
+		fmt.Fprintf(tw, "%s\tcollector / no-op\t\t%.2f\t\t\t\t\n", m.name, rates[1]/rates[0])
+	}
+	return tw.Flush()
+}
