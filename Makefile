@@ -3,7 +3,7 @@
 GO        ?= go
 FUZZTIME  ?= 15s
 # Every fuzz target, as package:target.
-FUZZ_TARGETS := ./internal/event:FuzzParse ./internal/event:FuzzSplitBatch
+FUZZ_TARGETS := ./internal/event:FuzzParse ./internal/event:FuzzSplitBatch ./internal/event:FuzzValid
 
 .PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
 

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -248,6 +249,14 @@ func TestCollectInvalidEventsAreDeadLettered(t *testing.T) {
 			t.Errorf("%s: DLQ headers %v", tt.name, got)
 		}
 	}
+}
+
+// batchResult is the batch answer's documented shape.
+type batchResult struct {
+	Accepted int          `json:"accepted"`
+	Rejected int          `json:"rejected"`
+	RootIDs  []string     `json:"root_ids"`
+	Errors   []batchError `json:"errors"`
 }
 
 func TestCollectBatch(t *testing.T) {
@@ -591,5 +600,54 @@ func TestKcatReadsWhatTheCollectorWrote(t *testing.T) {
 	}
 	if diff := cmp.Diff(slices.Sorted(slices.Values(want)), slices.Sorted(slices.Values(got))); diff != "" {
 		t.Errorf("root ids read by kcat (-want +got):\n%s", diff)
+	}
+}
+
+// TestClientHangupDoesNotFailOthers: franz-go fails every buffered record
+// of a partition when one record's context is canceled, so the collector
+// must not tie records to request contexts. Clients that hang up mid-request
+// must leave every other client's answer 200.
+func TestClientHangupDoesNotFailOthers(t *testing.T) {
+	h := newHarness(t, nil)
+	batch := "[" + strings.TrimSuffix(strings.Repeat(tripEvent+",", 200), ",") + "]"
+	ctx, stop := context.WithTimeout(t.Context(), 3*time.Second)
+	defer stop()
+	failures := make(chan string, 1000)
+	done := make(chan struct{})
+	for w := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ctx.Err() == nil; i++ {
+				if w%2 == 0 {
+					// A client that gives up after a moment.
+					rctx, cancel := context.WithTimeout(ctx, time.Duration(i%3)*time.Millisecond)
+					req, _ := http.NewRequestWithContext(rctx, "POST", h.srv.URL+"/api/v1/collect/batch", strings.NewReader(batch))
+					req.Header.Set("Content-Type", "application/json")
+					if resp, err := h.srv.Client().Do(req); err == nil {
+						resp.Body.Close()
+					}
+					cancel()
+					continue
+				}
+				req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/collect/batch", strings.NewReader(batch))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := h.srv.Client().Do(req)
+				if err != nil {
+					continue // the test's own deadline
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failures <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	close(failures)
+	for f := range failures {
+		t.Errorf("a patient client was refused: %s", f)
 	}
 }

@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		produceFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_collector_produce_failures_total",
-			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error).",
+			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error, client_gone).",
 		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {

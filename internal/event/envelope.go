@@ -74,7 +74,7 @@ func Parse(b []byte) (*Envelope, *Invalid) {
 
 // checkJSON reports bytes that are not one well-formed UTF-8 JSON value.
 func checkJSON(b []byte) *Invalid {
-	if json.Valid(b) {
+	if valid(b) {
 		if !utf8.Valid(b) {
 			return &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{Path: "", Message: "body is not valid UTF-8"}}}
 		}

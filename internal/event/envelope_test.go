@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 )
 
 func TestParseInvalid(t *testing.T) {
@@ -227,4 +228,19 @@ func FuzzSplitBatch(f *testing.F) {
 			Parse(l.Data)
 		}
 	})
+}
+
+func TestRootIDMatchesUUIDText(t *testing.T) {
+	id, err := NewRootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id || u.Version() != 7 {
+		t.Errorf("root id %q: parse %v, version %d; want a UUID v7 in canonical form", id, err, u.Version())
+	}
+	next, _ := NewRootID()
+	if next <= id {
+		t.Errorf("root ids do not sort by time: %s then %s", id, next)
+	}
 }
