@@ -75,7 +75,8 @@ func collectorFlags(fs *config.FlagSet) {
 	fs.Bytes(&c.MaxInflightBytes, "max-inflight-bytes", "request bodies held in memory at once; more requests wait")
 	fs.Duration(&c.ProduceTimeout, "produce-timeout", "how long a request waits for Kafka's acknowledgement before answering 503")
 	p := &fs.Config().Producer
-	fs.Duration(&p.Linger, "produce-linger", "how long the producer waits to fill a batch")
+	fs.Duration(&p.Linger, "produce-linger", "how long the producer waits to fill a batch (0: send at once; batches still form while requests are in flight)")
+	fs.String(&p.Compression, "produce-compression", "Kafka batch compression: none, lz4, zstd, snappy or gzip")
 }
 
 // newLogger builds the process logger: text on a terminal, JSON otherwise.
@@ -156,6 +157,7 @@ func collectorStage(ctx context.Context, cfg config.Config, logger *slog.Logger,
 		MaxBufferedBytes: int(cfg.Producer.MaxBufferedBytes),
 		// One event may be as large as a body, plus the collector's fields.
 		MaxRecordBytes: int(max(cc.MaxBodyBytes, 64<<10)) + 64<<10,
+		Compression:    cfg.Producer.Compression,
 	}, logger)
 	if err != nil {
 		return nil, nil, err

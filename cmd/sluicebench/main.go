@@ -57,6 +57,7 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 	batchConns := fs.Int("batch-conns", 8, "connections for batch runs")
 	linger := fs.Duration("linger", config.Default().Producer.Linger, "producer linger")
 	fsync := fs.Bool("fsync", false, "fsync every batch in the embedded broker")
+	compression := fs.String("compression", config.Default().Producer.Compression, "producer compression: none, lz4, zstd, snappy or gzip")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	only := fs.String("only", "", "run only this mode: single or batch")
 	collectorOnly := fs.Bool("collector-only", false, "skip the no-op baseline (for profiling the collector)")
@@ -87,7 +88,7 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer broker.Close()
 	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, bus.ProducerConfig{
-		Linger: *linger, MaxBufferedBytes: 256 << 20, MaxRecordBytes: 2 << 20,
+		Linger: *linger, MaxBufferedBytes: 256 << 20, MaxRecordBytes: 2 << 20, Compression: *compression,
 	}, logger)
 	if err != nil {
 		return err
@@ -129,8 +130,8 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("batch %d is larger than the %d sample events", *batch, len(singles))
 	}
 
-	fmt.Fprintf(out, "collector benchmark: %d TLC trip events (avg %d bytes), embedded broker (fsync=%v), producer linger %v\n",
-		len(singles), len(tlcEvents)/len(singles), *fsync, *linger)
+	fmt.Fprintf(out, "collector benchmark: %d TLC trip events (avg %d bytes), embedded broker (fsync=%v), producer linger %v, compression %s\n",
+		len(singles), len(tlcEvents)/len(singles), *fsync, *linger, *compression)
 	fmt.Fprintf(out, "each run: %v after %v warm-up; the no-op handler only reads the body\n\n", *duration, *warmup)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttarget\tconns\tevents/s\tp50\tp99\tfailed\t")

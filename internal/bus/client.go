@@ -98,6 +98,27 @@ type ProducerConfig struct {
 	MaxBufferedBytes int
 	// MaxRecordBytes is the largest record the producer will send.
 	MaxRecordBytes int
+	// Compression is none, lz4, zstd, snappy or gzip; empty means lz4.
+	Compression string
+}
+
+// Compressions lists the codecs ProducerConfig.Compression takes.
+var Compressions = []string{"none", "lz4", "zstd", "snappy", "gzip"}
+
+func codec(name string) (kgo.CompressionCodec, error) {
+	switch strings.ToLower(name) {
+	case "", "lz4":
+		return kgo.Lz4Compression(), nil
+	case "none":
+		return kgo.NoCompression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("compression %q: want one of %s", name, strings.Join(Compressions, ", "))
 }
 
 // NewProducer returns a client whose writes are acknowledged only when every
@@ -108,10 +129,14 @@ func NewProducer(cc ClientConfig, pc ProducerConfig, logger *slog.Logger) (*kgo.
 	if err != nil {
 		return nil, err
 	}
+	compression, err := codec(pc.Compression)
+	if err != nil {
+		return nil, err
+	}
 	opts = append(opts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(pc.Linger),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.ProducerBatchCompression(compression, kgo.NoCompression()),
 		// Topics are created up front; an unknown topic fails fast rather
 		// than holding requests until they time out.
 		kgo.UnknownTopicRetries(2),

@@ -155,7 +155,8 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 
 	type item struct {
 		data []byte
-		line int // NDJSON line number, 0 for array elements
+		line int            // NDJSON line number, 0 for array elements
+		elem *event.Element // array elements come validated and split
 	}
 	var items []item
 	if ndjson {
@@ -184,7 +185,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		items = make([]item, len(elems))
 		for i, e := range elems {
-			items[i] = item{data: e}
+			items[i] = item{data: e.Bytes(), elem: &elems[i]}
 		}
 	}
 	if len(items) > c.cfg.BatchMax {
@@ -207,10 +208,10 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			}}}
 			// Keep the dead letter within what the broker accepts.
 			it.data = it.data[:min(len(it.data), 64<<10)]
-		case ndjson:
-			env, inv = event.Parse(it.data)
+		case it.elem != nil:
+			env, inv = it.elem.Parse()
 		default:
-			env, inv = event.ParseElement(it.data)
+			env, inv = event.Parse(it.data)
 		}
 		if inv != nil {
 			msg := inv.Error()

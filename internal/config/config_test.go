@@ -25,7 +25,7 @@ func TestLoadGood(t *testing.T) {
 	want.Collector = Collector{HTTPAddr: "0.0.0.0:8080", ID: "collector-0", APIKeys: []string{"k1", "k2"},
 		MaxBodyBytes: 512 << 10, MaxBatchBytes: 32 << 20, BatchMax: 5000, MaxInflightBytes: 1 << 30,
 		ProduceTimeout: 3 * time.Second, ShutdownTimeout: 20 * time.Second}
-	want.Producer = Producer{Linger: 5 * time.Millisecond, MaxBufferedBytes: 128 << 20}
+	want.Producer = Producer{Linger: 5 * time.Millisecond, MaxBufferedBytes: 128 << 20, Compression: "zstd"}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("Load mismatch (-want +got):\n%s", diff)
 	}

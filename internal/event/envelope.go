@@ -66,23 +66,23 @@ func reserved(key string) bool {
 
 // Parse validates b as one envelope.
 func Parse(b []byte) (*Envelope, *Invalid) {
-	if inv := checkJSON(b); inv != nil {
-		return nil, inv
+	var buf [16]span
+	members := buf[:0]
+	if !walk(b, 1, func(s span) { members = append(members, s) }) || !utf8.Valid(b) {
+		return nil, describe(b)
 	}
-	return parseValid(b)
+	return fromMembers(b, firstByte(b), members)
 }
 
-// checkJSON reports bytes that are not one well-formed UTF-8 JSON value.
-func checkJSON(b []byte) *Invalid {
-	if valid(b) {
-		if !utf8.Valid(b) {
-			return &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{Path: "", Message: "body is not valid UTF-8"}}}
-		}
-		return nil
-	}
+// describe says why b is not one well-formed UTF-8 JSON value. It runs
+// only on the error path, so it can afford encoding/json's messages.
+func describe(b []byte) *Invalid {
 	msg := "body is empty"
-	if len(skipSpace(b, 0)) != 0 {
-		// Decoding again only to describe the error keeps the fast path fast.
+	switch {
+	case skipWS(b, 0) == len(b):
+	case json.Valid(b):
+		msg = "body is not valid UTF-8"
+	default:
 		var raw json.RawMessage
 		err := json.Unmarshal(b, &raw)
 		var se *json.SyntaxError
@@ -98,49 +98,54 @@ func checkJSON(b []byte) *Invalid {
 	return &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{Path: "", Message: msg}}}
 }
 
-// parseValid parses bytes already known to be valid JSON.
-func parseValid(b []byte) (*Envelope, *Invalid) {
-	rest := skipSpace(b, 0)
-	if rest[0] != '{' {
+func firstByte(b []byte) byte {
+	if i := skipWS(b, 0); i < len(b) {
+		return b[i]
+	}
+	return 0
+}
+
+// fromMembers builds an envelope from the top-level members of a value
+// starting with first, all as spans of b.
+func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
+	if first != '{' {
 		return nil, &Invalid{Reason: ReasonWrongType, Errors: []FieldError{{
-			Path: "", Message: "an event must be a JSON object, got " + kind(rest[0]),
+			Path: "", Message: "an event must be a JSON object, got " + kind(first),
 		}}}
 	}
-	env := &Envelope{}
+	env := &Envelope{members: make([]member, 0, len(spans))}
+	var keyBuf [16]string
+	keys := keyBuf[:0]
 	var seen map[string]struct{}
-	inv := &Invalid{}
-	i := len(b) - len(rest) + 1
-	for {
-		i = len(b) - len(skipSpace(b, i))
-		if b[i] == '}' {
-			break
+	if len(spans) > 16 {
+		seen = make(map[string]struct{}, len(spans))
+	}
+	for i, sp := range spans {
+		key := unquote(b[sp.keyStart:sp.keyEnd])
+		keys = append(keys, key)
+		dup := false
+		if seen != nil {
+			_, dup = seen[key]
+			seen[key] = struct{}{}
+		} else {
+			for _, prev := range keys[:i] {
+				if prev == key {
+					dup = true
+					break
+				}
+			}
 		}
-		if b[i] == ',' {
-			i = len(b) - len(skipSpace(b, i+1))
-		}
-		start := i
-		keyEnd := scanString(b, i)
-		key := unquote(b[i:keyEnd])
-		i = len(b) - len(skipSpace(b, keyEnd)) + 1 // past ':'
-		i = len(b) - len(skipSpace(b, i))
-		valEnd := scanValue(b, i)
-		m := member{key: key, raw: b[start:valEnd], value: b[i:valEnd]}
-		i = valEnd
-
-		if seen == nil {
-			seen = make(map[string]struct{}, 8)
-		}
-		if _, dup := seen[key]; dup {
+		if dup {
 			return nil, &Invalid{Reason: ReasonInvalidJSON, Errors: []FieldError{{
 				Path: pointer(key), Message: "duplicate key " + strconv.Quote(key),
 			}}}
 		}
-		seen[key] = struct{}{}
 		if !reserved(key) {
-			env.members = append(env.members, m)
+			env.members = append(env.members, member{key: key, raw: b[sp.keyStart:sp.end], value: b[sp.start:sp.end]})
 		}
 	}
 
+	inv := &Invalid{}
 	env.EventType = requireString(inv, env.value(FieldEventType), FieldEventType)
 	env.SchemaVersion = requireString(inv, env.value(FieldSchemaVersion), FieldSchemaVersion)
 	switch p := env.value(FieldPayload); {
@@ -228,97 +233,46 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// SplitArray returns the elements of a JSON array as raw bytes, each still
-// to be parsed on its own. A body that is not an array is reported as
-// invalid_json or wrong_type for the batch as a whole.
-func SplitArray(b []byte) ([][]byte, *Invalid) {
-	if inv := checkJSON(b); inv != nil {
-		return nil, inv
+// Element is one event of a JSON array batch, already validated and split
+// into members by SplitArray.
+type Element struct {
+	body    []byte
+	value   span
+	members []span
+}
+
+// Bytes are the element as sent.
+func (e Element) Bytes() []byte { return e.body[e.value.start:e.value.end] }
+
+// Parse checks the element as an envelope.
+func (e Element) Parse() (*Envelope, *Invalid) {
+	return fromMembers(e.body, e.body[e.value.start], e.members)
+}
+
+// SplitArray validates a JSON array body and splits it into elements, each
+// still to be checked as an envelope on its own, in one pass over the
+// bytes. A body that is not an array is reported as invalid_json or
+// wrong_type for the batch as a whole.
+func SplitArray(b []byte) ([]Element, *Invalid) {
+	var spans []span
+	if !walk(b, 2, func(s span) { spans = append(spans, s) }) || !utf8.Valid(b) {
+		return nil, describe(b)
 	}
-	rest := skipSpace(b, 0)
-	if rest[0] != '[' {
+	if first := firstByte(b); first != '[' {
 		return nil, &Invalid{Reason: ReasonWrongType, Errors: []FieldError{{
-			Path: "", Message: "a batch must be a JSON array or NDJSON, got " + kind(rest[0]),
+			Path: "", Message: "a batch must be a JSON array or NDJSON, got " + kind(first),
 		}}}
 	}
-	var elems [][]byte
-	i := len(b) - len(rest) + 1
-	for {
-		i = len(b) - len(skipSpace(b, i))
-		if b[i] == ']' {
-			return elems, nil
-		}
-		if b[i] == ',' {
-			i = len(b) - len(skipSpace(b, i+1))
-		}
-		end := scanValue(b, i)
-		elems = append(elems, b[i:end])
-		i = end
-	}
-}
-
-// ParseElement parses one element returned by SplitArray, which has already
-// been checked to be valid JSON.
-func ParseElement(b []byte) (*Envelope, *Invalid) { return parseValid(b) }
-
-// The helpers below walk bytes already checked by json.Valid, so they need
-// not guard against malformed input.
-
-func skipSpace(b []byte, i int) []byte {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return b[i:]
+	// walk reports an element's members before the element itself.
+	var elems []Element
+	from := 0
+	for i, sp := range spans {
+		if sp.depth == 1 {
+			elems = append(elems, Element{body: b, value: sp, members: spans[from:i:i]})
+			from = i + 1
 		}
 	}
-	return b[i:]
-}
-
-// scanString returns the index just past the string starting at b[i].
-func scanString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
-}
-
-// scanValue returns the index just past the value starting at b[i].
-func scanValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return scanString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = scanString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	default:
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-		}
-		return i
-	}
+	return elems, nil
 }
 
 // unquote decodes a JSON string literal, taking the copy-free path when it
@@ -399,7 +353,7 @@ func SplitLines(b []byte) []Line {
 		} else {
 			b = nil
 		}
-		if len(skipSpace(line, 0)) > 0 {
+		if skipWS(line, 0) < len(line) {
 			lines = append(lines, Line{Number: n, Data: line})
 		}
 	}

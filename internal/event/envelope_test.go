@@ -113,7 +113,7 @@ func TestSplitArray(t *testing.T) {
 	}
 	var got []string
 	for _, e := range elems {
-		got = append(got, string(e))
+		got = append(got, string(e.Bytes()))
 	}
 	if diff := cmp.Diff([]string{`{"a":"]"}`, `1`, `"x"`, `[[]]`, `{}`}, got); diff != "" {
 		t.Errorf("elements mismatch (-want +got):\n%s", diff)
@@ -219,10 +219,18 @@ func FuzzSplitBatch(f *testing.F) {
 			t.Fatalf("SplitArray(%q) gave %d elements, want %d", body, len(elems), len(want))
 		}
 		for i, e := range elems {
-			if !json.Valid(e) {
-				t.Fatalf("element %d %q is not JSON", i, e)
+			if string(e.Bytes()) != string(want[i]) {
+				t.Fatalf("element %d = %q, want %q", i, e.Bytes(), want[i])
 			}
-			ParseElement(e) // must not panic on any element
+			// An element parses as the same bytes parsed alone would.
+			env, inv := e.Parse()
+			alone, aloneInv := Parse(e.Bytes())
+			if (env == nil) != (alone == nil) || (inv != nil && inv.Reason != aloneInv.Reason) {
+				t.Fatalf("element %q: %v/%v, alone: %v/%v", e.Bytes(), env, inv, alone, aloneInv)
+			}
+			if env != nil && string(env.AppendStamped(nil, Stamp{})) != string(alone.AppendStamped(nil, Stamp{})) {
+				t.Fatalf("element %q stamps differently from the same bytes alone", e.Bytes())
+			}
 		}
 		for _, l := range SplitLines(body) {
 			Parse(l.Data)

@@ -1,20 +1,45 @@
 package event
 
+// span is a value found by walk: its byte range and, when its parent is an
+// object, the range of its key's string literal (quotes included).
+type span struct {
+	depth            int
+	keyStart, keyEnd int // both 0 for array elements
+	start, end       int
+}
+
 // valid reports whether b is exactly one JSON value (RFC 8259), with
-// optional surrounding white space. It accepts what encoding/json.Valid
-// accepts and is several times faster: the collector validates every byte
-// it receives, so this is its hottest loop. FuzzValid holds the two equal.
+// optional surrounding white space.
+func valid(b []byte) bool { return walk(b, 0, nil) }
+
+// walk validates b as exactly one JSON value (RFC 8259), with optional
+// surrounding white space, accepting what encoding/json.Valid accepts
+// (FuzzValid holds the two equal) several times faster. The collector reads
+// every byte it receives through here, so it is the hottest loop.
+//
+// While validating, it calls visit for every value nested 1 to upto levels
+// deep (the members of the top-level object, the elements of a top-level
+// array and, with upto 2, their members), once the value is complete. That
+// is how envelopes are split into members without a second pass.
 //
 // Nesting deeper than maxDepth is refused, as encoding/json refuses it.
-func valid(b []byte) bool {
+func walk(b []byte, upto int, visit func(span)) bool {
 	i := skipWS(b, 0)
 	// stack holds the open containers: '{' or '['.
 	var stackBuf [64]byte
 	stack := stackBuf[:0]
+	// Where the pending values at depths 1..upto began, and their keys.
+	var cur pending
+	if upto > len(cur)-1 {
+		upto = len(cur) - 1
+	}
 	for {
 		// Expect a value at b[i].
 		if i >= len(b) {
 			return false
+		}
+		if d := len(stack); d >= 1 && d <= upto {
+			cur[d].start = i
 		}
 		switch c := b[i]; c {
 		case '{', '[':
@@ -32,7 +57,7 @@ func valid(b []byte) bool {
 					stack = stack[:len(stack)-1]
 					goto afterValue
 				}
-				if i = scanKey(b, i); i < 0 {
+				if i = cur.key(b, i, len(stack), upto); i < 0 {
 					return false
 				}
 			} else if b[i] == ']' {
@@ -66,7 +91,17 @@ func valid(b []byte) bool {
 			}
 		}
 	afterValue:
+		// A value just ended at b[i], inside the container at depth
+		// len(stack).
 		for {
+			if d := len(stack); d >= 1 && d <= upto && visit != nil {
+				sp := cur[d]
+				sp.depth, sp.end = d, i
+				if stack[d-1] == '[' {
+					sp.keyStart, sp.keyEnd = 0, 0
+				}
+				visit(sp)
+			}
 			i = skipWS(b, i)
 			if len(stack) == 0 {
 				return i == len(b)
@@ -79,7 +114,7 @@ func valid(b []byte) bool {
 			case ',':
 				i = skipWS(b, i+1)
 				if top == '{' {
-					if i = scanKey(b, i); i < 0 {
+					if i = cur.key(b, i, len(stack), upto); i < 0 {
 						return false
 					}
 				}
@@ -105,24 +140,32 @@ func valid(b []byte) bool {
 	}
 }
 
-// maxDepth matches encoding/json's nesting limit.
-const maxDepth = 10000
+// pending holds, by depth, the values walk has begun but not finished.
+type pending [3]span
 
-// scanKey validates `"key" :` at b[i] and returns the index of the value
-// after it, or -1.
-func scanKey(b []byte, i int) int {
+// key validates `"key" :` at b[i], inside an object at depth d, notes where
+// the key is when d is a depth walk reports, and returns the index of the
+// value after it, or -1.
+func (cur *pending) key(b []byte, i, d, upto int) int {
 	if i >= len(b) || b[i] != '"' {
 		return -1
 	}
-	if i = validString(b, i); i < 0 {
+	end := validString(b, i)
+	if end < 0 {
 		return -1
 	}
-	i = skipWS(b, i)
+	if d <= upto {
+		cur[d].keyStart, cur[d].keyEnd = i, end
+	}
+	i = skipWS(b, end)
 	if i >= len(b) || b[i] != ':' {
 		return -1
 	}
 	return skipWS(b, i+1)
 }
+
+// maxDepth matches encoding/json's nesting limit.
+const maxDepth = 10000
 
 func skipWS(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {

@@ -34,6 +34,10 @@ func TestValid(t *testing.T) {
 	}
 }
 
+// tripEvent is a real TLC trip as an envelope, of the size the collector
+// sees most.
+const tripEvent = `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"yellow_tripdata_2025-01.parquet:1","payload":{"VendorID":1,"tpep_pickup_datetime":"2025-01-01T00:18:38","tpep_dropoff_datetime":"2025-01-01T00:26:59","passenger_count":1.0,"trip_distance":1.6,"RatecodeID":1.0,"store_and_fwd_flag":"N","PULocationID":229,"DOLocationID":237,"payment_type":1,"fare_amount":10.0,"extra":3.5,"mta_tax":0.5,"tip_amount":3.0,"tolls_amount":0.0,"improvement_surcharge":1.0,"total_amount":18.0,"congestion_surcharge":2.5,"Airport_fee":0.0,"cbd_congestion_fee":0.0}}`
+
 // FuzzValid holds valid equal to encoding/json.Valid.
 func FuzzValid(f *testing.F) {
 	for _, s := range []string{`{"a":[1,2.5e3,"x\u0041"],"b":{"c":null}}`, `[true,false]`, `-0.0E+1`, `"\\"`, `{"a" :1 }`} {
@@ -47,7 +51,7 @@ func FuzzValid(f *testing.F) {
 }
 
 func BenchmarkValid(b *testing.B) {
-	body := []byte(`{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"yellow_tripdata_2025-01.parquet:1","payload":{"VendorID":1,"tpep_pickup_datetime":"2025-01-01T00:18:38","tpep_dropoff_datetime":"2025-01-01T00:26:59","passenger_count":1.0,"trip_distance":1.6,"RatecodeID":1.0,"store_and_fwd_flag":"N","PULocationID":229,"DOLocationID":237,"payment_type":1,"fare_amount":10.0,"extra":3.5,"mta_tax":0.5,"tip_amount":3.0,"tolls_amount":0.0,"improvement_surcharge":1.0,"total_amount":18.0,"congestion_surcharge":2.5,"Airport_fee":0.0,"cbd_congestion_fee":0.0}}`)
+	body := []byte(tripEvent)
 	b.Run("sluice", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		for b.Loop() {
@@ -60,4 +64,35 @@ func BenchmarkValid(b *testing.B) {
 			json.Valid(body)
 		}
 	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	body := []byte(tripEvent)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	var dst []byte
+	for b.Loop() {
+		env, inv := Parse(body)
+		if inv != nil {
+			b.Fatal(inv)
+		}
+		dst = env.AppendStamped(dst[:0], Stamp{CollectorTstamp: "2025-01-01T00:00:00.000000Z", RootID: "01a20cbb-c728-773d-bbca-2936e168ec47", CollectorID: "c"})
+	}
+}
+
+func BenchmarkSplitArray(b *testing.B) {
+	body := []byte("[" + strings.TrimSuffix(strings.Repeat(tripEvent+",", 500), ",") + "]")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		elems, inv := SplitArray(body)
+		if inv != nil {
+			b.Fatal(inv)
+		}
+		for _, e := range elems {
+			if _, inv := e.Parse(); inv != nil {
+				b.Fatal(inv)
+			}
+		}
+	}
 }
