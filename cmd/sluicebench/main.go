@@ -120,6 +120,13 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 	noop := &http.Server{Handler: loadgen.Noop()}
 	go noop.Serve(noopLn)
 	defer noop.Close()
+	validateLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	validate := &http.Server{Handler: loadgen.Validate()}
+	go validate.Serve(validateLn)
+	defer validate.Close()
 
 	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
 	var batches [][]byte
@@ -132,7 +139,8 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 
 	fmt.Fprintf(out, "collector benchmark: %d TLC trip events (avg %d bytes), embedded broker (fsync=%v), producer linger %v, compression %s\n",
 		len(singles), len(tlcEvents)/len(singles), *fsync, *linger, *compression)
-	fmt.Fprintf(out, "each run: %v after %v warm-up; the no-op handler only reads the body\n\n", *duration, *warmup)
+	fmt.Fprintf(out, "each run: %v after %v warm-up; baselines in the same process: a no-op handler that only reads\n"+
+		"the body, and one that also checks it with encoding/json.Valid (the least a collector can do)\n\n", *duration, *warmup)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttarget\tconns\tevents/s\tp50\tp99\tfailed\t")
 	for _, m := range []struct {
@@ -148,9 +156,13 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		if *only != "" && !strings.HasPrefix(m.name, *only) {
 			continue
 		}
-		var rates [2]float64
-		for i, target := range []struct{ name, addr string }{{"no-op", noopLn.Addr().String()}, {"collector", colAddr.String()}} {
-			if *collectorOnly && target.name == "no-op" {
+		var rates [3]float64
+		for i, target := range []struct{ name, addr string }{
+			{"no-op", noopLn.Addr().String()},
+			{"collector", colAddr.String()},
+			{"json.Valid only", validateLn.Addr().String()},
+		} {
+			if *collectorOnly && target.name != "collector" {
 				rates[i] = 1
 				continue
 			}
@@ -171,6 +183,7 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 				res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed)
 		}
 		fmt.Fprintf(tw, "%s\tcollector / no-op\t\t%.2f\t\t\t\t\n", m.name, rates[1]/rates[0])
+		fmt.Fprintf(tw, "%s\tcollector / json.Valid only\t\t%.2f\t\t\t\t\n", m.name, rates[1]/rates[2])
 	}
 	return tw.Flush()
 }

@@ -44,6 +44,7 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64
 		// Only the client going away ends the wait; there is nobody to answer.
 		return nil, nil, false
 	}
+	c.metrics.inflightBytes.Add(float64(weight))
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	release = func() {
@@ -52,6 +53,7 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64
 		if buf.Cap() <= 4<<20 {
 			bufPool.Put(buf)
 		}
+		c.metrics.inflightBytes.Sub(float64(weight))
 		c.inflight.Release(weight)
 	}
 

@@ -651,3 +651,76 @@ func TestClientHangupDoesNotFailOthers(t *testing.T) {
 		t.Errorf("a patient client was refused: %s", f)
 	}
 }
+
+// TestInflightBytesBounded floods the collector with more batch bytes than
+// its in-flight budget: requests wait their turn (back-pressure), none
+// fails, and the bytes held never exceed the budget.
+func TestInflightBytesBounded(t *testing.T) {
+	const budget = 512 << 10
+	h := newHarness(t, func(c *Config) {
+		c.MaxBodyBytes = 64 << 10
+		c.MaxBatchBytes = 256 << 10
+		c.MaxInflightBytes = budget
+	})
+	events := strings.TrimSuffix(strings.Repeat(tripEvent+",", 200), ",")
+	body := "[" + events + "]" // about 100 KiB
+	gauge := func() float64 {
+		for _, line := range strings.Split(h.do("GET", "/metrics", nil).raw, "\n") {
+			if v, ok := strings.CutPrefix(line, "sluice_collector_inflight_body_bytes "); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return f
+			}
+		}
+		t.Fatal("no sluice_collector_inflight_body_bytes metric")
+		return 0
+	}
+	stop := make(chan struct{})
+	peak := make(chan float64)
+	go func() {
+		var max float64
+		for {
+			select {
+			case <-stop:
+				peak <- max
+				return
+			default:
+			}
+			if g := gauge(); g > max {
+				max = g
+			}
+		}
+	}()
+	codes := make(chan int, 64)
+	for range 64 {
+		go func() {
+			// Chunked, so the collector cannot know the size and must
+			// reserve the whole batch limit.
+			req, _ := http.NewRequest("POST", h.srv.URL+"/api/v1/collect/batch", io.MultiReader(strings.NewReader(body)))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := h.srv.Client().Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for range 64 {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("a request under back-pressure was answered %d, want 200", code)
+		}
+	}
+	close(stop)
+	got := <-peak
+	if got > budget {
+		t.Errorf("peak in-flight body bytes %v > budget %d", got, budget)
+	}
+	if got < 256<<10 {
+		t.Errorf("peak in-flight body bytes %v: the flood never reached the collector", got)
+	}
+	if g := gauge(); g != 0 {
+		t.Errorf("in-flight body bytes after the flood = %v, want 0", g)
+	}
+}

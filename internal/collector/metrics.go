@@ -13,6 +13,7 @@ type metrics struct {
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
 	inFlight        prometheus.Gauge
+	inflightBytes   prometheus.Gauge
 	accepted        prometheus.Counter
 	rejected        *prometheus.CounterVec
 	requestErrors   *prometheus.CounterVec
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_collector_http_requests_in_flight",
 			Help: "HTTP requests being served.",
+		}),
+		inflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_collector_inflight_body_bytes",
+			Help: "Request-body bytes reserved in memory, bounded by max_inflight_bytes.",
 		}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_collector_events_accepted_total",
@@ -57,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error, client_gone).",
 		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.inflightBytes, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register collector metrics: %w", err)
 		}
