@@ -24,11 +24,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Bool(&c.Broker.Fsync, "broker-fsync", "fsync every produced batch before acknowledging it")
 	fs.Int32(&c.Topics.Partitions, "topic-partitions", "partitions of automatically created topics")
 	logFlags(fs)
-	cfg, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	logger, err := newLogger(cfg, stderr)
+	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}

@@ -19,11 +19,7 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 	kafkaFlags(fs)
 	topicFlags(fs)
 	collectorFlags(fs)
-	cfg, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	logger, err := newLogger(cfg, stderr)
+	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}

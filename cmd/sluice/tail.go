@@ -43,7 +43,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Bool(&fromStart, "from-beginning", "print every record from the start of the topic (ignores -n)")
 	logFlags(fs)
 	kafkaFlags(fs)
-	cfg, err := parse(fs, args)
+	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -52,10 +52,6 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	topic := fs.Args()[0]
-	logger, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
 	brokersOrLocal(&cfg)
 	admin, err := bus.NewClient(clientConfig(cfg, "sluice-tail"), logger)
 	if err != nil {

@@ -41,11 +41,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Bool(&asJSON, "json", "print JSON instead of a table")
 	logFlags(fs)
 	kafkaFlags(fs)
-	cfg, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	logger, err := newLogger(cfg, stderr)
+	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,16 @@ func parse(fs *config.FlagSet, args []string) (config.Config, error) {
 	return cfg, nil
 }
 
+// setup resolves a command's configuration and builds its logger.
+func setup(fs *config.FlagSet, args []string, stderr io.Writer) (config.Config, *slog.Logger, error) {
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return cfg, nil, err
+	}
+	logger, err := newLogger(cfg, stderr)
+	return cfg, logger, err
+}
+
 func logFlags(fs *config.FlagSet) {
 	c := fs.Config()
 	fs.String(&c.LogFormat, "log-format", "log format: auto (text on a terminal, JSON otherwise), text or json")
@@ -168,23 +178,18 @@ func collectorStage(ctx context.Context, cfg config.Config, logger *slog.Logger,
 		prod.Close()
 		return nil, nil, fmt.Errorf("%w (is Kafka reachable at %s?)", err, strings.Join(cfg.Kafka.Brokers, ","))
 	}
-	col, err := collector.New(collector.Config{
-		Addr:              cc.HTTPAddr,
-		ID:                cc.ID,
-		RawTopic:          cfg.Topics.Raw,
-		DLQTopic:          cfg.Topics.DLQ,
-		APIKeys:           cc.APIKeys,
-		MaxBodyBytes:      int64(cc.MaxBodyBytes),
-		MaxBatchBytes:     int64(cc.MaxBatchBytes),
-		BatchMax:          cc.BatchMax,
-		MaxInflightBytes:  int64(cc.MaxInflightBytes),
-		ProduceTimeout:    cc.ProduceTimeout,
-		ReadHeaderTimeout: collector.DefaultConfig().ReadHeaderTimeout,
-		ReadTimeout:       collector.DefaultConfig().ReadTimeout,
-		WriteTimeout:      collector.DefaultConfig().WriteTimeout,
-		IdleTimeout:       collector.DefaultConfig().IdleTimeout,
-		ShutdownTimeout:   cc.ShutdownTimeout,
-	}, prod, logger.With("stage", "collector"), reg, reg)
+	colCfg := collector.DefaultConfig()
+	colCfg.Addr = cc.HTTPAddr
+	colCfg.ID = cc.ID
+	colCfg.RawTopic, colCfg.DLQTopic = cfg.Topics.Raw, cfg.Topics.DLQ
+	colCfg.APIKeys = cc.APIKeys
+	colCfg.MaxBodyBytes = int64(cc.MaxBodyBytes)
+	colCfg.MaxBatchBytes = int64(cc.MaxBatchBytes)
+	colCfg.BatchMax = cc.BatchMax
+	colCfg.MaxInflightBytes = int64(cc.MaxInflightBytes)
+	colCfg.ProduceTimeout = cc.ProduceTimeout
+	colCfg.ShutdownTimeout = cc.ShutdownTimeout
+	col, err := collector.New(colCfg, prod, logger.With("stage", "collector"), reg, reg)
 	if err != nil {
 		prod.Close()
 		return nil, nil, err

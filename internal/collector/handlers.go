@@ -90,26 +90,12 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 	defer release()
 
 	now := c.now()
-	rb := c.newRecordBuilder(1, len(body), now)
 	env, inv := event.Parse(body)
 	if inv != nil {
-		rootID, err := rb.failed(inv.Reason, inv.Errors, body, now)
-		if err == nil {
-			err = c.produce(r.Context(), rb.records()...)
-		}
-		if err != nil {
-			c.unavailable(w, r, err)
-			return
-		}
-		c.metrics.rejected.WithLabelValues(inv.Reason).Inc()
-		writeJSON(w, http.StatusBadRequest, errorBody{
-			Error:   inv.Reason,
-			Message: inv.Error() + "; the event was recorded in the dead-letter topic",
-			Details: inv.Errors,
-			RootID:  string(rootID),
-		})
+		c.reject(w, r, inv, body, now, "the event")
 		return
 	}
+	rb := c.newRecordBuilder(1, len(body), now)
 	err := rb.raw(env)
 	if err == nil {
 		err = c.produce(r.Context(), rb.records()...)
@@ -126,6 +112,28 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	resp := append(append(make([]byte, 0, 64), `{"root_id":"`...), rb.rootIDs[0]...)
 	_, _ = w.Write(append(resp, "\"}\n"...))
+}
+
+// reject dead-letters a whole body that is not a valid event (or batch) and
+// answers 400; if the dead letter cannot be confirmed, it answers 503 so
+// that the client retries and the failure is recorded.
+func (c *Collector) reject(w http.ResponseWriter, r *http.Request, inv *event.Invalid, body []byte, now time.Time, what string) {
+	rb := c.newRecordBuilder(1, len(body), now)
+	rootID, err := rb.failed(inv.Reason, inv.Errors, body, now)
+	if err == nil {
+		err = c.produce(r.Context(), rb.records()...)
+	}
+	if err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
+	c.metrics.rejected.WithLabelValues(inv.Reason).Inc()
+	writeJSON(w, http.StatusBadRequest, errorBody{
+		Error:   inv.Reason,
+		Message: inv.Error() + "; " + what + " was recorded in the dead-letter topic",
+		Details: inv.Errors,
+		RootID:  string(rootID),
+	})
 }
 
 type batchError struct {
@@ -167,20 +175,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		elems, inv := event.SplitArray(body)
 		if inv != nil {
 			// The batch as a whole is unreadable: it is one failed event.
-			rb := c.newRecordBuilder(1, len(body), now)
-			rootID, err := rb.failed(inv.Reason, inv.Errors, body, now)
-			if err == nil {
-				err = c.produce(r.Context(), rb.records()...)
-			}
-			if err != nil {
-				c.unavailable(w, r, err)
-				return
-			}
-			c.metrics.rejected.WithLabelValues(inv.Reason).Inc()
-			writeJSON(w, http.StatusBadRequest, errorBody{
-				Error: inv.Reason, Details: inv.Errors, RootID: string(rootID),
-				Message: inv.Error() + "; the body was recorded in the dead-letter topic",
-			})
+			c.reject(w, r, inv, body, now, "the body")
 			return
 		}
 		items = make([]item, len(elems))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/internal/collector"
 )
 
 // Config is the whole configuration file. Each command reads the parts it
@@ -79,6 +81,8 @@ type Producer struct {
 
 // Default returns the documented defaults.
 func Default() Config {
+	// Each stage owns its defaults; the file format only names them.
+	cd := collector.DefaultConfig()
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "sluice"
@@ -90,14 +94,14 @@ func Default() Config {
 		Broker:    Broker{Addr: "127.0.0.1:9092"},
 		Topics:    Topics{Raw: "sluice.raw", DLQ: "sluice.dlq", Partitions: 3, Replication: -1},
 		Collector: Collector{
-			HTTPAddr:         "127.0.0.1:8080",
+			HTTPAddr:         cd.Addr,
 			ID:               host,
-			MaxBodyBytes:     1 << 20,
-			MaxBatchBytes:    16 << 20,
-			BatchMax:         10_000,
-			MaxInflightBytes: 256 << 20,
-			ProduceTimeout:   5 * time.Second,
-			ShutdownTimeout:  30 * time.Second,
+			MaxBodyBytes:     ByteSize(cd.MaxBodyBytes),
+			MaxBatchBytes:    ByteSize(cd.MaxBatchBytes),
+			BatchMax:         cd.BatchMax,
+			MaxInflightBytes: ByteSize(cd.MaxInflightBytes),
+			ProduceTimeout:   cd.ProduceTimeout,
+			ShutdownTimeout:  cd.ShutdownTimeout,
 		},
 		Producer: Producer{MaxBufferedBytes: 256 << 20, Compression: "lz4"},
 	}
