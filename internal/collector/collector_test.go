@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -722,5 +723,87 @@ func TestInflightBytesBounded(t *testing.T) {
 	}
 	if g := gauge(); g != 0 {
 		t.Errorf("in-flight body bytes after the flood = %v, want 0", g)
+	}
+}
+
+// runCollector runs the harness's collector as a real server, returning its
+// address and a function that stops it and returns Run's error.
+func runCollector(t *testing.T, mutate func(*Config)) (*harness, string, func() error) {
+	t.Helper()
+	h := newHarness(t, func(c *Config) {
+		c.Addr = "127.0.0.1:0"
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	addr, err := h.col.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.col.Run(ctx) }()
+	return h, addr.String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of shutdown")
+			return nil
+		}
+	}
+}
+
+func TestSlowClientIsCutOff(t *testing.T) {
+	_, addr, stop := runCollector(t, func(c *Config) { c.ReadHeaderTimeout = 300 * time.Millisecond })
+	defer stop()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Half a request line, then nothing: a slowloris.
+	conn.Write([]byte("POST /api/v1/collect HTTP/1.1\r\nHost: x\r\n"))
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(conn)
+	if took := time.Since(start); err != nil || took > 3*time.Second {
+		t.Errorf("slow client held the connection for %v (err %v); want it closed after the header timeout", took, err)
+	}
+}
+
+func TestShutdownFinishesInFlightRequests(t *testing.T) {
+	h, addr, stop := runCollector(t, nil)
+	// A request whose body is still arriving when shutdown begins.
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/collect", pr)
+	req.Header.Set("Content-Type", "application/json")
+	answer := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answer <- 0
+			return
+		}
+		resp.Body.Close()
+		answer <- resp.StatusCode
+	}()
+	pw.Write([]byte(tripEvent[:20]))
+	time.Sleep(200 * time.Millisecond) // the request is in flight
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	time.Sleep(200 * time.Millisecond)
+	pw.Write([]byte(tripEvent[20:]))
+	pw.Close()
+	if code := <-answer; code != http.StatusOK {
+		t.Errorf("in-flight request during shutdown = %d, want 200", code)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run after shutdown: %v", err)
+	}
+	consume(t, h.addr, "sluice.raw", 1)
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("the collector still accepts connections after shutdown")
 	}
 }
