@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -197,5 +198,80 @@ func TestHelpAndUsageErrors(t *testing.T) {
 	outb, _ := c.CombinedOutput()
 	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(outb), "--brokers") {
 		t.Errorf("collector without brokers: exit %d\n%s", c.ProcessState.ExitCode(), outb)
+	}
+}
+
+// TestKillUnderLoadLosesNoAckedEvent kills `sluice up` with SIGKILL while
+// clients are sending; after a restart on the same directory every event
+// that was answered 200 is in sluice.raw.
+func TestKillUnderLoadLosesNoAckedEvent(t *testing.T) {
+	dir := t.TempDir()
+	p := startUp(t, dir)
+	acked := make(chan string, 1<<16)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Post("http://"+p.httpAddr+"/api/v1/collect", "application/json",
+					strings.NewReader(`{"event_type":"t","schema_version":"1","payload":{"x":1}}`))
+				if err != nil {
+					continue
+				}
+				var r struct {
+					RootID string `json:"root_id"`
+				}
+				json.NewDecoder(resp.Body).Decode(&r)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					acked <- r.RootID
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	close(stop)
+	wg.Wait()
+	close(acked)
+	want := make(map[string]bool)
+	for id := range acked {
+		want[id] = true
+	}
+	if len(want) < 100 {
+		t.Fatalf("only %d events acknowledged before the kill; the test needs load", len(want))
+	}
+
+	p = startUp(t, dir)
+	out, code := sluice(t, "tail", "sluice.raw", "--from-beginning", "--brokers", p.brokerAddr)
+	if code != 0 {
+		t.Fatalf("tail exited %d", code)
+	}
+	stored := make(map[string]bool)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			Key string `json:"key"`
+		}
+		json.Unmarshal([]byte(line), &r)
+		stored[r.Key] = true
+	}
+	lost := 0
+	for id := range want {
+		if !stored[id] {
+			lost++
+		}
+	}
+	t.Logf("%d events acknowledged before SIGKILL, %d records stored", len(want), len(stored))
+	if lost > 0 {
+		t.Errorf("%d of %d acknowledged events are missing after kill -9 and restart", lost, len(want))
 	}
 }
