@@ -121,7 +121,7 @@ func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
 		seen = make(map[string]struct{}, len(spans))
 	}
 	for i, sp := range spans {
-		key := unquote(b[sp.keyStart:sp.keyEnd])
+		key := Unquote(b[sp.keyStart:sp.keyEnd])
 		keys = append(keys, key)
 		dup := false
 		if seen != nil {
@@ -158,7 +158,7 @@ func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
 		if id[0] != '"' {
 			inv.add(ReasonWrongType, pointer(FieldEventID), "event_id must be a string, got "+kind(id[0]))
 		} else {
-			env.EventID = unquote(id)
+			env.EventID = Unquote(id)
 		}
 	}
 	if inv.Reason != "" {
@@ -174,7 +174,7 @@ func requireString(inv *Invalid, v []byte, field string) string {
 	case v[0] != '"':
 		inv.add(ReasonWrongType, pointer(field), field+" must be a string, got "+kind(v[0]))
 	default:
-		s := unquote(v)
+		s := Unquote(v)
 		if isBlank(s) {
 			inv.add(ReasonEmptyField, pointer(field), field+" must not be empty")
 		}
@@ -275,9 +275,9 @@ func SplitArray(b []byte) ([]Element, *Invalid) {
 	return elems, nil
 }
 
-// unquote decodes a JSON string literal, taking the copy-free path when it
+// Unquote decodes a JSON string literal, taking the copy-free path when it
 // holds no escapes.
-func unquote(lit []byte) string {
+func Unquote(lit []byte) string {
 	inner := lit[1 : len(lit)-1]
 	for _, c := range inner {
 		if c == '\\' {

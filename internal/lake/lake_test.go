@@ -1,0 +1,187 @@
+package lake
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/parquet-go/parquet-go"
+)
+
+func TestTableName(t *testing.T) {
+	for in, want := range map[string]string{
+		"yellow_taxi_trip": "yellow_taxi_trip", "YellowTaxiTrip": "yellow_taxi_trip", "page-view": "page_view",
+		"com.acme/Sign Up!": "com_acme_sign_up", "": "unnamed", "___": "unnamed", "2fa": "t_2fa", "a\x00b": "a_b",
+		"_sluice": "sluice", "Café": "café",
+	} {
+		if got := TableName(in); got != want {
+			t.Errorf("TableName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFilePathRoundTrip(t *testing.T) {
+	f := File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 2, First: 10, Last: 99, Ext: "parquet"}
+	if got := f.Path(); got != "trip/event_date=2025-01-01/sluice.raw-2-10-99.parquet" {
+		t.Fatalf("Path() = %s", got)
+	}
+	back, ok := ParseFile(f.Path())
+	if !ok || back != f {
+		t.Errorf("ParseFile(%s) = %+v, %v", f.Path(), back, ok)
+	}
+	for _, bad := range []string{"trip/x.parquet", "_sluice/progress/t/0.json", "trip/event_date=2025-01-01/.sluice.raw-2-10-99.parquet.123.tmp"} {
+		if _, ok := ParseFile(bad); ok {
+			t.Errorf("ParseFile(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLocalStorage(t *testing.T) {
+	ctx := context.Background()
+	s, err := NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Create(ctx, "a/b/c.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("hello"))
+	if objs, _ := s.List(ctx, ""); len(objs) != 0 {
+		t.Errorf("an uncommitted object is listed: %v", objs)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	aborted, _ := s.Create(ctx, "a/b/d.parquet")
+	aborted.Write([]byte("partial"))
+	aborted.Abort()
+	objs, err := s.List(ctx, "a/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Object{{Path: "a/b/c.parquet", Size: 5}}, objs); diff != "" {
+		t.Errorf("List mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := s.ReadObject(ctx, "nope"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("ReadObject(missing) = %v, want ErrNotExist", err)
+	}
+	if _, err := s.Create(ctx, "../escape"); err == nil {
+		t.Error("a path outside the lake was accepted")
+	}
+}
+
+func TestProgress(t *testing.T) {
+	ctx := context.Background()
+	s, _ := NewLocal(t.TempDir())
+	p, err := ReadProgress(ctx, s, "sluice.raw", 1)
+	if err != nil || p.Committed != -1 || p.Pending != nil {
+		t.Fatalf("fresh progress = %+v, %v", p, err)
+	}
+	want := Progress{Committed: 41, Pending: &Range{First: 42, Last: 99}}
+	if err := WriteProgress(ctx, s, "sluice.raw", 1, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadProgress(ctx, s, "sluice.raw", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("progress (-want +got):\n%s", diff)
+	}
+}
+
+// TestBufferParquet writes rows with new fields, nulls, nested values and
+// a type conflict, and reads the file back.
+func TestBufferParquet(t *testing.T) {
+	var r Rower
+	b := NewBuffer()
+	for _, ev := range []string{
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK","tags":["a"]}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null,"tip":1,"event_type":"x"}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:20:00.000000Z","payload":{"fare":3,"zone":7,"ok":true}}`,
+	} {
+		row, err := r.Row([]byte(ev), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Append(row)
+	}
+	var buf bytes.Buffer
+	conflicts, err := b.WriteParquet(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conflicts != 1 {
+		t.Errorf("conflicts = %d, want 1 (zone: 7 among strings)", conflicts)
+	}
+	rows := readParquet(t, buf.Bytes())
+	if len(rows) != 3 {
+		t.Fatalf("read %d rows, want 3", len(rows))
+	}
+	want := map[string]any{
+		"event_type": "trip", "fare": 12.5, "zone": nil, "tip": int64(1), "payload_event_type": "x", "tags": nil, "ok": nil,
+	}
+	for k, v := range want {
+		if got := rows[1][k]; !cmp.Equal(got, v) {
+			t.Errorf("row 1 %s = %#v, want %#v", k, got, v)
+		}
+	}
+	if got := rows[2]["zone"]; got != "7" {
+		t.Errorf("conflicting value = %#v, want the string \"7\"", got)
+	}
+	if got := rows[0]["fare"]; got != 10.0 {
+		t.Errorf("int among doubles = %#v, want 10.0", got)
+	}
+	cols := b.Columns()
+	kinds := map[string]Kind{}
+	for _, c := range cols {
+		kinds[c.Name] = c.Cell.Kind
+	}
+	if diff := cmp.Diff(map[string]Kind{"event_type": KindString, "collector_tstamp": KindTimestamp, "fare": KindFloat,
+		"zone": KindString, "tags": KindJSON, "tip": KindInt, "payload_event_type": KindString, "ok": KindBool}, kinds); diff != "" {
+		t.Errorf("column kinds (-want +got):\n%s", diff)
+	}
+}
+
+// readParquet reads a file's rows as maps, values typed by their physical
+// type (timestamps as int64 microseconds).
+func readParquet(t *testing.T, data []byte) []map[string]any {
+	t.Helper()
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := pf.Schema().Fields()
+	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
+	defer r.Close()
+	rows := make([]parquet.Row, r.NumRows())
+	n, err := r.ReadRows(rows)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, row := range rows[:n] {
+		m := make(map[string]any, len(row))
+		for _, v := range row {
+			name := fields[v.Column()].Name()
+			switch {
+			case v.IsNull():
+				m[name] = nil
+			case v.Kind() == parquet.Int64:
+				m[name] = v.Int64()
+			case v.Kind() == parquet.Double:
+				m[name] = v.Double()
+			case v.Kind() == parquet.Boolean:
+				m[name] = v.Boolean()
+			default:
+				m[name] = string(v.ByteArray())
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,0 +1,212 @@
+// Package lake is Sluice's data lake: Hive-partitioned Parquet tables on a
+// local disk or in object storage, readable by DuckDB, Trino, Spark and
+// Athena without Sluice.
+//
+// A table is a directory of files named by the Kafka offset range they hold:
+//
+//	<lake>/<table>/event_date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet
+//
+// Files appear only when complete (a rename on disk, a single PUT on S3), so
+// a reader never sees a partial file. The bookkeeping that makes loads
+// exactly-once lives beside the tables under _sluice/, which no table glob
+// matches.
+package lake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ErrNotExist is returned for an object that is not there.
+var ErrNotExist = errors.New("object does not exist")
+
+// Object is a stored object's path, relative to the lake root, and size.
+type Object struct {
+	Path string
+	Size int64
+}
+
+// Writer writes one object. Nothing is visible until Commit returns;
+// Abort discards what was written.
+type Writer interface {
+	io.Writer
+	Commit() error
+	Abort()
+}
+
+// Storage is where the lake lives, modelled on Pebble's object storage: a
+// flat namespace of slash-separated paths.
+type Storage interface {
+	// Create starts an object that appears whole on Commit, replacing any
+	// object at the same path.
+	Create(ctx context.Context, path string) (Writer, error)
+	// ReadObject reads a whole (small) object, or returns ErrNotExist.
+	ReadObject(ctx context.Context, path string) ([]byte, error)
+	// List returns the objects whose paths start with prefix, sorted.
+	List(ctx context.Context, prefix string) ([]Object, error)
+	// Delete removes an object; a missing object is not an error.
+	Delete(ctx context.Context, path string) error
+	// String names the storage for logs, such as a directory or an s3 URL.
+	String() string
+}
+
+// Local is a lake on a local file system.
+type Local struct {
+	root string
+}
+
+var _ Storage = (*Local)(nil)
+
+// NewLocal opens (creating if needed) a lake directory.
+func NewLocal(root string) (*Local, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("create lake directory: %w", err)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("lake directory %s: %w", root, err)
+	}
+	return &Local{root: abs}, nil
+}
+
+// Root is the lake's directory.
+func (l *Local) Root() string { return l.root }
+
+func (l *Local) String() string { return l.root }
+
+func (l *Local) path(p string) (string, error) {
+	clean := filepath.Clean(filepath.FromSlash(p))
+	if clean == "." || strings.HasPrefix(clean, "..") || filepath.IsAbs(clean) {
+		return "", fmt.Errorf("lake path %q escapes the lake", p)
+	}
+	return filepath.Join(l.root, clean), nil
+}
+
+// tmpSuffix marks files being written. Table globs end in .parquet (or
+// .csv.gz, .avro), so readers never match them.
+const tmpSuffix = ".tmp"
+
+// Create writes to a temporary file beside the target; Commit fsyncs it,
+// renames it into place and fsyncs the directory, so the object survives a
+// crash once Commit returns and is never seen half-written.
+func (l *Local) Create(_ context.Context, p string) (Writer, error) {
+	full, err := l.path(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(full), err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(full), "."+filepath.Base(full)+".*"+tmpSuffix)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", p, err)
+	}
+	return &localWriter{f: f, target: full}, nil
+}
+
+type localWriter struct {
+	f      *os.File
+	target string
+}
+
+func (w *localWriter) Write(b []byte) (int, error) { return w.f.Write(b) }
+
+func (w *localWriter) Commit() error {
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return fmt.Errorf("sync %s: %w", w.target, err)
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("close %s: %w", w.target, err)
+	}
+	if err := os.Rename(w.f.Name(), w.target); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("rename into %s: %w", w.target, err)
+	}
+	return syncDir(filepath.Dir(w.target))
+}
+
+func (w *localWriter) Abort() {
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ReadObject reads a whole file.
+func (l *Local) ReadObject(_ context.Context, p string) ([]byte, error) {
+	full, err := l.path(p)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(full)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", p, ErrNotExist)
+	}
+	return b, err
+}
+
+// List walks the directory under prefix, skipping temporary files.
+func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	err := filepath.WalkDir(l.root, func(full string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		rel := filepath.ToSlash(strings.TrimPrefix(full, l.root+string(filepath.Separator)))
+		if d.IsDir() {
+			// Skip directories that cannot hold a match.
+			if full != l.root && !strings.HasPrefix(rel+"/", prefix) && !strings.HasPrefix(prefix, rel+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasPrefix(rel, prefix) || strings.HasSuffix(rel, tmpSuffix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed while listing
+		}
+		out = append(out, Object{Path: rel, Size: info.Size()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// Delete removes a file.
+func (l *Local) Delete(_ context.Context, p string) error {
+	full, err := l.path(p)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(full); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", p, err)
+	}
+	return nil
+}
