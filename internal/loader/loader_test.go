@@ -1,0 +1,292 @@
+package loader
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/lake"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type env struct {
+	t      *testing.T
+	broker *bus.Broker
+	cc     bus.ClientConfig
+	dir    string
+	store  *lake.Local
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	dir := t.TempDir()
+	store, err := lake.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, broker: b, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, dir: dir, store: store}
+	cl := e.producer()
+	defer cl.Close()
+	if err := bus.EnsureTopics(t.Context(), cl, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) producer() *kgo.Client {
+	cl, err := bus.NewProducer(e.cc, bus.ProducerConfig{}, testLogger(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cl
+}
+
+// produce writes n raw events of two types, a few dead letters and one
+// record that is not JSON; it returns the ids every table must hold.
+func (e *env) produce(n int) (ids map[string]bool) {
+	e.t.Helper()
+	cl := e.producer()
+	defer cl.Close()
+	ids = make(map[string]bool)
+	var recs []*kgo.Record
+	for i := range n {
+		id := fmt.Sprintf("id-%05d", i)
+		typ := []string{"yellow_taxi_trip", "PageView"}[i%2]
+		// Two days, so files land in two event_date partitions.
+		ts := time.Date(2025, 1, 1+i%2, 0, 0, i%60, 0, time.UTC).Format("2006-01-02T15:04:05.000000Z")
+		v := fmt.Sprintf(`{"event_type":%q,"schema_version":"1-0-0","payload":{"n":%d,"fare":%d.5,"zone":"Z%d"},"collector_tstamp":%q,"root_id":%q,"collector_id":"c"}`,
+			typ, i, i, i%7, ts, id)
+		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Key: []byte(id), Value: []byte(v),
+			Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte(typ)}}})
+		ids[id] = true
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("dlq-%d", i)
+		v := fmt.Sprintf(`{"stage":"collector","reason":"missing_field","errors":[{"path":"/payload","message":"payload is required"}],"failed_at":"2025-01-01T00:00:00.000000Z","root_id":%q,"original":{"event_type":"x"}}`, id)
+		recs = append(recs, &kgo.Record{Topic: "sluice.dlq", Key: []byte(id), Value: []byte(v)})
+		ids[id] = true
+	}
+	recs = append(recs, &kgo.Record{Topic: "sluice.raw", Key: []byte("bad"), Value: []byte("not json"),
+		Headers: []kgo.RecordHeader{{Key: "root_id", Value: []byte("bad-1")}}})
+	ids["bad-1"] = true
+	if err := cl.ProduceSync(e.t.Context(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+func (e *env) loader(mutate func(*Config)) *Loader {
+	e.t.Helper()
+	cfg := DefaultConfig()
+	cfg.FlushRows = 37
+	cfg.FlushInterval = 200 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	l, err := New(cfg, e.cc, e.store, testLogger(e.t), prometheus.NewRegistry())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+// waitLoaded waits until the lake's progress reaches every partition's end.
+func (e *env) waitLoaded(topics ...string) {
+	e.t.Helper()
+	cl, _ := bus.NewClient(e.cc, testLogger(e.t))
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(e.t.Context(), topics...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		done := true
+		ends.Each(func(o kadm.ListedOffset) {
+			p, err := lake.ReadProgress(context.Background(), e.store, o.Topic, o.Partition)
+			if err != nil || p.Committed < o.Offset-1 || p.Pending != nil {
+				done = false
+			}
+		})
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("the lake did not catch up with Kafka within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lakeIDs counts each root_id across every data file, and checks that no
+// temporary file is left where a query could see it.
+func (e *env) lakeIDs() map[string]int {
+	e.t.Helper()
+	counts := make(map[string]int)
+	err := filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(e.dir, p)
+		if strings.HasPrefix(rel, "_sluice") {
+			return nil
+		}
+		if _, ok := lake.ParseFile(filepath.ToSlash(rel)); !ok {
+			e.t.Errorf("stray file in the lake: %s", rel)
+			return nil
+		}
+		data, _ := os.ReadFile(p)
+		for _, row := range readParquet(e.t, data) {
+			id, _ := row["root_id"].(string)
+			counts[id]++
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return counts
+}
+
+func (e *env) checkExactlyOnce(ids map[string]bool) {
+	e.t.Helper()
+	counts := e.lakeIDs()
+	for id := range ids {
+		if counts[id] != 1 {
+			e.t.Errorf("record %s is in %d files, want exactly 1", id, counts[id])
+		}
+	}
+	for id, n := range counts {
+		if !ids[id] {
+			e.t.Errorf("unexpected record %s (%d times)", id, n)
+		}
+	}
+}
+
+func run(t *testing.T, l *Loader) (stop func() error) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
+
+func TestLoadRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	ids := e.produce(500)
+	stop := run(t, e.loader(nil))
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExactlyOnce(ids)
+
+	tables, err := lake.Tables(t.Context(), e.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"yellow_taxi_trip", "page_view", "dead_letter"} {
+		if len(tables[want]) == 0 {
+			t.Errorf("no files for table %s (have %v)", want, keys(tables))
+		}
+	}
+	for _, o := range tables["page_view"] {
+		f, _ := lake.ParseFile(o.Path)
+		if f.Date != "2025-01-02" {
+			t.Errorf("page_view file %s: want event_date=2025-01-02 (from collector_tstamp)", o.Path)
+		}
+	}
+}
+
+func keys[M ~map[string]V, V any](m M) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestCrashAtEveryPoint stops the loader at each dangerous point of a
+// flush, as a crash would, then runs a fresh loader on the same lake: every
+// record must be in exactly one file.
+func TestCrashAtEveryPoint(t *testing.T) {
+	for _, point := range []string{PointPending, PointMidFiles, PointFiles, PointProgress} {
+		t.Run(point, func(t *testing.T) {
+			e := newEnv(t)
+			ids := e.produce(400)
+			crashed := e.loader(nil)
+			flushes := 0
+			crashed.crash = func(p string) error {
+				if p != point {
+					return nil
+				}
+				if flushes++; flushes == 3 {
+					return io.ErrUnexpectedEOF
+				}
+				return nil
+			}
+			if err := crashed.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "injected crash") {
+				t.Fatalf("Run = %v, want the injected crash", err)
+			}
+			// A fresh loader with other batch sizes resumes from the lake.
+			stop := run(t, e.loader(func(c *Config) { c.FlushRows = 1000 }))
+			e.waitLoaded("sluice.raw", "sluice.dlq")
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			e.checkExactlyOnce(ids)
+		})
+	}
+}
+
+// readParquet reads the root_id column of a file's rows.
+func readParquet(t *testing.T, data []byte) []map[string]any {
+	t.Helper()
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatalf("a lake file is not valid Parquet: %v", err)
+	}
+	fields := pf.Schema().Fields()
+	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
+	defer r.Close()
+	rows := make([]parquet.Row, r.NumRows())
+	n, err := r.ReadRows(rows)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	out := make([]map[string]any, 0, n)
+	for _, row := range rows[:n] {
+		m := map[string]any{}
+		for _, v := range row {
+			if name := fields[v.Column()].Name(); name == "root_id" && !v.IsNull() {
+				m[name] = string(v.ByteArray())
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
