@@ -181,7 +181,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "up ") || !strings.Contains(out, "collector") {
 		t.Errorf("sluice --help = %d:\n%s", code, out)
 	}
-	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail"} {
+	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader"} {
 		c := exec.Command(binary, cmd, "--help")
 		outb, err := c.CombinedOutput()
 		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") {
@@ -273,5 +273,93 @@ func TestKillUnderLoadLosesNoAckedEvent(t *testing.T) {
 	t.Logf("%d events acknowledged before SIGKILL, %d records stored", len(want), len(stored))
 	if lost > 0 {
 		t.Errorf("%d of %d acknowledged events are missing after kill -9 and restart", lost, len(want))
+	}
+}
+
+// TestLakeRoundTrip sends real TLC trips through the running binary and
+// reads them back with `sluice query`: counts, sums and extremes equal
+// those computed from the source.
+func TestLakeRoundTrip(t *testing.T) {
+	src, err := os.ReadFile("../sluicebench/testdata/tlc_yellow_2025-01_first500.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		n                int
+		fare, total, tip float64
+		minPickup        string
+		maxPickup        string
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(src)), "\n") {
+		var ev struct {
+			Payload struct {
+				Fare   float64 `json:"fare_amount"`
+				Total  float64 `json:"total_amount"`
+				Tip    float64 `json:"tip_amount"`
+				Pickup string  `json:"tpep_pickup_datetime"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		want.n++
+		want.fare += ev.Payload.Fare
+		want.total += ev.Payload.Total
+		want.tip += ev.Payload.Tip
+		if want.minPickup == "" || ev.Payload.Pickup < want.minPickup {
+			want.minPickup = ev.Payload.Pickup
+		}
+		if ev.Payload.Pickup > want.maxPickup {
+			want.maxPickup = ev.Payload.Pickup
+		}
+	}
+
+	dir := t.TempDir()
+	p := startUp(t, dir, "--flush-interval", "200ms")
+	resp, err := http.Post("http://"+p.httpAddr+"/api/v1/collect/batch", "application/x-ndjson", strings.NewReader(string(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("batch = %d", resp.StatusCode)
+	}
+
+	type totals struct {
+		N         int     `json:"n"`
+		Fare      float64 `json:"fare"`
+		Total     float64 `json:"total"`
+		Tip       float64 `json:"tip"`
+		Nulls     int     `json:"nulls"`
+		MinPickup string  `json:"min_pickup"`
+		MaxPickup string  `json:"max_pickup"`
+	}
+	var g totals
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json",
+			`SELECT count(*) AS n, sum(fare_amount) AS fare, sum(total_amount) AS total, sum(tip_amount) AS tip,
+			 count(*) - count(passenger_count) AS nulls,
+			 min(tpep_pickup_datetime) AS min_pickup, max(tpep_pickup_datetime) AS max_pickup FROM yellow_taxi_trip`)
+		g = totals{}
+		if code == 0 {
+			json.Unmarshal([]byte(out), &g) // one JSON line
+		}
+		if g.N == want.n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lake did not hold %d trips within 30s: %s", want.n, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	near := func(a, b float64) bool { return a-b < 1e-6 && b-a < 1e-6 }
+	if !near(g.Fare, want.fare) || !near(g.Total, want.total) || !near(g.Tip, want.tip) || g.Nulls != 0 ||
+		g.MinPickup != want.minPickup || g.MaxPickup != want.maxPickup {
+		t.Errorf("lake: %+v\nsource: %+v", g, want)
+	}
+	out, code := sluice(t, "query", "--data-dir", dir, "--tables")
+	if code != 0 || !strings.Contains(out, "yellow_taxi_trip") {
+		t.Errorf("query --tables = %d:\n%s", code, out)
 	}
 }

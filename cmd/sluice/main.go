@@ -27,7 +27,9 @@ func commands() []command {
 	return []command{
 		{"up", "run the embedded broker and every stage in one process", runUp},
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
+		{"loader", "run the lake loader against a Kafka cluster ('sluice loader lake')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
+		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {

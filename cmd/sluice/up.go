@@ -14,8 +14,9 @@ import (
 const upUsage = `Usage: sluice up [flags]
 
 Runs the whole pipeline in one process: the embedded Kafka broker (unless
---brokers names a cluster) and the HTTP collector. Data lives in --data-dir
-and survives restarts. Stop with Ctrl-C: in-flight requests finish first.
+--brokers names a cluster), the HTTP collector and the lake loader, which
+writes Parquet tables to <data-dir>/lake. Data survives restarts, including
+kill -9. Stop with Ctrl-C: in-flight requests finish first.
 `
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +29,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	kafkaFlags(fs)
 	topicFlags(fs)
 	collectorFlags(fs)
+	lakeFlags(fs)
+	loaderFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -53,16 +56,22 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	load, err := lakeStage(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
 
 	fmt.Fprintf(stdout, "Sluice is up.\n"+
 		"  collector  http://%[1]s/api/v1/collect  (batch: /api/v1/collect/batch)\n"+
 		"  API docs   http://%[1]s/api/v1/docs/\n"+
 		"  metrics    http://%[1]s/metrics\n"+
 		"  kafka      %[2]s  (try: sluice tail %[3]s --follow)\n"+
+		"  lake       %[5]s  (try: sluice query --tables)\n"+
 		"  data dir   %[4]s\n"+
-		"Press Ctrl-C to stop.\n", addr, cfg.Kafka.Brokers[0], cfg.Topics.Raw, cfg.DataDir)
+		"Press Ctrl-C to stop.\n", addr, cfg.Kafka.Brokers[0], cfg.Topics.Raw, cfg.DataDir, lakeURL(cfg))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return col.Run(gctx) })
+	g.Go(func() error { return load.Run(gctx) })
 	return g.Wait()
 }

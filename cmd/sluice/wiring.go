@@ -18,6 +18,8 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/loader"
 )
 
 // errUsage marks a wrong command line, already explained to the user.
@@ -72,6 +74,54 @@ func topicFlags(fs *config.FlagSet) {
 	fs.String(&t.Raw, "topic-raw", "topic of accepted raw events")
 	fs.String(&t.DLQ, "topic-dlq", "topic of failed events (dead letters)")
 	fs.Int32(&t.Partitions, "topic-partitions", "partitions of topics Sluice creates")
+}
+
+func lakeFlags(fs *config.FlagSet) {
+	fs.String(&fs.Config().Lake.URL, "lake", "the lake: a directory or s3://bucket/prefix (default <data-dir>/lake)")
+}
+
+func loaderFlags(fs *config.FlagSet) {
+	l := &fs.Config().Loader
+	fs.List(&l.Topics, "loader-topics", "topics the lake loader consumes")
+	fs.String(&l.Group, "loader-group", "consumer group of the lake loader")
+	fs.Int(&l.FlushRows, "flush-rows", "flush a partition's files when a table holds this many rows")
+	fs.Bytes(&l.FlushBytes, "flush-bytes", "flush a partition's files when they hold this many bytes")
+	fs.Duration(&l.FlushInterval, "flush-interval", "flush a partition's files this long after their first row")
+	fs.Bytes(&l.MemoryLimit, "loader-memory", "rows buffered in memory across partitions; past it the largest are flushed early")
+}
+
+func lakeURL(cfg config.Config) string {
+	if cfg.Lake.URL != "" {
+		return cfg.Lake.URL
+	}
+	return filepath.Join(cfg.DataDir, "lake")
+}
+
+// lakeStage builds the lake loader over the configured lake.
+func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*loader.Loader, error) {
+	store, err := lake.Open(lakeURL(cfg))
+	if err != nil {
+		return nil, err
+	}
+	lc := loader.DefaultConfig()
+	lc.Topics = cfg.Loader.Topics
+	lc.DLQTopic = cfg.Topics.DLQ
+	lc.Group = cfg.Loader.Group
+	lc.FlushRows = cfg.Loader.FlushRows
+	lc.FlushBytes = int(cfg.Loader.FlushBytes)
+	lc.FlushInterval = cfg.Loader.FlushInterval
+	lc.MemoryLimit = int(cfg.Loader.MemoryLimit)
+	cl, err := bus.NewClient(clientConfig(cfg, "sluice-loader"), logger)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := bus.EnsureTopics(tctx, cl, cfg.Topics.Partitions, cfg.Topics.Replication, lc.Topics...); err != nil {
+		return nil, fmt.Errorf("%w (is Kafka reachable at %s?)", err, strings.Join(cfg.Kafka.Brokers, ","))
+	}
+	return loader.New(lc, clientConfig(cfg, "sluice-loader"), store, logger.With("stage", "loader", "lake", store.String()), reg)
 }
 
 func collectorFlags(fs *config.FlagSet) {

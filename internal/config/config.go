@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/loader"
 )
 
 // Config is the whole configuration file. Each command reads the parts it
@@ -29,6 +30,24 @@ type Config struct {
 	Topics    Topics    `yaml:"topics"`
 	Collector Collector `yaml:"collector"`
 	Producer  Producer  `yaml:"producer"`
+	Lake      Lake      `yaml:"lake"`
+	Loader    Loader    `yaml:"loader"`
+}
+
+// Lake says where the lake is: a directory, or s3://bucket/prefix. Empty
+// means <data_dir>/lake.
+type Lake struct {
+	URL string `yaml:"url"`
+}
+
+// Loader configures the lake loader.
+type Loader struct {
+	Topics        []string      `yaml:"topics"`
+	Group         string        `yaml:"group"`
+	FlushRows     int           `yaml:"flush_rows"`
+	FlushBytes    ByteSize      `yaml:"flush_bytes"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	MemoryLimit   ByteSize      `yaml:"memory_limit"`
 }
 
 // Kafka says how to reach an external cluster. With no brokers, `sluice up`
@@ -83,6 +102,7 @@ type Producer struct {
 func Default() Config {
 	// Each stage owns its defaults; the file format only names them.
 	cd := collector.DefaultConfig()
+	ld := loader.DefaultConfig()
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "sluice"
@@ -104,6 +124,14 @@ func Default() Config {
 			ShutdownTimeout:  cd.ShutdownTimeout,
 		},
 		Producer: Producer{MaxBufferedBytes: 256 << 20, Compression: "lz4"},
+		Loader: Loader{
+			Topics:        ld.Topics,
+			Group:         ld.Group,
+			FlushRows:     ld.FlushRows,
+			FlushBytes:    ByteSize(ld.FlushBytes),
+			FlushInterval: ld.FlushInterval,
+			MemoryLimit:   ByteSize(ld.MemoryLimit),
+		},
 	}
 }
 

@@ -57,6 +57,14 @@ type Storage interface {
 	String() string
 }
 
+// Open opens the lake at url: a local directory, or s3://bucket/prefix.
+func Open(url string) (Storage, error) {
+	if strings.HasPrefix(url, "s3://") {
+		return nil, fmt.Errorf("lake %s: S3 lakes are not available in this build yet; use a local directory", url)
+	}
+	return NewLocal(strings.TrimPrefix(url, "file://"))
+}
+
 // Local is a lake on a local file system.
 type Local struct {
 	root string

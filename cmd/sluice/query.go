@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/query"
+)
+
+const queryUsage = `Usage: sluice query [--data-dir DIR | --lake URL] [--format table|csv|json] "SQL"
+       sluice query --tables
+
+Runs SQL over the lake with embedded DuckDB. Every lake table is a view of
+the same name, with event_date as a column, for example:
+
+  sluice query "SELECT event_type, count(*) FROM yellow_taxi_trip GROUP BY 1"
+
+It reads the files as they are, so it works while 'sluice up' is running.
+`
+
+func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := config.NewFlagSet("query", queryUsage, stderr)
+	c := fs.Config()
+	fs.String(&c.DataDir, "data-dir", "data directory; the lake defaults to <data-dir>/lake")
+	lakeFlags(fs)
+	format := "table"
+	var tables bool
+	fs.String(&format, "format", "output format: table, csv or json (JSON lines)")
+	fs.Bool(&tables, "tables", "list the tables with their files, bytes and rows")
+	logFlags(fs)
+	cfg, _, err := setup(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if !tables && len(fs.Args()) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	store, err := lake.Open(lakeURL(cfg))
+	if err != nil {
+		return err
+	}
+	eng, err := query.Open(ctx, store)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	if tables {
+		ts, err := eng.Tables(ctx)
+		if err != nil {
+			return err
+		}
+		if format == "json" {
+			return json.NewEncoder(stdout).Encode(ts)
+		}
+		res := query.Result{Columns: []string{"table", "rows", "files", "bytes"}}
+		for _, t := range ts {
+			res.Rows = append(res.Rows, []any{t.Name, t.Rows, t.Files, t.Bytes})
+		}
+		if len(ts) == 0 {
+			fmt.Fprintf(stderr, "the lake at %s has no tables yet\n", lakeURL(cfg))
+		}
+		return query.Write(stdout, res, format)
+	}
+	res, err := eng.Query(ctx, fs.Args()[0])
+	if err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "does not exist") && strings.Contains(msg, "Table") {
+			msg += " (see 'sluice query --tables')"
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	return query.Write(stdout, res, format)
+}

@@ -1,0 +1,98 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluicehq/sluice/internal/lake"
+)
+
+// writeLakeFile writes events as one lake file.
+func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) {
+	t.Helper()
+	var r lake.Rower
+	b := lake.NewBuffer()
+	for _, ev := range events {
+		row, err := r.Row([]byte(ev), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Append(row)
+	}
+	w, err := s.Create(context.Background(), f.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteParquet(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQueryLake(t *testing.T) {
+	ctx := context.Background()
+	s, err := lake.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := lake.File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 0, First: 0, Last: 1, Ext: "parquet"}
+	writeLakeFile(t, s, f,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.000000Z","payload":{"fare":10.5,"zone":"JFK"}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T01:00:00.000000Z","payload":{"fare":2,"zone":null}}`)
+	// A later file adds a column: older rows read it as null.
+	f.Date, f.First, f.Last = "2025-01-02", 2, 2
+	writeLakeFile(t, s, f, `{"event_type":"trip","collector_tstamp":"2025-01-02T00:00:00.000000Z","payload":{"fare":1,"tip":3}}`)
+
+	eng, err := Open(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	tables, err := eng.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != 1 || tables[0].Name != "trip" || tables[0].Rows != 3 || tables[0].Files != 2 {
+		t.Errorf("Tables() = %+v", tables)
+	}
+	res, err := eng.Query(ctx, `SELECT event_date, count(*) AS n, sum(fare) AS fare, count(tip) AS tips,
+		min(collector_tstamp) AS first FROM trip GROUP BY 1 ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ format, want string }{
+		{"csv", "event_date,n,fare,tips,first\n2025-01-01,2,12.5,0,2025-01-01 00:18:38\n2025-01-02,1,1,1,2025-01-02 00:00:00\n"},
+		{"json", `{"event_date":"2025-01-01","n":2,"fare":12.5,"tips":0,"first":"2025-01-01 00:18:38"}` + "\n" +
+			`{"event_date":"2025-01-02","n":1,"fare":1,"tips":1,"first":"2025-01-02 00:00:00"}` + "\n"},
+		{"table", "event_date  n  fare  tips  first\n2025-01-01  2  12.5  0     2025-01-01 00:18:38\n2025-01-02  1  1     1     2025-01-02 00:00:00\n(2 rows)\n"},
+	} {
+		var buf bytes.Buffer
+		if err := Write(&buf, res, tc.format); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, buf.String()); diff != "" {
+			t.Errorf("%s output (-want +got):\n%s", tc.format, diff)
+		}
+	}
+	if err := Write(&bytes.Buffer{}, res, "xml"); err == nil || !strings.Contains(err.Error(), "table, csv, json") {
+		t.Errorf("unknown format: %v", err)
+	}
+}
+
+func TestQueryEmptyLake(t *testing.T) {
+	s, _ := lake.NewLocal(t.TempDir())
+	eng, err := Open(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	if _, err := eng.Query(context.Background(), "SELECT * FROM trip"); err == nil {
+		t.Error("a query of a missing table succeeded")
+	}
+}
