@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/config"
@@ -41,11 +42,21 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
-	store, err := lake.Open(lakeURL(cfg))
+	store, err := openLake(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	eng, err := query.Open(ctx, store)
+	local, ok := store.(*lake.Local)
+	if !ok {
+		// DuckDB here has no httpfs extension (nothing is downloaded at run
+		// time), so a remote lake is read through a local mirror.
+		cache := filepath.Join(cfg.DataDir, "cache", "lake", safeName(store.String()))
+		fmt.Fprintf(stderr, "mirroring %s into %s\n", store, cache)
+		if local, err = lake.Mirror(ctx, store, cache); err != nil {
+			return err
+		}
+	}
+	eng, err := query.Open(ctx, local)
 	if err != nil {
 		return err
 	}
@@ -76,4 +87,14 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%s", msg)
 	}
 	return query.Write(stdout, res, format)
+}
+
+// safeName makes a URL usable as a directory name.
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
 }

@@ -77,7 +77,18 @@ func topicFlags(fs *config.FlagSet) {
 }
 
 func lakeFlags(fs *config.FlagSet) {
-	fs.String(&fs.Config().Lake.URL, "lake", "the lake: a directory or s3://bucket/prefix (default <data-dir>/lake)")
+	l := &fs.Config().Lake
+	fs.String(&l.URL, "lake", "the lake: a directory or s3://bucket/prefix (default <data-dir>/lake)")
+	fs.String(&l.S3Endpoint, "s3-endpoint", "S3 endpoint, host:port or URL (http:// for no TLS); default AWS_ENDPOINT_URL or AWS S3")
+	fs.String(&l.S3Region, "s3-region", "S3 region (default AWS_REGION)")
+	fs.Bool(&l.S3PathStyle, "s3-path-style", "address buckets by path (MinIO and most self-hosted stores)")
+}
+
+// openLake opens the configured lake; credentials come from AWS_*.
+func openLake(ctx context.Context, cfg config.Config) (lake.Storage, error) {
+	return lake.Open(ctx, lakeURL(cfg), lake.S3Config{
+		Endpoint: cfg.Lake.S3Endpoint, Region: cfg.Lake.S3Region, PathStyle: cfg.Lake.S3PathStyle,
+	})
 }
 
 func loaderFlags(fs *config.FlagSet) {
@@ -99,7 +110,7 @@ func lakeURL(cfg config.Config) string {
 
 // lakeStage builds the lake loader over the configured lake.
 func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*loader.Loader, error) {
-	store, err := lake.Open(lakeURL(cfg))
+	store, err := openLake(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,10 @@ type Config struct {
 // means <data_dir>/lake.
 type Lake struct {
 	URL string `yaml:"url"`
+	// S3 settings; empty ones come from the standard AWS_* variables.
+	S3Endpoint  string `yaml:"s3_endpoint"`
+	S3Region    string `yaml:"s3_region"`
+	S3PathStyle bool   `yaml:"s3_path_style"`
 }
 
 // Loader configures the lake loader.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/sluicehq/sluice/internal/s3test"
 )
 
 func TestTableName(t *testing.T) {
@@ -39,44 +41,114 @@ func TestFilePathRoundTrip(t *testing.T) {
 	}
 }
 
-func TestLocalStorage(t *testing.T) {
-	ctx := context.Background()
-	s, err := NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := s.Create(ctx, "a/b/c.parquet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("hello"))
-	if objs, _ := s.List(ctx, ""); len(objs) != 0 {
-		t.Errorf("an uncommitted object is listed: %v", objs)
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	aborted, _ := s.Create(ctx, "a/b/d.parquet")
-	aborted.Write([]byte("partial"))
-	aborted.Abort()
-	objs, err := s.List(ctx, "a/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]Object{{Path: "a/b/c.parquet", Size: 5}}, objs); diff != "" {
-		t.Errorf("List mismatch (-want +got):\n%s", diff)
-	}
-	if _, err := s.ReadObject(ctx, "nope"); !errors.Is(err, ErrNotExist) {
-		t.Errorf("ReadObject(missing) = %v, want ErrNotExist", err)
-	}
-	if _, err := s.Create(ctx, "../escape"); err == nil {
-		t.Error("a path outside the lake was accepted")
-	}
+// storages runs a test against every Storage: a local directory and a
+// bucket on the in-process S3 server.
+func storages(t *testing.T, f func(t *testing.T, s Storage)) {
+	t.Run("local", func(t *testing.T) {
+		s, err := NewLocal(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(t, s)
+	})
+	t.Run("s3", func(t *testing.T) {
+		endpoint, bucket := s3test.Bucket(t)
+		s, err := NewS3("s3://"+bucket+"/lake", S3Config{Endpoint: endpoint, Region: s3test.Region,
+			PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Check(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		f(t, s)
+	})
+}
+
+func TestStorage(t *testing.T) {
+	storages(t, func(t *testing.T, s Storage) {
+		ctx := context.Background()
+		w, err := s.Create(ctx, "a/b/c.parquet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("hello"))
+		if objs, _ := s.List(ctx, ""); len(objs) != 0 {
+			t.Errorf("an uncommitted object is listed: %v", objs)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		aborted, _ := s.Create(ctx, "a/b/d.parquet")
+		aborted.Write([]byte("partial"))
+		aborted.Abort()
+		other, _ := s.Create(ctx, "z.json")
+		other.Write([]byte("{}"))
+		if err := other.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		objs, err := s.List(ctx, "a/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]Object{{Path: "a/b/c.parquet", Size: 5}}, objs); diff != "" {
+			t.Errorf("List mismatch (-want +got):\n%s", diff)
+		}
+		if b, err := s.ReadObject(ctx, "a/b/c.parquet"); err != nil || string(b) != "hello" {
+			t.Errorf("ReadObject = %q, %v", b, err)
+		}
+		if _, err := s.ReadObject(ctx, "nope"); !errors.Is(err, ErrNotExist) {
+			t.Errorf("ReadObject(missing) = %v, want ErrNotExist", err)
+		}
+		if _, err := s.Create(ctx, "../escape"); err == nil {
+			t.Error("a path outside the lake was accepted")
+		}
+		if err := s.Delete(ctx, "a/b/c.parquet"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "a/b/c.parquet"); err != nil {
+			t.Errorf("deleting a missing object: %v", err)
+		}
+		if objs, _ := s.List(ctx, ""); len(objs) != 1 || objs[0].Path != "z.json" {
+			t.Errorf("after delete: %v", objs)
+		}
+	})
+}
+
+func TestMirror(t *testing.T) {
+	storages(t, func(t *testing.T, s Storage) {
+		ctx := context.Background()
+		put := func(p, data string) {
+			w, _ := s.Create(ctx, p)
+			w.Write([]byte(data))
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put("t/event_date=2025-01-01/raw-0-0-9.parquet", "one")
+		put("_sluice/progress/raw/0.json", "{}")
+		dir := t.TempDir()
+		m, err := Mirror(ctx, s, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put("t/event_date=2025-01-01/raw-0-10-19.parquet", "two")
+		if m, err = Mirror(ctx, s, dir); err != nil {
+			t.Fatal(err)
+		}
+		objs, _ := m.List(ctx, "")
+		if diff := cmp.Diff([]Object{{"t/event_date=2025-01-01/raw-0-0-9.parquet", 3}, {"t/event_date=2025-01-01/raw-0-10-19.parquet", 3}}, objs); diff != "" {
+			t.Errorf("mirror holds (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestProgress(t *testing.T) {
+	storages(t, func(t *testing.T, s Storage) { testProgress(t, s) })
+}
+
+func testProgress(t *testing.T, s Storage) {
 	ctx := context.Background()
-	s, _ := NewLocal(t.TempDir())
 	p, err := ReadProgress(ctx, s, "sluice.raw", 1)
 	if err != nil || p.Committed != -1 || p.Pending != nil {
 		t.Fatalf("fresh progress = %+v, %v", p, err)

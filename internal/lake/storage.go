@@ -57,10 +57,18 @@ type Storage interface {
 	String() string
 }
 
-// Open opens the lake at url: a local directory, or s3://bucket/prefix.
-func Open(url string) (Storage, error) {
+// Open opens the lake at url: a local directory, or s3://bucket/prefix
+// (checked to be reachable).
+func Open(ctx context.Context, url string, s3 S3Config) (Storage, error) {
 	if strings.HasPrefix(url, "s3://") {
-		return nil, fmt.Errorf("lake %s: S3 lakes are not available in this build yet; use a local directory", url)
+		s, err := NewS3(url, s3)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Check(ctx); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	return NewLocal(strings.TrimPrefix(url, "file://"))
 }
@@ -217,4 +225,61 @@ func (l *Local) Delete(_ context.Context, p string) error {
 		return fmt.Errorf("delete %s: %w", p, err)
 	}
 	return nil
+}
+
+// Mirror copies a lake's data files into a local directory, fetching only
+// files it does not have yet (a file's name fixes its content, since it
+// names the offset range it holds) and removing files the lake no longer
+// has. Readers that can only read local files, such as DuckDB without its
+// httpfs extension, query the mirror.
+func Mirror(ctx context.Context, src Storage, dir string) (*Local, error) {
+	dst, err := NewLocal(dir)
+	if err != nil {
+		return nil, err
+	}
+	want, err := src.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	have, err := dst.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	size := make(map[string]int64, len(have))
+	for _, o := range have {
+		size[o.Path] = o.Size
+	}
+	keep := make(map[string]bool, len(want))
+	for _, o := range want {
+		if _, ok := ParseFile(o.Path); !ok {
+			continue
+		}
+		keep[o.Path] = true
+		if s, ok := size[o.Path]; ok && s == o.Size {
+			continue
+		}
+		b, err := src.ReadObject(ctx, o.Path)
+		if err != nil {
+			return nil, fmt.Errorf("mirror %s: %w", o.Path, err)
+		}
+		w, err := dst.Create(ctx, o.Path)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(b); err != nil {
+			w.Abort()
+			return nil, fmt.Errorf("mirror %s: %w", o.Path, err)
+		}
+		if err := w.Commit(); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range have {
+		if !keep[o.Path] {
+			if err := dst.Delete(ctx, o.Path); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return dst, nil
 }

@@ -32,13 +32,10 @@ type Table struct {
 	Rows  int64  `json:"rows"`
 }
 
-// Open starts DuckDB over a local lake.
-func Open(ctx context.Context, store lake.Storage) (*Engine, error) {
-	local, ok := store.(*lake.Local)
-	if !ok {
-		return nil, fmt.Errorf("query %s: only local lakes can be queried in this build", store)
-	}
-	files, err := lake.Tables(ctx, store)
+// Open starts DuckDB over a local lake (a remote one is read through
+// lake.Mirror).
+func Open(ctx context.Context, local *lake.Local) (*Engine, error) {
+	files, err := lake.Tables(ctx, local)
 	if err != nil {
 		return nil, err
 	}
