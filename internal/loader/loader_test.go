@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/s3test"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -30,23 +29,40 @@ type env struct {
 	t      *testing.T
 	broker *bus.Broker
 	cc     bus.ClientConfig
-	dir    string
-	store  *lake.Local
+	store  lake.Storage
 }
 
+// newEnv starts a broker and a local lake.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	store, err := lake.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newEnvOn(t, store)
+}
+
+// newS3Env starts a broker and a lake in a bucket of the in-process S3
+// server.
+func newS3Env(t *testing.T) *env {
+	t.Helper()
+	endpoint, bucket := s3test.Bucket(t)
+	store, err := lake.NewS3("s3://"+bucket+"/lake", lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
+		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newEnvOn(t, store)
+}
+
+func newEnvOn(t *testing.T, store lake.Storage) *env {
 	t.Helper()
 	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	dir := t.TempDir()
-	store, err := lake.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, broker: b, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, dir: dir, store: store}
+	e := &env{t: t, broker: b, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, store: store}
 	cl := e.producer()
 	defer cl.Close()
 	if err := bus.EnsureTopics(t.Context(), cl, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
@@ -145,27 +161,26 @@ func (e *env) waitLoaded(topics ...string) {
 func (e *env) lakeIDs() map[string]int {
 	e.t.Helper()
 	counts := make(map[string]int)
-	err := filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	objs, err := e.store.List(context.Background(), "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, o := range objs {
+		if strings.HasPrefix(o.Path, "_sluice/") {
+			continue
 		}
-		rel, _ := filepath.Rel(e.dir, p)
-		if strings.HasPrefix(rel, "_sluice") {
-			return nil
+		if _, ok := lake.ParseFile(o.Path); !ok {
+			e.t.Errorf("stray object in the lake: %s", o.Path)
+			continue
 		}
-		if _, ok := lake.ParseFile(filepath.ToSlash(rel)); !ok {
-			e.t.Errorf("stray file in the lake: %s", rel)
-			return nil
+		data, err := e.store.ReadObject(context.Background(), o.Path)
+		if err != nil {
+			e.t.Fatal(err)
 		}
-		data, _ := os.ReadFile(p)
 		for _, row := range readParquet(e.t, data) {
 			id, _ := row["root_id"].(string)
 			counts[id]++
 		}
-		return nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
 	}
 	return counts
 }
@@ -235,32 +250,35 @@ func keys[M ~map[string]V, V any](m M) []string {
 // record must be in exactly one file.
 func TestCrashAtEveryPoint(t *testing.T) {
 	for _, point := range []string{PointPending, PointMidFiles, PointFiles, PointProgress} {
-		t.Run(point, func(t *testing.T) {
-			e := newEnv(t)
-			ids := e.produce(400)
-			crashed := e.loader(nil)
-			flushes := 0
-			crashed.crash = func(p string) error {
-				if p != point {
-					return nil
-				}
-				if flushes++; flushes == 3 {
-					return io.ErrUnexpectedEOF
-				}
-				return nil
-			}
-			if err := crashed.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "injected crash") {
-				t.Fatalf("Run = %v, want the injected crash", err)
-			}
-			// A fresh loader with other batch sizes resumes from the lake.
-			stop := run(t, e.loader(func(c *Config) { c.FlushRows = 1000 }))
-			e.waitLoaded("sluice.raw", "sluice.dlq")
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-			e.checkExactlyOnce(ids)
-		})
+		for lakeKind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "s3": newS3Env} {
+			t.Run(lakeKind+"/"+point, func(t *testing.T) { crashAt(t, newEnv(t), point) })
+		}
 	}
+}
+
+func crashAt(t *testing.T, e *env, point string) {
+	ids := e.produce(400)
+	crashed := e.loader(nil)
+	flushes := 0
+	crashed.crash = func(p string) error {
+		if p != point {
+			return nil
+		}
+		if flushes++; flushes == 3 {
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	}
+	if err := crashed.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "injected crash") {
+		t.Fatalf("Run = %v, want the injected crash", err)
+	}
+	// A fresh loader with other batch sizes resumes from the lake.
+	stop := run(t, e.loader(func(c *Config) { c.FlushRows = 1000 }))
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExactlyOnce(ids)
 }
 
 // readParquet reads the root_id column of a file's rows.
