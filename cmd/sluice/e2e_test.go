@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/s3test"
 )
 
 // These tests run the built binary as a user would.
@@ -361,5 +364,41 @@ func TestLakeRoundTrip(t *testing.T) {
 	out, code := sluice(t, "query", "--data-dir", dir, "--tables")
 	if code != 0 || !strings.Contains(out, "yellow_taxi_trip") {
 		t.Errorf("query --tables = %d:\n%s", code, out)
+	}
+}
+
+// TestS3LakeEndToEnd runs `sluice up` with its lake in a bucket of an
+// in-process S3 server, then queries it with `sluice query --lake s3://`.
+func TestS3LakeEndToEnd(t *testing.T) {
+	endpoint, bucket := s3test.Bucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	t.Setenv("AWS_REGION", s3test.Region)
+	lakeURL := "s3://" + bucket + "/lake"
+	dir := t.TempDir()
+	p := startUp(t, dir, "--lake", lakeURL, "--s3-endpoint", endpoint, "--s3-path-style", "--flush-interval", "200ms")
+	for i := range 20 {
+		code, _ := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i))
+		if code != 200 {
+			t.Fatalf("collect = %d", code)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, code := sluice(t, "query", "--data-dir", dir, "--lake", lakeURL, "--s3-endpoint", endpoint, "--s3-path-style",
+			"--format", "csv", "SELECT count(*), sum(n) FROM page_view")
+		if code == 0 && strings.TrimSpace(out) == "count_star(),sum(n)\n20,190" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice query over s3 did not see the 20 events: %d %q", code, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The wrong bucket is reported at start, with what to check.
+	c := exec.Command(binary, "query", "--lake", "s3://no-such-bucket/x", "--s3-endpoint", endpoint, "--s3-path-style", "SELECT 1")
+	out, _ := c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "no-such-bucket") {
+		t.Errorf("query of a missing bucket: exit %d\n%s", c.ProcessState.ExitCode(), out)
 	}
 }
