@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
 
@@ -400,5 +401,88 @@ func TestS3LakeEndToEnd(t *testing.T) {
 	out, _ := c.CombinedOutput()
 	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "no-such-bucket") {
 		t.Errorf("query of a missing bucket: exit %d\n%s", c.ProcessState.ExitCode(), out)
+	}
+}
+
+// TestTLCParquetRoundTrip replays the real TLC sample (with its 1,125 rows
+// of nulls and its negative amounts) through the collector into the lake.
+// DuckDB reading the source file is the oracle: row count, the sum and
+// non-null count of every numeric column, and the pickup range must match.
+func TestTLCParquetRoundTrip(t *testing.T) {
+	src, err := filepath.Abs("../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	var batch []string
+	n := 0
+	err = replay.ParquetRows(f, st.Size(), replay.DefaultTimeLayout, func(row []byte) error {
+		n++
+		batch = append(batch, fmt.Sprintf(`{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"sample5000:%d","payload":%s}`, n, row))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	p := startUp(t, dir, "--flush-interval", "300ms")
+	for i := 0; i < len(batch); i += 1000 {
+		resp, err := http.Post("http://"+p.httpAddr+"/api/v1/collect/batch", "application/x-ndjson",
+			strings.NewReader(strings.Join(batch[i:min(i+1000, len(batch))], "\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Accepted int `json:"accepted"`
+		}
+		json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || res.Accepted != min(1000, len(batch)-i) {
+			t.Fatalf("batch at %d: %d, accepted %d", i, resp.StatusCode, res.Accepted)
+		}
+	}
+
+	numeric := []string{"VendorID", "passenger_count", "trip_distance", "RatecodeID", "PULocationID", "DOLocationID",
+		"payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge",
+		"total_amount", "congestion_surcharge", "Airport_fee", "cbd_congestion_fee"}
+	aggs := []string{"count(*) AS rows", "count(store_and_fwd_flag) AS n_flag"}
+	for _, c := range numeric {
+		aggs = append(aggs, fmt.Sprintf(`round(sum("%s"), 6) AS "sum_%s", count("%s") AS "n_%s"`, c, c, c, c))
+	}
+	aggs = append(aggs, "min(tpep_pickup_datetime::TIMESTAMP) AS first_pickup", "max(tpep_dropoff_datetime::TIMESTAMP) AS last_dropoff")
+	sel := "SELECT " + strings.Join(aggs, ", ")
+	query := func(from string) string {
+		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json", sel+" FROM "+from)
+		if code != 0 {
+			return ""
+		}
+		return strings.TrimSpace(out)
+	}
+	want := query("read_parquet('" + src + "')")
+	if want == "" || !strings.Contains(want, `"rows":5000`) {
+		t.Fatalf("oracle query of the source failed: %q", want)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var got string
+	for {
+		if got = query("yellow_taxi_trip"); got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lake and source differ:\n lake: %s\n file: %s", got, want)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// Types: whole-valued double columns stay doubles, integers stay integers.
+	out, _ := sluice(t, "query", "--data-dir", dir, "--format", "csv",
+		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag') ORDER BY 1`)
+	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\n"; out != want {
+		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)
 	}
 }

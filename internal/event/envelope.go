@@ -212,12 +212,12 @@ func appendField(dst []byte, key, value string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, key...)
 	dst = append(dst, `":`...)
-	return appendString(dst, value)
+	return AppendString(dst, value)
 }
 
-// appendString appends s as a JSON string. strconv.Quote is not used because
+// AppendString appends s as a JSON string. strconv.Quote is not used because
 // its Go escapes (\x7f, \a) are not JSON.
-func appendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); i++ {
