@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
@@ -484,5 +491,93 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag') ORDER BY 1`)
 	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\n"; out != want {
 		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// TestLoaderMemoryBounded floods `sluice loader lake` with far more data
+// than its --loader-memory: its peak RSS stays under a fixed bound well
+// below the data size (buffering it all would take several times the
+// data). The bound covers the runtime, the zstd encoder's window, the GC's
+// headroom and one flush's Parquet buffers.
+func TestLoaderMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods the loader with 300 MB")
+	}
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	const total = 300 << 20
+	const bound = 256 << 20
+	// Random padding compresses as real payloads do, not a thousandfold.
+	rnd := make([]byte, 450)
+	var sent int
+	var recs []*kgo.Record
+	for i := 0; sent < total; i++ {
+		crand.Read(rnd)
+		v := fmt.Sprintf(`{"event_type":"flood","schema_version":"1","payload":{"i":%d,"pad":"%x"},"collector_tstamp":"2025-01-01T00:00:00.000000Z","root_id":"r%d"}`, i, rnd, i)
+		sent += len(v)
+		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: []byte(v)})
+		if len(recs) == 5000 {
+			if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "loader", "lake", "--brokers", b.Addr(), "--data-dir", dir, "--metrics-addr", "",
+		"--loader-memory", "8MiB", "--flush-bytes", "4MiB", "--flush-rows", "1000000", "--flush-interval", "2s", "--log-format", "json")
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	store, _ := lake.NewLocal(filepath.Join(dir, "lake"))
+	ends, err := kadm.NewClient(prod).ListEndOffsets(t.Context(), "sluice.raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		done := true
+		ends.Each(func(o kadm.ListedOffset) {
+			p, _ := lake.ReadProgress(t.Context(), store, o.Topic, o.Partition)
+			done = done && p.Committed >= o.Offset-1
+		})
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the loader did not load the flood within 3 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peakKB int
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &peakKB)
+		}
+	}
+	t.Logf("loaded %d MB with --loader-memory 8MiB: peak RSS %d MB", sent>>20, peakKB>>10)
+	if peakKB == 0 || peakKB<<10 > bound {
+		t.Errorf("peak RSS %d MB for %d MB of data, over the %d MB bound: memory is not bounded", peakKB>>10, sent>>20, bound>>20)
 	}
 }

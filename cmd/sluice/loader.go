@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/sluicehq/sluice/internal/config"
 )
 
@@ -31,6 +33,8 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	topicFlags(fs)
 	lakeFlags(fs)
 	loaderFlags(fs)
+	metricsAddr := "127.0.0.1:9464"
+	fs.String(&metricsAddr, "metrics-addr", "address serving /metrics, /healthz and /debug/pprof (empty: off)")
 	cfg, logger, err := setup(fs, args[1:], stderr)
 	if err != nil {
 		return err
@@ -39,9 +43,13 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fs.Usage()
 		return errNoBrokers
 	}
-	load, err := lakeStage(ctx, cfg, logger, newRegistry())
+	reg := newRegistry()
+	load, err := lakeStage(ctx, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
-	return load.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return load.Run(gctx) })
+	g.Go(func() error { return serveOps(gctx, metricsAddr, reg, logger) })
+	return g.Wait()
 }

@@ -98,8 +98,10 @@ type Loader struct {
 	// use it to stop the loader there as a crash would.
 	crash func(point string) error
 
-	mu    sync.Mutex // guards parts against the rebalance callbacks
+	mu    sync.Mutex // guards parts and buffered against the rebalance callbacks
 	parts map[tp]*partition
+	// buffered is the sum of the partitions' bytes.
+	buffered int
 }
 
 type tp struct {
@@ -127,12 +129,20 @@ func New(cfg Config, cc bus.ClientConfig, store lake.Storage, logger *slog.Logge
 		kgo.AdjustFetchOffsetsFn(l.resume),
 		kgo.OnPartitionsRevoked(l.drop),
 		kgo.OnPartitionsLost(l.drop),
-		kgo.FetchMaxBytes(int32(min(cfg.FlushBytes, 64<<20))),
+		// Fetches are a slice of the memory budget. Their limits count
+		// compressed bytes, so very compressible data can inflate more.
+		kgo.FetchMaxBytes(fetchBytes(cfg.MemoryLimit)),
+		kgo.FetchMaxPartitionBytes(fetchBytes(cfg.MemoryLimit)/2),
+		kgo.MaxConcurrentFetches(1),
 	)
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+func fetchBytes(memory int) int32 {
+	return int32(min(max(memory/16, 256<<10), 16<<20))
 }
 
 // resume is called on assignment, before fetching: it starts each
@@ -164,6 +174,7 @@ func (l *Loader) drop(_ context.Context, _ *kgo.Client, revoked map[string][]int
 	for topic, parts := range revoked {
 		for _, p := range parts {
 			if st := l.parts[tp{topic, p}]; st != nil {
+				l.buffered -= st.bytes
 				l.metrics.buffered.Sub(float64(st.bytes))
 			}
 			delete(l.parts, tp{topic, p})
@@ -239,8 +250,10 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 	buf := st.buffer(table, date)
 	before := buf.Bytes()
 	buf.Append(row)
-	st.note(r.Offset, buf.Bytes()-before, l.now())
-	l.metrics.buffered.Add(float64(buf.Bytes() - before))
+	grew := buf.Bytes() - before
+	st.note(r.Offset, grew, l.now())
+	l.buffered += grew
+	l.metrics.buffered.Add(float64(grew))
 	if st.forced >= 0 && r.Offset >= st.forced {
 		return l.flush(ctx, st)
 	}
@@ -249,23 +262,27 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 			return l.flush(ctx, st)
 		}
 	}
-	return nil
+	return l.boundMemory(ctx)
 }
 
-// flushDue flushes buffers whose interval has passed, then the largest
-// buffers while the memory limit is exceeded.
+// flushDue flushes buffers whose interval has passed.
 func (l *Loader) flushDue(ctx context.Context) error {
 	now := l.now()
-	total := 0
 	for _, st := range l.parts {
 		if st.rows > 0 && st.forced < 0 && now.Sub(st.since) >= l.cfg.FlushInterval {
 			if err := l.flush(ctx, st); err != nil {
 				return err
 			}
 		}
-		total += st.bytes
 	}
-	for total > l.cfg.MemoryLimit {
+	return nil
+}
+
+// boundMemory flushes the largest buffers while the rows buffered across
+// partitions exceed the memory limit: memory stays bounded, and the files
+// are simply smaller.
+func (l *Loader) boundMemory(ctx context.Context) error {
+	for l.buffered > l.cfg.MemoryLimit {
 		var largest *partition
 		for _, st := range l.parts {
 			if st.forced < 0 && (largest == nil || st.bytes > largest.bytes) {
@@ -273,9 +290,8 @@ func (l *Loader) flushDue(ctx context.Context) error {
 			}
 		}
 		if largest == nil || largest.rows == 0 {
-			break
+			return nil // only ranges being reloaded remain; they end soon
 		}
-		total -= largest.bytes
 		l.metrics.memoryFlushes.Inc()
 		if err := l.flush(ctx, largest); err != nil {
 			return err
@@ -418,6 +434,7 @@ func (l *Loader) flush(ctx context.Context, st *partition) error {
 			l.logger.Warn("commit kafka offset", "topic", st.topic, "partition", st.partition, "err", err)
 		}
 	})
+	l.buffered -= st.bytes
 	l.metrics.buffered.Sub(float64(st.bytes))
 	l.metrics.flushSeconds.Observe(l.now().Sub(start).Seconds())
 	l.logger.Debug("flushed", "topic", st.topic, "partition", st.partition, "first", rng.First, "last", rng.Last,
