@@ -69,9 +69,13 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if format == "json" {
 			return json.NewEncoder(stdout).Encode(ts)
 		}
-		res := query.Result{Columns: []string{"table", "rows", "files", "bytes"}}
+		res := query.Result{Columns: []string{"table", "format", "rows", "files", "bytes"}}
 		for _, t := range ts {
-			res.Rows = append(res.Rows, []any{t.Name, t.Rows, t.Files, t.Bytes})
+			var rows any = t.Rows
+			if t.Rows < 0 {
+				rows = nil
+			}
+			res.Rows = append(res.Rows, []any{t.Name, t.Format, rows, t.Files, t.Bytes})
 		}
 		if len(ts) == 0 {
 			fmt.Fprintf(stderr, "the lake at %s has no tables yet\n", lakeURL(cfg))

@@ -126,6 +126,10 @@ func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg 
 	lc.FlushBytes = int(cfg.Loader.FlushBytes)
 	lc.FlushInterval = cfg.Loader.FlushInterval
 	lc.MemoryLimit = int(cfg.Loader.MemoryLimit)
+	lc.Tables = make(map[string]loader.Table, len(cfg.Loader.Tables))
+	for name, t := range cfg.Loader.Tables {
+		lc.Tables[name] = loader.Table{Format: t.Format, TimeField: t.TimeField}
+	}
 	cl, err := bus.NewClient(clientConfig(cfg, "sluice-loader"), logger)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,15 @@ type Loader struct {
 	FlushBytes    ByteSize      `yaml:"flush_bytes"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	MemoryLimit   ByteSize      `yaml:"memory_limit"`
+	// Tables sets, per table, its file format (parquet, csv.gz, avro) and
+	// the field whose date partitions it.
+	Tables map[string]LoaderTable `yaml:"tables"`
+}
+
+// LoaderTable configures one lake table.
+type LoaderTable struct {
+	Format    string `yaml:"format"`
+	TimeField string `yaml:"time_field"`
 }
 
 // Kafka says how to reach an external cluster. With no brokers, `sluice up`

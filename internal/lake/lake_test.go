@@ -2,12 +2,16 @@ package lake
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/csv"
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hamba/avro/v2/ocf"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/sluicehq/sluice/internal/s3test"
@@ -256,4 +260,77 @@ func readParquet(t *testing.T, data []byte) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// TestBufferFormats writes the same rows as CSV.gz and Avro and reads them
+// back with independent readers.
+func TestBufferFormats(t *testing.T) {
+	var r Rower
+	b := NewBuffer()
+	for _, ev := range []string{
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK, T4","tags":["a"],"2nd":true}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null}}`,
+	} {
+		row, err := r.Row([]byte(ev), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Append(row)
+	}
+
+	var gz bytes.Buffer
+	if _, err := b.Write(&gz, "csv.gz"); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(&gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(zr).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"event_type", "collector_tstamp", "fare", "zone", "tags", "2nd"},
+		{"trip", "2025-01-01T00:18:38.123456Z", "10", "JFK, T4", `["a"]`, "true"},
+		{"trip", "2025-01-01T00:19:00.000000Z", "12.5", "", "", ""},
+	}
+	if diff := cmp.Diff(want, recs); diff != "" {
+		t.Errorf("csv (-want +got):\n%s", diff)
+	}
+
+	var av bytes.Buffer
+	if _, err := b.Write(&av, "avro"); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := ocf.NewDecoder(&av)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	for dec.HasNext() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, m)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("avro rows = %d, want 2", len(rows))
+	}
+	if got := rows[0]["fare"]; got != 10.0 {
+		t.Errorf("avro fare = %#v, want 10.0", got)
+	}
+	if got := rows[0]["_2nd"]; got != true {
+		t.Errorf("avro _2nd (renamed from 2nd) = %#v, want true", got)
+	}
+	if got := rows[1]["zone"]; got != nil {
+		t.Errorf("avro null zone = %#v", got)
+	}
+	if ts, ok := rows[0]["collector_tstamp"].(time.Time); !ok || ts.UnixMicro() != time.Date(2025, 1, 1, 0, 18, 38, 123456000, time.UTC).UnixMicro() {
+		t.Errorf("avro timestamp = %#v", rows[0]["collector_tstamp"])
+	}
+	if _, err := b.Write(&bytes.Buffer{}, "orc"); err == nil {
+		t.Error("an unknown format was accepted")
+	}
 }

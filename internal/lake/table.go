@@ -154,17 +154,9 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 	group := make(parquet.Group, len(b.order))
 	kinds := make(map[string]Kind, len(b.order))
 	for _, name := range b.order {
-		c := b.cols[name]
-		k := c.kind()
+		k := b.cols[name].kind()
 		kinds[name] = k
 		group[name] = parquet.Optional(node(k))
-		if c.conflict() {
-			for _, cell := range c.cells {
-				if cell.Kind != KindNull && cell.Kind != KindString {
-					conflicts++
-				}
-			}
-		}
 	}
 	schema := parquet.NewSchema("sluice", group)
 	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&zstd.Codec{}))
@@ -199,7 +191,7 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 	if err := pw.Close(); err != nil {
 		return 0, fmt.Errorf("close parquet: %w", err)
 	}
-	return conflicts, nil
+	return b.conflicts(), nil
 }
 
 func definition(c Cell) int {

@@ -50,9 +50,17 @@ type Config struct {
 	// MemoryLimit bounds the bytes buffered across partitions; past it the
 	// largest buffers are flushed early.
 	MemoryLimit int
-	// TimeFields names, per table, the field whose UTC date is event_date;
-	// tables not named use collector_tstamp (failed_at for dead_letter).
-	TimeFields map[string]string
+	// Tables holds per-table settings; tables not named take the defaults.
+	Tables map[string]Table
+}
+
+// Table configures one lake table.
+type Table struct {
+	// Format is parquet (the default), csv.gz or avro.
+	Format string
+	// TimeField is the field whose UTC date is event_date; the default is
+	// collector_tstamp (failed_at for dead_letter).
+	TimeField string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -82,6 +90,11 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryLimit < c.FlushBytes {
 		errs = append(errs, fmt.Errorf("memory limit %d must be at least the flush bytes %d", c.MemoryLimit, c.FlushBytes))
+	}
+	for name, t := range c.Tables {
+		if t.Format != "" && !lake.ValidFormat(t.Format) {
+			errs = append(errs, fmt.Errorf("table %s: format %q: want one of %s", name, t.Format, strings.Join(lake.Formats, ", ")))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -341,7 +354,7 @@ func (l *Loader) deadLetter(r *kgo.Record, cause error) (string, string, []lake.
 // eventDate is the UTC date of the table's event-time field, or of the
 // record's timestamp when the row has none.
 func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) string {
-	field := l.cfg.TimeFields[table]
+	field := l.cfg.Tables[table].TimeField
 	if field == "" {
 		field = event.FieldCollectorTstamp
 		if table == lake.DeadLetterTable {
@@ -349,11 +362,31 @@ func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) s
 		}
 	}
 	for i := len(row) - 1; i >= 0; i-- {
-		if row[i].Name == field && row[i].Cell.Kind == lake.KindTimestamp {
-			return time.UnixMicro(row[i].Cell.I).UTC().Format(time.DateOnly)
+		if row[i].Name != field {
+			continue
+		}
+		switch c := row[i].Cell; c.Kind {
+		case lake.KindTimestamp:
+			return time.UnixMicro(c.I).UTC().Format(time.DateOnly)
+		case lake.KindString:
+			if t, ok := parseTime(c.S); ok {
+				return t.UTC().Format(time.DateOnly)
+			}
 		}
 	}
 	return fallback.UTC().Format(time.DateOnly)
+}
+
+// parseTime reads the event times seen in real data: RFC 3339, and ISO 8601
+// or SQL-style without a zone (taken as UTC), such as 2025-01-01T00:18:38
+// and 2025-01-01 00:18:38.000000000.
+func parseTime(s string) (time.Time, bool) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func text(row []lake.Field, name string) string {
@@ -404,7 +437,8 @@ func (l *Loader) flush(ctx context.Context, st *partition) error {
 	})
 	for i, k := range keys {
 		buf := st.tables[k]
-		f := lake.File{Table: k.table, Date: k.date, Topic: st.topic, Partition: st.partition, First: rng.First, Last: rng.Last, Ext: "parquet"}
+		f := lake.File{Table: k.table, Date: k.date, Topic: st.topic, Partition: st.partition, First: rng.First, Last: rng.Last,
+			Ext: cmp.Or(l.cfg.Tables[k.table].Format, lake.Formats[0])}
 		if err := l.writeFile(ctx, f, buf); err != nil {
 			return err
 		}
@@ -448,7 +482,7 @@ func (l *Loader) writeFile(ctx context.Context, f lake.File, buf *lake.Buffer) e
 	if err != nil {
 		return err
 	}
-	conflicts, err := buf.WriteParquet(w)
+	conflicts, err := buf.Write(w, f.Ext)
 	if err != nil {
 		w.Abort()
 		return fmt.Errorf("write %s: %w", f.Path(), err)

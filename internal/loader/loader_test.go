@@ -308,3 +308,43 @@ func readParquet(t *testing.T, data []byte) []map[string]any {
 	}
 	return out
 }
+
+// TestTableSettings writes a table as CSV.gz, partitioned by a payload
+// field rather than collector_tstamp.
+func TestTableSettings(t *testing.T) {
+	e := newEnv(t)
+	cl := e.producer()
+	for i, pickup := range []string{"2024-12-31T23:59:00", "2025-01-01 00:18:38.000000000"} {
+		v := fmt.Sprintf(`{"event_type":"trip","schema_version":"1","payload":{"pickup":%q},"collector_tstamp":"2026-01-01T00:00:00.000000Z","root_id":"t%d"}`, pickup, i)
+		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: "sluice.raw", Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	stop := run(t, e.loader(func(c *Config) {
+		c.Tables = map[string]Table{"trip": {Format: "csv.gz", TimeField: "pickup"}}
+	}))
+	e.waitLoaded("sluice.raw")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := e.store.List(t.Context(), "trip/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dates []string
+	for _, o := range objs {
+		f, ok := lake.ParseFile(o.Path)
+		if !ok || f.Ext != "csv.gz" {
+			t.Errorf("file %s: want a .csv.gz data file", o.Path)
+		}
+		dates = append(dates, f.Date)
+	}
+	if len(dates) != 2 || dates[0] != "2024-12-31" || dates[1] != "2025-01-01" {
+		t.Errorf("event dates %v, want 2024-12-31 and 2025-01-01 from the pickup field", dates)
+	}
+	if _, err := New(Config{Topics: []string{"x"}, Group: "g", FlushRows: 1, FlushBytes: 1, FlushInterval: 1, MemoryLimit: 1,
+		Tables: map[string]Table{"t": {Format: "orc"}}}, e.cc, e.store, testLogger(t), prometheus.NewRegistry()); err == nil {
+		t.Error("an unknown table format was accepted")
+	}
+}

@@ -26,10 +26,11 @@ type Engine struct {
 
 // Table is a lake table as the engine sees it.
 type Table struct {
-	Name  string `json:"table"`
-	Files int    `json:"files"`
-	Bytes int64  `json:"bytes"`
-	Rows  int64  `json:"rows"`
+	Name   string `json:"table"`
+	Format string `json:"format"`
+	Files  int    `json:"files"`
+	Bytes  int64  `json:"bytes"`
+	Rows   int64  `json:"rows"` // -1 when the table cannot be read here
 }
 
 // Open starts DuckDB over a local lake (a remote one is read through
@@ -51,9 +52,23 @@ func Open(ctx context.Context, local *lake.Local) (*Engine, error) {
 		for _, o := range files[name] {
 			t.Bytes += o.Size
 		}
-		glob := strings.ReplaceAll(local.Root()+"/"+name+"/*/*.parquet", "'", "''")
-		stmt := fmt.Sprintf(`CREATE VIEW %s AS SELECT * FROM read_parquet('%s', hive_partitioning = true, union_by_name = true)`,
-			quoteIdent(name), glob)
+		f, _ := lake.ParseFile(files[name][0].Path)
+		glob := strings.ReplaceAll(local.Root()+"/"+name+"/*/*."+f.Ext, "'", "''")
+		var reader string
+		switch f.Ext {
+		case "parquet":
+			reader = fmt.Sprintf(`read_parquet('%s', hive_partitioning = true, union_by_name = true)`, glob)
+		case "csv.gz":
+			reader = fmt.Sprintf(`read_csv('%s', header = true, hive_partitioning = true, union_by_name = true)`, glob)
+		default:
+			// DuckDB reads Avro only through an extension that would have to
+			// be downloaded; Spark and Trino read these tables.
+			t.Format = f.Ext + " (not queryable here)"
+			e.tables = append(e.tables, t)
+			continue
+		}
+		t.Format = f.Ext
+		stmt := fmt.Sprintf(`CREATE VIEW %s AS SELECT * FROM %s`, quoteIdent(name), reader)
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("create view %s: %w", name, err)
@@ -70,12 +85,18 @@ func (e *Engine) Close() error { return e.db.Close() }
 func (e *Engine) Tables(ctx context.Context) ([]Table, error) {
 	out := slices.Clone(e.tables)
 	for i := range out {
+		if !e.queryable(out[i]) {
+			out[i].Rows = -1
+			continue
+		}
 		if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM "+quoteIdent(out[i].Name)).Scan(&out[i].Rows); err != nil {
 			return nil, fmt.Errorf("count %s: %w", out[i].Name, err)
 		}
 	}
 	return out, nil
 }
+
+func (e *Engine) queryable(t Table) bool { return t.Format == "parquet" || t.Format == "csv.gz" }
 
 // Result is a query's columns and rows, values as DuckDB's driver gives them.
 type Result struct {

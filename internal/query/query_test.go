@@ -14,6 +14,10 @@ import (
 // writeLakeFile writes events as one lake file.
 func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) {
 	t.Helper()
+	if f.Ext == "" {
+		f.Ext = "parquet"
+	}
+	t.Helper()
 	var r lake.Rower
 	b := lake.NewBuffer()
 	for _, ev := range events {
@@ -27,7 +31,7 @@ func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WriteParquet(w); err != nil {
+	if _, err := b.Write(w, f.Ext); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Commit(); err != nil {
@@ -58,7 +62,7 @@ func TestQueryLake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tables) != 1 || tables[0].Name != "trip" || tables[0].Rows != 3 || tables[0].Files != 2 {
+	if len(tables) != 1 || tables[0].Name != "trip" || tables[0].Rows != 3 || tables[0].Files != 2 || tables[0].Format != "parquet" {
 		t.Errorf("Tables() = %+v", tables)
 	}
 	res, err := eng.Query(ctx, `SELECT event_date, count(*) AS n, sum(fare) AS fare, count(tip) AS tips,
@@ -94,5 +98,31 @@ func TestQueryEmptyLake(t *testing.T) {
 	defer eng.Close()
 	if _, err := eng.Query(context.Background(), "SELECT * FROM trip"); err == nil {
 		t.Error("a query of a missing table succeeded")
+	}
+}
+
+func TestQueryCSVAndAvroTables(t *testing.T) {
+	ctx := context.Background()
+	s, _ := lake.NewLocal(t.TempDir())
+	writeLakeFile(t, s, lake.File{Table: "agg", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 1, Ext: "csv.gz"},
+		`{"station":"59 ST","entries":12}`, `{"station":"TIMES SQ","entries":30}`)
+	writeLakeFile(t, s, lake.File{Table: "arch", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 0, Ext: "avro"}, `{"a":1}`)
+	eng, err := Open(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	res, err := eng.Query(ctx, "SELECT sum(entries), count(*), min(event_date) FROM agg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	Write(&buf, res, "csv")
+	if !strings.HasSuffix(buf.String(), "42,2,2025-01-01\n") {
+		t.Errorf("csv.gz table: %s", buf.String())
+	}
+	tables, _ := eng.Tables(ctx)
+	if len(tables) != 2 || tables[1].Name != "arch" || tables[1].Rows != -1 || !strings.Contains(tables[1].Format, "not queryable") {
+		t.Errorf("Tables() = %+v, want arch listed as not queryable", tables)
 	}
 }
