@@ -28,9 +28,18 @@ import (
 
 // These tests run the built binary as a user would.
 
-var binary string
+var (
+	binary string
+	// repoDir is the repository root, resolved before any test runs: the
+	// in-process S3 server changes the working directory.
+	repoDir string
+)
 
 func TestMain(m *testing.M) {
+	var err error
+	if repoDir, err = filepath.Abs("../.."); err != nil {
+		panic(err)
+	}
 	dir, err := os.MkdirTemp("", "sluice-e2e")
 	if err != nil {
 		panic(err)
@@ -291,7 +300,7 @@ func TestKillUnderLoadLosesNoAckedEvent(t *testing.T) {
 // reads them back with `sluice query`: counts, sums and extremes equal
 // those computed from the source.
 func TestLakeRoundTrip(t *testing.T) {
-	src, err := os.ReadFile("../sluicebench/testdata/tlc_yellow_2025-01_first500.ndjson")
+	src, err := os.ReadFile(filepath.Join(repoDir, "cmd/sluicebench/testdata/tlc_yellow_2025-01_first500.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,10 +425,7 @@ func TestS3LakeEndToEnd(t *testing.T) {
 // DuckDB reading the source file is the oracle: row count, the sum and
 // non-null count of every numeric column, and the pickup range must match.
 func TestTLCParquetRoundTrip(t *testing.T) {
-	src, err := filepath.Abs("../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
 	f, err := os.Open(src)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,10 @@
 // Package s3test runs a real S3 server in the test process: versitygw with
 // its posix backend on a temporary directory. Tests get a fresh bucket each
 // and talk to it over HTTP on 127.0.0.1, as they would to S3 or MinIO.
+//
+// The posix backend changes the process's working directory to its root
+// and relies on it, so tests that also use relative paths must resolve
+// them first (in TestMain).
 package s3test
 
 import (
