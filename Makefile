@@ -3,7 +3,8 @@
 GO        ?= go
 FUZZTIME  ?= 15s
 # Every fuzz target, as package:target.
-FUZZ_TARGETS := ./internal/event:FuzzParse ./internal/event:FuzzSplitBatch ./internal/event:FuzzValid
+FUZZ_TARGETS := ./internal/event:FuzzParse ./internal/event:FuzzSplitBatch ./internal/event:FuzzValid \
+                ./internal/event:FuzzObjectMembers
 
 .PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
 
@@ -37,9 +38,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-# bench measures the collector against a no-op handler in the same run.
+# bench measures the collector against a no-op handler, and the lake loader
+# against DuckDB's COPY, each baseline in the same run.
 bench:
 	$(GO) run ./cmd/sluicebench collector
+	$(GO) run ./cmd/sluicebench loader
 
 # swagger-ui refreshes the embedded API-docs assets from the npm registry.
 swagger-ui:

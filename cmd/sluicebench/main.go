@@ -35,11 +35,15 @@ var tlcEvents []byte
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if len(os.Args) < 2 || os.Args[1] != "collector" {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench collector [flags]   (see -h)")
+	benches := map[string]func(context.Context, []string, io.Writer) error{
+		"collector": benchCollector,
+		"loader":    benchLoader,
+	}
+	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
+		fmt.Fprintln(os.Stderr, "usage: sluicebench collector|loader [flags]   (see -h)")
 		os.Exit(2)
 	}
-	if err := benchCollector(ctx, os.Args[2:], os.Stdout); err != nil {
+	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}

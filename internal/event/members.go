@@ -5,11 +5,29 @@ import (
 	"unicode/utf8"
 )
 
-// Member is a top-level key of a JSON object, unquoted, and its value as
-// raw JSON.
+// Member is a member of a JSON object as written: Key is its key's string
+// literal, quotes included and escapes not decoded, and Value its raw JSON
+// value. Both alias the object's bytes.
 type Member struct {
-	Key   string
+	Key   []byte
 	Value []byte
+}
+
+// Name is the member's key, decoded.
+func (m Member) Name() string { return Unquote(m.Key) }
+
+// Is reports whether the member's decoded key is name, without decoding
+// when the key has no escapes.
+func (m Member) Is(name string) bool {
+	if len(m.Key) == len(name)+2 && string(m.Key[1:len(m.Key)-1]) == name {
+		return true
+	}
+	for _, c := range m.Key {
+		if c == '\\' {
+			return m.Name() == name
+		}
+	}
+	return false
 }
 
 // ErrNotObject is returned by ObjectMembers for valid JSON that is not an
@@ -17,17 +35,39 @@ type Member struct {
 var ErrNotObject = errors.New("not a JSON object")
 
 // ObjectMembers validates b as a JSON object and appends its top-level
-// members to dst in order, in one pass over the bytes. Later stages use it
-// to read events without decoding values they pass through.
-func ObjectMembers(b []byte, dst []Member) ([]Member, error) {
-	ok := walk(b, 1, func(s span) {
-		dst = append(dst, Member{Key: Unquote(b[s.keyStart:s.keyEnd]), Value: b[s.start:s.end]})
+// members to top and, when the member named nested holds an object, that
+// object's members to inner, all in one pass over the bytes. Later stages
+// read events through it without decoding the values they pass through;
+// nested is how the loader lifts payload's members into columns.
+func ObjectMembers(b []byte, nested string, top, inner []Member) ([]Member, []Member, error) {
+	// A member's own members arrive before it ends: they are gathered from
+	// mark on, then kept if it is the nested object or dropped. A repeated
+	// nested key keeps its last object, as encoding/json does.
+	base, mark := len(inner), len(inner)
+	ok := walk(b, 2, func(s span) {
+		if s.depth == 2 {
+			if s.keyEnd > 0 {
+				inner = append(inner, Member{Key: b[s.keyStart:s.keyEnd], Value: b[s.start:s.end]})
+			}
+			return
+		}
+		m := Member{Value: b[s.start:s.end]}
+		if s.keyEnd > 0 {
+			m.Key = b[s.keyStart:s.keyEnd]
+		}
+		top = append(top, m)
+		if nested != "" && m.Key != nil && m.Value[0] == '{' && m.Is(nested) {
+			inner = inner[:base+copy(inner[base:], inner[mark:])]
+			mark = len(inner)
+			return
+		}
+		inner = inner[:mark]
 	})
 	if !ok || !utf8.Valid(b) {
-		return dst, describe(b)
+		return top, inner[:base], describe(b)
 	}
 	if firstByte(b) != '{' {
-		return dst, ErrNotObject
+		return top, inner[:base], ErrNotObject
 	}
-	return dst, nil
+	return top, inner, nil
 }

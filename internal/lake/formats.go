@@ -44,14 +44,13 @@ func (b *Buffer) Write(w io.Writer, format string) (conflicts int, err error) {
 // strings.
 func (b *Buffer) conflicts() int {
 	n := 0
-	for _, name := range b.order {
-		c := b.cols[name]
+	for _, c := range b.order {
 		if c.conflict() {
-			for _, cell := range c.cells {
-				if cell.Kind != KindNull && cell.Kind != KindString {
+			c.eachKind(func(k Kind) {
+				if k != KindNull && k != KindString {
 					n++
 				}
-			}
+			})
 		}
 	}
 	return n
@@ -62,18 +61,17 @@ func (b *Buffer) conflicts() int {
 func (b *Buffer) writeCSVGz(w io.Writer) (int, error) {
 	zw := gzip.NewWriter(w)
 	cw := csv.NewWriter(zw)
-	if err := cw.Write(b.order); err != nil {
+	rec := make([]string, len(b.order))
+	its := make([]cells, len(b.order))
+	for j, c := range b.order {
+		rec[j], its[j] = c.name, cells{c: c}
+	}
+	if err := cw.Write(rec); err != nil {
 		return 0, fmt.Errorf("write csv: %w", err)
 	}
-	rec := make([]string, len(b.order))
 	for r := 0; r < b.rows; r++ {
-		for j, name := range b.order {
-			cell := b.cols[name].cells[r]
-			if cell.Kind == KindNull {
-				rec[j] = ""
-			} else {
-				rec[j] = cell.Text()
-			}
+		for j := range its {
+			rec[j] = its[j].next().Text()
 		}
 		if err := cw.Write(rec); err != nil {
 			return 0, fmt.Errorf("write csv: %w", err)
@@ -123,8 +121,10 @@ func (b *Buffer) writeAvro(w io.Writer) (int, error) {
 	fields := make([]field, len(b.order))
 	names := make([]string, len(b.order))
 	kinds := make([]Kind, len(b.order))
-	for i, name := range b.order {
-		k := b.cols[name].kind()
+	its := make([]cells, len(b.order))
+	for i, c := range b.order {
+		k := c.kind()
+		its[i] = cells{c: c}
 		var t any
 		switch k {
 		case KindBool:
@@ -138,7 +138,7 @@ func (b *Buffer) writeAvro(w io.Writer) (int, error) {
 		default:
 			t = "string"
 		}
-		names[i], kinds[i] = avroName(name), k
+		names[i], kinds[i] = avroName(c.name), k
 		fields[i] = field{Name: names[i], Type: []any{"null", t}}
 	}
 	schema, err := json.Marshal(map[string]any{"type": "record", "name": "row", "namespace": "sluice", "fields": fields})
@@ -151,8 +151,8 @@ func (b *Buffer) writeAvro(w io.Writer) (int, error) {
 	}
 	row := make(map[string]any, len(b.order))
 	for r := 0; r < b.rows; r++ {
-		for j, name := range b.order {
-			row[names[j]] = avroValue(b.cols[name].cells[r], kinds[j])
+		for j := range its {
+			row[names[j]] = avroValue(its[j].next(), kinds[j])
 		}
 		if err := enc.Encode(row); err != nil {
 			return 0, fmt.Errorf("write avro: %w", err)

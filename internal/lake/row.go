@@ -3,7 +3,6 @@ package lake
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/event"
@@ -19,46 +18,88 @@ var timestampFields = map[string]bool{
 // Rower flattens JSON events into rows, reusing its scratch space.
 type Rower struct {
 	top, payload []event.Member
+	// names maps key literals, as written, to their column names: events
+	// repeat a few keys, so each is decoded once and rows share the
+	// strings. Rows mostly repeat the previous row's keys in order, so
+	// prevTop and prevPayload, by position, spare most lookups.
+	names                map[string]*name
+	prevTop, prevPayload []*name
 }
+
+type name struct {
+	literal   string // the key as written, quoted
+	column    string // the key, decoded
+	prefixed  string // payload_<key>, for a payload key that clashes with the envelope
+	envelope  bool   // seen as a top-level key
+	timestamp bool
+}
+
+// maxNames bounds the key cache against events whose keys never repeat.
+const maxNames = 4096
 
 // Row flattens one event into fields appended to dst: each top-level member
 // is a column, except payload, whose members are lifted to columns of their
 // own (prefixed payload_ if they clash with an envelope field). Nested
-// objects and arrays stay JSON text.
+// objects and arrays stay JSON text. The fields' text aliases value.
 func (r *Rower) Row(value []byte, dst []Field) ([]Field, error) {
 	var err error
-	if r.top, err = event.ObjectMembers(value, r.top[:0]); err != nil {
+	r.top, r.payload, err = event.ObjectMembers(value, event.FieldPayload, r.top[:0], r.payload[:0])
+	if err != nil {
 		return dst, fmt.Errorf("event is not a JSON object: %w", err)
 	}
-	var payload []byte
-	for _, m := range r.top {
-		if m.Key == event.FieldPayload && len(m.Value) > 0 && m.Value[0] == '{' {
-			payload = m.Value
+	lifted := len(r.payload) > 0
+	base := len(dst)
+	for i, m := range r.top {
+		if lifted && m.Value[0] == '{' && m.Is(event.FieldPayload) {
 			continue
 		}
-		dst = append(dst, Field{Name: m.Key, Cell: cell(m.Key, m.Value)})
+		n := r.name(m.Key, &r.prevTop, i)
+		n.envelope = true
+		dst = append(dst, Field{Name: n.column, Cell: cell(n, m.Value)})
 	}
-	if payload == nil {
-		return dst, nil
-	}
-	if r.payload, err = event.ObjectMembers(payload, r.payload[:0]); err != nil {
-		return dst, fmt.Errorf("payload: %w", err)
-	}
-	for _, m := range r.payload {
-		name := m.Key
-		for _, t := range r.top {
-			if t.Key == name {
-				name = "payload_" + name
+	envelope := dst[base:]
+	for i, m := range r.payload {
+		n := r.name(m.Key, &r.prevPayload, i)
+		col := n.column
+		for _, f := range envelope {
+			if !n.envelope {
+				break // never a top-level key: no clash
+			}
+			if f.Name == col {
+				col = n.prefixed
 				break
 			}
 		}
-		dst = append(dst, Field{Name: name, Cell: cell(name, m.Value)})
+		dst = append(dst, Field{Name: col, Cell: cell(n, m.Value)})
 	}
 	return dst, nil
 }
 
+// name returns the column name of the key at position i of a row, where
+// the previous row had prev[i].
+func (r *Rower) name(key []byte, prev *[]*name, i int) *name {
+	if i < len(*prev) && (*prev)[i].literal == string(key) {
+		return (*prev)[i]
+	}
+	n := r.names[string(key)]
+	if n == nil {
+		if r.names == nil || len(r.names) >= maxNames {
+			r.names = make(map[string]*name)
+		}
+		col := event.Unquote(key)
+		n = &name{literal: string(key), column: col, prefixed: "payload_" + col, timestamp: timestampFields[col]}
+		r.names[n.literal] = n
+	}
+	if i < len(*prev) {
+		(*prev)[i] = n
+	} else if i == len(*prev) {
+		*prev = append(*prev, n)
+	}
+	return n
+}
+
 // cell types a raw JSON value.
-func cell(name string, raw []byte) Cell {
+func cell(n *name, raw []byte) Cell {
 	switch raw[0] {
 	case 'n':
 		return Cell{}
@@ -67,26 +108,58 @@ func cell(name string, raw []byte) Cell {
 	case 'f':
 		return Cell{Kind: KindBool}
 	case '{', '[':
-		return Cell{Kind: KindJSON, S: string(raw)}
+		return Cell{Kind: KindJSON, B: raw}
 	case '"':
-		s := event.Unquote(raw)
-		if timestampFields[name] {
-			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		s := unquote(raw)
+		if n.timestamp {
+			if t, err := time.Parse(time.RFC3339Nano, string(s)); err == nil {
 				return Cell{Kind: KindTimestamp, I: t.UnixMicro()}
 			}
 		}
-		return Cell{Kind: KindString, S: s}
+		return Cell{Kind: KindString, B: s}
 	}
-	text := string(raw)
-	if !strings.ContainsAny(text, ".eE") {
-		if i, err := strconv.ParseInt(text, 10, 64); err == nil {
-			return Cell{Kind: KindInt, I: i}
-		}
+	if i, ok := parseInt(raw); ok {
+		return Cell{Kind: KindInt, I: i}
 	}
-	f, err := strconv.ParseFloat(text, 64)
+	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
 		// Out of float range: keep the digits rather than lose them.
-		return Cell{Kind: KindString, S: text}
+		return Cell{Kind: KindString, B: raw}
 	}
 	return Cell{Kind: KindFloat, F: f}
+}
+
+// unquote is a string literal's text, aliasing it when it has no escapes.
+func unquote(lit []byte) []byte {
+	for _, c := range lit {
+		if c == '\\' {
+			return []byte(event.Unquote(lit))
+		}
+	}
+	return lit[1 : len(lit)-1]
+}
+
+// parseInt reads a JSON number that is an integer in int64's range; ok is
+// false for anything else, which is read as a float. Up to 18 digits, the
+// common case, it needs none of strconv's generality.
+func parseInt(raw []byte) (int64, bool) {
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) > 18 {
+		i, err := strconv.ParseInt(string(raw), 10, 64)
+		return i, err == nil
+	}
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if raw[0] == '-' {
+		v = -v
+	}
+	return v, len(digits) > 0
 }

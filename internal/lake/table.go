@@ -3,12 +3,10 @@ package lake
 import (
 	"fmt"
 	"io"
-	"math/bits"
 	"strconv"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 )
 
 // Kind is the type of a value, and of a column once a batch is written.
@@ -30,12 +28,13 @@ func (k Kind) String() string {
 }
 
 // Cell is one typed value: I holds ints, booleans (0 or 1) and timestamps,
-// F floats, and S strings and JSON text.
+// F floats, and B the text of strings and JSON. B may alias the event it
+// came from: a Buffer copies it.
 type Cell struct {
 	Kind Kind
 	I    int64
 	F    float64
-	S    string
+	B    []byte
 }
 
 // Field is a named cell of a row.
@@ -47,88 +46,82 @@ type Field struct {
 // Buffer gathers the rows of one table file in columns. Columns appear as
 // fields first appear; rows without a column hold null there, so new fields
 // simply become new columns.
+//
+// Columns are blocks of kinds and 8-byte values, and chunks of text,
+// without pointers for the garbage collector to scan, grown without
+// copying and pooled (see column).
 type Buffer struct {
 	cols  map[string]*column
-	order []string
+	order []*column
+	// shape is the previous row's columns by field position: rows of a
+	// table mostly repeat their fields in order, so most fields find their
+	// column here without a map lookup.
+	shape []*column
 	rows  int
 	bytes int
-}
-
-type column struct {
-	cells []Cell
-	kinds uint8 // bit set of the non-null kinds seen
 }
 
 // NewBuffer returns an empty buffer.
 func NewBuffer() *Buffer { return &Buffer{cols: make(map[string]*column)} }
 
-// cellOverhead approximates a Cell's memory beside its string bytes.
-const cellOverhead = 40
-
 // Append adds a row. A field repeated within the row keeps its last value.
 func (b *Buffer) Append(row []Field) {
-	for _, f := range row {
-		c := b.cols[f.Name]
-		if c == nil {
-			c = &column{cells: make([]Cell, b.rows, max(b.rows+1, 16))}
-			b.cols[f.Name] = c
-			b.order = append(b.order, f.Name)
-			b.bytes += len(f.Name) + 64 + b.rows*cellOverhead
-		}
-		if len(c.cells) > b.rows {
-			c.cells[b.rows] = f.Cell // a repeated field
+	for i, f := range row {
+		var c *column
+		if i < len(b.shape) && b.shape[i].name == f.Name {
+			c = b.shape[i]
 		} else {
-			c.cells = append(c.cells, f.Cell)
+			c = b.column(f.Name)
+			if i < len(b.shape) {
+				b.shape[i] = c
+			} else {
+				b.shape = append(b.shape, c)
+			}
 		}
-		if f.Cell.Kind != KindNull {
-			c.kinds |= 1 << f.Cell.Kind
-		}
-		b.bytes += cellOverhead + len(f.Cell.S)
+		b.bytes += c.set(b.rows, f.Cell)
 	}
+	b.shape = b.shape[:min(len(b.shape), len(row))]
 	b.rows++
-	for _, name := range b.order {
-		if c := b.cols[name]; len(c.cells) < b.rows {
-			c.cells = append(c.cells, Cell{})
-			b.bytes += cellOverhead
-		}
+}
+
+// column finds or adds the named column.
+func (b *Buffer) column(name string) *column {
+	c := b.cols[name]
+	if c == nil {
+		c = &column{name: name}
+		b.cols[name] = c
+		b.order = append(b.order, c)
+		b.bytes += len(name) + 64
 	}
+	return c
+}
+
+// Reset empties the buffer for reuse and gives its memory back to the
+// pools that new buffers take from; the buffer's cells and the text written
+// from them must not be used after it.
+func (b *Buffer) Reset() {
+	for _, c := range b.cols {
+		c.reset()
+	}
+	clear(b.cols)
+	b.order, b.shape = b.order[:0], b.shape[:0]
+	b.rows, b.bytes = 0, 0
 }
 
 // Rows is how many rows the buffer holds.
 func (b *Buffer) Rows() int { return b.rows }
 
-// Bytes approximates the buffer's memory.
+// Bytes is the buffer's memory in use.
 func (b *Buffer) Bytes() int { return b.bytes }
 
 // Columns lists the buffer's columns with the types they will be written
 // as, in the order they first appeared.
 func (b *Buffer) Columns() []Field {
 	out := make([]Field, len(b.order))
-	for i, name := range b.order {
-		out[i] = Field{Name: name, Cell: Cell{Kind: b.cols[name].kind()}}
+	for i, c := range b.order {
+		out[i] = Field{Name: c.name, Cell: Cell{Kind: c.kind()}}
 	}
 	return out
-}
-
-// kind resolves a column's type from the kinds it holds: one kind is kept;
-// integers mixed with floats are doubles; any other mix is a conflict,
-// written as strings. A column of nulls only is a string column.
-func (c *column) kind() Kind {
-	switch c.kinds {
-	case 0:
-		return KindString
-	case 1<<KindInt | 1<<KindFloat:
-		return KindFloat
-	}
-	if bits.OnesCount8(c.kinds) == 1 {
-		return Kind(bits.TrailingZeros8(c.kinds))
-	}
-	return KindString
-}
-
-// conflict reports whether the column's values disagree on a type.
-func (c *column) conflict() bool {
-	return bits.OnesCount8(c.kinds) > 1 && c.kinds != 1<<KindInt|1<<KindFloat
 }
 
 func node(k Kind) parquet.Node {
@@ -147,45 +140,65 @@ func node(k Kind) parquet.Node {
 	return parquet.String()
 }
 
+// dictMaxBytes bounds a column's dictionary: past it the column goes on in
+// plain encoding. Repeating values need far less; unique ones (ids, exact
+// times) grow it fast, and were 4 times larger dictionary-encoded than
+// plain with a 1 MiB bound.
+const dictMaxBytes = 64 << 10
+
 // WriteParquet writes the buffer as a zstd-compressed Parquet file and
 // returns how many values were written as strings because their column's
 // types conflicted.
+//
+// It writes column by column, as Parquet stores them, each column's cells
+// in chunks of values that alias the buffer's memory.
 func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 	group := make(parquet.Group, len(b.order))
-	kinds := make(map[string]Kind, len(b.order))
-	for _, name := range b.order {
-		k := b.cols[name].kind()
-		kinds[name] = k
-		group[name] = parquet.Optional(node(k))
+	for _, c := range b.order {
+		n := node(c.kind())
+		if c.kind() != KindBool {
+			// Event columns mostly repeat few values (vendors, zones,
+			// flags, amounts): dictionaries make them several times
+			// smaller, as in DuckDB's and Spark's files. A column of
+			// unique values outgrows dictMaxBytes and goes on plain.
+			n = parquet.Encoded(n, &parquet.RLEDictionary)
+		}
+		group[c.name] = parquet.Optional(n)
 	}
 	schema := parquet.NewSchema("sluice", group)
-	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&zstd.Codec{}))
+	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes))
 	if err != nil {
 		return 0, fmt.Errorf("parquet writer config: %w", err)
 	}
 	pw := parquet.NewWriter(w, cfg)
-
-	// The schema orders columns its own way; map each to its cells.
-	fields := schema.Fields()
-	cols := make([]*column, len(fields))
-	colKinds := make([]Kind, len(fields))
-	for i, f := range fields {
-		cols[i] = b.cols[f.Name()]
-		colKinds[i] = kinds[f.Name()]
-	}
-	const chunk = 1024
-	rows := make([]parquet.Row, 0, chunk)
-	for r := 0; r < b.rows; r++ {
-		row := make(parquet.Row, len(cols))
-		for j, c := range cols {
-			row[j] = value(c.cells[r], colKinds[j]).Level(0, definition(c.cells[r]), j)
-		}
-		rows = append(rows, row)
-		if len(rows) == chunk || r == b.rows-1 {
-			if _, err := pw.WriteRows(rows); err != nil {
-				return 0, fmt.Errorf("write parquet rows: %w", err)
+	writers := pw.ColumnWriters()
+	const chunk = 4096
+	values := make([]parquet.Value, 0, chunk)
+	var text []byte // conflicting values as text, for one chunk
+	for j, f := range schema.Fields() {
+		c := b.cols[f.Name()]
+		kind := c.kind()
+		it := cells{c: c}
+		for r := 0; r < b.rows; r++ {
+			cell := it.next()
+			var v parquet.Value
+			switch {
+			case cell.Kind == KindNull:
+				v = parquet.NullValue().Level(0, 0, j)
+			case kind == KindString && cell.Kind != KindString:
+				start := len(text)
+				text = cell.AppendText(text)
+				v = parquet.ByteArrayValue(text[start:]).Level(0, 1, j)
+			default:
+				v = value(cell, kind).Level(0, 1, j)
 			}
-			rows = rows[:0]
+			values = append(values, v)
+			if len(values) == chunk || r == b.rows-1 {
+				if _, err := writers[j].WriteRowValues(values); err != nil {
+					return 0, fmt.Errorf("write parquet column %s: %w", c.name, err)
+				}
+				values, text = values[:0], text[:0]
+			}
 		}
 	}
 	if err := pw.Close(); err != nil {
@@ -194,18 +207,8 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 	return b.conflicts(), nil
 }
 
-func definition(c Cell) int {
-	if c.Kind == KindNull {
-		return 0
-	}
-	return 1
-}
-
-// value converts a cell to its column's type.
+// value converts a non-null cell to its column's type.
 func value(c Cell, col Kind) parquet.Value {
-	if c.Kind == KindNull {
-		return parquet.NullValue()
-	}
 	switch col {
 	case KindBool:
 		return parquet.BooleanValue(c.I != 0)
@@ -217,20 +220,23 @@ func value(c Cell, col Kind) parquet.Value {
 		}
 		return parquet.DoubleValue(c.F)
 	}
-	return parquet.ByteArrayValue([]byte(c.Text()))
+	return parquet.ByteArrayValue(c.B)
 }
 
-// Text is a cell as a string, for string columns and conflicts.
-func (c Cell) Text() string {
+// AppendText appends a cell as text, for string columns, conflicts and CSV.
+func (c Cell) AppendText(dst []byte) []byte {
 	switch c.Kind {
 	case KindBool:
-		return strconv.FormatBool(c.I != 0)
+		return strconv.AppendBool(dst, c.I != 0)
 	case KindInt:
-		return strconv.FormatInt(c.I, 10)
+		return strconv.AppendInt(dst, c.I, 10)
 	case KindFloat:
-		return strconv.FormatFloat(c.F, 'g', -1, 64)
+		return strconv.AppendFloat(dst, c.F, 'g', -1, 64)
 	case KindTimestamp:
-		return time.UnixMicro(c.I).UTC().Format("2006-01-02T15:04:05.000000Z")
+		return time.UnixMicro(c.I).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000000Z")
 	}
-	return c.S
+	return append(dst, c.B...)
 }
+
+// Text is a cell as a string.
+func (c Cell) Text() string { return string(c.AppendText(nil)) }

@@ -7,6 +7,8 @@ import (
 )
 
 type metrics struct {
+	consumed      *prometheus.CounterVec
+	assigned      prometheus.Gauge
 	rows          *prometheus.CounterVec
 	files         prometheus.Counter
 	conflicts     *prometheus.CounterVec
@@ -18,6 +20,12 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_loader_records_consumed_total", Help: "Records read from Kafka, by topic.",
+		}, []string{"topic"}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_loader_assigned_partitions", Help: "Partitions this loader consumes.",
+		}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_loader_rows_total", Help: "Rows written to the lake, by table.",
 		}, []string{"table"}),
@@ -41,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.files, m.conflicts, m.badRecords, m.buffered, m.memoryFlushes, m.flushSeconds} {
+	for _, c := range []prometheus.Collector{m.consumed, m.assigned, m.rows, m.files, m.conflicts, m.badRecords, m.buffered, m.memoryFlushes, m.flushSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register loader metrics: %w", err)
 		}

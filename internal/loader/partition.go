@@ -54,7 +54,8 @@ func (p *partition) note(offset int64, grew int, now time.Time) {
 	p.bytes += grew
 }
 
-// reset empties the buffers after the range up to committed is in the lake.
+// reset starts new buffers after the range up to committed is handed to
+// a flush.
 func (p *partition) reset(committed int64) {
 	if committed >= p.forced {
 		p.forced = -1

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"text/tabwriter"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/loader"
+)
+
+// assigned reports whether the loader whose metrics reg holds has
+// partitions assigned.
+func assigned(reg *prometheus.Registry) bool {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "sluice_loader_assigned_partitions" {
+			return mf.GetMetric()[0].GetGauge().GetValue() > 0
+		}
+	}
+	return false
+}
+
+// benchLoader measures the lake loader turning N TLC trips in Kafka into
+// Parquet, and DuckDB's COPY writing the same rows from memory to Parquet
+// with zstd: the floor any Parquet writer here could reach.
+func benchLoader(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("loader", flag.ContinueOnError)
+	n := fs.Int("rows", 500_000, "TLC trip events to load (the 500-row sample, repeated)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the loader's run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir, err := os.MkdirTemp("", "sluicebench-loader")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The events as the collector stores them, and as NDJSON for DuckDB.
+	samples := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
+	stamp := []byte(`,"collector_tstamp":"2025-01-01T00:00:00.000000Z","collector_id":"bench","root_id":"`)
+	ndjson, err := os.Create(filepath.Join(dir, "events.ndjson"))
+	if err != nil {
+		return err
+	}
+	values := make([][]byte, *n)
+	for i := range values {
+		s := samples[i%len(samples)]
+		v := append(append(append(append(bytes.Clone(s[:len(s)-1]), stamp...), fmt.Sprintf("r%d", i)...), '"'), '}')
+		values[i] = v
+		ndjson.Write(append(v, '\n'))
+	}
+	ndjson.Close()
+
+	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 1}, logger)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	cc := bus.ClientConfig{Brokers: []string{broker.Addr()}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	if err := bus.EnsureTopics(ctx, prod, 1, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		return err
+	}
+	for i := 0; i < len(values); i += 10_000 {
+		var recs []*kgo.Record
+		for _, v := range values[i:min(i+10_000, len(values))] {
+			recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: v,
+				Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte("yellow_taxi_trip")}}})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return err
+		}
+	}
+	ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, "sluice.raw")
+	if err != nil {
+		return err
+	}
+
+	store, err := lake.NewLocal(filepath.Join(dir, "lake"))
+	if err != nil {
+		return err
+	}
+	cfg := loader.DefaultConfig()
+	reg := prometheus.NewRegistry()
+	l, err := loader.New(cfg, cc, store, logger, reg)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	lctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(lctx) }()
+	// The clock starts once the loader has joined its group and has its
+	// partitions, as DuckDB's starts with its table loaded: joining is
+	// the broker's start-up, not throughput.
+	for !assigned(reg) {
+		select {
+		case err := <-done:
+			stop()
+			return fmt.Errorf("loader stopped: %w", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	start := time.Now()
+	for {
+		caughtUp := true
+		ends.Each(func(o kadm.ListedOffset) {
+			p, err := lake.ReadProgress(ctx, store, o.Topic, o.Partition)
+			caughtUp = caughtUp && err == nil && p.Committed >= o.Offset-1
+		})
+		if caughtUp {
+			break
+		}
+		select {
+		case err := <-done:
+			stop()
+			return fmt.Errorf("loader stopped: %w", err)
+		case <-ctx.Done():
+			stop()
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	loaderTime := time.Since(start)
+	pprof.StopCPUProfile()
+	stop()
+	<-done
+	var loaderBytes int64
+	objs, _ := store.List(ctx, "yellow_taxi_trip/")
+	for _, o := range objs {
+		loaderBytes += o.Size
+	}
+
+	// DuckDB: the same rows, flattened the same way, in memory, then COPY.
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE trips AS SELECT * EXCLUDE (payload), unnest(payload)
+		FROM read_json('%s', format = 'newline_delimited')`, ndjson.Name())); err != nil {
+		return fmt.Errorf("duckdb load: %w", err)
+	}
+	target := filepath.Join(dir, "duckdb.parquet")
+	start = time.Now()
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`COPY trips TO '%s' (FORMAT parquet, COMPRESSION zstd)`, target)); err != nil {
+		return fmt.Errorf("duckdb copy: %w", err)
+	}
+	duckTime := time.Since(start)
+	st, err := os.Stat(target)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "loader benchmark: %d TLC trip events (%d MB of JSON) from the embedded broker to Parquet (zstd)\n\n",
+		*n, int64(len(values))*int64(len(values[0]))>>20)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "writer\trows/s\ttime\tfiles\tbytes\t")
+	fmt.Fprintf(tw, "sluice loader (Kafka → JSON → Parquet, exactly once)\t%.0f\t%v\t%d\t%d\t\n",
+		float64(*n)/loaderTime.Seconds(), loaderTime.Round(time.Millisecond), len(objs), loaderBytes)
+	fmt.Fprintf(tw, "DuckDB COPY (table in memory → Parquet)\t%.0f\t%v\t1\t%d\t\n",
+		float64(*n)/duckTime.Seconds(), duckTime.Round(time.Millisecond), st.Size())
+	fmt.Fprintf(tw, "loader / DuckDB\t%.2f\t\t\t%.2f\t\n", duckTime.Seconds()/loaderTime.Seconds(), float64(loaderBytes)/float64(st.Size()))
+	return tw.Flush()
+}

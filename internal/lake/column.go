@@ -1,0 +1,195 @@
+package lake
+
+import (
+	"math"
+	"math/bits"
+	"sync"
+)
+
+// A column is stored in fixed blocks of rows and chunks of text rather than
+// in growing slices: growing copies everything already held into fresh
+// memory, and on this project's machines that was most of the loader's
+// time (the loader benchmark, cmd/sluicebench). Blocks and full-size text
+// chunks go back to pools on Reset, for the next buffer of any table; the
+// garbage collector empties the pools of what stays unused.
+const (
+	blockRows    = 512
+	minTextChunk = 1 << 10
+	maxTextChunk = 32 << 10 // the largest small allocation
+)
+
+// block holds blockRows cells: each one's kind and value. Values are ints,
+// booleans and timestamps as int64 bits, floats as float64 bits, and for
+// text the chunk index (high 32 bits) and end offset in that chunk of its
+// bytes; they start where the chunk's previous text ended.
+type block struct {
+	kinds [blockRows]Kind
+	vals  [blockRows]uint64
+}
+
+const blockBytes = blockRows * 9
+
+var (
+	blocks = sync.Pool{New: func() any { return new(block) }}
+	chunks = sync.Pool{New: func() any { return new([maxTextChunk]byte) }}
+)
+
+type column struct {
+	name string
+	n    int // cells set; rows past n are null
+	// blocks holds the cells.
+	blocks []*block
+	// text holds chunks of text; a value never spans two. The last is
+	// the one being filled.
+	text [][]byte
+	// lastStart is where the last text value starts in the current chunk,
+	// so a field repeated within a row can replace it.
+	lastStart int
+	seen      uint8 // bit set of the non-null kinds seen
+}
+
+// reset empties the column, giving its memory back to the pools.
+func (c *column) reset() {
+	for i, b := range c.blocks {
+		blocks.Put(b)
+		c.blocks[i] = nil
+	}
+	for i, t := range c.text {
+		if cap(t) == maxTextChunk {
+			chunks.Put((*[maxTextChunk]byte)(t[:maxTextChunk]))
+		}
+		c.text[i] = nil
+	}
+	c.blocks, c.text = c.blocks[:0], c.text[:0]
+	c.n, c.lastStart, c.seen = 0, 0, 0
+}
+
+// set stores row r's cell, padding the rows before it with nulls, or
+// replacing r's cell when the field repeats within a row. It returns the
+// memory it took.
+func (c *column) set(r int, cell Cell) (grew int) {
+	if c.n > r { // a repeated field: its last value wins
+		c.n = r
+		if k := c.blocks[r/blockRows].kinds[r%blockRows]; k == KindString || k == KindJSON {
+			last := len(c.text) - 1
+			c.text[last] = c.text[last][:c.lastStart]
+		}
+	}
+	for c.n <= r {
+		if c.n%blockRows == 0 && c.n/blockRows == len(c.blocks) {
+			c.blocks = append(c.blocks, blocks.Get().(*block))
+			grew += blockBytes
+		}
+		c.blocks[c.n/blockRows].kinds[c.n%blockRows] = KindNull
+		c.n++
+	}
+	var v uint64
+	switch cell.Kind {
+	case KindNull:
+	case KindFloat:
+		v = math.Float64bits(cell.F)
+	case KindString, KindJSON:
+		grew += c.room(len(cell.B))
+		last := len(c.text) - 1
+		c.lastStart = len(c.text[last])
+		c.text[last] = append(c.text[last], cell.B...)
+		v = uint64(last)<<32 | uint64(len(c.text[last]))
+	default:
+		v = uint64(cell.I)
+	}
+	bl := c.blocks[r/blockRows]
+	bl.kinds[r%blockRows], bl.vals[r%blockRows] = cell.Kind, v
+	if cell.Kind != KindNull {
+		c.seen |= 1 << cell.Kind
+	}
+	return grew
+}
+
+// room makes the last text chunk fit n more bytes, adding a chunk if not,
+// and returns the memory that took.
+func (c *column) room(n int) (grew int) {
+	last := len(c.text) - 1
+	if last >= 0 && cap(c.text[last])-len(c.text[last]) >= n {
+		return 0
+	}
+	// Chunks double up to the largest small allocation; a longer value
+	// has a chunk of its own.
+	size := minTextChunk
+	if last >= 0 {
+		size = min(2*cap(c.text[last]), maxTextChunk)
+	}
+	var chunk []byte
+	switch {
+	case n > maxTextChunk:
+		chunk = make([]byte, 0, n)
+	case size == maxTextChunk:
+		chunk = chunks.Get().(*[maxTextChunk]byte)[:0]
+	default:
+		chunk = make([]byte, 0, max(size, n))
+	}
+	c.text = append(c.text, chunk)
+	return cap(chunk)
+}
+
+// cells reads a column's cells in row order; text aliases the column.
+type cells struct {
+	c     *column
+	r     int
+	chunk uint64
+	off   uint64
+}
+
+// next returns the next row's cell.
+func (it *cells) next() Cell {
+	r := it.r
+	it.r++
+	if r >= it.c.n {
+		return Cell{}
+	}
+	bl := it.c.blocks[r/blockRows]
+	v := bl.vals[r%blockRows]
+	switch k := bl.kinds[r%blockRows]; k {
+	case KindNull:
+		return Cell{}
+	case KindFloat:
+		return Cell{Kind: k, F: math.Float64frombits(v)}
+	case KindString, KindJSON:
+		chunk, end := v>>32, v&(1<<32-1)
+		if chunk != it.chunk {
+			it.chunk, it.off = chunk, 0
+		}
+		start := it.off
+		it.off = end
+		return Cell{Kind: k, B: it.c.text[chunk][start:end]}
+	default:
+		return Cell{Kind: k, I: int64(v)}
+	}
+}
+
+// eachKind calls f with the kind of each cell set.
+func (c *column) eachKind(f func(Kind)) {
+	for r := 0; r < c.n; r++ {
+		f(c.blocks[r/blockRows].kinds[r%blockRows])
+	}
+}
+
+// kind resolves a column's type from the kinds it holds: one kind is kept;
+// integers mixed with floats are doubles; any other mix is a conflict,
+// written as strings. A column of nulls only is a string column.
+func (c *column) kind() Kind {
+	switch c.seen {
+	case 0:
+		return KindString
+	case 1<<KindInt | 1<<KindFloat:
+		return KindFloat
+	}
+	if bits.OnesCount8(c.seen) == 1 {
+		return Kind(bits.TrailingZeros8(c.seen))
+	}
+	return KindString
+}
+
+// conflict reports whether the column's values disagree on a type.
+func (c *column) conflict() bool {
+	return bits.OnesCount8(c.seen) > 1 && c.seen != 1<<KindInt|1<<KindFloat
+}
