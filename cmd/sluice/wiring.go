@@ -128,7 +128,15 @@ func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg 
 	lc.MemoryLimit = int(cfg.Loader.MemoryLimit)
 	lc.Tables = make(map[string]loader.Table, len(cfg.Loader.Tables))
 	for name, t := range cfg.Loader.Tables {
-		lc.Tables[name] = loader.Table{Format: t.Format, TimeField: t.TimeField}
+		lt := loader.Table{Format: t.Format, TimeField: t.TimeField, Columns: make(map[string]lake.Kind, len(t.Columns))}
+		for col, typ := range t.Columns {
+			k, err := lake.ParseKind(typ)
+			if err != nil {
+				return nil, fmt.Errorf("loader.tables.%s.columns.%s: %w", name, col, err)
+			}
+			lt.Columns[col] = k
+		}
+		lc.Tables[name] = lt
 	}
 	cl, err := bus.NewClient(clientConfig(cfg, "sluice-loader"), logger)
 	if err != nil {

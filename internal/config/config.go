@@ -52,8 +52,8 @@ type Loader struct {
 	FlushBytes    ByteSize      `yaml:"flush_bytes"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	MemoryLimit   ByteSize      `yaml:"memory_limit"`
-	// Tables sets, per table, its file format (parquet, csv.gz, avro) and
-	// the field whose date partitions it.
+	// Tables sets, per table, its file format (parquet, csv.gz, avro), the
+	// field whose date partitions it, and exact column types.
 	Tables map[string]LoaderTable `yaml:"tables"`
 }
 
@@ -61,6 +61,9 @@ type Loader struct {
 type LoaderTable struct {
 	Format    string `yaml:"format"`
 	TimeField string `yaml:"time_field"`
+	// Columns maps column names to boolean, bigint, double, string,
+	// timestamp or json.
+	Columns map[string]string `yaml:"columns"`
 }
 
 // Kafka says how to reach an external cluster. With no brokers, `sluice up`

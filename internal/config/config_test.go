@@ -29,7 +29,8 @@ func TestLoadGood(t *testing.T) {
 	want.Lake = Lake{URL: "s3://events/lake", S3Endpoint: "http://minio:9000", S3Region: "eu-west-1", S3PathStyle: true}
 	want.Loader = Loader{Topics: []string{"sluice.enriched", "sluice.dlq"}, Group: "loaders", FlushRows: 50000,
 		FlushBytes: 32 << 20, FlushInterval: 30 * time.Second, MemoryLimit: 1 << 30, Tables: map[string]LoaderTable{
-			"agg_turnstile": {Format: "csv.gz"}, "yellow_taxi_trip": {TimeField: "tpep_pickup_datetime"}}}
+			"agg_turnstile": {Format: "csv.gz"}, "yellow_taxi_trip": {TimeField: "tpep_pickup_datetime",
+				Columns: map[string]string{"tpep_pickup_datetime": "timestamp", "tpep_dropoff_datetime": "timestamp"}}}}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("Load mismatch (-want +got):\n%s", diff)
 	}

@@ -194,6 +194,17 @@ func TestBufferParquet(t *testing.T) {
 	if conflicts != 1 {
 		t.Errorf("conflicts = %d, want 1 (zone: 7 among strings)", conflicts)
 	}
+	pf, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, f := range pf.Schema().Fields() {
+		order = append(order, f.Name())
+	}
+	if diff := cmp.Diff([]string{"event_type", "collector_tstamp", "fare", "zone", "tags", "tip", "payload_event_type", "ok"}, order); diff != "" {
+		t.Errorf("file columns not in the events' order (-want +got):\n%s", diff)
+	}
 	rows := readParquet(t, buf.Bytes())
 	if len(rows) != 3 {
 		t.Fatalf("read %d rows, want 3", len(rows))

@@ -3,6 +3,7 @@ package lake
 import (
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -140,6 +141,34 @@ func node(k Kind) parquet.Node {
 	return parquet.String()
 }
 
+// columnGroup is a Parquet group whose columns keep the order they first
+// appeared in, the event's (envelope, then payload), where parquet.Group
+// sorts them by name: SELECT * then reads like the events.
+type columnGroup struct {
+	parquet.Group
+	order []string
+}
+
+func (g columnGroup) Fields() []parquet.Field {
+	fields := make([]parquet.Field, len(g.order))
+	for i, name := range g.order {
+		fields[i] = namedNode{Node: g.Group[name], name: name}
+	}
+	return fields
+}
+
+type namedNode struct {
+	parquet.Node
+	name string
+}
+
+func (f namedNode) Name() string { return f.name }
+
+// Value is only used to write Go values, which the buffer never does.
+func (f namedNode) Value(base reflect.Value) reflect.Value {
+	return base.MapIndex(reflect.ValueOf(f.name))
+}
+
 // dictMaxBytes bounds a column's dictionary: past it the column goes on in
 // plain encoding. Repeating values need far less; unique ones (ids, exact
 // times) grow it fast, and were 4 times larger dictionary-encoded than
@@ -153,7 +182,7 @@ const dictMaxBytes = 64 << 10
 // It writes column by column, as Parquet stores them, each column's cells
 // in chunks of values that alias the buffer's memory.
 func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
-	group := make(parquet.Group, len(b.order))
+	group := columnGroup{Group: make(parquet.Group, len(b.order))}
 	for _, c := range b.order {
 		n := node(c.kind())
 		if c.kind() != KindBool {
@@ -163,7 +192,8 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 			// unique values outgrows dictMaxBytes and goes on plain.
 			n = parquet.Encoded(n, &parquet.RLEDictionary)
 		}
-		group[c.name] = parquet.Optional(n)
+		group.Group[c.name] = parquet.Optional(n)
+		group.order = append(group.order, c.name)
 	}
 	schema := parquet.NewSchema("sluice", group)
 	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes))

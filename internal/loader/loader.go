@@ -67,6 +67,9 @@ type Table struct {
 	// TimeField is the field whose UTC date is event_date; the default is
 	// collector_tstamp (failed_at for dead_letter).
 	TimeField string
+	// Columns gives columns exact types; others are typed from their JSON
+	// values. The enricher's schemas will supply these too.
+	Columns map[string]lake.Kind
 }
 
 // DefaultConfig returns the documented defaults.
@@ -329,6 +332,13 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 		}
 	}
 	table, date, row := l.route(r)
+	if cols := l.cfg.Tables[table].Columns; len(cols) > 0 {
+		for i, f := range row {
+			if k, ok := cols[f.Name]; ok {
+				row[i].Cell, _ = lake.Coerce(f.Cell, k)
+			}
+		}
+	}
 	buf := st.buffer(table, date)
 	before := buf.Bytes()
 	buf.Append(row)
@@ -481,24 +491,12 @@ func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) s
 		case lake.KindTimestamp:
 			return l.names.dateOf(time.UnixMicro(c.I))
 		case lake.KindString:
-			if t, ok := parseTime(string(c.B)); ok {
+			if t, ok := lake.ParseTime(string(c.B)); ok {
 				return l.names.dateOf(t)
 			}
 		}
 	}
 	return l.names.dateOf(fallback)
-}
-
-// parseTime reads the event times seen in real data: RFC 3339, and ISO 8601
-// or SQL-style without a zone (taken as UTC), such as 2025-01-01T00:18:38
-// and 2025-01-01 00:18:38.000000000.
-func parseTime(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", time.DateOnly} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
 }
 
 func text(row []lake.Field, name string) string {

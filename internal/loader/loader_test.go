@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -346,5 +347,53 @@ func TestTableSettings(t *testing.T) {
 	if _, err := New(Config{Topics: []string{"x"}, Group: "g", FlushRows: 1, FlushBytes: 1, FlushInterval: 1, MemoryLimit: 1,
 		Tables: map[string]Table{"t": {Format: "orc"}}}, e.cc, e.store, testLogger(t), prometheus.NewRegistry()); err == nil {
 		t.Error("an unknown table format was accepted")
+	}
+}
+
+// TestColumnTypes gives a table's columns exact types: strings become
+// timestamps and integers doubles, and a value that does not fit is kept as
+// a string and counted, never lost.
+func TestColumnTypes(t *testing.T) {
+	e := newEnv(t)
+	cl := e.producer()
+	for i, v := range []string{`"pickup":"2025-01-01T00:18:38","fare":10,"code":"7"`, `"pickup":"2025-01-02 01:00:00","fare":2.5,"code":"x"`} {
+		ev := fmt.Sprintf(`{"event_type":"trip","schema_version":"1","payload":{%s},"collector_tstamp":"2026-01-01T00:00:00.000000Z","root_id":"c%d"}`, v, i)
+		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: "sluice.raw", Value: []byte(ev)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	l := e.loader(func(c *Config) {
+		c.Tables = map[string]Table{"trip": {Columns: map[string]lake.Kind{"pickup": lake.KindTimestamp, "fare": lake.KindFloat, "code": lake.KindInt}}}
+	})
+	stop := run(t, l)
+	e.waitLoaded("sluice.raw")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := e.store.List(t.Context(), "trip/")
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("trip files %v (%v), want one", objs, err)
+	}
+	data, err := e.store.ReadObject(t.Context(), objs[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range pf.Schema().Fields() {
+		got[f.Name()] = f.Type().String()
+	}
+	want := map[string]string{"pickup": "TIMESTAMP", "fare": "DOUBLE", "code": "STRING"}
+	for col, typ := range want {
+		if !strings.HasPrefix(got[col], typ) {
+			t.Errorf("column %s is %s, want %s", col, got[col], typ)
+		}
+	}
+	if n := testutil.ToFloat64(l.metrics.conflicts.WithLabelValues("trip")); n != 1 {
+		t.Errorf("conflicts = %v, want 1 (code \"x\" is not a bigint)", n)
 	}
 }
