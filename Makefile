@@ -31,11 +31,12 @@ vet:
 unit:
 	SLUICE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 15m ./...
 
+# Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 	done
 
 # bench measures the collector against a no-op handler, and the lake loader

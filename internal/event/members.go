@@ -56,12 +56,15 @@ func ObjectMembers(b []byte, nested string, top, inner []Member) ([]Member, []Me
 			m.Key = b[s.keyStart:s.keyEnd]
 		}
 		top = append(top, m)
-		if nested != "" && m.Key != nil && m.Value[0] == '{' && m.Is(nested) {
+		switch {
+		case nested == "" || m.Key == nil || !m.Is(nested):
+			inner = inner[:mark]
+		case m.Value[0] == '{':
 			inner = inner[:base+copy(inner[base:], inner[mark:])]
 			mark = len(inner)
-			return
+		default: // a later nested key that is not an object replaces an earlier one
+			inner, mark = inner[:base], base
 		}
-		inner = inner[:mark]
 	})
 	if !ok || !utf8.Valid(b) {
 		return top, inner[:base], describe(b)

@@ -24,6 +24,7 @@ func TestObjectMembers(t *testing.T) {
 		{name: "last payload wins", in: `{"payload":{"x":1},"payload":{"y":2}}`,
 			top: []kv{{"payload", `{"x":1}`}, {"payload", `{"y":2}`}}, inner: []kv{{"y", "2"}}},
 		{name: "escaped key", in: `{"pay\u006coad":{"x":1}}`, top: []kv{{"payload", `{"x":1}`}}, inner: []kv{{"x", "1"}}},
+		{name: "last payload not an object", in: `{"payload":{"x":1},"payload":""}`, top: []kv{{"payload", `{"x":1}`}, {"payload", `""`}}},
 		{name: "payload not an object", in: `{"payload":[{"x":1}]}`, top: []kv{{"payload", `[{"x":1}]`}}},
 		{name: "not an object", in: `[{"payload":{"x":1}}]`, err: true},
 		{name: "invalid", in: `{"payload":{"x":1}`, err: true},
