@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -22,7 +24,6 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
-	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
 
@@ -201,10 +202,11 @@ func TestHelpAndUsageErrors(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "up ") || !strings.Contains(out, "collector") {
 		t.Errorf("sluice --help = %d:\n%s", code, out)
 	}
-	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader"} {
+	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader", "replay"} {
 		c := exec.Command(binary, cmd, "--help")
 		outb, err := c.CombinedOutput()
-		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") {
+		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") ||
+			strings.Contains(string(outb), "panic") {
 			t.Errorf("sluice %s --help: %v\n%s", cmd, err, outb)
 		}
 	}
@@ -426,39 +428,16 @@ func TestS3LakeEndToEnd(t *testing.T) {
 // non-null count of every numeric column, and the pickup range must match.
 func TestTLCParquetRoundTrip(t *testing.T) {
 	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
-	f, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	var batch []string
-	n := 0
-	err = replay.ParquetRows(f, st.Size(), replay.DefaultTimeLayout, func(row []byte) error {
-		n++
-		batch = append(batch, fmt.Sprintf(`{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"sample5000:%d","payload":%s}`, n, row))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	dir := t.TempDir()
 	p := startUp(t, dir, "--flush-interval", "300ms")
-	for i := 0; i < len(batch); i += 1000 {
-		resp, err := http.Post("http://"+p.httpAddr+"/api/v1/collect/batch", "application/x-ndjson",
-			strings.NewReader(strings.Join(batch[i:min(i+1000, len(batch))], "\n")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var res struct {
-			Accepted int `json:"accepted"`
-		}
-		json.NewDecoder(resp.Body).Decode(&res)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || res.Accepted != min(1000, len(batch)-i) {
-			t.Fatalf("batch at %d: %d, accepted %d", i, resp.StatusCode, res.Accepted)
-		}
+	failed := filepath.Join(t.TempDir(), "failed.ndjson")
+	out, code := sluice(t, "replay", "--collector", "http://"+p.httpAddr, "--preset", "tlc-yellow", "--batch", "1000",
+		"--failed-out", failed, src)
+	if code != 0 || !strings.Contains(out, "5000") {
+		t.Fatalf("sluice replay = %d:\n%s", code, out)
+	}
+	if b, err := os.ReadFile(failed); err != nil || len(b) != 0 {
+		t.Errorf("failed-out after a clean replay: %q (%v)", b, err)
 	}
 
 	numeric := []string{"VendorID", "passenger_count", "trip_distance", "RatecodeID", "PULocationID", "DOLocationID",
@@ -493,10 +472,78 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	// Types: whole-valued double columns stay doubles, integers stay integers.
-	out, _ := sluice(t, "query", "--data-dir", dir, "--format", "csv",
+	out, _ = sluice(t, "query", "--data-dir", dir, "--format", "csv",
 		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag') ORDER BY 1`)
 	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\n"; out != want {
 		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// TestReplayCSVAndNDJSON replays the MTA turnstile CSV and a gzipped copy as
+// two parallel producers, then NDJSON rows, through `sluice replay` and
+// `sluice up`, and checks the lake against DuckDB reading the sources.
+func TestReplayCSVAndNDJSON(t *testing.T) {
+	csvPath := filepath.Join(repoDir, "internal/sample/data/turnstile_230603_classic_first5000.csv")
+	raw, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	gzPath := filepath.Join(tmp, "turnstile_copy.csv.gz")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	if err := os.WriteFile(gzPath, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ndPath := filepath.Join(tmp, "readings.ndjson")
+	var nd strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&nd, `{"sensor":"s%d","temp":%d.5,"ok":%v,"note":null}`+"\n", i%7, i, i%2 == 0)
+	}
+	os.WriteFile(ndPath, []byte(nd.String()), 0o644)
+
+	dir := t.TempDir()
+	p := startUp(t, dir, "--flush-interval", "300ms")
+	collector := "http://" + p.httpAddr
+	if out, code := sluice(t, "replay", "--collector", collector, "--preset", "mta-turnstile", csvPath, gzPath); code != 0 {
+		t.Fatalf("replay csv = %d:\n%s", code, out)
+	}
+	if out, code := sluice(t, "replay", "--collector", collector, "--event-type", "reading", "--batch", "1", ndPath); code != 0 {
+		t.Fatalf("replay ndjson = %d:\n%s", code, out)
+	}
+	check := func(table, sel, source string) {
+		t.Helper()
+		q := func(from string) string {
+			out, code := sluice(t, "query", "--data-dir", dir, "--format", "json", sel+" FROM "+from)
+			if code != 0 {
+				return ""
+			}
+			return strings.TrimSpace(out)
+		}
+		want := q(source)
+		if want == "" {
+			t.Fatalf("oracle query of %s failed", source)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for got := q(table); got != want; got = q(table) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s and its source differ:\n lake: %s\n file: %s", table, got, want)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	// Both producers' rows: the source twice over.
+	names := `names = ['C/A', 'UNIT', 'SCP', 'STATION', 'LINENAME', 'DIVISION', 'DATE', 'TIME', 'DESC', 'ENTRIES', 'EXITS'], header = true, all_varchar = true`
+	check("mta_turnstile", `SELECT count(*) AS n, sum("ENTRIES"::BIGINT) AS entries, sum("EXITS"::BIGINT) AS exits, count(DISTINCT "UNIT") AS units,
+		min("DATE") AS d0, max("TIME") AS t1, count(DISTINCT "STATION") AS stations`,
+		fmt.Sprintf(`(SELECT * FROM read_csv('%s', %s) UNION ALL SELECT * FROM read_csv('%s', %s))`, csvPath, names, csvPath, names))
+	check("reading", `SELECT count(*) AS n, sum(temp) AS temp, count(DISTINCT sensor) AS sensors, count(ok) FILTER (WHERE ok) AS oks, count(note) AS notes`,
+		fmt.Sprintf(`read_json('%s', format = 'newline_delimited')`, ndPath))
+	out, _ := sluice(t, "query", "--data-dir", dir, "--format", "csv", `SELECT count(DISTINCT event_id) FROM mta_turnstile`)
+	if strings.TrimSpace(out) != "count(DISTINCT event_id)\n10000" {
+		t.Errorf("distinct event ids: %q, want 10000 (file name:row)", out)
 	}
 }
 

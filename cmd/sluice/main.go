@@ -32,6 +32,7 @@ func commands() []command {
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
+		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "sluice", version)
 			return err

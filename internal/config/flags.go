@@ -121,6 +121,15 @@ type recorded struct {
 	setAll func(string) error
 }
 
+// String is also called by the flag package on a zero recorded, to tell
+// whether a flag's value is its zero value when printing defaults.
+func (r *recorded) String() string {
+	if r == nil || r.Value == nil {
+		return ""
+	}
+	return r.Value.String()
+}
+
 func (r *recorded) Set(s string) error {
 	if err := r.Value.Set(s); err != nil {
 		return err
@@ -158,6 +167,11 @@ func (f *FlagSet) Bool(p *bool, name, usage string) {
 // Int binds an integer flag.
 func (f *FlagSet) Int(p *int, name, usage string) {
 	f.bind((*intValue)(p), name, usage, noReset, nil)
+}
+
+// Float binds a number flag.
+func (f *FlagSet) Float(p *float64, name, usage string) {
+	f.bind((*floatValue)(p), name, usage, noReset, nil)
 }
 
 // Int32 binds a 32-bit integer flag.
@@ -211,6 +225,18 @@ func (i *intValue) Set(v string) error {
 	return nil
 }
 func (i *intValue) String() string { return strconv.Itoa(int(*i)) }
+
+type floatValue float64
+
+func (x *floatValue) Set(v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		return fmt.Errorf("want a non-negative number, got %q", v)
+	}
+	*x = floatValue(f)
+	return nil
+}
+func (x *floatValue) String() string { return strconv.FormatFloat(float64(*x), 'g', -1, 64) }
 
 type int32Value int32
 

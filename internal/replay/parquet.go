@@ -29,9 +29,18 @@ const DefaultTimeLayout = "2006-01-02T15:04:05.999999999"
 // strings are strings. It reads one row group at a time, never the whole
 // file.
 func ParquetRows(r io.ReaderAt, size int64, timeLayout string, fn func(row []byte) error) error {
+	return parquetRows(r, size, timeLayout, nil, fn)
+}
+
+// parquetRows is ParquetRows telling total, when not nil, the file's row
+// count first.
+func parquetRows(r io.ReaderAt, size int64, timeLayout string, total func(int64), fn func(row []byte) error) error {
 	f, err := parquet.OpenFile(r, size)
 	if err != nil {
 		return fmt.Errorf("open parquet: %w", err)
+	}
+	if total != nil {
+		total(f.NumRows())
 	}
 	fields := f.Schema().Fields()
 	conv := make([]converter, len(fields))

@@ -1,0 +1,371 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluicehq/sluice/internal/event"
+)
+
+// Config is one replay: every source is a producer of its own, run in
+// parallel, sending its rows as events to the collector.
+type Config struct {
+	// Collector is the collector's base URL, such as http://127.0.0.1:8080.
+	Collector string
+	APIKey    string
+	// EventType and SchemaVersion are every event's.
+	EventType, SchemaVersion string
+	// Batch is how many events a request carries: 1 uses the single-event
+	// endpoint, more the batch endpoint (as NDJSON).
+	Batch int
+	// Concurrency is each producer's requests in flight.
+	Concurrency int
+	// Rate caps each producer's events per second (0: as fast as
+	// possible); Sleep waits after each row instead, as the seeds' producers
+	// do.
+	Rate  float64
+	Sleep time.Duration
+	// Max stops each producer after that many rows (0: all).
+	Max int64
+	// Retries is how many times a request is retried on connection
+	// errors, 429 and 5xx, with exponential backoff from Backoff up to
+	// MaxBackoff, jittered, and never sooner than a Retry-After.
+	Retries             int
+	Backoff, MaxBackoff time.Duration
+	// FailedOut receives, as NDJSON, every event that was rejected or
+	// never accepted, with the reason.
+	FailedOut io.Writer
+	Client    *http.Client
+	Logger    *slog.Logger
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{Batch: 500, Concurrency: 4, Retries: 8, Backoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second,
+		SchemaVersion: "1-0-0"}
+}
+
+// Stats counts one producer's events. Fields are read while it runs.
+type Stats struct {
+	Rows     atomic.Int64 // rows read
+	Sent     atomic.Int64 // events sent at least once
+	Accepted atomic.Int64
+	Rejected atomic.Int64 // answered 4xx, by reason in Reasons
+	Retried  atomic.Int64 // requests retried
+	Failed   atomic.Int64 // never accepted after the retries
+	Progress atomic.Pointer[Progress]
+
+	mu        sync.Mutex
+	reasons   map[string]int64
+	latencies []time.Duration // of accepted requests, a bounded sample
+}
+
+func (s *Stats) reject(reason string, n int64) {
+	s.Rejected.Add(n)
+	s.mu.Lock()
+	if s.reasons == nil {
+		s.reasons = map[string]int64{}
+	}
+	s.reasons[reason] += n
+	s.mu.Unlock()
+}
+
+const maxLatencySamples = 1 << 16
+
+func (s *Stats) latency(d time.Duration) {
+	s.mu.Lock()
+	if len(s.latencies) < maxLatencySamples {
+		s.latencies = append(s.latencies, d)
+	} else {
+		s.latencies[rand.IntN(maxLatencySamples)] = d
+	}
+	s.mu.Unlock()
+}
+
+// Reasons returns the rejections by reason.
+func (s *Stats) Reasons() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.reasons))
+	for k, v := range s.reasons {
+		out[k] = v
+	}
+	return out
+}
+
+// Latency returns the p50 and p99 of request latencies.
+func (s *Stats) Latency() (p50, p99 time.Duration) {
+	s.mu.Lock()
+	l := slices.Clone(s.latencies)
+	s.mu.Unlock()
+	if len(l) == 0 {
+		return 0, 0
+	}
+	slices.Sort(l)
+	return l[len(l)/2], l[min(len(l)-1, len(l)*99/100)]
+}
+
+// Run replays each source on a producer of its own, filling stats[i] for
+// sources[i], and returns when all are done. Rows that cannot be read stop
+// their producer with an error; events that are rejected or never accepted
+// are counted and written to FailedOut, not errors.
+func Run(ctx context.Context, cfg Config, sources []*Source, stats []*Stats) error {
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Batch, cfg.Concurrency = max(cfg.Batch, 1), max(cfg.Concurrency, 1)
+	if cfg.EventType == "" {
+		return errors.New("replay: an event type is required")
+	}
+	f := &failures{w: cfg.FailedOut}
+	g, ctx := errgroup.WithContext(ctx)
+	for i, src := range sources {
+		p := &producer{cfg: cfg, src: src, stats: stats[i], failed: f}
+		g.Go(func() error {
+			if err := p.run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", src.Location, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return f.err
+}
+
+type producer struct {
+	cfg    Config
+	src    *Source
+	stats  *Stats
+	failed *failures
+}
+
+func (p *producer) run(ctx context.Context) error {
+	reqs := make(chan [][]byte, p.cfg.Concurrency)
+	var senders sync.WaitGroup
+	for range p.cfg.Concurrency {
+		senders.Go(func() {
+			for events := range reqs {
+				p.send(ctx, events)
+			}
+		})
+	}
+	prefix := event.AppendString(nil, p.cfg.EventType)
+	head := fmt.Appendf(nil, `{"event_type":%s,"schema_version":%s,"event_id":`, prefix, event.AppendString(nil, p.cfg.SchemaVersion))
+	var batch [][]byte
+	start := time.Now()
+	errStop := errors.New("max rows reached")
+	err := p.src.Rows(ctx, func(pr Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
+		if p.cfg.Max > 0 && n > p.cfg.Max {
+			return errStop
+		}
+		p.stats.Rows.Add(1)
+		ev := append(bytes.Clone(head), event.AppendString(nil, p.src.Name+":"+strconv.FormatInt(n, 10))...)
+		ev = append(append(append(ev, `,"payload":`...), row...), '}')
+		batch = append(batch, ev)
+		if len(batch) == p.cfg.Batch {
+			select {
+			case reqs <- batch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			batch = nil
+		}
+		return p.pace(ctx, start, n)
+	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	if err == nil && len(batch) > 0 {
+		reqs <- batch
+	}
+	close(reqs)
+	senders.Wait()
+	return err
+}
+
+// pace waits as Rate or Sleep ask after row n.
+func (p *producer) pace(ctx context.Context, start time.Time, n int64) error {
+	var wait time.Duration
+	switch {
+	case p.cfg.Sleep > 0:
+		wait = p.cfg.Sleep
+	case p.cfg.Rate > 0:
+		wait = time.Until(start.Add(time.Duration(float64(n) / p.cfg.Rate * float64(time.Second))))
+	}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// send delivers one request's events, retrying what may succeed later.
+func (p *producer) send(ctx context.Context, events [][]byte) {
+	p.stats.Sent.Add(int64(len(events)))
+	url, ct := strings.TrimSuffix(p.cfg.Collector, "/")+"/api/v1/collect", "application/json"
+	body := events[0]
+	if p.cfg.Batch > 1 {
+		url, ct = url+"/batch", "application/x-ndjson"
+		body = bytes.Join(events, []byte("\n"))
+	}
+	backoff := p.cfg.Backoff
+	var lastErr string
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			p.stats.Retried.Add(1)
+		}
+		began := time.Now()
+		res, retryAfter, err := p.post(ctx, url, ct, body)
+		switch {
+		case ctx.Err() != nil:
+			p.fail(events, "canceled", "the replay was stopped before the collector answered")
+			return
+		case err != nil:
+			lastErr = err.Error()
+		case res.status == http.StatusOK || res.status == http.StatusAccepted:
+			p.stats.latency(time.Since(began))
+			p.accepted(events, res)
+			return
+		case res.status == http.StatusTooManyRequests || res.status >= 500:
+			lastErr = fmt.Sprintf("%d %s: %s", res.status, res.Error, res.Message)
+		default: // 4xx: the same request would fail again
+			p.stats.reject(res.Error, int64(len(events)))
+			p.failed.write(events, res.Error, res.Message)
+			return
+		}
+		if attempt >= p.cfg.Retries {
+			p.fail(events, "gave_up", fmt.Sprintf("no success after %d attempts; last: %s", attempt+1, lastErr))
+			return
+		}
+		// Full jitter, but never sooner than the collector asked.
+		wait := max(time.Duration(rand.Int64N(int64(backoff)+1)), retryAfter)
+		backoff = min(2*backoff, p.cfg.MaxBackoff)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+func (p *producer) fail(events [][]byte, reason, msg string) {
+	p.stats.Failed.Add(int64(len(events)))
+	p.failed.write(events, reason, msg)
+}
+
+// accepted counts a 2xx answer: for a batch, the events it lists as
+// rejected are rejected, the rest accepted.
+func (p *producer) accepted(events [][]byte, res answer) {
+	if p.cfg.Batch == 1 || len(res.Errors) == 0 {
+		p.stats.Accepted.Add(int64(len(events)))
+		return
+	}
+	bad := make(map[int]bool, len(res.Errors))
+	for _, e := range res.Errors {
+		if e.Index >= 0 && e.Index < len(events) && !bad[e.Index] {
+			bad[e.Index] = true
+			p.stats.reject(e.Reason, 1)
+			p.failed.write(events[e.Index:e.Index+1], e.Reason, e.Message)
+		}
+	}
+	p.stats.Accepted.Add(int64(len(events) - len(bad)))
+}
+
+// answer is the collector's JSON answer, success or error.
+type answer struct {
+	status  int
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Errors  []struct {
+		Index   int    `json:"index"`
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	} `json:"errors"`
+}
+
+func (p *producer) post(ctx context.Context, url, ct string, body []byte) (answer, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return answer{}, 0, err
+	}
+	req.Header.Set("Content-Type", ct)
+	if p.cfg.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+p.cfg.APIKey)
+	}
+	resp, err := p.cfg.Client.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return answer{}, 0, fmt.Errorf("connection: %w", err)
+		}
+		return answer{}, 0, err
+	}
+	defer resp.Body.Close()
+	res := answer{status: resp.StatusCode}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return answer{}, 0, fmt.Errorf("read answer: %w", err)
+	}
+	if len(b) > 0 && json.Unmarshal(b, &res) != nil && resp.StatusCode < 500 {
+		res.Error, res.Message = "unreadable_answer", strings.TrimSpace(string(b))
+	}
+	res.status = resp.StatusCode
+	if res.Error == "" && resp.StatusCode >= 400 {
+		res.Error = strings.ReplaceAll(strings.ToLower(http.StatusText(resp.StatusCode)), " ", "_")
+	}
+	var retryAfter time.Duration
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	return res, retryAfter, nil
+}
+
+// failures writes failed events as NDJSON, one writer for every producer.
+type failures struct {
+	mu  sync.Mutex
+	w   io.Writer
+	err error // the first write error: failed events must not vanish quietly
+}
+
+func (f *failures) write(events [][]byte, reason, msg string) {
+	if f.w == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ev := range events {
+		line := fmt.Appendf(nil, `{"reason":%s,"message":%s,"event":%s}`+"\n",
+			event.AppendString(nil, reason), event.AppendString(nil, msg), ev)
+		if _, err := f.w.Write(line); err != nil && f.err == nil {
+			f.err = fmt.Errorf("write failed events: %w", err)
+		}
+	}
+}

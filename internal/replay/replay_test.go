@@ -1,0 +1,261 @@
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluicehq/sluice/internal/event"
+)
+
+// collector is an httptest stand-in for the collector's batch and single
+// endpoints that records the event ids it accepted. With flaky set it
+// answers a share of requests with 503, 500 or 429, or drops the
+// connection, before or after taking the events.
+type collector struct {
+	mu       sync.Mutex
+	accepted map[string]int
+	flaky    bool
+	reject   string // event ids containing this are rejected as invalid
+}
+
+func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var lines [][]byte
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		lines = append(lines, bytes.Clone(sc.Bytes()))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	roll := rand.IntN(10)
+	if c.flaky && roll < 4 {
+		switch roll {
+		case 0:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case 1:
+			w.WriteHeader(http.StatusInternalServerError)
+		case 2:
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 3:
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+		}
+		return
+	}
+	type batchError struct {
+		Index  int    `json:"index"`
+		Reason string `json:"reason"`
+	}
+	var errs []batchError
+	for i, l := range lines {
+		var ev struct {
+			EventID string `json:"event_id"`
+		}
+		if json.Unmarshal(l, &ev) != nil || ev.EventID == "" {
+			http.Error(w, "bad event", http.StatusBadRequest)
+			return
+		}
+		if c.reject != "" && strings.Contains(ev.EventID, c.reject) {
+			errs = append(errs, batchError{i, "invalid_type"})
+			continue
+		}
+		c.accepted[ev.EventID]++
+	}
+	if c.flaky && roll == 4 { // taken, but the answer is lost: sent again
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close()
+		return
+	}
+	json.NewEncoder(w).Encode(map[string]any{"accepted": len(lines) - len(errs), "rejected": len(errs), "errors": errs})
+}
+
+func writeNDJSON(t *testing.T, n int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rows.ndjson")
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"i":%d,"s":"x"}`+"\n", i)
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestFlakyCollectorLosesNothing replays through a collector that fails
+// 40% of requests in every way and loses half of the answers it does
+// take: every event is accepted at least once, none is in --failed-out.
+func TestFlakyCollectorLosesNothing(t *testing.T) {
+	c := &collector{accepted: map[string]int{}, flaky: true}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	src, err := NewSource(writeNDJSON(t, 3000), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.Collector, cfg.EventType, cfg.Batch, cfg.FailedOut = srv.URL, "row", 50, &failed
+	cfg.Backoff, cfg.MaxBackoff, cfg.Retries = time.Millisecond, 5*time.Millisecond, 30
+	st := &Stats{}
+	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3000; i++ {
+		if c.accepted[fmt.Sprintf("rows:%d", i)] == 0 {
+			t.Fatalf("event rows:%d was lost", i)
+		}
+	}
+	if failed.Len() != 0 || st.Failed.Load() != 0 || st.Accepted.Load() != 3000 {
+		t.Errorf("failed %d, accepted %d, failed-out %q", st.Failed.Load(), st.Accepted.Load(), failed.String())
+	}
+	if st.Retried.Load() == 0 {
+		t.Error("no request was retried against a flaky collector")
+	}
+}
+
+// TestFailedOutHoldsWhatNeverSucceeded: rejected events and events the
+// collector never took are in --failed-out with their reason, and only they.
+func TestFailedOutHoldsWhatNeverSucceeded(t *testing.T) {
+	c := &collector{accepted: map[string]int{}, reject: ":7"} // rows:7, rows:70..79, ...
+	srv := httptest.NewServer(c)
+	src, err := NewSource(writeNDJSON(t, 100), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.Collector, cfg.EventType, cfg.Batch, cfg.FailedOut = srv.URL, "row", 10, &failed
+	st := &Stats{}
+	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close() // now nothing succeeds
+	cfg.Retries, cfg.Backoff = 1, time.Millisecond
+	st2 := &Stats{}
+	src.Name = "again"
+	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st2}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	reasons := map[string]int{}
+	sc := bufio.NewScanner(&failed)
+	for sc.Scan() {
+		var f struct {
+			Reason string `json:"reason"`
+			Event  struct {
+				EventID string `json:"event_id"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			t.Fatalf("failed-out line %q: %v", sc.Text(), err)
+		}
+		got = append(got, f.Event.EventID)
+		reasons[f.Reason]++
+	}
+	var want []string
+	for i := 1; i <= 100; i++ {
+		if strings.Contains(fmt.Sprintf("rows:%d", i), ":7") {
+			want = append(want, fmt.Sprintf("rows:%d", i))
+		}
+	}
+	for i := 1; i <= 100; i++ {
+		want = append(want, fmt.Sprintf("again:%d", i))
+	}
+	slicesSort(got)
+	slicesSort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("failed-out event ids (-want +got):\n%s", diff)
+	}
+	if reasons["invalid_type"] != 11 || reasons["gave_up"] != 100 {
+		t.Errorf("reasons %v, want 11 invalid_type and 100 gave_up", reasons)
+	}
+	if st.Rejected.Load() != 11 || st.Accepted.Load() != 89 || st2.Failed.Load() != 100 {
+		t.Errorf("rejected %d accepted %d failed %d", st.Rejected.Load(), st.Accepted.Load(), st2.Failed.Load())
+	}
+}
+
+func slicesSort(s []string) {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+}
+
+// TestSourcesOverHTTP reads the TLC Parquet sample with range requests and
+// a gzipped CSV streamed, both from an httptest server, with CSV columns
+// typed.
+func TestSourcesOverHTTP(t *testing.T) {
+	dir := t.TempDir()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("\ufeffC/A,ENTRIES,EXITS     ,DATE\nA002,7,3,05/27/2023\nA003,,4.0,05/28/2023\n"))
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "t.csv.gz"), gz.Bytes(), 0o644)
+	data, err := os.ReadFile("../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "trips.parquet"), data, 0o644)
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer srv.Close()
+
+	src, err := NewSource(srv.URL+"/trips.parquet", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(0)
+	if err := src.Rows(t.Context(), nil, func(i int64, row []byte) error {
+		n = i
+		if _, _, err := event.ObjectMembers(row, "", nil, nil); err != nil {
+			t.Fatalf("row %d is not an object: %s", i, row)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5000 {
+		t.Errorf("read %d rows over HTTP, want 5000", n)
+	}
+
+	src, err = NewSource(srv.URL+"/t.csv.gz", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Columns, src.Strict = map[string]string{"ENTRIES": "int", "EXITS": "int", "DATE": "timestamp"}, true
+	var rows []string
+	if err := src.Rows(t.Context(), nil, func(_ int64, row []byte) error {
+		rows = append(rows, string(row))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"C/A":"A002","ENTRIES":7,"EXITS":3,"DATE":"2023-05-27T00:00:00"}`,
+		`{"C/A":"A003","ENTRIES":null,"EXITS":4,"DATE":"2023-05-28T00:00:00"}`,
+	}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("csv rows (-want +got):\n%s", diff)
+	}
+	if src.Name != "t" {
+		t.Errorf("name %q, want t", src.Name)
+	}
+}
