@@ -634,3 +634,34 @@ func TestLoaderMemoryBounded(t *testing.T) {
 		t.Errorf("peak RSS %d MB for %d MB of data, over the %d MB bound: memory is not bounded", peakKB>>10, sent>>20, bound>>20)
 	}
 }
+
+// TestDemo runs `sluice demo --exit` as a new user would, twice on the same
+// directory, and checks it refuses a directory it did not make.
+func TestDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	for run := range 2 {
+		start := time.Now()
+		out, code := sluice(t, "demo", "--exit", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0")
+		if code != 0 {
+			t.Fatalf("run %d: sluice demo = %d:\n%s", run, code, out)
+		}
+		for _, want := range []string{"10000     10000", "5000      5000", "East Village", "34 ST-HERALD SQ", "2025-01-01 00:00:00  5731", "/api/v1/docs/"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("run %d: demo output lacks %q:\n%s", run, want, out)
+			}
+		}
+		if took := time.Since(start); took > time.Minute {
+			t.Errorf("run %d: the demo took %v, over a minute", run, took)
+		}
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep"), 0o644)
+	c := exec.Command(binary, "demo", "--exit", "--data-dir", other, "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0")
+	outb, _ := c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(outb), "--data-dir") {
+		t.Errorf("demo on a directory it did not make = %d:\n%s", c.ProcessState.ExitCode(), outb)
+	}
+	if _, err := os.Stat(filepath.Join(other, "precious.txt")); err != nil {
+		t.Errorf("the demo touched a directory it did not make: %v", err)
+	}
+}

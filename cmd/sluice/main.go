@@ -25,6 +25,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"demo", "run everything on bundled real data and show it in the lake (start here)", runDemo},
 		{"up", "run the embedded broker and every stage in one process", runUp},
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
 		{"loader", "run the lake loader against a Kafka cluster ('sluice loader lake')", runLoader},

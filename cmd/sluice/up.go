@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/loader"
 )
 
 const upUsage = `Usage: sluice up [flags]
@@ -36,42 +41,84 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	var broker *bus.Broker
-	if len(cfg.Kafka.Brokers) == 0 {
-		if broker, err = bus.StartBroker(brokerConfig(cfg), logger.With("stage", "broker")); err != nil {
-			return err
+	p, err := startPipeline(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	p.printURLs(stdout)
+	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
+	return p.run(ctx)
+}
+
+// pipeline is the whole of Sluice in one process, as `sluice up` and
+// `sluice demo` run it.
+type pipeline struct {
+	cfg     config.Config // with the brokers it uses
+	addr    net.Addr      // the collector's
+	reg     *prometheus.Registry
+	col     *collector.Collector
+	load    *loader.Loader
+	closers []func()
+}
+
+// startPipeline starts the embedded broker (unless cfg names brokers) and
+// readies the collector, listening, and the lake loader; run runs them.
+func startPipeline(ctx context.Context, cfg config.Config, logger *slog.Logger) (p *pipeline, err error) {
+	p = &pipeline{reg: newRegistry()}
+	defer func() {
+		if err != nil {
+			p.close()
 		}
-		defer broker.Close()
+	}()
+	if len(cfg.Kafka.Brokers) == 0 {
+		broker, err := bus.StartBroker(brokerConfig(cfg), logger.With("stage", "broker"))
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, func() { broker.Close() })
 		cfg.Kafka.Brokers = []string{broker.Addr()}
 		// One broker holds one copy of each partition.
 		cfg.Topics.Replication = 1
 	}
-	reg := newRegistry()
-	col, prod, err := collectorStage(ctx, cfg, logger, reg)
+	p.cfg = cfg
+	col, prod, err := collectorStage(ctx, cfg, logger, p.reg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer prod.Close()
-	addr, err := col.Listen()
-	if err != nil {
-		return err
+	p.closers = append(p.closers, prod.Close)
+	if p.addr, err = col.Listen(); err != nil {
+		return nil, err
 	}
-	load, err := lakeStage(ctx, cfg, logger, reg)
-	if err != nil {
-		return err
+	if p.load, err = lakeStage(ctx, cfg, logger, p.reg); err != nil {
+		return nil, err
 	}
+	p.col = col
+	return p, nil
+}
 
-	fmt.Fprintf(stdout, "Sluice is up.\n"+
+// run runs the collector and the loader until ctx is done.
+func (p *pipeline) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.col.Run(gctx) })
+	g.Go(func() error { return p.load.Run(gctx) })
+	return g.Wait()
+}
+
+// close releases what startPipeline opened, last first.
+func (p *pipeline) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+	p.closers = nil
+}
+
+func (p *pipeline) printURLs(w io.Writer) {
+	fmt.Fprintf(w, "Sluice is up.\n"+
 		"  collector  http://%[1]s/api/v1/collect  (batch: /api/v1/collect/batch)\n"+
 		"  API docs   http://%[1]s/api/v1/docs/\n"+
 		"  metrics    http://%[1]s/metrics\n"+
 		"  kafka      %[2]s  (try: sluice tail %[3]s --follow)\n"+
-		"  lake       %[5]s  (try: sluice query --tables)\n"+
-		"  data dir   %[4]s\n"+
-		"Press Ctrl-C to stop.\n", addr, cfg.Kafka.Brokers[0], cfg.Topics.Raw, cfg.DataDir, lakeURL(cfg))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return col.Run(gctx) })
-	g.Go(func() error { return load.Run(gctx) })
-	return g.Wait()
+		"  lake       %[5]s  (try: sluice query --data-dir %[4]s --tables)\n"+
+		"  data dir   %[4]s\n", p.addr, p.cfg.Kafka.Brokers[0], p.cfg.Topics.Raw, p.cfg.DataDir, lakeURL(p.cfg))
 }

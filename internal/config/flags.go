@@ -16,6 +16,8 @@ import (
 type FlagSet struct {
 	fs    *flag.FlagSet
 	cfg   *Config
+	// defaults, when set, adjusts Default() for this command.
+	defaults func(*Config)
 	path  string
 	given []given // flags as they appeared on the command line
 	vals  map[string]*recorded
@@ -54,6 +56,14 @@ func (f *FlagSet) Args() []string { return f.args }
 // Usage prints the command's help.
 func (f *FlagSet) Usage() { f.fs.Usage() }
 
+// SetDefaults changes this command's defaults, under the file, the
+// environment and the flags. Call it before binding flags, so that --help
+// shows them.
+func (f *FlagSet) SetDefaults(fn func(*Config)) {
+	f.defaults = fn
+	fn(f.cfg)
+}
+
 // Parse resolves the configuration. It returns flag.ErrHelp for -h.
 func (f *FlagSet) Parse(args []string) (Config, error) {
 	f.args = nil
@@ -75,6 +85,9 @@ func (f *FlagSet) Parse(args []string) (Config, error) {
 	// The flags have been written into cfg; start again from the defaults
 	// and apply the sources in order of precedence.
 	*f.cfg = Default()
+	if f.defaults != nil {
+		f.defaults(f.cfg)
+	}
 	if f.path != "" {
 		if err := f.cfg.loadFile(f.path); err != nil {
 			return Config{}, err
