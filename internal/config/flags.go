@@ -14,14 +14,14 @@ import (
 // FlagSet binds a command's flags to fields of a Config and resolves the
 // three sources in order: file, environment, flags.
 type FlagSet struct {
-	fs    *flag.FlagSet
-	cfg   *Config
+	fs  *flag.FlagSet
+	cfg *Config
 	// defaults, when set, adjusts Default() for this command.
 	defaults func(*Config)
-	path  string
-	given []given // flags as they appeared on the command line
-	vals  map[string]*recorded
-	args  []string
+	path     string
+	given    []given // flags as they appeared on the command line
+	vals     map[string]*recorded
+	args     []string
 }
 
 type given struct{ name, value string }
