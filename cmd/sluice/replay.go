@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/replay"
 )
@@ -28,10 +29,16 @@ Failed requests are retried with backoff on connection errors, 429 and 5xx;
 4xx answers are counted by reason. Events that never succeed are written to
 --failed-out, and the exit status is then 1.
 
+With --to kafka the rows go straight to --topic on --brokers (the embedded
+broker at 127.0.0.1:9092 by default) as JSON, or CSV lines with --format csv,
+keyed by --key-field, with the same pacing and summary.
+
 Examples:
   sluice replay --preset tlc-yellow testdata/tlc/yellow_tripdata_2025-01_first10000.parquet
   sluice replay --preset mta-turnstile --rate 500 turnstile.csv.gz
   sluice replay --event-type reading --schema temp:float,at:timestamp readings.csv
+  sluice replay --preset tlc-yellow --time-warp 60 trips.parquet     # an hour of trips in a minute
+  sluice replay --to kafka --topic turnstiles --preset mta-turnstile --format csv turnstile.csv
 `
 
 // errFailedEvents makes the exit status 1 after the summary said why.
@@ -42,7 +49,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rc := replay.DefaultConfig()
 	collector := "http://127.0.0.1:8080"
 	var files []string
-	var preset, schema, format, failedOut string
+	var preset, schema, format, failedOut, valueFormat string
+	to := "collector"
 	timeLayout := replay.DefaultTimeLayout
 	var max int
 	fs.String(&collector, "collector", "the collector's base URL")
@@ -52,7 +60,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.String(&rc.EventType, "event-type", "every event's event_type (a preset sets it)")
 	fs.String(&rc.SchemaVersion, "schema-version", "every event's schema_version")
 	fs.String(&schema, "schema", "CSV column types as name:type,... (string, int, float, bool, timestamp)")
-	fs.String(&format, "format", "the files' format when their names do not tell: parquet, csv, csv.gz or ndjson")
+	fs.String(&format, "input-format", "the files' format when their names do not tell: parquet, csv, csv.gz or ndjson")
+	fs.String(&to, "to", "where rows go: collector (as events) or kafka (as records, straight to --topic)")
+	fs.String(&rc.Topic, "topic", "with --to kafka, the topic to publish to")
+	fs.String(&rc.KeyField, "key-field", "with --to kafka, the row field that keys records (a preset sets one)")
+	fs.String(&valueFormat, "format", "with --to kafka, record values as json or csv")
+	fs.Float(&rc.TimeWarp, "time-warp", "replay at the pace of the rows' event time, sped up this many times")
+	fs.String(&rc.TimeField, "time-field", "the row field --time-warp paces by (a preset sets one)")
 	fs.String(&timeLayout, "time-format", "Go time layout for timestamps (default ISO 8601 without a zone)")
 	fs.Float(&rc.Rate, "rate", "events per second per producer (0: as fast as possible)")
 	fs.Duration(&rc.Sleep, "sleep", "pause after each row, as the seeds' producers do (instead of --rate)")
@@ -61,8 +75,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Int(&rc.Concurrency, "concurrency", "requests in flight per producer")
 	fs.Int(&rc.Retries, "retries", "retries of a failed request before its events count as failed")
 	fs.String(&failedOut, "failed-out", "write events that were not accepted to this NDJSON file, with the reason")
+	fs.String(&fs.Config().Broker.Addr, "broker-addr", "with --to kafka, the embedded broker's address, used when --brokers is not given")
 	logFlags(fs)
-	_, logger, err := setup(fs, args, stderr)
+	kafkaFlags(fs)
+	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -82,6 +98,47 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if rc.EventType == "" {
 			rc.EventType = p.EventType
 		}
+		if rc.KeyField == "" && to == "kafka" {
+			rc.KeyField = p.KeyField
+		}
+		if rc.TimeField == "" {
+			rc.TimeField = p.TimeField
+		}
+	}
+	if rc.TimeWarp > 0 && rc.TimeField == "" {
+		fmt.Fprintln(stderr, "sluice replay: --time-warp needs --time-field, the column to pace by")
+		return errUsage
+	}
+	switch to {
+	case "collector":
+	case "kafka":
+		if rc.Topic == "" {
+			fmt.Fprintln(stderr, "sluice replay: --to kafka needs --topic")
+			return errUsage
+		}
+		if valueFormat != "" && valueFormat != "json" && valueFormat != "csv" {
+			fmt.Fprintf(stderr, "sluice replay: --format %q: want json or csv\n", valueFormat)
+			return errUsage
+		}
+		rc.KafkaFormat = valueFormat
+		brokersOrLocal(&cfg)
+		cl, err := bus.NewProducer(clientConfig(cfg, "sluice-replay"), bus.ProducerConfig{
+			Compression: cfg.Producer.Compression, MaxBufferedBytes: int(cfg.Producer.MaxBufferedBytes)}, logger)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		// As the collector does for its topics: a new topic is created,
+		// an existing one is used as it is.
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := bus.EnsureTopics(tctx, cl, cfg.Topics.Partitions, cfg.Topics.Replication, rc.Topic); err != nil {
+			return fmt.Errorf("%w (is Kafka running at %s?)", err, strings.Join(cfg.Kafka.Brokers, ","))
+		}
+		rc.Kafka = cl
+	default:
+		fmt.Fprintf(stderr, "sluice replay: --to %q: want collector or kafka\n", to)
+		return errUsage
 	}
 	strict := false
 	if schema != "" {
@@ -90,7 +147,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		strict = true
 	}
-	if rc.EventType == "" {
+	if rc.EventType == "" && rc.Kafka == nil {
 		fmt.Fprintln(stderr, "sluice replay: pass --event-type, or a --preset that sets it")
 		return errUsage
 	}

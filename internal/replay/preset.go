@@ -13,6 +13,8 @@ type Preset struct {
 	Columns map[string]string
 	// KeyField keys Kafka records when replaying to a topic.
 	KeyField string
+	// TimeField paces --time-warp.
+	TimeField string
 }
 
 // Presets are the datasets the seeds replay.
@@ -21,6 +23,7 @@ var Presets = map[string]Preset{
 	"tlc-yellow": {
 		EventType: "yellow_taxi_trip",
 		KeyField:  "VendorID",
+		TimeField: "tpep_pickup_datetime",
 		Columns: map[string]string{
 			"VendorID": "int", "tpep_pickup_datetime": "timestamp", "tpep_dropoff_datetime": "timestamp",
 			"passenger_count": "float", "trip_distance": "float", "RatecodeID": "float", "PULocationID": "int",

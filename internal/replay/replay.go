@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/event"
@@ -53,6 +55,21 @@ type Config struct {
 	FailedOut io.Writer
 	Client    *http.Client
 	Logger    *slog.Logger
+
+	// Kafka, when set, receives the rows straight into Topic instead of
+	// the collector, as the seeds' Kafka producer did: each row's value
+	// is the row as JSON, or as a CSV line with KafkaFormat csv, keyed by
+	// the row's KeyField when set.
+	Kafka       *kgo.Client
+	Topic       string
+	KeyField    string
+	KafkaFormat string
+
+	// TimeWarp, when positive, replays at the pace of the rows' TimeField,
+	// sped up that many times: a row an hour after the first is sent
+	// 3600/TimeWarp seconds after it.
+	TimeWarp  float64
+	TimeField string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -133,8 +150,13 @@ func Run(ctx context.Context, cfg Config, sources []*Source, stats []*Stats) err
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Batch, cfg.Concurrency = max(cfg.Batch, 1), max(cfg.Concurrency, 1)
-	if cfg.EventType == "" {
+	switch {
+	case cfg.Kafka == nil && cfg.EventType == "":
 		return errors.New("replay: an event type is required")
+	case cfg.Kafka != nil && cfg.Topic == "":
+		return errors.New("replay: a topic is required")
+	case cfg.TimeWarp > 0 && cfg.TimeField == "":
+		return errors.New("replay: time warp needs the time field to pace by")
 	}
 	f := &failures{w: cfg.FailedOut}
 	g, ctx := errgroup.WithContext(ctx)
@@ -158,9 +180,114 @@ type producer struct {
 	src    *Source
 	stats  *Stats
 	failed *failures
+	first  time.Time // the first row's time, for TimeWarp
+}
+
+// rowTime reads a row's time field: a time string, or epoch seconds or
+// milliseconds.
+func rowTime(row []byte, field string) (time.Time, bool) {
+	top, _, err := event.ObjectMembers(row, "", nil, nil)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, m := range top {
+		if !m.Is(field) {
+			continue
+		}
+		if m.Value[0] == '"' {
+			return parseTime(event.Unquote(m.Value))
+		}
+		f, err := strconv.ParseFloat(string(m.Value), 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		if f > 1e11 { // milliseconds
+			return time.UnixMilli(int64(f)).UTC(), true
+		}
+		return time.Unix(int64(f), 0).UTC(), true
+	}
+	return time.Time{}, false
+}
+
+// runKafka publishes the rows to a topic, paced and counted as for the
+// collector.
+func (p *producer) runKafka(ctx context.Context) error {
+	start := time.Now()
+	errStop := errors.New("max rows reached")
+	var inflight sync.WaitGroup
+	err := p.src.Rows(ctx, func(pr Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
+		if p.cfg.Max > 0 && n > p.cfg.Max {
+			return errStop
+		}
+		p.stats.Rows.Add(1)
+		rec := &kgo.Record{Topic: p.cfg.Topic}
+		var err error
+		if rec.Key, rec.Value, err = kafkaRecord(row, p.cfg.KeyField, p.cfg.KafkaFormat); err != nil {
+			return fmt.Errorf("row %d: %w", n, err)
+		}
+		p.stats.Sent.Add(1)
+		began := time.Now()
+		inflight.Add(1)
+		p.cfg.Kafka.Produce(ctx, rec, func(r *kgo.Record, err error) {
+			defer inflight.Done()
+			if err != nil {
+				p.fail([][]byte{r.Value}, "produce_failed", err.Error())
+				return
+			}
+			p.stats.Accepted.Add(1)
+			p.stats.latency(time.Since(began))
+		})
+		return p.pace(ctx, start, n, row)
+	})
+	inflight.Wait()
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	return err
+}
+
+// kafkaRecord makes a row a record's key and value.
+func kafkaRecord(row []byte, keyField, format string) (key, value []byte, err error) {
+	if keyField == "" && format != "csv" {
+		return nil, bytes.Clone(row), nil
+	}
+	top, _, err := event.ObjectMembers(row, "", nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	text := func(v []byte) string {
+		switch v[0] {
+		case '"':
+			return event.Unquote(v)
+		case 'n':
+			return ""
+		}
+		return string(v)
+	}
+	var fields []string
+	for _, m := range top {
+		if keyField != "" && key == nil && m.Is(keyField) {
+			key = []byte(text(m.Value))
+		}
+		fields = append(fields, text(m.Value))
+	}
+	if keyField != "" && key == nil {
+		return nil, nil, fmt.Errorf("no key field %q", keyField)
+	}
+	if format != "csv" {
+		return key, bytes.Clone(row), nil
+	}
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.Write(fields) //nolint:errcheck // a bytes.Buffer does not fail
+	w.Flush()
+	return key, bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 func (p *producer) run(ctx context.Context) error {
+	if p.cfg.Kafka != nil {
+		return p.runKafka(ctx)
+	}
 	reqs := make(chan [][]byte, p.cfg.Concurrency)
 	var senders sync.WaitGroup
 	for range p.cfg.Concurrency {
@@ -191,7 +318,7 @@ func (p *producer) run(ctx context.Context) error {
 			}
 			batch = nil
 		}
-		return p.pace(ctx, start, n)
+		return p.pace(ctx, start, n, row)
 	})
 	if errors.Is(err, errStop) {
 		err = nil
@@ -204,10 +331,20 @@ func (p *producer) run(ctx context.Context) error {
 	return err
 }
 
-// pace waits as Rate or Sleep ask after row n.
-func (p *producer) pace(ctx context.Context, start time.Time, n int64) error {
+// pace waits as Rate, Sleep or TimeWarp ask after row n.
+func (p *producer) pace(ctx context.Context, start time.Time, n int64, row []byte) error {
 	var wait time.Duration
 	switch {
+	case p.cfg.TimeWarp > 0:
+		t, ok := rowTime(row, p.cfg.TimeField)
+		if !ok {
+			return nil // a row without a time is sent at once
+		}
+		if p.first.IsZero() {
+			p.first = t
+		}
+		// Rows earlier than the first (stray records) go at once.
+		wait = time.Until(start.Add(time.Duration(float64(t.Sub(p.first)) / p.cfg.TimeWarp)))
 	case p.cfg.Sleep > 0:
 		wait = p.cfg.Sleep
 	case p.cfg.Rate > 0:

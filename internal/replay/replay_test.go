@@ -259,3 +259,46 @@ func TestSourcesOverHTTP(t *testing.T) {
 		t.Errorf("name %q, want t", src.Name)
 	}
 }
+
+// TestTimeWarp paces rows by their event time, sped up: 2 s of event time
+// at 10× takes about 0.2 s; a stray earlier row does not wait.
+func TestTimeWarp(t *testing.T) {
+	c := &collector{accepted: map[string]int{}}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	p := filepath.Join(t.TempDir(), "warp.ndjson")
+	os.WriteFile(p, []byte(`{"at":"2025-01-01T00:00:00"}
+{"at":"2024-12-31T23:00:00"}
+{"at":"2025-01-01T00:00:01"}
+{"at":1735689602}
+`), 0o644)
+	src, err := NewSource(p, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Collector, cfg.EventType, cfg.Batch, cfg.TimeWarp, cfg.TimeField = srv.URL, "tick", 1, 10, "at"
+	start := time.Now()
+	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{{}}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 180*time.Millisecond || took > 1500*time.Millisecond {
+		t.Errorf("2 s of event time at 10x took %v, want about 200 ms", took)
+	}
+	if len(c.accepted) != 4 {
+		t.Errorf("accepted %d rows, want 4", len(c.accepted))
+	}
+}
+
+func TestKafkaRecord(t *testing.T) {
+	key, val, err := kafkaRecord([]byte(`{"C/A":"A002","UNIT":"R051","NOTE":"a, \"b\"","ENTRIES":2040,"X":null}`), "UNIT", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(key) != "R051" || string(val) != `A002,R051,"a, ""b""",2040,` {
+		t.Errorf("key %q value %q", key, val)
+	}
+	if _, _, err := kafkaRecord([]byte(`{"a":1}`), "UNIT", "json"); err == nil {
+		t.Error("a row without its key field was accepted")
+	}
+}
