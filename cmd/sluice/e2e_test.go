@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"bytes"
 	"compress/gzip"
+	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
