@@ -39,11 +39,13 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 	done
 
-# bench measures the collector against a no-op handler, and the lake loader
-# against DuckDB's COPY, each baseline in the same run.
+# bench measures the collector against a no-op handler, the lake loader
+# against DuckDB's COPY, and replay into the collector against replay into a
+# no-op handler, each baseline in the same run.
 bench:
 	$(GO) run ./cmd/sluicebench collector
 	$(GO) run ./cmd/sluicebench loader
+	$(GO) run ./cmd/sluicebench replay
 
 # swagger-ui refreshes the embedded API-docs assets from the npm registry.
 swagger-ui:

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/loadgen"
+	"github.com/sluicehq/sluice/internal/replay"
+	"github.com/sluicehq/sluice/internal/sample"
+)
+
+// benchReplay measures `sluice replay` sending TLC trips in batches to the
+// collector (on the embedded broker), and to a no-op handler in the same
+// run: the ratio is how much of the replay's rate the collector keeps.
+func benchReplay(ctx context.Context, args []string, out io.Writer) error {
+	fset := flag.NewFlagSet("replay", flag.ContinueOnError)
+	n := fset.Int("rows", 100_000, "TLC rows to replay (the bundled 10,000, repeated)")
+	batch := fset.Int("batch", 500, "events per request")
+	concurrency := fset.Int("concurrency", 4, "requests in flight")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir, err := os.MkdirTemp("", "sluicebench-replay")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The rows as NDJSON, read from the bundled Parquet file.
+	data, err := fs.ReadFile(sample.FS(), sample.TLCTrips)
+	if err != nil {
+		return err
+	}
+	var rows [][]byte
+	if err := replay.ParquetRows(bytes.NewReader(data), int64(len(data)), replay.DefaultTimeLayout, func(row []byte) error {
+		rows = append(rows, bytes.Clone(row))
+		return nil
+	}); err != nil {
+		return err
+	}
+	var nd bytes.Buffer
+	for i := range *n {
+		nd.Write(rows[i%len(rows)])
+		nd.WriteByte('\n')
+	}
+	file := filepath.Join(dir, "trips.ndjson")
+	if err := os.WriteFile(file, nd.Bytes(), 0o644); err != nil {
+		return err
+	}
+
+	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 3}, logger)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	if err := bus.EnsureTopics(ctx, prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		return err
+	}
+	ccfg := collector.DefaultConfig()
+	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
+	reg := prometheus.NewRegistry()
+	col, err := collector.New(ccfg, prod, logger, reg, reg)
+	if err != nil {
+		return err
+	}
+	colAddr, err := col.Listen()
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go col.Run(runCtx)
+	noopLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	noop := &http.Server{Handler: loadgen.Noop()}
+	go noop.Serve(noopLn)
+	defer noop.Close()
+
+	run := func(addr string) (time.Duration, *replay.Stats, error) {
+		src, err := replay.NewSource(file, "")
+		if err != nil {
+			return 0, nil, err
+		}
+		cfg := replay.DefaultConfig()
+		cfg.Collector, cfg.EventType, cfg.Batch, cfg.Concurrency = "http://"+addr, "yellow_taxi_trip", *batch, *concurrency
+		st := new(replay.Stats)
+		start := time.Now()
+		err = replay.Run(ctx, cfg, []*replay.Source{src}, []*replay.Stats{st})
+		if err == nil && st.Accepted.Load() != int64(*n) {
+			err = fmt.Errorf("%d of %d rows accepted", st.Accepted.Load(), *n)
+		}
+		return time.Since(start), st, err
+	}
+	noopTime, _, err := run(noopLn.Addr().String())
+	if err != nil {
+		return fmt.Errorf("replay to the no-op handler: %w", err)
+	}
+	colTime, st, err := run(colAddr.String())
+	if err != nil {
+		return fmt.Errorf("replay to the collector: %w", err)
+	}
+	p50, p99 := st.Latency()
+	fmt.Fprintf(out, "replay benchmark: %d TLC rows (%d MB of NDJSON) in batches of %d, %d requests in flight\n\n",
+		*n, nd.Len()>>20, *batch, *concurrency)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\trows/s\ttime\t")
+	fmt.Fprintf(tw, "no-op HTTP handler\t%.0f\t%v\t\n", float64(*n)/noopTime.Seconds(), noopTime.Round(time.Millisecond))
+	fmt.Fprintf(tw, "collector (embedded broker, acks=all)\t%.0f\t%v\t\n", float64(*n)/colTime.Seconds(), colTime.Round(time.Millisecond))
+	fmt.Fprintf(tw, "collector / no-op\t%.2f\t\t\n", noopTime.Seconds()/colTime.Seconds())
+	tw.Flush()
+	fmt.Fprintf(out, "collector request latency p50 %v, p99 %v\n", p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond))
+	return nil
+}
