@@ -118,6 +118,7 @@ func demo(ctx context.Context, p *pipeline, stdout, stderr io.Writer) error {
 	}
 	var sources []*replay.Source
 	var stats []*replay.Stats
+	var eventTypes []string
 	for _, j := range []job{
 		{sample.TLCTrips, "yellow_taxi_trip", "tlc-yellow"},
 		{sample.Turnstiles, "mta_turnstile", "mta-turnstile"},
@@ -128,26 +129,19 @@ func demo(ctx context.Context, p *pipeline, stdout, stderr io.Writer) error {
 		}
 		src.Columns = replay.Presets[j.preset].Columns
 		sources, stats = append(sources, src), append(stats, new(replay.Stats))
+		eventTypes = append(eventTypes, j.eventType)
 	}
 	start := time.Now()
-	done := make(chan struct{})
-	var bars *progressBars
-	if isTerminal(stderr) {
-		bars = &progressBars{w: stderr, sources: sources, stats: stats, start: start}
-		go bars.run(done)
-	}
 	// The two datasets are two event types: one replay each, in parallel.
-	g, gctx := errgroup.WithContext(ctx)
-	for i, src := range sources {
-		rc := replay.DefaultConfig()
-		rc.Collector, rc.EventType = collector, []string{"yellow_taxi_trip", "mta_turnstile"}[i]
-		g.Go(func() error { return replay.Run(gctx, rc, []*replay.Source{src}, []*replay.Stats{stats[i]}) })
-	}
-	err = g.Wait()
-	close(done)
-	if bars != nil {
-		bars.draw(true)
-	}
+	err = withProgress(stderr, sources, stats, func() error {
+		g, gctx := errgroup.WithContext(ctx)
+		for i, src := range sources {
+			rc := replay.DefaultConfig()
+			rc.Collector, rc.EventType = collector, eventTypes[i]
+			g.Go(func() error { return replay.Run(gctx, rc, []*replay.Source{src}, []*replay.Stats{stats[i]}) })
+		}
+		return g.Wait()
+	})
 	if err != nil {
 		return err
 	}

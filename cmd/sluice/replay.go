@@ -171,17 +171,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	start := time.Now()
-	done := make(chan struct{})
-	var bars *progressBars
-	if isTerminal(stderr) {
-		bars = &progressBars{w: stderr, sources: sources, stats: stats, start: start}
-		go bars.run(done)
-	}
-	err = replay.Run(ctx, rc, sources, stats)
-	close(done)
-	if bars != nil {
-		bars.draw(true)
-	}
+	err = withProgress(stderr, sources, stats, func() error { return replay.Run(ctx, rc, sources, stats) })
 	if rc.FailedOut != nil {
 		if cerr := rc.FailedOut.(*os.File).Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("--failed-out: %w", cerr)
@@ -231,6 +221,26 @@ func summarize(w io.Writer, sources []*replay.Source, stats []*replay.Stats, too
 		fmt.Fprintf(w, "%d events were not accepted; %s\n", bad, where)
 	}
 	return bad
+}
+
+// withProgress runs replay, drawing progress bars on stderr when it is a
+// terminal.
+func withProgress(stderr io.Writer, sources []*replay.Source, stats []*replay.Stats, replay func() error) error {
+	if !isTerminal(stderr) {
+		return replay()
+	}
+	bars := &progressBars{w: stderr, sources: sources, stats: stats, start: time.Now()}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		bars.run(done)
+	}()
+	err := replay()
+	close(done)
+	<-stopped
+	bars.draw(true)
+	return err
 }
 
 // progressBars draws a line per producer on a terminal: rows, rate, and

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
@@ -87,51 +88,23 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: dir, Partitions: 3, Fsync: *fsync}, logger)
+	colAddr, stopCollector, err := startCollector(ctx, dir, bus.BrokerConfig{Fsync: *fsync}, bus.ProducerConfig{
+		Linger: *linger, MaxRecordBytes: 2 << 20, Compression: *compression}, logger)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, bus.ProducerConfig{
-		Linger: *linger, MaxBufferedBytes: 256 << 20, MaxRecordBytes: 2 << 20, Compression: *compression,
-	}, logger)
-	if err != nil {
-		return err
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(ctx, prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
-		return err
-	}
-	ccfg := collector.DefaultConfig()
-	ccfg.ID = "bench"
-	ccfg.Addr = "127.0.0.1:0"
-	reg := prometheus.NewRegistry()
-	col, err := collector.New(ccfg, prod, logger, reg, reg)
-	if err != nil {
-		return err
-	}
-	colAddr, err := col.Listen()
-	if err != nil {
-		return err
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go col.Run(runCtx)
+	defer stopCollector()
 
-	noopLn, err := net.Listen("tcp", "127.0.0.1:0")
+	noopLn, noopStop, err := serve(loadgen.Noop())
 	if err != nil {
 		return err
 	}
-	noop := &http.Server{Handler: loadgen.Noop()}
-	go noop.Serve(noopLn)
-	defer noop.Close()
-	validateLn, err := net.Listen("tcp", "127.0.0.1:0")
+	defer noopStop()
+	validateLn, validateStop, err := serve(loadgen.Validate())
 	if err != nil {
 		return err
 	}
-	validate := &http.Server{Handler: loadgen.Validate()}
-	go validate.Serve(validateLn)
-	defer validate.Close()
+	defer validateStop()
 
 	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
 	var batches [][]byte
@@ -163,9 +136,9 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		}
 		var rates [3]float64
 		for i, target := range []struct{ name, addr string }{
-			{"no-op", noopLn.Addr().String()},
+			{"no-op", noopLn.String()},
 			{"collector", colAddr.String()},
-			{"json.Valid only", validateLn.Addr().String()},
+			{"json.Valid only", validateLn.String()},
 		} {
 			if *collectorOnly && target.name != "collector" {
 				rates[i] = 1
@@ -191,4 +164,56 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\tcollector / json.Valid only\t\t%.2f\t\t\t\t\n", m.name, rates[1]/rates[2])
 	}
 	return tw.Flush()
+}
+
+// startCollector starts the collector on an embedded broker in dir, with
+// the benchmark's broker and producer settings, and returns its address.
+func startCollector(ctx context.Context, dir string, bc bus.BrokerConfig, pc bus.ProducerConfig, logger *slog.Logger) (net.Addr, func(), error) {
+	bc.Addr, bc.Dir, bc.Partitions = "127.0.0.1:0", filepath.Join(dir, "broker"), 3
+	broker, err := bus.StartBroker(bc, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	pc.MaxBufferedBytes = 256 << 20
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, pc, logger)
+	if err != nil {
+		broker.Close()
+		return nil, nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	stop := func() {
+		cancel()
+		prod.Close()
+		broker.Close()
+	}
+	if err := bus.EnsureTopics(ctx, prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	ccfg := collector.DefaultConfig()
+	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
+	reg := prometheus.NewRegistry()
+	col, err := collector.New(ccfg, prod, logger, reg, reg)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	addr, err := col.Listen()
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	go col.Run(runCtx)
+	return addr, stop, nil
+}
+
+// serve serves h on a loopback port until stopped.
+func serve(h http.Handler) (net.Addr, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	return ln.Addr(), func() { srv.Close() }, nil
 }

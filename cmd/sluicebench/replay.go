@@ -8,17 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/loadgen"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -64,40 +59,16 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
-	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 3}, logger)
+	colAddr, stopCollector, err := startCollector(ctx, dir, bus.BrokerConfig{}, bus.ProducerConfig{}, logger)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
+	defer stopCollector()
+	noopAddr, noopStop, err := serve(loadgen.Noop())
 	if err != nil {
 		return err
 	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(ctx, prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
-		return err
-	}
-	ccfg := collector.DefaultConfig()
-	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
-	reg := prometheus.NewRegistry()
-	col, err := collector.New(ccfg, prod, logger, reg, reg)
-	if err != nil {
-		return err
-	}
-	colAddr, err := col.Listen()
-	if err != nil {
-		return err
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go col.Run(runCtx)
-	noopLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	noop := &http.Server{Handler: loadgen.Noop()}
-	go noop.Serve(noopLn)
-	defer noop.Close()
+	defer noopStop()
 
 	run := func(addr string) (time.Duration, *replay.Stats, error) {
 		src, err := replay.NewSource(file, "")
@@ -114,7 +85,7 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return time.Since(start), st, err
 	}
-	noopTime, _, err := run(noopLn.Addr().String())
+	noopTime, _, err := run(noopAddr.String())
 	if err != nil {
 		return fmt.Errorf("replay to the no-op handler: %w", err)
 	}
