@@ -162,6 +162,12 @@ func Run(ctx context.Context, cfg Config, sources []*Source, stats []*Stats) err
 	g, ctx := errgroup.WithContext(ctx)
 	for i, src := range sources {
 		p := &producer{cfg: cfg, src: src, stats: stats[i], failed: f}
+		src.BadRow = func(line int64, raw string, err error) {
+			// Counted and kept, not sent: the collector would refuse it.
+			p.stats.Rows.Add(1)
+			p.stats.reject("unreadable_row", 1)
+			f.writeRow(raw, err.Error())
+		}
 		g.Go(func() error {
 			if err := p.run(ctx); err != nil {
 				return fmt.Errorf("%s: %w", src.Location, err)
@@ -323,8 +329,8 @@ func (p *producer) run(ctx context.Context) error {
 	if errors.Is(err, errStop) {
 		err = nil
 	}
-	if err == nil && len(batch) > 0 {
-		reqs <- batch
+	if len(batch) > 0 && ctx.Err() == nil {
+		reqs <- batch // rows read before an error are still sent
 	}
 	close(reqs)
 	senders.Wait()
@@ -490,6 +496,19 @@ type failures struct {
 	mu  sync.Mutex
 	w   io.Writer
 	err error // the first write error: failed events must not vanish quietly
+}
+
+// writeRow keeps a row that could not be read, as text.
+func (f *failures) writeRow(raw, msg string) {
+	if f.w == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	line := fmt.Appendf(nil, `{"reason":"unreadable_row","message":%s,"row":%s}`+"\n", event.AppendString(nil, msg), event.AppendString(nil, raw))
+	if _, err := f.w.Write(line); err != nil && f.err == nil {
+		f.err = fmt.Errorf("write failed events: %w", err)
+	}
 }
 
 func (f *failures) write(events [][]byte, reason, msg string) {

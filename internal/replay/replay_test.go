@@ -302,3 +302,44 @@ func TestKafkaRecord(t *testing.T) {
 		t.Error("a row without its key field was accepted")
 	}
 }
+
+// TestBadRowsAreKept: rows that cannot be read are counted as rejected and
+// kept in --failed-out, the others are sent, and ids stay row positions.
+func TestBadRowsAreKept(t *testing.T) {
+	c := &collector{accepted: map[string]int{}}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.ndjson"), []byte("{\"x\":1}\nnot json\n\n{\"x\":3}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "b.csv"), []byte("n,m\n1,2\n3\n4,x\n5,6\n"), 0o644)
+	var srcs []*Source
+	for _, name := range []string{"a.ndjson", "b.csv"} {
+		src, err := NewSource(filepath.Join(dir, name), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	srcs[1].Columns = map[string]string{"m": "int"}
+	var failed bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.Collector, cfg.EventType, cfg.FailedOut = srv.URL, "row", &failed
+	stats := []*Stats{{}, {}}
+	if err := Run(t.Context(), cfg, srcs, stats); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for id := range c.accepted {
+		ids = append(ids, id)
+	}
+	slicesSort(ids)
+	if diff := cmp.Diff([]string{"a:1", "a:3", "b:1", "b:4"}, ids); diff != "" {
+		t.Errorf("accepted ids (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(failed.String(), `"reason":"unreadable_row"`); n != 3 {
+		t.Errorf("failed-out has %d unreadable rows, want 3:\n%s", n, failed.String())
+	}
+	if stats[0].Rejected.Load() != 1 || stats[1].Rejected.Load() != 2 || stats[1].Rows.Load() != 4 {
+		t.Errorf("rejected %d and %d, rows %d", stats[0].Rejected.Load(), stats[1].Rejected.Load(), stats[1].Rows.Load())
+	}
+}

@@ -36,6 +36,10 @@ type Source struct {
 	// Strict makes a column of Columns missing from the file an error
 	// (presets type columns a file may not have).
 	Strict bool
+	// BadRow, when set, is told of a CSV or NDJSON row that cannot be read
+	// (not JSON, the wrong number of fields, a value not of its column's
+	// type), and reading goes on; otherwise such a row stops the read.
+	BadRow func(line int64, raw string, err error)
 	Client *http.Client
 }
 
@@ -61,7 +65,7 @@ func NewSource(location, format string) (*Source, error) {
 		case strings.HasSuffix(lower, ".ndjson"), strings.HasSuffix(lower, ".jsonl"), strings.HasSuffix(lower, ".json"):
 			format = "ndjson"
 		default:
-			return nil, fmt.Errorf("%s: cannot tell the format from the name; pass --format %s", location, strings.Join(Formats, "|"))
+			return nil, fmt.Errorf("%s: cannot tell the format from the name; pass --input-format %s", location, strings.Join(Formats, "|"))
 		}
 	}
 	valid := false
@@ -147,10 +151,15 @@ func (s *Source) ndjsonRows(r io.Reader, report func(int64) error, fn func(int64
 		if len(b) == 0 {
 			continue
 		}
+		n++ // bad rows keep their number, so that ids are positions
 		if _, _, err := event.ObjectMembers(b, "", nil, nil); err != nil {
-			return fmt.Errorf("%s line %d: not a JSON object: %w", s.Location, line, err)
+			err = fmt.Errorf("%s line %d: not a JSON object: %w", s.Location, line, err)
+			if s.BadRow == nil {
+				return err
+			}
+			s.BadRow(line, string(b), err)
+			continue
 		}
-		n++
 		if err := report(n); err != nil {
 			return err
 		}
@@ -167,6 +176,7 @@ func (s *Source) ndjsonRows(r io.Reader, report func(int64) error, fn func(int64
 func (s *Source) csvRows(r io.Reader, report func(int64) error, fn func(int64, []byte) error) error {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
+	cr.FieldsPerRecord = -1 // checked below, so that a bad row need not stop the read
 	header, err := cr.Read()
 	if err == io.EOF {
 		return nil
@@ -205,20 +215,34 @@ func (s *Source) csvRows(r io.Reader, report func(int64) error, fn func(int64, [
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s.Location, err)
 		}
-		n++
-		buf = append(buf[:0], '{')
-		for i, v := range rec {
-			if i >= len(names) {
-				break
+		n++ // bad rows keep their number, so that ids are positions
+		line, _ := cr.FieldPos(0)
+		if len(rec) != len(names) {
+			err := fmt.Errorf("%s line %d: %d fields, the header has %d", s.Location, line, len(rec), len(names))
+			if s.BadRow == nil {
+				return err
 			}
+			s.BadRow(int64(line), strings.Join(rec, ","), err)
+			continue
+		}
+		buf = append(buf[:0], '{')
+		var bad error
+		for i, v := range rec {
 			if i > 0 {
 				buf = append(buf, ',')
 			}
 			buf = append(append(buf, names[i]...), ':')
 			if buf, err = conv[i](buf, v); err != nil {
-				line, _ := cr.FieldPos(i)
-				return fmt.Errorf("%s line %d, column %s: %w", s.Location, line, header[i], err)
+				bad = fmt.Errorf("%s line %d, column %s: %w", s.Location, line, strings.TrimSpace(header[i]), err)
+				break
 			}
+		}
+		if bad != nil {
+			if s.BadRow == nil {
+				return bad
+			}
+			s.BadRow(int64(line), strings.Join(rec, ","), bad)
+			continue
 		}
 		buf = append(buf, '}')
 		if err := report(n); err != nil {
