@@ -448,7 +448,8 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 	for _, c := range numeric {
 		aggs = append(aggs, fmt.Sprintf(`round(sum("%s"), 6) AS "sum_%s", count("%s") AS "n_%s"`, c, c, c, c))
 	}
-	aggs = append(aggs, "min(tpep_pickup_datetime::TIMESTAMP) AS first_pickup", "max(tpep_dropoff_datetime::TIMESTAMP) AS last_dropoff")
+	aggs = append(aggs, "min(tpep_pickup_datetime::TIMESTAMP) AS first_pickup", "max(tpep_pickup_datetime::TIMESTAMP) AS last_pickup",
+		"max(tpep_dropoff_datetime::TIMESTAMP) AS last_dropoff")
 	sel := "SELECT " + strings.Join(aggs, ", ")
 	query := func(from string) string {
 		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json", sel+" FROM "+from)
