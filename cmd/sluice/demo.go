@@ -37,6 +37,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		c.DataDir = "./sluice-demo"
 		// Small files, soon: the demo shows data landing, not file sizes.
 		c.Loader.FlushInterval = time.Second
+		// The demo's own output tells the story; logs say only what is wrong.
+		c.LogLevel = "warn"
 	})
 	c := fs.Config()
 	exit := false
