@@ -57,8 +57,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Loader.Tables == nil {
 		cfg.Loader.Tables = map[string]config.LoaderTable{}
 	}
-	cfg.Loader.Tables["yellow_taxi_trip"] = config.LoaderTable{TimeField: "tpep_pickup_datetime",
-		Columns: map[string]string{"tpep_pickup_datetime": "timestamp", "tpep_dropoff_datetime": "timestamp"}}
+	// Trips are dated by their pickup; the bundled schemas type the columns.
+	cfg.Loader.Tables["yellow_taxi_trip"] = config.LoaderTable{TimeField: "tpep_pickup_datetime"}
 
 	p, err := startPipeline(ctx, cfg, logger)
 	if err != nil {

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,8 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 // errUsage marks a wrong command line, already explained to the user.
@@ -103,6 +107,38 @@ func loaderFlags(fs *config.FlagSet) {
 	fs.Bytes(&l.FlushBytes, "flush-bytes", "flush a partition's files when they hold this many bytes")
 	fs.Duration(&l.FlushInterval, "flush-interval", "flush a partition's files this long after their first row")
 	fs.Bytes(&l.MemoryLimit, "loader-memory", "rows buffered in memory across partitions; past it the largest are flushed early")
+	fs.String(&fs.Config().Schemas, "schemas", "directory of JSON Schemas, <event_type>/<version>.json, that type the lake's columns (default: the bundled ones); SIGHUP reloads it")
+}
+
+// loadSchemas loads the schema registry the config names, or the bundled
+// schemas, and reloads it on SIGHUP until ctx is done.
+func loadSchemas(ctx context.Context, cfg config.Config, logger *slog.Logger) (*schema.Registry, error) {
+	fsys := sample.Schemas()
+	if cfg.Schemas != "" {
+		fsys = os.DirFS(cfg.Schemas)
+	}
+	reg, err := schema.Load(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix the schema, or pass --schemas another directory)", err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := reg.Reload(); err != nil {
+					logger.Error("schemas not reloaded; the previous ones stay in use", "err", err)
+					continue
+				}
+				logger.Info("schemas reloaded", "schemas", len(reg.Keys()))
+			}
+		}
+	}()
+	return reg, nil
 }
 
 func lakeURL(cfg config.Config) string {
@@ -126,6 +162,11 @@ func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg 
 	lc.FlushBytes = int(cfg.Loader.FlushBytes)
 	lc.FlushInterval = cfg.Loader.FlushInterval
 	lc.MemoryLimit = int(cfg.Loader.MemoryLimit)
+	schemas, err := loadSchemas(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	lc.Schemas = schemas
 	lc.Tables = make(map[string]loader.Table, len(cfg.Loader.Tables))
 	for name, t := range cfg.Loader.Tables {
 		lt := loader.Table{Format: t.Format, TimeField: t.TimeField, Columns: make(map[string]lake.Kind, len(t.Columns))}

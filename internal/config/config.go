@@ -32,6 +32,9 @@ type Config struct {
 	Producer  Producer  `yaml:"producer"`
 	Lake      Lake      `yaml:"lake"`
 	Loader    Loader    `yaml:"loader"`
+	// Schemas is a directory of JSON Schemas, <event_type>/<version>.json;
+	// empty means the schemas bundled for the sample data.
+	Schemas string `yaml:"schemas"`
 }
 
 // Lake says where the lake is: a directory, or s3://bucket/prefix. Empty

@@ -26,6 +26,7 @@ func TestLoadGood(t *testing.T) {
 		MaxBodyBytes: 512 << 10, MaxBatchBytes: 32 << 20, BatchMax: 5000, MaxInflightBytes: 1 << 30,
 		ProduceTimeout: 3 * time.Second, ShutdownTimeout: 20 * time.Second}
 	want.Producer = Producer{Linger: 5 * time.Millisecond, MaxBufferedBytes: 128 << 20, Compression: "zstd"}
+	want.Schemas = "/etc/sluice/schemas"
 	want.Lake = Lake{URL: "s3://events/lake", S3Endpoint: "http://minio:9000", S3Region: "eu-west-1", S3PathStyle: true}
 	want.Loader = Loader{Topics: []string{"sluice.enriched", "sluice.dlq"}, Group: "loaders", FlushRows: 50000,
 		FlushBytes: 32 << 20, FlushInterval: 30 * time.Second, MemoryLimit: 1 << 30, Tables: map[string]LoaderTable{

@@ -243,10 +243,12 @@ func b2i(b bool) int64 {
 }
 
 // ParseTime reads the event times seen in real data: RFC 3339, and ISO 8601
-// or SQL-style without a zone (taken as UTC), such as 2025-01-01T00:18:38
-// and 2025-01-01 00:18:38.000000000.
+// or SQL-style with or without a zone (none is UTC), such as
+// 2025-01-01T00:18:38, 2025-01-01 00:18:38.000000000 and
+// 2022-01-01 00:35:40+00:00.
 func ParseTime(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", time.DateOnly} {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
+		"2006-01-02 15:04:05.999999999Z07:00", time.DateOnly} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t, true
 		}

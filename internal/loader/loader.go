@@ -38,6 +38,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 // Config configures a lake loader.
@@ -58,6 +59,15 @@ type Config struct {
 	MemoryLimit int
 	// Tables holds per-table settings; tables not named take the defaults.
 	Tables map[string]Table
+	// Schemas, when set, gives column types by event type and version;
+	// a table's Columns override them.
+	Schemas Schemas
+}
+
+// Schemas gives the lake column types of an event type's version, or nil
+// when it has no schema.
+type Schemas interface {
+	Columns(schema.Key) map[string]lake.Kind
 }
 
 // Table configures one lake table.
@@ -332,13 +342,7 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 		}
 	}
 	table, date, row := l.route(r)
-	if cols := l.cfg.Tables[table].Columns; len(cols) > 0 {
-		for i, f := range row {
-			if k, ok := cols[f.Name]; ok {
-				row[i].Cell, _ = lake.Coerce(f.Cell, k)
-			}
-		}
-	}
+	l.types(table, row)
 	buf := st.buffer(table, date)
 	before := buf.Bytes()
 	buf.Append(row)
@@ -355,6 +359,37 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 		}
 	}
 	return l.boundMemory(ctx)
+}
+
+// types gives the row's columns the types its schema and its table's
+// settings say, the table's first.
+func (l *Loader) types(table string, row []lake.Field) {
+	var fromSchema map[string]lake.Kind
+	if l.cfg.Schemas != nil {
+		var et, ver []byte
+		for _, f := range row {
+			switch {
+			case f.Name == event.FieldEventType && f.Cell.Kind == lake.KindString:
+				et = f.Cell.B
+			case f.Name == event.FieldSchemaVersion && f.Cell.Kind == lake.KindString:
+				ver = f.Cell.B
+			}
+		}
+		fromSchema = l.cfg.Schemas.Columns(schema.Key{EventType: string(et), Version: string(ver)})
+	}
+	fromTable := l.cfg.Tables[table].Columns
+	if len(fromSchema) == 0 && len(fromTable) == 0 {
+		return
+	}
+	for i, f := range row {
+		k, ok := fromTable[f.Name]
+		if !ok {
+			k, ok = fromSchema[f.Name]
+		}
+		if ok {
+			row[i].Cell, _ = lake.Coerce(f.Cell, k)
+		}
+	}
 }
 
 // flushDue flushes buffers whose interval has passed.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -395,5 +397,54 @@ func TestColumnTypes(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(l.metrics.conflicts.WithLabelValues("trip")); n != 1 {
 		t.Errorf("conflicts = %v, want 1 (code \"x\" is not a bigint)", n)
+	}
+}
+
+// TestSchemaColumnTypes types columns from the event's schema: a
+// date-time string becomes a timestamp and an integer property a bigint
+// even when a value arrives as 1.0; a table's own setting wins.
+func TestSchemaColumnTypes(t *testing.T) {
+	e := newEnv(t)
+	reg, err := schema.Load(fstest.MapFS{"ride/1-0-0.json": {Data: []byte(`{"type":"object","properties":{
+		"at":{"type":"string","format":"date-time"},"n":{"type":"integer"},"fare":{"type":"number"},"code":{"type":"integer"}}}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := e.producer()
+	for i, v := range []string{`"at":"2025-01-01T00:18:38","n":1.0,"fare":3,"code":7`, `"at":"2025-01-02 01:00:00Z","n":2,"fare":2.5,"code":8`} {
+		ev := fmt.Sprintf(`{"event_type":"ride","schema_version":"1-0-0","payload":{%s},"collector_tstamp":"2026-01-01T00:00:00.000000Z","root_id":"s%d"}`, v, i)
+		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: "sluice.raw", Value: []byte(ev)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	stop := run(t, e.loader(func(c *Config) {
+		c.Schemas = reg
+		c.Tables = map[string]Table{"ride": {Columns: map[string]lake.Kind{"code": lake.KindString}}}
+	}))
+	e.waitLoaded("sluice.raw")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := e.store.List(t.Context(), "ride/")
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("ride files %v (%v), want one", objs, err)
+	}
+	data, err := e.store.ReadObject(t.Context(), objs[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range pf.Schema().Fields() {
+		got[f.Name()] = f.Type().String()
+	}
+	for col, typ := range map[string]string{"at": "TIMESTAMP", "n": "INT(64", "fare": "DOUBLE", "code": "STRING"} {
+		if !strings.HasPrefix(got[col], typ) {
+			t.Errorf("column %s is %s, want %s", col, got[col], typ)
+		}
 	}
 }

@@ -1,5 +1,6 @@
 // Package sample holds the real public data Sluice ships for its demo and
-// tests, embedded in the binary so that `sluice demo` needs nothing else.
+// tests, and the schemas of its events, embedded in the binary so that
+// `sluice demo` needs nothing else.
 // data/README.md says where each file comes from and under which licence.
 package sample
 
@@ -13,6 +14,19 @@ import (
 
 //go:embed data
 var data embed.FS
+
+//go:embed schemas
+var schemas embed.FS
+
+// Schemas are the JSON Schemas of the bundled datasets' events, laid out
+// as <event_type>/<schema_version>.json.
+func Schemas() fs.FS {
+	sub, err := fs.Sub(schemas, "schemas")
+	if err != nil {
+		panic(err) // the embedded directory exists at build time
+	}
+	return sub
+}
 
 // Files are the bundled datasets, by path under data/.
 const (

@@ -1,0 +1,218 @@
+// Package schema is Sluice's schema registry, after Snowplow's Iglu: a
+// directory of JSON Schemas laid out as <event_type>/<schema_version>.json,
+// one per version of each event's payload. Stages validate payloads against
+// it, and the lake takes its column types from it.
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/lake"
+)
+
+// Key names a schema: an event type and a version of it.
+type Key struct{ EventType, Version string }
+
+func (k Key) String() string { return k.EventType + "/" + k.Version }
+
+// Registry holds the compiled schemas of a directory. It is safe for
+// concurrent use, and Reload swaps in a new set atomically.
+type Registry struct {
+	fsys fs.FS
+
+	mu      sync.RWMutex
+	schemas map[Key]*entry
+}
+
+type entry struct {
+	schema  *jsonschema.Schema
+	columns map[string]lake.Kind
+}
+
+// Load compiles every <event_type>/<schema_version>.json under fsys (for
+// example os.DirFS(dir)). A schema that does not compile fails the load,
+// naming its file.
+func Load(fsys fs.FS) (*Registry, error) {
+	r := &Registry{fsys: fsys}
+	if err := r.Reload(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Reload reads the directory again; on an error the schemas loaded before
+// stay in use.
+func (r *Registry) Reload() error {
+	schemas := make(map[Key]*entry)
+	// format stays an annotation, as JSON Schema 2020-12 has it by default:
+	// it types columns (date-time is a timestamp), and pattern is there to
+	// enforce a shape. Replayed times such as 2025-01-01T00:18:38 have no
+	// zone, which RFC 3339's date-time would refuse.
+	c := jsonschema.NewCompiler()
+	err := fs.WalkDir(r.fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".json") {
+			return nil
+		}
+		dir, file := path.Split(p)
+		eventType := strings.Trim(dir, "/")
+		if eventType == "" || strings.Contains(eventType, "/") {
+			return fmt.Errorf("schema %s: want <event_type>/<schema_version>.json", p)
+		}
+		b, err := fs.ReadFile(r.fsys, p)
+		if err != nil {
+			return err
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", p, err)
+		}
+		url := "sluice:///" + p
+		if err := c.AddResource(url, doc); err != nil {
+			return fmt.Errorf("schema %s: %w", p, err)
+		}
+		sch, err := c.Compile(url)
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", p, err)
+		}
+		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc)}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load schemas: %w", err)
+	}
+	r.mu.Lock()
+	r.schemas = schemas
+	r.mu.Unlock()
+	return nil
+}
+
+// Keys lists the schemas loaded, sorted.
+func (r *Registry) Keys() []Key {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	keys := make([]Key, 0, len(r.schemas))
+	for k := range r.schemas {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	return keys
+}
+
+func (r *Registry) get(k Key) *entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.schemas[k]
+}
+
+// ErrNoSchema is returned by Validate for an event type and version the
+// registry has no schema for.
+var ErrNoSchema = errors.New("no schema")
+
+// Validate checks a payload (raw JSON) against its schema. It returns
+// ErrNoSchema when there is none, and otherwise every violation, with
+// JSON pointer paths from the event's root (/payload/...).
+func (r *Registry) Validate(k Key, payload []byte) ([]event.FieldError, error) {
+	e := r.get(k)
+	if e == nil {
+		return nil, fmt.Errorf("%w for %s", ErrNoSchema, k)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	if err != nil {
+		return []event.FieldError{{Path: "/" + event.FieldPayload, Message: "not valid JSON: " + err.Error()}}, nil
+	}
+	err = e.schema.Validate(doc)
+	var ve *jsonschema.ValidationError
+	if err == nil {
+		return nil, nil
+	}
+	if !errors.As(err, &ve) {
+		return nil, fmt.Errorf("validate %s: %w", k, err)
+	}
+	var errs []event.FieldError
+	var walk func(u jsonschema.OutputUnit)
+	walk = func(u jsonschema.OutputUnit) {
+		if u.Error != nil && len(u.Errors) == 0 {
+			errs = append(errs, event.FieldError{Path: "/" + event.FieldPayload + u.InstanceLocation, Message: u.Error.String()})
+		}
+		for _, c := range u.Errors {
+			walk(c)
+		}
+	}
+	walk(*ve.BasicOutput())
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Path < errs[j].Path })
+	return errs, nil
+}
+
+// Columns gives the lake column types of a schema's top-level properties,
+// or nil when there is no schema: integer is bigint, number double,
+// boolean boolean, a string of format date-time or date a timestamp,
+// objects and arrays JSON, and other strings strings. A property that
+// allows several types (besides null) is left to the values.
+func (r *Registry) Columns(k Key) map[string]lake.Kind {
+	if e := r.get(k); e != nil {
+		return e.columns
+	}
+	return nil
+}
+
+// columns reads the column types from the schema document itself: format
+// is an annotation the compiled schema does not keep.
+func columns(doc any) map[string]lake.Kind {
+	props, _ := lookup(doc, "properties").(map[string]any)
+	out := make(map[string]lake.Kind, len(props))
+	for name, p := range props {
+		var types []string
+		switch t := lookup(p, "type").(type) {
+		case string:
+			types = []string{t}
+		case []any:
+			for _, x := range t {
+				if s, ok := x.(string); ok {
+					types = append(types, s)
+				}
+			}
+		}
+		format, _ := lookup(p, "format").(string)
+		var kinds []lake.Kind
+		for _, t := range types {
+			switch t {
+			case "integer":
+				kinds = append(kinds, lake.KindInt)
+			case "number":
+				kinds = append(kinds, lake.KindFloat)
+			case "boolean":
+				kinds = append(kinds, lake.KindBool)
+			case "string":
+				if format == "date-time" || format == "date" {
+					kinds = append(kinds, lake.KindTimestamp)
+				} else {
+					kinds = append(kinds, lake.KindString)
+				}
+			case "object", "array":
+				kinds = append(kinds, lake.KindJSON)
+			}
+		}
+		if len(kinds) == 1 {
+			out[name] = kinds[0]
+		}
+	}
+	return out
+}
+
+func lookup(doc any, key string) any {
+	m, _ := doc.(map[string]any)
+	return m[key]
+}
