@@ -373,22 +373,7 @@ func TestColumnTypes(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	objs, err := e.store.List(t.Context(), "trip/")
-	if err != nil || len(objs) != 1 {
-		t.Fatalf("trip files %v (%v), want one", objs, err)
-	}
-	data, err := e.store.ReadObject(t.Context(), objs[0].Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, f := range pf.Schema().Fields() {
-		got[f.Name()] = f.Type().String()
-	}
+	got := e.columnTypes("trip")
 	want := map[string]string{"pickup": "TIMESTAMP", "fare": "DOUBLE", "code": "STRING"}
 	for col, typ := range want {
 		if !strings.HasPrefix(got[col], typ) {
@@ -426,25 +411,32 @@ func TestSchemaColumnTypes(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	objs, err := e.store.List(t.Context(), "ride/")
-	if err != nil || len(objs) != 1 {
-		t.Fatalf("ride files %v (%v), want one", objs, err)
-	}
-	data, err := e.store.ReadObject(t.Context(), objs[0].Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, f := range pf.Schema().Fields() {
-		got[f.Name()] = f.Type().String()
-	}
+	got := e.columnTypes("ride")
 	for col, typ := range map[string]string{"at": "TIMESTAMP", "n": "INT(64", "fare": "DOUBLE", "code": "STRING"} {
 		if !strings.HasPrefix(got[col], typ) {
 			t.Errorf("column %s is %s, want %s", col, got[col], typ)
 		}
 	}
+}
+
+// columnTypes reads the Parquet types of the columns of a table's one file.
+func (e *env) columnTypes(table string) map[string]string {
+	e.t.Helper()
+	objs, err := e.store.List(e.t.Context(), table+"/")
+	if err != nil || len(objs) != 1 {
+		e.t.Fatalf("%s files %v (%v), want one", table, objs, err)
+	}
+	data, err := e.store.ReadObject(e.t.Context(), objs[0].Path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range pf.Schema().Fields() {
+		got[f.Name()] = f.Type().String()
+	}
+	return got
 }
