@@ -34,6 +34,7 @@ func commands() []command {
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},
+		{"forms-api", "serve form definitions at GET /forms/{id}, with injectable latency and failures", runFormsAPI},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "sluice", version)
 			return err
