@@ -56,7 +56,8 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Run 'sluice <command> --help' for a command's flags.
-Start here: 'sluice up', then POST events to http://127.0.0.1:8080/api/v1/collect.
+Start here: 'sluice demo' shows real data flowing; then 'sluice up' runs the pipeline
+for your own events, POSTed to http://127.0.0.1:8080/api/v1/collect.
 `)
 }
 
