@@ -167,6 +167,20 @@ func NewClient(cc ClientConfig, logger *slog.Logger, extra ...kgo.Opt) (*kgo.Cli
 	return cl, nil
 }
 
+// NewGroupTransactSession builds a transactional consumer-producer from
+// cc, for stages that read, process and write exactly once.
+func NewGroupTransactSession(cc ClientConfig, logger *slog.Logger, extra ...kgo.Opt) (*kgo.GroupTransactSession, error) {
+	opts, err := cc.opts(logger)
+	if err != nil {
+		return nil, err
+	}
+	s, err := kgo.NewGroupTransactSession(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("new transactional kafka client: %w", err)
+	}
+	return s, nil
+}
+
 // EnsureTopics creates the topics that do not exist yet. Replication -1
 // takes the cluster's default.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
