@@ -5,13 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/enrich"
+	"github.com/sluicehq/sluice/internal/formsapi"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/query"
 	"github.com/sluicehq/sluice/internal/replay"
@@ -20,11 +27,13 @@ import (
 
 const demoUsage = `Usage: sluice demo [--data-dir DIR] [--exit]
 
-Runs the whole pipeline (as 'sluice up') on a fresh data directory, replays
-the bundled real data through the HTTP collector (10,000 NYC taxi trips of
-January 2025 and 5,000 MTA turnstile audits), waits until every accepted
-event is in the lake, and prints a few SQL queries over it with their
-results. It then keeps serving until Ctrl-C, or exits with --exit.
+Runs the whole pipeline (as 'sluice up') on a fresh data directory, with a
+forms API beside it, replays the bundled real data through the HTTP
+collector (10,000 NYC taxi trips of January 2025, 5,000 MTA turnstile
+audits and form events), waits until every accepted event is in the lake,
+and prints a few SQL queries over it with their results: trips joined to
+their taxi zones, forms modelled from the definitions the enricher fetched,
+dead letters. It then keeps serving until Ctrl-C, or exits with --exit.
 `
 
 // demoMarker marks a data directory as the demo's own, which a later demo
@@ -60,6 +69,25 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// Trips are dated by their pickup; the bundled schemas type the columns.
 	cfg.Loader.Tables["yellow_taxi_trip"] = config.LoaderTable{TimeField: "tpep_pickup_datetime"}
 
+	// The forms API the enricher calls for form events, with the bundled
+	// forms and a little latency, as an internal API has.
+	forms, err := iofs.Sub(sample.FS(), sample.FormsFolder)
+	if err != nil {
+		return err
+	}
+	fapi, err := formsapi.New(formsapi.Config{Forms: forms, Latency: 5 * time.Millisecond, Jitter: 3 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	fln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fsrv := &http.Server{Handler: fapi, ReadHeaderTimeout: 10 * time.Second}
+	go fsrv.Serve(fln)
+	defer fsrv.Close()
+	cfg.Enricher.FormsAPI = "http://" + fln.Addr().String() + "/forms/{payload.form_id}"
+
 	p, err := startPipeline(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -71,7 +99,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	g.Go(func() error { return p.run(runCtx) })
 	g.Go(func() error {
 		defer stopPipeline()
-		if err := demo(gctx, p, stdout, stderr); err != nil {
+		if err := demo(gctx, p, fapi, stdout, stderr); err != nil {
 			return err
 		}
 		if exit {
@@ -107,9 +135,13 @@ func freshDemoDir(dir string) error {
 	return os.WriteFile(filepath.Join(dir, demoMarker), []byte("made by sluice demo; the next demo empties this directory\n"), 0o644)
 }
 
-func demo(ctx context.Context, p *pipeline, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, stdout, stderr io.Writer) error {
 	p.printURLs(stdout)
 	dir, err := sample.WriteTo(filepath.Join(p.cfg.DataDir, "sample"))
+	if err != nil {
+		return err
+	}
+	formRows, err := writeFormEvents(filepath.Join(dir, "form_events.ndjson"), fapi)
 	if err != nil {
 		return err
 	}
@@ -124,6 +156,7 @@ func demo(ctx context.Context, p *pipeline, stdout, stderr io.Writer) error {
 	for _, j := range []job{
 		{sample.TLCTrips, "yellow_taxi_trip", "tlc-yellow"},
 		{sample.Turnstiles, "mta_turnstile", "mta-turnstile"},
+		{"form_events.ndjson", "form_event", ""},
 	} {
 		src, err := replay.NewSource(filepath.Join(dir, j.file), "")
 		if err != nil {
@@ -153,6 +186,9 @@ func demo(ctx context.Context, p *pipeline, stdout, stderr io.Writer) error {
 
 	fmt.Fprint(stdout, "\nWaiting for every accepted event to be in the lake...")
 	want := map[string]int64{"yellow_taxi_trip": stats[0].Accepted.Load(), "mta_turnstile": stats[1].Accepted.Load()}
+	for t, n := range formRows {
+		want[t] = n
+	}
 	if err := waitForRows(ctx, p, want); err != nil {
 		return err
 	}
@@ -175,6 +211,10 @@ FROM yellow_taxi_trip GROUP BY 1 ORDER BY 1`},
 		{"Busiest pickup zones", `SELECT z.Zone AS zone, z.Borough AS borough, count(*) AS trips, round(avg(t.tip_amount), 2) AS avg_tip
 FROM yellow_taxi_trip t JOIN read_csv('` + zones + `') z ON t.PULocationID = z.LocationID
 GROUP BY ALL ORDER BY trips DESC LIMIT 5`},
+		{"Forms, modelled from their definitions fetched by the enricher", `SELECT form_title AS form, count(*) AS fields,
+	count(*) FILTER (WHERE parent_id IS NOT NULL) AS nested, string_agg(DISTINCT type, ', ' ORDER BY type) AS field_types
+FROM (SELECT DISTINCT ON (id, form_id) * FROM form_field) GROUP BY 1 ORDER BY 2 DESC`},
+		{"Dead letters by stage and reason (form events for a form the API does not have)", `SELECT stage, reason, count(*) AS events FROM dead_letter GROUP BY ALL ORDER BY 3 DESC`},
 		{"Busiest stations (entries over the week, from each turnstile's cumulative counter)", `SELECT "STATION" AS station, sum(entries) AS entries FROM (
 	SELECT "STATION", "C/A", "UNIT", "SCP", max("ENTRIES") - min("ENTRIES") AS entries
 	FROM mta_turnstile GROUP BY ALL HAVING entries < 1000000 -- a counter reset is not traffic
@@ -192,6 +232,41 @@ GROUP BY ALL ORDER BY trips DESC LIMIT 5`},
 	fmt.Fprintf(stdout, "\nYour own queries: sluice query --data-dir %s --tables, then sluice query --data-dir %s 'SELECT ...'\n",
 		p.cfg.DataDir, p.cfg.DataDir)
 	return nil
+}
+
+// writeFormEvents writes form events for the forms the API serves, each
+// several times, and a few for a form it does not have, and returns how
+// many rows of each table the enricher and the loader should make of
+// them.
+func writeFormEvents(path string, fapi *formsapi.Server) (map[string]int64, error) {
+	ids := append(fapi.IDs(), "no-such-form")
+	sort.Strings(ids)
+	var b strings.Builder
+	rows := map[string]int64{}
+	n := 0
+	base := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	for round := range 20 {
+		for _, id := range ids {
+			at := base.Add(time.Duration(n) * 97 * time.Second).Format(time.RFC3339)
+			kind := []string{"form_created", "form_updated", "form_submitted"}[round%3]
+			fmt.Fprintf(&b, `{"form_id":%q,"event_happened_at":%q,"event_type":%q}`+"\n", id, at, kind)
+			n++
+			def, ok := fapi.Form(id)
+			if !ok {
+				rows[lake.DeadLetterTable]++
+				continue
+			}
+			doc := fmt.Appendf(nil, `{"event":{},"form":%s,"retrieved_timestamp":""}`, def)
+			modelled, err := enrich.FormModel.Rows(doc)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range modelled {
+				rows[r.Table]++
+			}
+		}
+	}
+	return rows, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // waitForRows waits until the loader has written the wanted rows per table.

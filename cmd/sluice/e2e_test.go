@@ -596,7 +596,7 @@ func TestLoaderMemoryBounded(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "loader", "lake", "--brokers", b.Addr(), "--data-dir", dir, "--metrics-addr", "",
+	cmd := exec.Command(binary, "loader", "lake", "--brokers", b.Addr(), "--data-dir", dir, "--metrics-addr", "", "--loader-topics", "sluice.raw,sluice.dlq",
 		"--loader-memory", "8MiB", "--flush-bytes", "4MiB", "--flush-rows", "1000000", "--flush-interval", "2s", "--log-format", "json")
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -649,7 +649,8 @@ func TestDemo(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("run %d: sluice demo = %d:\n%s", run, code, out)
 		}
-		for _, want := range []string{"10000     10000", "5000      5000", "East Village", "34 ST-HERALD SQ", "2025-01-01 00:00:00  5731", "/api/v1/docs/"} {
+		for _, want := range []string{"10000     10000", "5000      5000", "East Village", "34 ST-HERALD SQ", "2025-01-01 00:00:00  5731", "/api/v1/docs/",
+			"Test Matrix Question                 8       5", "enricher  enrichment_not_found  20"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("run %d: demo output lacks %q:\n%s", run, want, out)
 			}

@@ -33,6 +33,7 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	topicFlags(fs)
 	lakeFlags(fs)
 	loaderFlags(fs)
+	schemaFlags(fs)
 	metricsAddr := "127.0.0.1:9464"
 	fs.String(&metricsAddr, "metrics-addr", "address serving /metrics, /healthz and /debug/pprof (empty: off)")
 	cfg, logger, err := setup(fs, args[1:], stderr)

@@ -28,6 +28,7 @@ func commands() []command {
 		{"demo", "run everything on bundled real data and show it in the lake (start here)", runDemo},
 		{"up", "run the embedded broker and every stage in one process", runUp},
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
+		{"enricher", "run the enricher against a Kafka cluster: schemas, lookups, APIs, models", runEnricher},
 		{"loader", "run the lake loader against a Kafka cluster ('sluice loader lake')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},

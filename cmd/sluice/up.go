@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -13,13 +14,15 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/loader"
 )
 
 const upUsage = `Usage: sluice up [flags]
 
 Runs the whole pipeline in one process: the embedded Kafka broker (unless
---brokers names a cluster), the HTTP collector and the lake loader, which
+--brokers names a cluster), the HTTP collector, the enricher (schemas,
+lookups, APIs; see 'sluice enricher --help') and the lake loader, which
 writes Parquet tables to <data-dir>/lake. Data survives restarts, including
 kill -9. Stop with Ctrl-C: in-flight requests finish first.
 `
@@ -36,6 +39,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	collectorFlags(fs)
 	lakeFlags(fs)
 	loaderFlags(fs)
+	enricherFlags(fs)
+	schemaFlags(fs)
+	fs.Bool(&fs.Config().Enricher.Disabled, "no-enricher", "run without the enricher: the loader then reads the raw topic")
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -58,6 +64,7 @@ type pipeline struct {
 	addr    net.Addr      // the collector's
 	reg     *prometheus.Registry
 	col     *collector.Collector
+	enr     *enricher.Enricher // nil when disabled
 	load    *loader.Loader
 	closers []func()
 }
@@ -90,6 +97,14 @@ func startPipeline(ctx context.Context, cfg config.Config, logger *slog.Logger) 
 	if p.addr, err = col.Listen(); err != nil {
 		return nil, err
 	}
+	if cfg.Enricher.Disabled {
+		// Without an enricher the loader reads what the collector wrote.
+		if slices.Equal(cfg.Loader.Topics, config.Default().Loader.Topics) {
+			cfg.Loader.Topics = []string{cfg.Topics.Raw, cfg.Topics.DLQ}
+		}
+	} else if p.enr, err = enricherStage(ctx, cfg, logger, p.reg); err != nil {
+		return nil, err
+	}
 	if p.load, err = lakeStage(ctx, cfg, logger, p.reg); err != nil {
 		return nil, err
 	}
@@ -102,6 +117,9 @@ func (p *pipeline) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.col.Run(gctx) })
 	g.Go(func() error { return p.load.Run(gctx) })
+	if p.enr != nil {
+		g.Go(func() error { return p.enr.Run(gctx) })
+	}
 	return g.Wait()
 }
 

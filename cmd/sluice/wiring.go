@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/enrich"
+	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -107,7 +110,6 @@ func loaderFlags(fs *config.FlagSet) {
 	fs.Bytes(&l.FlushBytes, "flush-bytes", "flush a partition's files when they hold this many bytes")
 	fs.Duration(&l.FlushInterval, "flush-interval", "flush a partition's files this long after their first row")
 	fs.Bytes(&l.MemoryLimit, "loader-memory", "rows buffered in memory across partitions; past it the largest are flushed early")
-	fs.String(&fs.Config().Schemas, "schemas", "directory of JSON Schemas, <event_type>/<version>.json, that type the lake's columns (default: the bundled ones); SIGHUP reloads it")
 }
 
 // loadSchemas loads the schema registry the config names, or the bundled
@@ -146,6 +148,73 @@ func lakeURL(cfg config.Config) string {
 		return cfg.Lake.URL
 	}
 	return filepath.Join(cfg.DataDir, "lake")
+}
+
+// enricherStage builds the enricher with the bundled pipelines: taxi zones
+// joined to yellow_taxi_trip, and form definitions from the forms API for
+// form_event when one is configured.
+func enricherStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*enricher.Enricher, error) {
+	logger = logger.With("stage", "enricher")
+	schemas, err := loadSchemas(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	ec := enricher.DefaultConfig()
+	ec.RawTopic, ec.EnrichedTopic, ec.DLQTopic = cfg.Topics.Raw, cfg.Topics.Enriched, cfg.Topics.DLQ
+	ec.Group, ec.UnknownSchema, ec.Concurrency = cfg.Enricher.Group, cfg.Enricher.UnknownSchema, cfg.Enricher.Concurrency
+	ec.TransactionalID = cmp.Or(cfg.Enricher.TransactionalID, "sluice-enricher-"+cfg.Collector.ID)
+
+	tmp, err := os.MkdirTemp("", "sluice-zones")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	dir, err := sample.WriteTo(tmp)
+	if err != nil {
+		return nil, err
+	}
+	zones, err := enrich.LoadLookup(ctx, filepath.Join(dir, sample.TaxiZones), "LocationID")
+	if err != nil {
+		return nil, err
+	}
+	ec.Pipelines = map[string]enricher.Pipeline{"yellow_taxi_trip": {Joins: []enricher.Join{
+		{Join: enrich.Join{Lookup: zones, Field: "PULocationID", Columns: []enrich.Rename{{From: "Borough", To: "pickup_borough"}, {From: "Zone", To: "pickup_zone"}}}},
+		{Join: enrich.Join{Lookup: zones, Field: "DOLocationID", Columns: []enrich.Rename{{From: "Borough", To: "dropoff_borough"}, {From: "Zone", To: "dropoff_zone"}}}},
+	}}}
+	if cfg.Enricher.FormsAPI != "" {
+		ac := enrich.DefaultAPIConfig()
+		ac.URL = cfg.Enricher.FormsAPI
+		api, err := enrich.NewAPI(ac, nil)
+		if err != nil {
+			return nil, fmt.Errorf("--forms-api: %w", err)
+		}
+		ec.Pipelines["form_event"] = enricher.Pipeline{API: api, APIKey: "form", Model: &enrich.FormModel}
+	}
+	cl, err := bus.NewClient(clientConfig(cfg, "sluice-enricher-admin"), logger)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := bus.EnsureTopics(tctx, cl, cfg.Topics.Partitions, cfg.Topics.Replication, ec.RawTopic, ec.EnrichedTopic, ec.DLQTopic); err != nil {
+		return nil, fmt.Errorf("%w (is Kafka running at %s?)", err, strings.Join(cfg.Kafka.Brokers, ","))
+	}
+	return enricher.New(ec, clientConfig(cfg, "sluice-enricher"), schemas, logger, reg)
+}
+
+func enricherFlags(fs *config.FlagSet) {
+	e := &fs.Config().Enricher
+	fs.String(&e.Group, "enricher-group", "consumer group of the enricher")
+	fs.String(&e.TransactionalID, "transactional-id", "the enricher's Kafka transactional id, unique to each running enricher (default sluice-enricher-<collector id>)")
+	fs.String(&e.UnknownSchema, "unknown-schema", "events with no schema: pass or reject (to the dead-letter topic)")
+	fs.Int(&e.Concurrency, "enricher-concurrency", "events enriched at once")
+	fs.String(&e.FormsAPI, "forms-api", "URL template of the forms API, such as http://127.0.0.1:8090/forms/{payload.form_id}; enables the form_event model")
+}
+
+// schemaFlags binds --schemas, which the enricher and the loader share.
+func schemaFlags(fs *config.FlagSet) {
+	fs.String(&fs.Config().Schemas, "schemas", "directory of JSON Schemas, <event_type>/<version>.json, that validate events and type the lake's columns (default: the bundled ones); SIGHUP reloads it")
 }
 
 // lakeStage builds the lake loader over the configured lake.

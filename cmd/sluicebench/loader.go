@@ -184,6 +184,7 @@ func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, grou
 	logger *slog.Logger, cpuProfile string) (time.Duration, error) {
 	cfg := loader.DefaultConfig()
 	cfg.Group = group
+	cfg.Topics = []string{"sluice.raw"} // the events as the collector wrote them
 	reg := prometheus.NewRegistry()
 	l, err := loader.New(cfg, cc, store, logger, reg)
 	if err != nil {

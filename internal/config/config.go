@@ -32,6 +32,7 @@ type Config struct {
 	Producer  Producer  `yaml:"producer"`
 	Lake      Lake      `yaml:"lake"`
 	Loader    Loader    `yaml:"loader"`
+	Enricher Enricher `yaml:"enricher"`
 	// Schemas is a directory of JSON Schemas, <event_type>/<version>.json;
 	// empty means the schemas bundled for the sample data.
 	Schemas string `yaml:"schemas"`
@@ -69,6 +70,24 @@ type LoaderTable struct {
 	Columns map[string]string `yaml:"columns"`
 }
 
+// Enricher configures the enricher stage. Its pipelines are the bundled
+// ones: taxi zones joined to yellow_taxi_trip, and, with FormsAPI, form
+// definitions fetched for form_event and modelled into form and
+// form_field rows.
+type Enricher struct {
+	Group string `yaml:"group"`
+	// TransactionalID must differ between enrichers running at once;
+	// empty means sluice-enricher-<collector id>.
+	TransactionalID string `yaml:"transactional_id"`
+	UnknownSchema   string `yaml:"unknown_schema"`
+	Concurrency     int    `yaml:"concurrency"`
+	// FormsAPI is the forms API's URL template, such as
+	// http://forms:8090/forms/{payload.form_id}.
+	FormsAPI string `yaml:"forms_api"`
+	// Disabled keeps `sluice up` from running an enricher.
+	Disabled bool `yaml:"disabled"`
+}
+
 // Kafka says how to reach an external cluster. With no brokers, `sluice up`
 // runs the embedded one.
 type Kafka struct {
@@ -89,6 +108,7 @@ type Broker struct {
 // Topics names the topics and how new ones are made.
 type Topics struct {
 	Raw         string `yaml:"raw"`
+	Enriched    string `yaml:"enriched"`
 	DLQ         string `yaml:"dlq"`
 	Partitions  int32  `yaml:"partitions"`
 	Replication int16  `yaml:"replication"`
@@ -131,7 +151,7 @@ func Default() Config {
 		LogFormat: "auto",
 		LogLevel:  "info",
 		Broker:    Broker{Addr: "127.0.0.1:9092"},
-		Topics:    Topics{Raw: "sluice.raw", DLQ: "sluice.dlq", Partitions: 3, Replication: -1},
+		Topics:    Topics{Raw: "sluice.raw", Enriched: "sluice.enriched", DLQ: "sluice.dlq", Partitions: 3, Replication: -1},
 		Collector: Collector{
 			HTTPAddr:         cd.Addr,
 			ID:               host,
@@ -143,6 +163,7 @@ func Default() Config {
 			ShutdownTimeout:  cd.ShutdownTimeout,
 		},
 		Producer: Producer{MaxBufferedBytes: 256 << 20, Compression: "lz4"},
+		Enricher: Enricher{Group: "sluice-enricher", UnknownSchema: "pass", Concurrency: 256},
 		Loader: Loader{
 			Topics:        ld.Topics,
 			Group:         ld.Group,

@@ -21,7 +21,9 @@ func TestLoadGood(t *testing.T) {
 	want.Kafka = Kafka{Brokers: []string{"kafka-0:9092", "kafka-1:9092"}, TLS: true,
 		SASLMechanism: "SCRAM-SHA-512", SASLUser: "sluice", SASLPassword: "secret"}
 	want.Broker = Broker{Addr: "127.0.0.1:19092", Fsync: true}
-	want.Topics = Topics{Raw: "events.raw", DLQ: "events.dlq", Partitions: 12, Replication: 3}
+	want.Topics = Topics{Raw: "events.raw", Enriched: "events.enriched", DLQ: "events.dlq", Partitions: 12, Replication: 3}
+	want.Enricher = Enricher{Group: "enrichers", TransactionalID: "enricher-0", UnknownSchema: "reject", Concurrency: 64,
+		FormsAPI: "http://forms:8090/forms/{payload.form_id}"}
 	want.Collector = Collector{HTTPAddr: "0.0.0.0:8080", ID: "collector-0", APIKeys: []string{"k1", "k2"},
 		MaxBodyBytes: 512 << 10, MaxBatchBytes: 32 << 20, BatchMax: 5000, MaxInflightBytes: 1 << 30,
 		ProduceTimeout: 3 * time.Second, ShutdownTimeout: 20 * time.Second}

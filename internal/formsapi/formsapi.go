@@ -79,6 +79,12 @@ func (s *Server) IDs() []string {
 	return ids
 }
 
+// Form returns a form's definition.
+func (s *Server) Form(id string) ([]byte, bool) {
+	b, ok := s.forms[id]
+	return b, ok
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Requests.Add(1)
 	id, ok := strings.CutPrefix(r.URL.Path, "/forms/")

@@ -85,7 +85,7 @@ type Table struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Topics:        []string{"sluice.raw", "sluice.dlq"},
+		Topics:        []string{"sluice.enriched", "sluice.dlq"},
 		DLQTopic:      "sluice.dlq",
 		Group:         "sluice-loader-lake",
 		FlushRows:     100_000,
@@ -185,6 +185,9 @@ func New(cfg Config, cc bus.ClientConfig, store lake.Storage, logger *slog.Logge
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.DisableAutoCommit(),
+		// The enricher writes in transactions: what it aborted must not
+		// reach the lake.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Rebalances wait until a poll's records are handled, so a
 		// partition is never revoked mid-flush.
 		kgo.BlockRebalanceOnPoll(),

@@ -119,6 +119,7 @@ func (e *env) produce(n int) (ids map[string]bool) {
 func (e *env) loader(mutate func(*Config)) *Loader {
 	e.t.Helper()
 	cfg := DefaultConfig()
+	cfg.Topics = []string{"sluice.raw", "sluice.dlq"} // the tests write events as the collector does
 	cfg.FlushRows = 37
 	cfg.FlushInterval = 200 * time.Millisecond
 	if mutate != nil {

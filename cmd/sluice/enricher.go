@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluicehq/sluice/internal/config"
+)
+
+const enricherUsage = `Usage: sluice enricher --brokers host:port[,host:port] [flags]
+
+Runs the enricher alone: it consumes the raw topic with a consumer group,
+validates each payload against its schema (--schemas), enriches it, and
+writes the enriched topic and the dead-letter topic exactly once, in Kafka
+transactions. Enrichers sharing --enricher-group share the partitions; each
+needs its own --transactional-id.
+
+Pipelines: yellow_taxi_trip gets pickup and dropoff borough and zone from
+the TLC zone lookup; with --forms-api, form_event gets its form's definition
+and becomes rows of the form and form_field tables.
+`
+
+func runEnricher(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := config.NewFlagSet("enricher", enricherUsage, stderr)
+	logFlags(fs)
+	kafkaFlags(fs)
+	topicFlags(fs)
+	enricherFlags(fs)
+	schemaFlags(fs)
+	metricsAddr := "127.0.0.1:9465"
+	fs.String(&metricsAddr, "metrics-addr", "address serving /metrics, /healthz and /debug/pprof (empty: off)")
+	cfg, logger, err := setup(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		fs.Usage()
+		return errNoBrokers
+	}
+	reg := newRegistry()
+	en, err := enricherStage(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return en.Run(gctx) })
+	g.Go(func() error { return serveOps(gctx, metricsAddr, reg, logger) })
+	return g.Wait()
+}
