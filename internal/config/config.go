@@ -32,7 +32,7 @@ type Config struct {
 	Producer  Producer  `yaml:"producer"`
 	Lake      Lake      `yaml:"lake"`
 	Loader    Loader    `yaml:"loader"`
-	Enricher Enricher `yaml:"enricher"`
+	Enricher  Enricher  `yaml:"enricher"`
 	// Schemas is a directory of JSON Schemas, <event_type>/<version>.json;
 	// empty means the schemas bundled for the sample data.
 	Schemas string `yaml:"schemas"`
