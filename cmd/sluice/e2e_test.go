@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -711,5 +712,93 @@ func TestReplayToKafka(t *testing.T) {
 	}
 	if !strings.HasPrefix(first["R051"], "A002,R051,02-00-00,59 ST,NQR456W,BMT,05/27/2023,00:00:00,REGULAR,") {
 		t.Errorf("first R051 record %q", first["R051"])
+	}
+}
+
+// TestEnricherKill9ExactlyOnce kills `sluice enricher` with SIGKILL in the
+// middle of a stream, twice, with transactions open, and restarts it: read
+// as committed, every event's output is in sluice.enriched exactly once.
+func TestEnricherKill9ExactlyOnce(t *testing.T) {
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// A forms API that takes a moment, with a form for every id.
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * time.Millisecond)
+		fmt.Fprintf(w, `{"id":%q,"type":"quiz","title":"t","fields":[]}`, strings.TrimPrefix(r.URL.Path, "/forms/"))
+	}))
+	defer api.Close()
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	const n = 20_000
+	var recs []*kgo.Record
+	for i := range n {
+		v := fmt.Sprintf(`{"event_type":"form_event","schema_version":"1-0-0","payload":{"form_id":"f%d","event_happened_at":"2025-03-01T12:00:00Z","event_type":"form_updated"}}`, i)
+		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: []byte(v), Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "r%d", i)}}})
+	}
+	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.enriched", "sluice.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(binary, "enricher", "--brokers", b.Addr(), "--metrics-addr", "", "--log-format", "json",
+			"--forms-api", api.URL+"/forms/{payload.form_id}", "--enricher-concurrency", "16")
+		cmd.Stderr = io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumeTopics("sluice.enriched", "sluice.dlq"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	seen := map[string]int{}
+	read := func(d time.Duration) {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
+		defer cancel()
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if r.Topic == "sluice.dlq" {
+				t.Errorf("dead letter: %s", r.Value)
+			}
+			seen[bus.Header(r, "root_id")]++
+		})
+	}
+	for kill := range 2 {
+		cmd := start()
+		// Kill it once some of the stream is committed, before the end.
+		deadline := time.Now().Add(time.Minute)
+		for len(seen) < (kill+1)*n/5 && time.Now().Before(deadline) {
+			read(200 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if len(seen) >= n {
+			t.Fatalf("kill %d came after the whole stream (%d); the test needs a slower API", kill, len(seen))
+		}
+	}
+	cmd := start()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(seen) < n && time.Now().Before(deadline) {
+		read(500 * time.Millisecond)
+	}
+	read(time.Second) // nothing more should come
+	for i := range n {
+		if c := seen[fmt.Sprintf("r%d", i)]; c != 1 {
+			t.Fatalf("event r%d out %d times (%d events seen)", i, c, len(seen))
+		}
 	}
 }
