@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/config"
 )
@@ -39,13 +40,7 @@ func runEnricher(ctx context.Context, args []string, _, stderr io.Writer) error 
 		fs.Usage()
 		return errNoBrokers
 	}
-	reg := newRegistry()
-	en, err := enricherStage(ctx, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return en.Run(gctx) })
-	g.Go(func() error { return serveOps(gctx, metricsAddr, reg, logger) })
-	return g.Wait()
+	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
+		return enricherStage(ctx, cfg, logger, reg)
+	})
 }

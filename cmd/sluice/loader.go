@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/config"
 )
@@ -44,13 +45,7 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fs.Usage()
 		return errNoBrokers
 	}
-	reg := newRegistry()
-	load, err := lakeStage(ctx, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return load.Run(gctx) })
-	g.Go(func() error { return serveOps(gctx, metricsAddr, reg, logger) })
-	return g.Wait()
+	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
+		return lakeStage(ctx, cfg, logger, reg)
+	})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
@@ -331,6 +332,24 @@ func brokersOrLocal(cfg *config.Config) {
 
 // serveOps serves /metrics, /healthz and /debug/pprof for a stage that has
 // no HTTP API of its own, until ctx is done. An empty address turns it off.
+// runStage runs a stage alone: it builds it with a fresh registry, then
+// runs it beside the ops server until either stops.
+func runStage(ctx context.Context, cfg config.Config, logger *slog.Logger, metricsAddr string,
+	build func(context.Context, config.Config, *slog.Logger, prometheus.Registerer) (interface{ Run(context.Context) error }, error)) error {
+	if len(cfg.Kafka.Brokers) == 0 {
+		return errNoBrokers
+	}
+	reg := newRegistry()
+	stage, err := build(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stage.Run(gctx) })
+	g.Go(func() error { return serveOps(gctx, metricsAddr, reg, logger) })
+	return g.Wait()
+}
+
 func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, logger *slog.Logger) error {
 	if addr == "" {
 		<-ctx.Done()

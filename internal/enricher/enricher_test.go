@@ -36,20 +36,7 @@ const tlcPayload = `{"VendorID":1,"tpep_pickup_datetime":"2025-01-01T00:18:38","
 // model, and reads sluice.enriched and sluice.dlq as committed: each event
 // ends exactly once, where and how it should.
 func TestEnrichEveryOutcome(t *testing.T) {
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	cc := bus.ClientConfig{Brokers: []string{b.Addr()}}
-	prod, err := bus.NewProducer(cc, bus.ProducerConfig{}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.enriched", "sluice.dlq"); err != nil {
-		t.Fatal(err)
-	}
+	cc, prod := startBroker(t)
 
 	forms, _ := fs.Sub(sample.FS(), "forms")
 	fa, err := formsapi.New(formsapi.Config{Forms: forms})
@@ -154,6 +141,27 @@ func TestEnrichEveryOutcome(t *testing.T) {
 	}
 }
 
+// startBroker starts an embedded broker with the enricher's topics and
+// returns its address and a producer.
+func startBroker(t *testing.T) (bus.ClientConfig, *kgo.Client) {
+	t.Helper()
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	cc := bus.ClientConfig{Brokers: []string{b.Addr()}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.enriched", "sluice.dlq"); err != nil {
+		t.Fatal(err)
+	}
+	return cc, prod
+}
+
 // consume reads n committed records from the enriched and dead-letter
 // topics, then checks that no more come.
 func consume(t *testing.T, cc bus.ClientConfig, n int) []*kgo.Record {
@@ -188,20 +196,7 @@ func consume(t *testing.T, cc bus.ClientConfig, n int) []*kgo.Record {
 // again, with transactions open, and starts new ones with the same
 // transactional id: read as committed, every event is out exactly once.
 func TestExactlyOnceAcrossRestarts(t *testing.T) {
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	cc := bus.ClientConfig{Brokers: []string{b.Addr()}}
-	prod, err := bus.NewProducer(cc, bus.ProducerConfig{}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.enriched", "sluice.dlq"); err != nil {
-		t.Fatal(err)
-	}
+	cc, prod := startBroker(t)
 	const n = 20_000
 	var recs []*kgo.Record
 	for i := range n {
