@@ -23,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 // assigned reports whether the loader whose metrics reg holds has
@@ -45,6 +47,7 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	n := fs.Int("rows", 500_000, "TLC trip events to load (the 500-row sample, repeated)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the loader's first run to this file")
 	runs := fs.Int("runs", 3, "runs of each writer; the median is reported")
+	withSchemas := fs.Bool("schemas", false, "type columns from the bundled schemas, as sluice up does (timestamps parsed per row)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,7 +116,13 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 		if run == 0 {
 			profile = *cpuProfile
 		}
-		took, err := loadOnce(ctx, cc, store, fmt.Sprintf("bench-%d", run), ends, logger, profile)
+		var schemas loader.Schemas
+		if *withSchemas {
+			if schemas, err = schema.Load(sample.Schemas()); err != nil {
+				return err
+			}
+		}
+		took, err := loadOnce(ctx, cc, store, fmt.Sprintf("bench-%d", run), ends, schemas, logger, profile)
 		if err != nil {
 			return err
 		}
@@ -181,8 +190,9 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 // loadOnce runs a loader on store until it has loaded the topic up to ends,
 // and returns how long that took from its partitions' assignment.
 func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, group string, ends kadm.ListedOffsets,
-	logger *slog.Logger, cpuProfile string) (time.Duration, error) {
+	schemas loader.Schemas, logger *slog.Logger, cpuProfile string) (time.Duration, error) {
 	cfg := loader.DefaultConfig()
+	cfg.Schemas = schemas
 	cfg.Group = group
 	cfg.Topics = []string{"sluice.raw"} // the events as the collector wrote them
 	reg := prometheus.NewRegistry()
