@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 const enricherUsage = `Usage: sluice enricher --brokers host:port[,host:port] [flags]
@@ -40,7 +41,7 @@ func runEnricher(ctx context.Context, args []string, _, stderr io.Writer) error 
 		fs.Usage()
 		return errNoBrokers
 	}
-	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
-		return enricherStage(ctx, cfg, logger, reg)
+	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
+		return enricherStage(ctx, cfg, schemas, logger, reg)
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 const loaderUsage = `Usage: sluice loader lake --brokers host:port[,host:port] [--lake DIR|s3://bucket/prefix] [flags]
@@ -45,7 +46,7 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fs.Usage()
 		return errNoBrokers
 	}
-	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
-		return lakeStage(ctx, cfg, logger, reg)
+	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
+		return lakeStage(ctx, cfg, schemas, logger, reg)
 	})
 }

@@ -97,15 +97,20 @@ func startPipeline(ctx context.Context, cfg config.Config, logger *slog.Logger) 
 	if p.addr, err = col.Listen(); err != nil {
 		return nil, err
 	}
+	// One registry for the enricher and the loader: one load, one SIGHUP.
+	schemas, err := loadSchemas(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Enricher.Disabled {
 		// Without an enricher the loader reads what the collector wrote.
 		if slices.Equal(cfg.Loader.Topics, config.Default().Loader.Topics) {
 			cfg.Loader.Topics = []string{cfg.Topics.Raw, cfg.Topics.DLQ}
 		}
-	} else if p.enr, err = enricherStage(ctx, cfg, logger, p.reg); err != nil {
+	} else if p.enr, err = enricherStage(ctx, cfg, schemas, logger, p.reg); err != nil {
 		return nil, err
 	}
-	if p.load, err = lakeStage(ctx, cfg, logger, p.reg); err != nil {
+	if p.load, err = lakeStage(ctx, cfg, schemas, logger, p.reg); err != nil {
 		return nil, err
 	}
 	p.col = col

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -154,27 +155,28 @@ func lakeURL(cfg config.Config) string {
 // enricherStage builds the enricher with the bundled pipelines: taxi zones
 // joined to yellow_taxi_trip, and form definitions from the forms API for
 // form_event when one is configured.
-func enricherStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*enricher.Enricher, error) {
+func enricherStage(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (*enricher.Enricher, error) {
 	logger = logger.With("stage", "enricher")
-	schemas, err := loadSchemas(ctx, cfg, logger)
-	if err != nil {
-		return nil, err
-	}
 	ec := enricher.DefaultConfig()
 	ec.RawTopic, ec.EnrichedTopic, ec.DLQTopic = cfg.Topics.Raw, cfg.Topics.Enriched, cfg.Topics.DLQ
 	ec.Group, ec.UnknownSchema, ec.Concurrency = cfg.Enricher.Group, cfg.Enricher.UnknownSchema, cfg.Enricher.Concurrency
 	ec.TransactionalID = cmp.Or(cfg.Enricher.TransactionalID, "sluice-enricher-"+cfg.Collector.ID)
 
+	// A lookup loads from a path: the bundled zones go to a temporary file.
 	tmp, err := os.MkdirTemp("", "sluice-zones")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	dir, err := sample.WriteTo(tmp)
+	b, err := iofs.ReadFile(sample.FS(), sample.TaxiZones)
 	if err != nil {
 		return nil, err
 	}
-	zones, err := enrich.LoadLookup(ctx, filepath.Join(dir, sample.TaxiZones), "LocationID")
+	zonesFile := filepath.Join(tmp, sample.TaxiZones)
+	if err := os.WriteFile(zonesFile, b, 0o644); err != nil {
+		return nil, err
+	}
+	zones, err := enrich.LoadLookup(ctx, zonesFile, "LocationID")
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +221,7 @@ func schemaFlags(fs *config.FlagSet) {
 }
 
 // lakeStage builds the lake loader over the configured lake.
-func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*loader.Loader, error) {
+func lakeStage(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (*loader.Loader, error) {
 	store, err := openLake(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -232,10 +234,6 @@ func lakeStage(ctx context.Context, cfg config.Config, logger *slog.Logger, reg 
 	lc.FlushBytes = int(cfg.Loader.FlushBytes)
 	lc.FlushInterval = cfg.Loader.FlushInterval
 	lc.MemoryLimit = int(cfg.Loader.MemoryLimit)
-	schemas, err := loadSchemas(ctx, cfg, logger)
-	if err != nil {
-		return nil, err
-	}
 	lc.Schemas = schemas
 	lc.Tables = make(map[string]loader.Table, len(cfg.Loader.Tables))
 	for name, t := range cfg.Loader.Tables {
@@ -332,15 +330,16 @@ func brokersOrLocal(cfg *config.Config) {
 
 // serveOps serves /metrics, /healthz and /debug/pprof for a stage that has
 // no HTTP API of its own, until ctx is done. An empty address turns it off.
-// runStage runs a stage alone: it builds it with a fresh registry, then
-// runs it beside the ops server until either stops.
+// runStage runs a stage alone: it builds it with the schemas and a fresh
+// metrics registry, then runs it beside the ops server until either stops.
 func runStage(ctx context.Context, cfg config.Config, logger *slog.Logger, metricsAddr string,
-	build func(context.Context, config.Config, *slog.Logger, prometheus.Registerer) (interface{ Run(context.Context) error }, error)) error {
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errNoBrokers
+	build func(context.Context, config.Config, *schema.Registry, *slog.Logger, prometheus.Registerer) (interface{ Run(context.Context) error }, error)) error {
+	schemas, err := loadSchemas(ctx, cfg, logger)
+	if err != nil {
+		return err
 	}
 	reg := newRegistry()
-	stage, err := build(ctx, cfg, logger, reg)
+	stage, err := build(ctx, cfg, schemas, logger, reg)
 	if err != nil {
 		return err
 	}

@@ -135,6 +135,8 @@ type Loader struct {
 	rower lake.Rower
 	row   []lake.Field
 	names names
+	// schemaKey is the last row's schema, kept to spare its strings.
+	schemaKey schema.Key
 
 	mu    sync.Mutex // guards parts against the rebalance callbacks
 	parts map[tp]*partition
@@ -378,7 +380,12 @@ func (l *Loader) types(table string, row []lake.Field) {
 				ver = f.Cell.B
 			}
 		}
-		fromSchema = l.cfg.Schemas.Columns(schema.Key{EventType: string(et), Version: string(ver)})
+		// Comparing spares making the key's strings for every row; the
+		// lookup itself stays per row, so a reload takes effect at once.
+		if string(et) != l.schemaKey.EventType || string(ver) != l.schemaKey.Version {
+			l.schemaKey = schema.Key{EventType: string(et), Version: string(ver)}
+		}
+		fromSchema = l.cfg.Schemas.Columns(l.schemaKey)
 	}
 	fromTable := l.cfg.Tables[table].Columns
 	if len(fromSchema) == 0 && len(fromTable) == 0 {
