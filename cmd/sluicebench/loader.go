@@ -30,13 +30,22 @@ import (
 // assigned reports whether the loader whose metrics reg holds has
 // partitions assigned.
 func assigned(reg *prometheus.Registry) bool {
+	return metricValue(reg, "sluice_loader_assigned_partitions") > 0
+}
+
+// metricValue sums the counter or gauge series named name in reg.
+func metricValue(reg *prometheus.Registry, name string) float64 {
 	mfs, _ := reg.Gather()
+	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() == "sluice_loader_assigned_partitions" {
-			return mf.GetMetric()[0].GetGauge().GetValue() > 0
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	return false
+	return sum
 }
 
 // benchLoader measures the lake loader turning N TLC trips in Kafka into

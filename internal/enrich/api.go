@@ -91,13 +91,19 @@ type cached struct {
 
 var templateVar = regexp.MustCompile(`\{([^{}]+)\}`)
 
-// NewAPI checks the template and readies the client.
+// NewAPI checks the template and readies the client; nil means a client
+// of its own with connections kept for every call the bounds allow.
 func NewAPI(cfg APIConfig, client *http.Client) (*API, error) {
 	if _, err := url.Parse(templateVar.ReplaceAllString(cfg.URL, "x")); err != nil || cfg.URL == "" {
 		return nil, fmt.Errorf("api url template %q: want a URL such as http://host/forms/{payload.form_id}", cfg.URL)
 	}
 	if client == nil {
-		client = http.DefaultClient
+		// http.DefaultClient keeps two idle connections per host, so at
+		// PerHost calls in flight most calls would dial anew.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = max(cfg.Concurrency, 1)
+		t.MaxIdleConnsPerHost = max(cfg.PerHost, 1)
+		client = &http.Client{Transport: t}
 	}
 	a := &API{cfg: cfg, client: client, sem: make(chan struct{}, max(cfg.Concurrency, 1)),
 		hosts: map[string]*host{}, cache: map[string]cached{}, now: time.Now}

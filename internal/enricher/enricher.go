@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -82,6 +83,12 @@ type Enricher struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// cpu holds a token per core. Events waiting on an API hold none, so
+	// the few events being validated or modelled at once leave the
+	// scheduler free to run the API calls' goroutines the moment their
+	// answers arrive; with hundreds of events modelling at once, answers
+	// queued behind them and the calls took twice their latency.
+	cpu chan struct{}
 }
 
 // New builds an enricher reading and writing through a transactional
@@ -107,7 +114,8 @@ func New(cfg Config, cc bus.ClientConfig, schemas *schema.Registry, logger *slog
 	if err != nil {
 		return nil, err
 	}
-	return &Enricher{cfg: cfg, schemas: schemas, sess: sess, logger: logger, metrics: m, now: time.Now}, nil
+	return &Enricher{cfg: cfg, schemas: schemas, sess: sess, logger: logger, metrics: m, now: time.Now,
+		cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}, nil
 }
 
 // Run enriches until ctx is done. A poll's outputs and offsets commit in

@@ -16,6 +16,8 @@ import (
 // enrich turns one raw record into its output records: the enriched event
 // or its table rows, or one dead letter saying why not.
 func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
+	e.cpu <- struct{}{}
+	defer func() { <-e.cpu }()
 	top, _, err := event.ObjectMembers(r.Value, "", nil, nil)
 	if err != nil {
 		return e.dead(r, event.ReasonInvalidJSON, []event.FieldError{{Path: "", Message: err.Error()}})
@@ -70,7 +72,9 @@ func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
 	var answer []byte
 	if p.API != nil {
 		doc := append(append([]byte(`{"payload":`), payload...), '}')
+		<-e.cpu
 		answer, err = p.API.Fetch(ctx, doc)
+		e.cpu <- struct{}{}
 		switch {
 		case errors.Is(err, enrich.ErrNotFound):
 			u, _ := p.API.URL(doc)

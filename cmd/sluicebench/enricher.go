@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing/fstest"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/enrich"
+	"github.com/sluicehq/sluice/internal/enricher"
+	"github.com/sluicehq/sluice/internal/formsapi"
+	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/schema"
+)
+
+// benchEnricher measures the enricher on form events whose definitions
+// come from a forms API with a fixed latency, cold cache then warm, and on
+// TLC trips with the zone lookup join alone.
+//
+// With a cold cache the API bounds the rate: at most PerHost calls are in
+// flight to the one host, each taking the latency, so the calls for the
+// distinct ids cannot finish sooner than ids × latency ÷ PerHost. The
+// benchmark times the calls from the API's side (first request in to last
+// answer out) and reports the rate reached against that bound.
+func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("enricher", flag.ContinueOnError)
+	n := fs.Int("events", 100_000, "form events (and TLC trips for the lookup run)")
+	ids := fs.Int("forms", 1_000, "distinct form ids the events refer to")
+	latency := fs.Duration("latency", 20*time.Millisecond, "forms API latency per request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir, err := os.MkdirTemp("", "sluicebench-enricher")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The forms API serves ids distinct forms, each a bundled definition
+	// under a new id.
+	forms, err := benchForms(*ids)
+	if err != nil {
+		return err
+	}
+	fapi, err := formsapi.New(formsapi.Config{Forms: forms, Latency: *latency})
+	if err != nil {
+		return err
+	}
+	timed := &timedHandler{next: fapi}
+	apiAddr, stopAPI, err := serve(timed)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
+
+	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 3}, logger)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	cc := bus.ClientConfig{Brokers: []string{broker.Addr()}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	if err := bus.EnsureTopics(ctx, prod, 3, 1, "bench.trips", "bench.enriched", "bench.dlq"); err != nil {
+		return err
+	}
+	// One partition for the form events, so that the first poll (one
+	// fetch, a few thousand events) asks for every form: a poll is one
+	// transaction, and the next waits for it to commit.
+	if err := bus.EnsureTopics(ctx, prod, 1, 1, "bench.forms"); err != nil {
+		return err
+	}
+
+	// Form events cycle through the ids, so that any poll of ids events
+	// or more asks for every form: the calls, not the polls, pace the run.
+	stamp := `"collector_tstamp":"2025-01-01T00:00:00.000000Z","collector_id":"bench"`
+	var formValues, tripValues [][]byte
+	for i := range *n {
+		formValues = append(formValues, fmt.Appendf(nil,
+			`{"event_type":"form_event","schema_version":"1-0-0","payload":{"form_id":"bench-%04d","event_happened_at":"2025-01-01T00:00:00Z","event_type":"form_submitted"},%s,"root_id":"f%d"}`,
+			i%*ids, stamp, i))
+	}
+	trips := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
+	for i := range *n {
+		t := trips[i%len(trips)]
+		tripValues = append(tripValues, fmt.Appendf(nil, `%s,%s,"root_id":"t%d"}`, t[:len(t)-1], stamp, i))
+	}
+	for _, in := range []struct {
+		topic, eventType string
+		values           [][]byte
+	}{{"bench.forms", "form_event", formValues}, {"bench.trips", "yellow_taxi_trip", tripValues}} {
+		for i := 0; i < len(in.values); i += 10_000 {
+			var recs []*kgo.Record
+			for _, v := range in.values[i:min(i+10_000, len(in.values))] {
+				recs = append(recs, &kgo.Record{Topic: in.topic, Value: v,
+					Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte(in.eventType)}}})
+			}
+			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				return err
+			}
+		}
+	}
+
+	schemas, err := schema.Load(sample.Schemas())
+	if err != nil {
+		return err
+	}
+	samples, err := sample.WriteTo(filepath.Join(dir, "sample"))
+	if err != nil {
+		return err
+	}
+	zones, err := enrich.LoadLookup(ctx, filepath.Join(samples, sample.TaxiZones), "LocationID")
+	if err != nil {
+		return err
+	}
+	ac := enrich.DefaultAPIConfig()
+	ac.URL = "http://" + apiAddr.String() + "/forms/{payload.form_id}"
+	api, err := enrich.NewAPI(ac, nil)
+	if err != nil {
+		return err
+	}
+	formPipeline := enricher.Pipeline{API: api, APIKey: "form", Model: &enrich.FormModel}
+	tripPipeline := enricher.Pipeline{Joins: []enricher.Join{
+		{Join: enrich.Join{Lookup: zones, Field: "PULocationID", Columns: []enrich.Rename{{From: "Borough", To: "pickup_borough"}, {From: "Zone", To: "pickup_zone"}}}},
+		{Join: enrich.Join{Lookup: zones, Field: "DOLocationID", Columns: []enrich.Rename{{From: "Borough", To: "dropoff_borough"}, {From: "Zone", To: "dropoff_zone"}}}},
+	}}
+	run := func(name, topic, eventType string, p enricher.Pipeline) (time.Duration, error) {
+		cfg := enricher.DefaultConfig()
+		cfg.RawTopic, cfg.EnrichedTopic, cfg.DLQTopic = topic, "bench.enriched", "bench.dlq"
+		cfg.Group, cfg.TransactionalID = "bench-"+name, "bench-"+name
+		cfg.Pipelines = map[string]enricher.Pipeline{eventType: p}
+		reg := prometheus.NewRegistry()
+		e, err := enricher.New(cfg, cc, schemas, logger, reg)
+		if err != nil {
+			return 0, err
+		}
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- e.Run(rctx) }()
+		defer func() {
+			stop()
+			<-done
+		}()
+		for metricValue(reg, "sluice_enricher_events_total") < float64(*n) {
+			select {
+			case err := <-done:
+				return 0, fmt.Errorf("enricher stopped: %w", err)
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		if dead := metricValue(reg, "sluice_enricher_dead_letters_total"); dead > 0 {
+			return 0, fmt.Errorf("%s: %v events were dead-lettered; the benchmark expects none", name, dead)
+		}
+		return time.Since(start), nil
+	}
+
+	cold, err := run("cold", "bench.forms", "form_event", formPipeline)
+	if err != nil {
+		return err
+	}
+	calls, window := timed.calls.Load(), time.Duration(timed.last.Load()-timed.first.Load())
+	warm, err := run("warm", "bench.forms", "form_event", formPipeline)
+	if err != nil {
+		return err
+	}
+	warmCalls := timed.calls.Load() - calls
+	lookup, err := run("lookup", "bench.trips", "yellow_taxi_trip", tripPipeline)
+	if err != nil {
+		return err
+	}
+
+	bound := float64(ac.PerHost) / latency.Seconds() // calls/s
+	reached := float64(calls) / window.Seconds()
+	fmt.Fprintf(out, "enricher benchmark: %d form events over %d form ids, forms API latency %v, API concurrency %d (per host %d);\n"+
+		"each run from the enricher's start (group join included) until every event's outputs are committed\n\n",
+		*n, *ids, *latency, ac.Concurrency, ac.PerHost)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tevents/s\ttime\tAPI calls\t")
+	fmt.Fprintf(tw, "forms, cold cache (validate, fetch, model into form + form_field)\t%.0f\t%v\t%d\t\n",
+		float64(*n)/cold.Seconds(), cold.Round(time.Millisecond), calls)
+	fmt.Fprintf(tw, "forms, warm cache\t%.0f\t%v\t%d\t\n", float64(*n)/warm.Seconds(), warm.Round(time.Millisecond), warmCalls)
+	fmt.Fprintf(tw, "TLC trips, zone lookup join only\t%.0f\t%v\t0\t\n", float64(*n)/lookup.Seconds(), lookup.Round(time.Millisecond))
+	fmt.Fprintln(tw, "\t\t\t\t")
+	fmt.Fprintf(tw, "cold-cache API calls: %d in %v (first request to last answer)\t%.0f calls/s\t\t\t\n", calls, window.Round(time.Millisecond), reached)
+	fmt.Fprintf(tw, "bound: per-host concurrency ÷ latency = %d ÷ %v\t%.0f calls/s\t\t\t\n", ac.PerHost, *latency, bound)
+	fmt.Fprintf(tw, "reached ÷ bound\t%.2f\t\t\t\n", reached/bound)
+	fmt.Fprintf(tw, "cold ÷ warm events/s (what the API costs the whole run)\t%.2f\t\t\t\n", warm.Seconds()/cold.Seconds())
+	return tw.Flush()
+}
+
+// benchForms makes n form definitions from the bundled ones, each under the
+// id bench-NNNN.
+func benchForms(n int) (iofs.FS, error) {
+	dir, err := iofs.Sub(sample.FS(), sample.FormsFolder)
+	if err != nil {
+		return nil, err
+	}
+	names, err := iofs.Glob(dir, "*.json")
+	if err != nil || len(names) == 0 {
+		return nil, fmt.Errorf("bundled forms: %v", err)
+	}
+	defs := make([]map[string]any, len(names))
+	for i, name := range names {
+		b, err := iofs.ReadFile(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &defs[i]); err != nil {
+			return nil, fmt.Errorf("form %s: %w", name, err)
+		}
+	}
+	out := fstest.MapFS{}
+	for i := range n {
+		def := defs[i%len(defs)]
+		def["id"] = fmt.Sprintf("bench-%04d", i)
+		b, err := json.Marshal(def)
+		if err != nil {
+			return nil, err
+		}
+		out[fmt.Sprintf("bench-%04d.json", i)] = &fstest.MapFile{Data: b}
+	}
+	return out, nil
+}
+
+// timedHandler counts requests and keeps the time the first began and the
+// last ended.
+type timedHandler struct {
+	next        http.Handler
+	calls       atomic.Int64
+	first, last atomic.Int64 // unix nanoseconds
+}
+
+func (h *timedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.first.CompareAndSwap(0, time.Now().UnixNano())
+	h.next.ServeHTTP(w, r)
+	h.calls.Add(1)
+	h.last.Store(time.Now().UnixNano())
+}
