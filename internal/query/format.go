@@ -75,7 +75,11 @@ func writeTable(w io.Writer, res Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "(%d rows)\n", len(res.Rows))
+	noun := "rows"
+	if len(res.Rows) == 1 {
+		noun = "row"
+	}
+	_, err := fmt.Fprintf(w, "(%d %s)\n", len(res.Rows), noun)
 	return err
 }
 
