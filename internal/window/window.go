@@ -1,0 +1,296 @@
+// Package window is Sluice's event-time windowing: tumbling and sliding
+// windows over groups, a watermark per input partition, deduplication, and
+// the aggregates analysts ask of them. It is pure state, with no Kafka or
+// storage: the aggregator stage feeds it records, checkpoints its State
+// with the input offsets, and writes the windows it emits.
+//
+// Time is the events' own. A window [start, start+size) is emitted once,
+// when the watermark (the least, over the partitions not idle, of the
+// latest event time seen minus the delay) reaches its end. An event all of
+// whose windows have been emitted is late: Add says so, with the window it
+// missed, and never counts it, so the caller can dead-letter it rather
+// than drop it as Spark does.
+package window
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Op is an aggregate function.
+type Op string
+
+// The aggregates. First and last are by event time (ties by arrival);
+// delta is last − first, for cumulative counters such as MTA turnstiles'.
+const (
+	Count Op = "count"
+	Sum   Op = "sum"
+	Min   Op = "min"
+	Max   Op = "max"
+	Avg   Op = "avg"
+	First Op = "first"
+	Last  Op = "last"
+	Delta Op = "delta"
+)
+
+var ops = []Op{Count, Sum, Min, Max, Avg, First, Last, Delta}
+
+// Aggregate is one output column: Op over the input Field (none for a
+// count of events), named As.
+type Aggregate struct {
+	Op    Op
+	Field string
+	As    string
+}
+
+// Config configures an Operator.
+type Config struct {
+	// Size is the window length; Slide how far apart windows start (Size,
+	// or zero, for tumbling windows). Size must be a multiple of Slide.
+	Size, Slide time.Duration
+	// Delay is how far behind the latest event time the watermark stays,
+	// so that events up to Delay out of order still count.
+	Delay time.Duration
+	// IdleTimeout, when positive, is how long a partition may go without
+	// events (by the wall clock) before it stops holding the watermark
+	// back.
+	IdleTimeout time.Duration
+	// GroupBy names the grouping fields, in output order.
+	GroupBy []string
+	// Aggregates are the output columns after the group fields and the
+	// window bounds.
+	Aggregates []Aggregate
+	// Dedupe names the fields that identify an event; a second event with
+	// the same values is dropped and counted, for as long as the first
+	// could still count (until its last window is emitted). None: no
+	// deduplication.
+	Dedupe []string
+}
+
+// Validate reports the first thing wrong with c.
+func (c Config) Validate() error {
+	if c.Size <= 0 {
+		return errors.New("window size must be positive")
+	}
+	if c.Slide < 0 || c.Slide > c.Size {
+		return fmt.Errorf("window slide %v: want between 0 (tumbling) and the size %v", c.Slide, c.Size)
+	}
+	if c.Slide > 0 && c.Size%c.Slide != 0 {
+		return fmt.Errorf("window size %v is not a multiple of the slide %v", c.Size, c.Slide)
+	}
+	if c.Delay < 0 {
+		return fmt.Errorf("watermark delay %v: want zero or more", c.Delay)
+	}
+	if len(c.Aggregates) == 0 {
+		return errors.New("no aggregates: want at least one, such as {op: count}")
+	}
+	seen := map[string]bool{}
+	for _, f := range c.GroupBy {
+		seen[f] = true
+	}
+	for i, a := range c.Aggregates {
+		if !slices.Contains(ops, a.Op) {
+			return fmt.Errorf("aggregate %d: op %q: want one of %v", i+1, a.Op, ops)
+		}
+		if a.Field == "" && a.Op != Count {
+			return fmt.Errorf("aggregate %d: %s needs a field", i+1, a.Op)
+		}
+		if a.As == "" {
+			return fmt.Errorf("aggregate %d: no output name (as)", i+1)
+		}
+		if seen[a.As] || a.As == "window_start" || a.As == "window_end" {
+			return fmt.Errorf("aggregate %d: output name %q is used twice", i+1, a.As)
+		}
+		seen[a.As] = true
+	}
+	return nil
+}
+
+func (c Config) slide() time.Duration {
+	if c.Slide == 0 {
+		return c.Size
+	}
+	return c.Slide
+}
+
+// Event is one input to Add.
+type Event struct {
+	Partition int32
+	Time      time.Time
+	// Group holds the values of Config.GroupBy, in order.
+	Group []string
+	// Values holds the value of each aggregate's field, in the order of
+	// Config.Aggregates; NaN is null (not counted). A count of events
+	// ignores its value.
+	Values []float64
+	// DedupeKey is the event's identity when Config.Dedupe is set.
+	DedupeKey string
+}
+
+// Result is one emitted window of one group.
+type Result struct {
+	Group      []string
+	Start, End time.Time
+	Values     []float64 // per aggregate; NaN where nothing was counted
+	Count      int64     // events in the window
+}
+
+// Outcome says what Add did with an event.
+type Outcome int
+
+const (
+	Counted   Outcome = iota // in every window that contains it
+	Late                     // after every window containing it was emitted
+	Duplicate                // its DedupeKey was seen
+)
+
+// Operator holds the open windows. It is not safe for concurrent use.
+type Operator struct {
+	cfg  Config
+	now  func() time.Time
+	st   State
+	open map[windowKey]*acc
+}
+
+type windowKey struct {
+	start int64 // unix nanoseconds
+	group string
+}
+
+// New returns an empty operator; now is the wall clock for idle timeouts.
+func New(cfg Config, now func() time.Time) (*Operator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	o := &Operator{cfg: cfg, now: now, open: map[windowKey]*acc{}}
+	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
+	return o, nil
+}
+
+// Add counts e in every window containing it, unless it is late or a
+// duplicate. Late events return the last window they missed.
+func (o *Operator) Add(e Event) (Outcome, Result) {
+	t := e.Time.UnixNano()
+	p := o.st.Partitions[e.Partition]
+	if p == nil {
+		p = &Partition{Max: math.MinInt64}
+		o.st.Partitions[e.Partition] = p
+	}
+	p.LastSeen = o.now().UnixNano()
+	p.Idle = false
+	if t > p.Max {
+		p.Max = t
+	}
+	size, slide := int64(o.cfg.Size), int64(o.cfg.slide())
+	last := floorDiv(t, slide) * slide // the latest window containing t
+	if last+size <= o.st.Watermark {
+		return Late, Result{Group: e.Group, Start: time.Unix(0, last).UTC(), End: time.Unix(0, last+size).UTC()}
+	}
+	if len(o.cfg.Dedupe) > 0 {
+		if _, dup := o.st.Seen[e.DedupeKey]; dup {
+			return Duplicate, Result{}
+		}
+		o.st.Seen[e.DedupeKey] = last + size
+	}
+	o.st.Arrivals++
+	group := strings.Join(e.Group, "\x00")
+	for start := last; start > t-size; start -= slide {
+		if start+size <= o.st.Watermark {
+			break // emitted already; the event still counts in later ones
+		}
+		k := windowKey{start, group}
+		a := o.open[k]
+		if a == nil {
+			a = newAcc(e.Group, len(o.cfg.Aggregates))
+			o.open[k] = a
+		}
+		a.add(o.cfg.Aggregates, t, o.st.Arrivals, e.Values)
+	}
+	return Counted, Result{}
+}
+
+// Advance moves the watermark as far as the partitions allow and returns
+// the windows it completed, ordered by start, then group. Call it after
+// each batch of Adds, and now and then while no events come, so that idle
+// partitions time out.
+func (o *Operator) Advance() []Result {
+	now := o.now().UnixNano()
+	wm, furthest, active := int64(math.MaxInt64), int64(math.MinInt64), false
+	for _, p := range o.st.Partitions {
+		pw := sat(p.Max, -int64(o.cfg.Delay))
+		furthest = max(furthest, pw)
+		if o.cfg.IdleTimeout > 0 && now-p.LastSeen >= int64(o.cfg.IdleTimeout) {
+			p.Idle = true
+			continue
+		}
+		active = true
+		wm = min(wm, pw)
+	}
+	if !active {
+		wm = furthest // all idle: none holds the others back
+	}
+	if wm <= o.st.Watermark {
+		return nil
+	}
+	o.st.Watermark = wm
+	return o.emit(func(end int64) bool { return end <= wm })
+}
+
+// Watermark is the current watermark; the zero time before any.
+func (o *Operator) Watermark() time.Time {
+	if o.st.Watermark == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, o.st.Watermark).UTC()
+}
+
+// Open is the number of open window-groups, the state's size.
+func (o *Operator) Open() int { return len(o.open) }
+
+func (o *Operator) emit(done func(end int64) bool) []Result {
+	var out []Result
+	size := int64(o.cfg.Size)
+	for k, a := range o.open {
+		if !done(k.start + size) {
+			continue
+		}
+		out = append(out, a.result(o.cfg.Aggregates, k.start, size))
+		delete(o.open, k)
+	}
+	for key, end := range o.st.Seen {
+		if done(end) {
+			delete(o.st.Seen, key)
+		}
+	}
+	slices.SortFunc(out, func(a, b Result) int {
+		if c := a.Start.Compare(b.Start); c != 0 {
+			return c
+		}
+		return slices.Compare(a.Group, b.Group)
+	})
+	return out
+}
+
+// floorDiv is a ÷ b rounded down, for times before 1970 too.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// sat is a + d without wrapping past the int64 range.
+func sat(a, d int64) int64 {
+	if d < 0 && a < math.MinInt64-d {
+		return math.MinInt64
+	}
+	return a + d
+}

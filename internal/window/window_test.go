@@ -1,0 +1,355 @@
+package window
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var t0 = time.Date(2023, 5, 27, 0, 0, 0, 0, time.UTC)
+
+func at(minutes float64) time.Time { return t0.Add(time.Duration(minutes * float64(time.Minute))) }
+
+// row is a result as the tests compare it: window bounds in minutes
+// after t0, and NaN as -1 so that cmp can compare.
+type row struct {
+	Group      []string
+	Start, End float64
+	Count      int64
+	Values     []float64
+}
+
+func rows(rs []Result) []row {
+	var out []row
+	for _, r := range rs {
+		vs := make([]float64, len(r.Values))
+		for i, v := range r.Values {
+			if math.IsNaN(v) {
+				v = -1
+			}
+			vs[i] = v
+		}
+		out = append(out, row{r.Group, r.Start.Sub(t0).Minutes(), r.End.Sub(t0).Minutes(), r.Count, vs})
+	}
+	return out
+}
+
+func newOp(t *testing.T, cfg Config) *Operator {
+	t.Helper()
+	o, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// run adds every event, advancing after each, and returns all results.
+func run(o *Operator, events []Event) []Result {
+	var out []Result
+	for _, e := range events {
+		o.Add(e)
+		out = append(out, o.Advance()...)
+	}
+	return out
+}
+
+func ev(minutes float64, group string, values ...float64) Event {
+	return Event{Time: at(minutes), Group: []string{group}, Values: values}
+}
+
+func TestAggregates(t *testing.T) {
+	all := []Aggregate{{Count, "", "events"}, {Count, "x", "xs"}, {Sum, "x", "sum"}, {Min, "x", "min"}, {Max, "x", "max"},
+		{Avg, "x", "avg"}, {First, "x", "first"}, {Last, "x", "last"}, {Delta, "x", "delta"}}
+	o := newOp(t, Config{Size: 10 * time.Minute, GroupBy: []string{"turnstile"}, Aggregates: all})
+	nan := math.NaN()
+	x := func(minutes float64, g string, v float64) Event {
+		return ev(minutes, g, 0, v, v, v, v, v, v, v, v)
+	}
+	got := rows(run(o, []Event{
+		x(3, "a", 120), // arrives out of order: still the window's last by event time
+		x(1, "a", 100),
+		x(2, "a", nan), // null: counted as an event, not as a value
+		x(2, "b", 7),
+		x(1, "a", 90), // the same time as the first: arrival breaks the tie
+		x(12, "a", 5), // the next window; the watermark passes the first
+	}))
+	want := []row{
+		{[]string{"a"}, 0, 10, 4, []float64{4, 3, 310, 90, 120, 310.0 / 3, 100, 120, 20}},
+		{[]string{"b"}, 0, 10, 1, []float64{1, 1, 7, 7, 7, 7, 7, 7, 0}},
+	}
+	if diff := cmp.Diff(got, want, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("results (-got +want):\n%s", diff)
+	}
+	if o.Open() != 1 {
+		t.Errorf("open windows: got %d, want 1 (a at 10-20)", o.Open())
+	}
+}
+
+func TestEmptyAggregateIsNull(t *testing.T) {
+	o := newOp(t, Config{Size: time.Minute, Aggregates: []Aggregate{{Sum, "x", "sum"}, {Count, "x", "n"}}})
+	got := rows(run(o, []Event{ev(0, "", math.NaN(), math.NaN()), ev(5, "", 1, 1)}))
+	want := []row{{[]string{""}, 0, 1, 1, []float64{-1, 0}}}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("results (-got +want):\n%s", diff)
+	}
+}
+
+func TestSlidingWindowsCountEveryContainingWindow(t *testing.T) {
+	o := newOp(t, Config{Size: 15 * time.Minute, Slide: 5 * time.Minute, Aggregates: []Aggregate{{Sum, "x", "sum"}}})
+	got := rows(run(o, []Event{ev(12, "g", 1), ev(14, "g", 10), ev(16, "g", 100), ev(60, "g", 0)}))
+	want := []row{
+		{[]string{"g"}, 0, 15, 2, []float64{11}},
+		{[]string{"g"}, 5, 20, 3, []float64{111}},
+		{[]string{"g"}, 10, 25, 3, []float64{111}},
+		{[]string{"g"}, 15, 30, 1, []float64{100}},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("results (-got +want):\n%s", diff)
+	}
+}
+
+func TestLateEvents(t *testing.T) {
+	o := newOp(t, Config{Size: 10 * time.Minute, Delay: 5 * time.Minute, Aggregates: []Aggregate{{Count, "", "n"}}})
+	add := func(minutes float64) Outcome {
+		out, _ := o.Add(ev(minutes, "g"))
+		o.Advance()
+		return out
+	}
+	for _, m := range []float64{1, 9, 14} { // watermark 9: window 0-10 open
+		if got := add(m); got != Counted {
+			t.Fatalf("event at %v: got %v, want counted", m, got)
+		}
+	}
+	if got := add(4); got != Counted {
+		t.Errorf("an event within the delay: got %v, want counted", got)
+	}
+	add(16) // watermark 11: window 0-10 emitted
+	out, missed := o.Add(ev(8, "g"))
+	if out != Late {
+		t.Fatalf("an event behind the watermark: got %v, want late", out)
+	}
+	if diff := cmp.Diff(rows([]Result{missed}), []row{{[]string{"g"}, 0, 10, 0, nil}}, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("missed window (-got +want):\n%s", diff)
+	}
+	if got := o.Watermark(); !got.Equal(at(11)) {
+		t.Errorf("watermark: got %v, want %v", got, at(11))
+	}
+}
+
+func TestDedupe(t *testing.T) {
+	o := newOp(t, Config{Size: 10 * time.Minute, Aggregates: []Aggregate{{Sum, "x", "sum"}}, Dedupe: []string{"id"}})
+	dup := func(minutes float64, id string, x float64) Event {
+		e := ev(minutes, "g", x)
+		e.DedupeKey = id
+		return e
+	}
+	var outcomes []Outcome
+	var results []Result
+	for _, e := range []Event{dup(1, "a", 1), dup(2, "b", 2), dup(3, "a", 1), dup(11, "c", 4), dup(12, "a", 8)} {
+		out, _ := o.Add(e)
+		outcomes = append(outcomes, out)
+		results = append(results, o.Advance()...)
+	}
+	if diff := cmp.Diff(outcomes, []Outcome{Counted, Counted, Duplicate, Counted, Counted}); diff != "" {
+		t.Errorf("outcomes (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(rows(results), []row{{[]string{"g"}, 0, 10, 2, []float64{3}}}); diff != "" {
+		t.Errorf("results (-got +want):\n%s", diff)
+	}
+	// Keys of emitted windows are forgotten: the state does not grow.
+	if got := len(o.Snapshot().Seen); got != 2 {
+		t.Errorf("dedupe keys kept: got %d, want 2 (c and a of the open window)", got)
+	}
+}
+
+// TestShuffleWithinDelay: any order of the same events, each at most the
+// watermark delay out of order, gives the same windows.
+func TestShuffleWithinDelay(t *testing.T) {
+	cfg := Config{Size: 10 * time.Minute, Slide: 5 * time.Minute, Delay: 3 * time.Minute, GroupBy: []string{"g"},
+		Aggregates: []Aggregate{{Count, "", "n"}, {Sum, "x", "sum"}, {First, "x", "first"}, {Last, "x", "last"}, {Delta, "x", "delta"}}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var events []Event
+	for i := range 2000 {
+		// Distinct times, so that first and last do not depend on arrival.
+		events = append(events, ev(float64(i)*0.1+rng.Float64()*0.05, []string{"a", "b", "c"}[rng.IntN(3)], 0, float64(i), float64(i), float64(i), float64(i)))
+	}
+	events = append(events, ev(1000, "a", 0, 0, 0, 0, 0)) // closes every window
+	want := rows(run(newOp(t, cfg), events))
+	for trial := range 20 {
+		shuffled := shuffleWithin(rng, events[:len(events)-1], 2*time.Minute)
+		got := rows(run(newOp(t, cfg), append(shuffled, events[len(events)-1])))
+		if diff := cmp.Diff(got, want); diff != "" {
+			t.Fatalf("trial %d: results differ from in-order (-got +want):\n%s", trial, diff)
+		}
+	}
+}
+
+// shuffleWithin reorders events so that none comes after one more than d
+// later than it: it sorts them by time plus a random offset below d.
+func shuffleWithin(rng *rand.Rand, events []Event, d time.Duration) []Event {
+	type keyed struct {
+		e Event
+		k time.Time
+	}
+	ks := make([]keyed, len(events))
+	for i, e := range events {
+		ks[i] = keyed{e, e.Time.Add(time.Duration(rng.Int64N(int64(d))))}
+	}
+	for i := 1; i < len(ks); i++ { // insertion sort: stable, and the input is nearly sorted
+		for j := i; j > 0 && ks[j].k.Before(ks[j-1].k); j-- {
+			ks[j], ks[j-1] = ks[j-1], ks[j]
+		}
+	}
+	out := make([]Event, len(ks))
+	for i, k := range ks {
+		out[i] = k.e
+	}
+	return out
+}
+
+// TestWatermarkIsTheSlowestPartition, and an idle partition stops holding
+// it back after the idle timeout, on the wall clock.
+func TestIdlePartitionsAdvance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := newOp(t, Config{Size: 10 * time.Minute, IdleTimeout: 30 * time.Second, Aggregates: []Aggregate{{Count, "", "n"}}})
+		add := func(p int32, minutes float64) []Result {
+			e := ev(minutes, "g")
+			e.Partition = p
+			o.Add(e)
+			return o.Advance()
+		}
+		add(0, 1)
+		add(1, 2)
+		if got := add(0, 25); len(got) != 0 {
+			t.Fatalf("partition 1 at minute 2 holds the watermark: got %v, want nothing emitted", rows(got))
+		}
+		time.Sleep(10 * time.Second)
+		add(0, 26)
+		if got := o.Advance(); len(got) != 0 {
+			t.Fatalf("before the idle timeout: got %v, want nothing emitted", rows(got))
+		}
+		time.Sleep(25 * time.Second) // partition 1 idle for 35 s, partition 0 for 25 s
+		got := rows(o.Advance())
+		if diff := cmp.Diff(got, []row{{[]string{"g"}, 0, 10, 2, []float64{2}}}); diff != "" {
+			t.Errorf("after the idle timeout (-got +want):\n%s", diff)
+		}
+		// The partition comes back: it counts again, and its old times are late.
+		if out, _ := o.Add(Event{Partition: 1, Time: at(3), Group: []string{"g"}}); out != Late {
+			t.Errorf("an old event of the returning partition: got %v, want late", out)
+		}
+	})
+}
+
+// TestCheckpointResumes: a snapshot taken mid-stream, through JSON and
+// restored into a new operator, then the rest of the stream, gives what
+// the uninterrupted run gives.
+func TestCheckpointResumes(t *testing.T) {
+	cfg := Config{Size: 10 * time.Minute, Slide: 5 * time.Minute, Delay: time.Minute, GroupBy: []string{"g"},
+		Aggregates: []Aggregate{{Count, "", "n"}, {Avg, "x", "avg"}, {Delta, "x", "delta"}}, Dedupe: []string{"id"}}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var events []Event
+	for i := range 500 {
+		e := ev(float64(i)*0.3, []string{"a", "b"}[rng.IntN(2)], 0, rng.Float64()*100, float64(i))
+		e.DedupeKey = string(rune('a' + rng.IntN(26)))
+		events = append(events, e)
+	}
+	want := rows(run(newOp(t, cfg), events))
+	for _, cut := range []int{1, 137, 250, 499} {
+		first := newOp(t, cfg)
+		got := run(first, events[:cut])
+		b, err := json.Marshal(first.Snapshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st State
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		second := newOp(t, cfg)
+		if err := second.Restore(st); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, run(second, events[cut:])...)
+		if diff := cmp.Diff(rows(got), want); diff != "" {
+			t.Errorf("cut at %d (-got +want):\n%s", cut, diff)
+		}
+		if diff := cmp.Diff(second.Snapshot(), func() State { o := newOp(t, cfg); run(o, events); return o.Snapshot() }(),
+			cmpopts.IgnoreFields(Partition{}, "LastSeen")); diff != "" {
+			t.Errorf("cut at %d: final state differs (-got +want):\n%s", cut, diff)
+		}
+	}
+}
+
+func TestRestoreRefusesAnotherConfiguration(t *testing.T) {
+	a := newOp(t, Config{Size: time.Minute, Aggregates: []Aggregate{{Count, "", "n"}}})
+	a.Add(ev(0, "g"))
+	b := newOp(t, Config{Size: time.Minute, Aggregates: []Aggregate{{Count, "", "n"}, {Sum, "x", "s"}}})
+	if err := b.Restore(a.Snapshot()); err == nil {
+		t.Error("restoring a checkpoint of other aggregates: got no error")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	count := []Aggregate{{Count, "", "n"}}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no size", Config{Aggregates: count}},
+		{"slide over size", Config{Size: time.Minute, Slide: 2 * time.Minute, Aggregates: count}},
+		{"size not a multiple", Config{Size: 10 * time.Minute, Slide: 3 * time.Minute, Aggregates: count}},
+		{"negative delay", Config{Size: time.Minute, Delay: -1, Aggregates: count}},
+		{"no aggregates", Config{Size: time.Minute}},
+		{"unknown op", Config{Size: time.Minute, Aggregates: []Aggregate{{"median", "x", "m"}}}},
+		{"sum without field", Config{Size: time.Minute, Aggregates: []Aggregate{{Sum, "", "s"}}}},
+		{"no name", Config{Size: time.Minute, Aggregates: []Aggregate{{Count, "", ""}}}},
+		{"name twice", Config{Size: time.Minute, GroupBy: []string{"n"}, Aggregates: count}},
+		{"reserved name", Config{Size: time.Minute, Aggregates: []Aggregate{{Count, "", "window_end"}}}},
+	} {
+		if err := tc.cfg.Validate(); err == nil {
+			t.Errorf("%s: got no error", tc.name)
+		}
+	}
+	if err := (Config{Size: time.Hour, Slide: 15 * time.Minute, Aggregates: count}).Validate(); err != nil {
+		t.Errorf("a good config: %v", err)
+	}
+}
+
+func TestTimesBefore1970(t *testing.T) {
+	o := newOp(t, Config{Size: time.Hour, Aggregates: []Aggregate{{Count, "", "n"}}})
+	old := time.Date(1969, 12, 31, 23, 30, 0, 0, time.UTC)
+	o.Add(Event{Time: old})
+	o.Add(Event{Time: old.Add(2 * time.Hour)})
+	got := o.Advance()
+	if len(got) != 1 || !got[0].Start.Equal(time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC)) {
+		t.Errorf("got %+v, want the window starting 1969-12-31T23:00", got)
+	}
+}
+
+func BenchmarkAdd(b *testing.B) {
+	o, err := New(Config{Size: 4 * time.Hour, Delay: time.Hour, GroupBy: []string{"turnstile"},
+		Aggregates: []Aggregate{{Sum, "entries", "entries"}, {Delta, "entries", "entries_delta"}}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	groups := make([][]string, 5000)
+	for i := range groups {
+		groups[i] = []string{string(rune(i))}
+	}
+	values := []float64{1, 1}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		o.Add(Event{Time: t0.Add(time.Duration(i) * 50 * time.Millisecond), Group: groups[i%len(groups)], Values: values})
+		if i%1000 == 0 {
+			o.Advance()
+		}
+		i++
+	}
+}
