@@ -150,6 +150,7 @@ func (o *Operator) Snapshot() State {
 // now: the time the process was down is not idleness.
 func (o *Operator) Restore(st State) error {
 	open := map[windowKey]*acc{}
+	nextEnd := int64(math.MaxInt64)
 	for i, w := range st.Windows {
 		if len(w.Aggs) != len(o.cfg.Aggregates) {
 			return fmt.Errorf("checkpoint window %d has %d aggregates, the configuration %d: was the aggregation changed? start it with a new name",
@@ -162,6 +163,7 @@ func (o *Operator) Restore(st State) error {
 		a := acc(w)
 		a.Aggs = slices.Clone(w.Aggs)
 		open[windowKey{w.Start, strings.Join(w.Group, "\x00")}] = &a
+		nextEnd = min(nextEnd, w.Start+int64(o.cfg.Size))
 	}
 	now := o.now().UnixNano()
 	o.st = State{Watermark: st.Watermark, Arrivals: st.Arrivals, Partitions: map[int32]*Partition{}, Seen: maps.Clone(st.Seen)}
@@ -173,7 +175,7 @@ func (o *Operator) Restore(st State) error {
 		c.LastSeen, c.Idle = now, false
 		o.st.Partitions[id] = &c
 	}
-	o.open = open
+	o.open, o.nextEnd = open, nextEnd
 	return nil
 }
 

@@ -154,6 +154,9 @@ type Operator struct {
 	now  func() time.Time
 	st   State
 	open map[windowKey]*acc
+	// nextEnd is the earliest end of an open window: the watermark moves
+	// with nearly every event, and only passing this is worth a scan.
+	nextEnd int64
 }
 
 type windowKey struct {
@@ -169,7 +172,7 @@ func New(cfg Config, now func() time.Time) (*Operator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	o := &Operator{cfg: cfg, now: now, open: map[windowKey]*acc{}}
+	o := &Operator{cfg: cfg, now: now, open: map[windowKey]*acc{}, nextEnd: math.MaxInt64}
 	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
 	return o, nil
 }
@@ -210,6 +213,7 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 		if a == nil {
 			a = newAcc(e.Group, len(o.cfg.Aggregates))
 			o.open[k] = a
+			o.nextEnd = min(o.nextEnd, start+size)
 		}
 		a.add(o.cfg.Aggregates, t, o.st.Arrivals, e.Values)
 	}
@@ -218,8 +222,10 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 
 // Advance moves the watermark as far as the partitions allow and returns
 // the windows it completed, ordered by start, then group. Call it after
-// each batch of Adds, and now and then while no events come, so that idle
-// partitions time out.
+// every Add, so that whether an event is late depends on the events before
+// it and not on how they were batched, and now and then while no events
+// come, so that idle partitions time out. It is cheap when no window
+// completes.
 func (o *Operator) Advance() []Result {
 	now := o.now().UnixNano()
 	wm, furthest, active := int64(math.MaxInt64), int64(math.MinInt64), false
@@ -240,6 +246,9 @@ func (o *Operator) Advance() []Result {
 		return nil
 	}
 	o.st.Watermark = wm
+	if wm < o.nextEnd {
+		return nil
+	}
 	return o.emit(func(end int64) bool { return end <= wm })
 }
 
@@ -257,8 +266,10 @@ func (o *Operator) Open() int { return len(o.open) }
 func (o *Operator) emit(done func(end int64) bool) []Result {
 	var out []Result
 	size := int64(o.cfg.Size)
+	o.nextEnd = math.MaxInt64
 	for k, a := range o.open {
 		if !done(k.start + size) {
+			o.nextEnd = min(o.nextEnd, k.start+size)
 			continue
 		}
 		out = append(out, a.result(o.cfg.Aggregates, k.start, size))

@@ -1,0 +1,544 @@
+package aggregator
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/parquet-go/parquet-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/window"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+var mtaColumns = []Column{{"C/A", "string"}, {"UNIT", "string"}, {"SCP", "string"}, {"STATION", "string"},
+	{"LINENAME", "string"}, {"DIVISION", "string"}, {"DATE", "string"}, {"TIME", "string"}, {"DESC", "string"},
+	{"ENTRIES", "int"}, {"EXITS", "int"}}
+
+// mtaConfig is the seed's aggregation: per turnstile and 4-hour window,
+// the sums of the counters (as the seed) and their deltas (what real
+// cumulative counters mean).
+func mtaConfig() Config {
+	return Config{Name: "turnstile_4h", Topic: "mta-turnstile", Format: "csv", Columns: mtaColumns,
+		TimeFields: []string{"DATE", "TIME"}, TimeLayout: "MM/DD/YYYY HH:mm:ss",
+		Window: window.Config{Size: 4 * time.Hour, Delay: time.Hour,
+			GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
+			Dedupe:  []string{"C/A", "UNIT", "SCP", "DATE", "TIME"},
+			Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
+				{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
+				{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}},
+		CheckpointInterval: 50 * time.Millisecond}
+}
+
+type env struct {
+	t     *testing.T
+	cc    bus.ClientConfig
+	prod  *kgo.Client
+	store lake.Storage
+}
+
+func newEnv(t *testing.T, partitions int32) *env {
+	t.Helper()
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: partitions}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	cc := bus.ClientConfig{Brokers: []string{b.Addr()}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	if err := bus.EnsureTopics(t.Context(), prod, partitions, 1, "mta-turnstile", "sluice.dlq", "sluice.agg.turnstile_4h"); err != nil {
+		t.Fatal(err)
+	}
+	store, err := lake.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, cc: cc, prod: prod, store: store}
+}
+
+// mtaLines is the bundled MTA week as a live feed would send it: in
+// event-time order (the file is sorted by turnstile), the header first.
+func mtaLines(t *testing.T) [][]byte {
+	t.Helper()
+	b, err := iofs.ReadFile(sample.FS(), sample.Turnstiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	rows := lines[1:]
+	key := func(l []byte) string {
+		f := strings.Split(string(l), ",")
+		d, _ := time.Parse("01/02/2006 15:04:05", f[6]+" "+f[7])
+		return d.Format(time.RFC3339)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return key(rows[i]) < key(rows[j]) })
+	return append([][]byte{lines[0]}, rows...)
+}
+
+func (e *env) produce(topic string, values [][]byte) {
+	e.t.Helper()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Topic: topic, Value: v}
+	}
+	if err := e.prod.ProduceSync(e.t.Context(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// runUntil runs an aggregator on store until done says so, then stops it
+// and returns what Run returned.
+func (e *env) runUntil(cfg Config, store lake.Storage, done func(*prometheus.Registry) bool) error {
+	e.t.Helper()
+	reg := prometheus.NewRegistry()
+	a, err := New(cfg, e.cc, e.prod, store, testLogger(e.t), reg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(e.t.Context())
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-deadline:
+			e.t.Fatal("the aggregator did not finish in 30 s")
+		case <-time.After(10 * time.Millisecond):
+		}
+		if done(reg) {
+			stop()
+			return <-errc
+		}
+	}
+}
+
+func counter(reg *prometheus.Registry, name, label string) float64 {
+	mfs, _ := reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetValue() == label
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// consumed says when the aggregator has taken n records (of any outcome).
+func consumed(n int) func(*prometheus.Registry) bool {
+	return func(reg *prometheus.Registry) bool {
+		return counter(reg, "sluice_aggregator_events_total", "") >= float64(n) &&
+			counter(reg, "sluice_aggregator_checkpoints_total", "") > 0
+	}
+}
+
+// reference computes the windows of the MTA lines independently: every
+// emitted 4-hour window of every group, with the counters' sums and
+// deltas, for windows ending by the final watermark.
+func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
+	t.Helper()
+	type acc struct {
+		n                            int64
+		entries, exits               int64
+		firstT, lastT                time.Time
+		firstE, lastE, firstX, lastX int64
+	}
+	accs := map[string]*acc{}
+	seen := map[string]bool{}
+	var maxT time.Time
+	for _, l := range lines[1:] {
+		f, err := csv.NewReader(bytes.NewReader(l)).Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		ts, err := time.Parse("01/02/2006 15:04:05", f[6]+" "+f[7])
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := strings.Join([]string{f[0], f[1], f[2], f[6], f[7]}, "|")
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if ts.After(maxT) {
+			maxT = ts
+		}
+		start := ts.Truncate(4 * time.Hour)
+		k := strings.Join([]string{f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[8], start.Format(time.RFC3339)}, "|")
+		en, _ := strconv.ParseInt(f[9], 10, 64)
+		ex, _ := strconv.ParseInt(f[10], 10, 64)
+		a := accs[k]
+		if a == nil {
+			a = &acc{firstT: ts, lastT: ts, firstE: en, lastE: en, firstX: ex, lastX: ex}
+			accs[k] = a
+		}
+		a.n++
+		a.entries += en
+		a.exits += ex
+		if ts.Before(a.firstT) {
+			a.firstT, a.firstE, a.firstX = ts, en, ex
+		}
+		if !ts.Before(a.lastT) {
+			a.lastT, a.lastE, a.lastX = ts, en, ex
+		}
+	}
+	wm := maxT.Add(-delay)
+	var out []string
+	for k, a := range accs {
+		parts := strings.Split(k, "|")
+		start, _ := time.Parse(time.RFC3339, parts[len(parts)-1])
+		if start.Add(4 * time.Hour).After(wm) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s|%s|%d|%d|%d|%d|%d", strings.Join(parts[:len(parts)-1], "|"),
+			start.Format(time.RFC3339), a.n, a.entries, a.exits, a.lastE-a.firstE, a.lastX-a.firstX))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// lakeRows reads every window file of the table back, as reference does.
+func lakeRows(t *testing.T, store lake.Storage) []string {
+	t.Helper()
+	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		if _, ok := lake.ParseFile(o.Path); !ok {
+			t.Errorf("%s: not a data file of the lake layout", o.Path)
+			continue
+		}
+		b, err := store.ReadObject(t.Context(), o.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := readRows(b)
+		if err != nil {
+			t.Fatalf("%s: %v", o.Path, err)
+		}
+		for _, r := range rows {
+			out = append(out, fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%v|%v|%v", r["C/A"], r["UNIT"], r["SCP"], r["STATION"],
+				r["LINENAME"], r["DIVISION"], r["DATE"], r["DESC"], r["window_start"].(time.Time).UTC().Format(time.RFC3339),
+				r["readings"], r["entries"], r["exits"], r["entries_delta"], r["exits_delta"]))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestMTAWeekEqualsReference(t *testing.T) {
+	e := newEnv(t, 1)
+	lines := mtaLines(t)
+	e.produce("mta-turnstile", lines)
+	if err := e.runUntil(mtaConfig(), e.store, consumed(len(lines))); err != nil {
+		t.Fatal(err)
+	}
+	want := reference(t, lines, time.Hour)
+	if len(want) < 500 {
+		t.Fatalf("the reference has %d windows; the sample should give hundreds", len(want))
+	}
+	if diff := cmp.Diff(lakeRows(t, e.store), want); diff != "" {
+		t.Errorf("lake rows (-got +want):\n%s", diff)
+	}
+}
+
+// flakyStorage fails every write after the first ok ones, as a process
+// killed at that point would have left the lake.
+type flakyStorage struct {
+	lake.Storage
+	ok atomic.Int64
+}
+
+var errKilled = errors.New("killed")
+
+func (s *flakyStorage) Create(ctx context.Context, p string) (lake.Writer, error) {
+	if s.ok.Add(-1) < 0 {
+		return nil, errKilled
+	}
+	return s.Storage.Create(ctx, p)
+}
+
+// TestCrashAtAnyPointGivesTheSameFiles stops the aggregator at its n-th
+// write to the lake (a window file or a checkpoint), for many n, restarts
+// it, and compares the lake, file for file, with an uninterrupted run's.
+func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
+	e := newEnv(t, 1)
+	lines := mtaLines(t)
+	e.produce("mta-turnstile", lines)
+	cfg := mtaConfig()
+	cfg.CheckpointInterval = time.Hour // checkpoints at emissions only: every crash replays
+	if err := e.runUntil(cfg, e.store, consumed(len(lines))); err != nil {
+		t.Fatal(err)
+	}
+	want := files(t, e.store)
+	if len(want) < 20 {
+		t.Fatalf("uninterrupted run wrote %d files; want dozens", len(want))
+	}
+	for _, n := range []int64{0, 1, 2, 5, 13, 29, int64(len(want)) - 1} {
+		store, err := lake.NewLocal(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		flaky := &flakyStorage{Storage: store}
+		flaky.ok.Store(n)
+		err = e.runUntil(cfg, flaky, func(*prometheus.Registry) bool { return false })
+		if !errors.Is(err, errKilled) {
+			t.Fatalf("crash at write %d: Run returned %v, want the injected failure", n, err)
+		}
+		if err := e.runUntil(cfg, store, consumed(0)); err != nil {
+			t.Fatal(err)
+		}
+		// The restarted run has taken every record once its last
+		// checkpoint covers the end of the topic.
+		waitFor(t, func() bool {
+			cp, err := store.ReadObject(t.Context(), "_sluice/aggregator/turnstile_4h/checkpoint.json")
+			var c checkpoint
+			return err == nil && json.Unmarshal(cp, &c) == nil && c.Offsets[0] >= int64(len(lines))
+		}, func() { _ = e.runUntil(cfg, store, consumed(1)) })
+		if diff := cmp.Diff(files(t, store), want); diff != "" {
+			t.Errorf("crash at write %d: files differ from the uninterrupted run (-got +want):\n%s", n, diff)
+		}
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool, again func()) {
+	t.Helper()
+	for range 20 {
+		if ok() {
+			return
+		}
+		again()
+	}
+	t.Fatal("the restarted aggregator never caught up")
+}
+
+// files maps each data file of the table to its contents' rows.
+func files(t *testing.T, store lake.Storage) map[string]string {
+	t.Helper()
+	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, o := range objs {
+		b, err := store.ReadObject(t.Context(), o.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := readRows(b)
+		if err != nil {
+			t.Fatalf("%s: %v", o.Path, err)
+		}
+		out[o.Path] = fmt.Sprint(rows)
+	}
+	return out
+}
+
+func TestLateEventsAreDeadLettered(t *testing.T) {
+	e := newEnv(t, 1)
+	lines := mtaLines(t)
+	late := []byte("A002,R051,02-00-00,59 ST,NQR456W,BMT,05/27/2023,01:00:00,REGULAR,1,1")
+	bad := []byte("A002,R051,02-00-00,59 ST,NQR456W,BMT,05/27/2023,01:00:00,REGULAR,many,1")
+	badTime := []byte("A002,R051,02-00-00,59 ST,NQR456W,BMT,2023-05-27,01:00:00,REGULAR,1,1")
+	e.produce("mta-turnstile", append(lines, late, bad, badTime))
+	if err := e.runUntil(mtaConfig(), e.store, consumed(len(lines)+3)); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := bus.NewClient(e.cc, testLogger(t), kgo.ConsumeTopics("sluice.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []string
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for len(got) < 3 && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var f event.Failed
+			if err := json.Unmarshal(r.Value, &f); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, f.Stage+" "+f.Reason+" "+f.Errors[0].Path)
+			if f.Reason == ReasonLateEvent && !strings.Contains(f.Errors[0].Message, "window [2023-05-27T00:00:00Z, 2023-05-27T04:00:00Z)") {
+				t.Errorf("late event message %q does not name the window it missed", f.Errors[0].Message)
+			}
+		})
+	}
+	want := []string{"aggregator late_event /DATE", "aggregator invalid_record ", "aggregator invalid_event_time /DATE"}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("dead letters (-got +want):\n%s", diff)
+	}
+}
+
+func TestJSONEnvelopes(t *testing.T) {
+	e := newEnv(t, 1)
+	cfg := Config{Name: "trips_15m", Topic: "mta-turnstile", EventType: "yellow_taxi_trip",
+		TimeFields: []string{"tpep_pickup_datetime"},
+		Window: window.Config{Size: 15 * time.Minute, GroupBy: []string{"pickup_zone"},
+			Aggregates: []window.Aggregate{{Op: window.Count, As: "trips"}, {Op: window.Sum, Field: "fare_amount", As: "fares"},
+				{Op: window.Avg, Field: "trip_distance", As: "avg_distance"}}}}
+	trip := func(at, zone string, fare, dist float64) []byte {
+		return fmt.Appendf(nil, `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","payload":{"tpep_pickup_datetime":%q,"pickup_zone":%q,"fare_amount":%v,"trip_distance":%v}}`,
+			at, zone, fare, dist)
+	}
+	e.produce("mta-turnstile", [][]byte{
+		trip("2025-01-01T00:01:00", "East Village", 10, 1),
+		[]byte(`{"event_type":"page_view","schema_version":"1","payload":{}}`),
+		trip("2025-01-01T00:07:00", "East Village", 20.5, 3),
+		trip("2025-01-01T00:09:00", "Midtown Center", 7, 2),
+		trip("2025-01-01T00:31:00", "East Village", 1, 1),
+	})
+	if err := e.runUntil(cfg, e.store, consumed(5)); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := e.store.List(t.Context(), "agg_trips_15m/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	var got []map[string]any
+	for _, o := range objs {
+		paths = append(paths, o.Path)
+		b, _ := e.store.ReadObject(t.Context(), o.Path)
+		rows, err := readRows(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, rows...)
+	}
+	wantPaths := []string{"agg_trips_15m/event_date=2025-01-01/window-0-1735689600-1735690500.parquet"}
+	if diff := cmp.Diff(paths, wantPaths); diff != "" {
+		t.Errorf("files (-got +want):\n%s", diff)
+	}
+	start, end := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2025, 1, 1, 0, 15, 0, 0, time.UTC)
+	want := []map[string]any{
+		{"pickup_zone": "East Village", "window_start": start, "window_end": end, "trips": int64(2), "fares": 30.5, "avg_distance": 2.0},
+		{"pickup_zone": "Midtown Center", "window_start": start, "window_end": end, "trips": int64(1), "fares": 7.0, "avg_distance": 2.0},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("rows (-got +want):\n%s", diff)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := mtaConfig()
+	if err := good.Validate(); err != nil {
+		t.Fatalf("the MTA config: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"bad name", func(c *Config) { c.Name = "Turnstile 4h" }, "snake_case"},
+		{"no topic", func(c *Config) { c.Topic = "" }, "no input topic"},
+		{"bad format", func(c *Config) { c.Format = "xml" }, "want json or csv"},
+		{"no columns", func(c *Config) { c.Columns = nil }, "needs columns"},
+		{"bad type", func(c *Config) { c.Columns = []Column{{"x", "decimal"}} }, "decimal"},
+		{"no time", func(c *Config) { c.TimeFields = nil }, "no time field"},
+		{"unknown field", func(c *Config) { c.Window.GroupBy = append(c.Window.GroupBy, "BOROUGH") }, "BOROUGH is not one of the csv columns"},
+		{"bad output", func(c *Config) { c.OutputFormat = "avro" }, "want parquet or csv.gz"},
+		{"bad window", func(c *Config) { c.Window.Size = 0 }, "window size must be positive"},
+	} {
+		c := mtaConfig()
+		tc.mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestTimeLayout(t *testing.T) {
+	for in, want := range map[string]string{
+		"MM-DD-YY HH:mm:ss":   "01-02-06 15:04:05",
+		"MM/DD/YYYY HH:mm:ss": "01/02/2006 15:04:05",
+		"rfc3339":             time.RFC3339Nano,
+		"2006-01-02 15:04:05": "2006-01-02 15:04:05",
+	} {
+		if got := TimeLayout(in); got != want {
+			t.Errorf("TimeLayout(%q): got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// readRows reads a Parquet file's rows as maps: window bounds as times,
+// other values by their physical type.
+func readRows(data []byte) ([]map[string]any, error) {
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	fields := pf.Schema().Fields()
+	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
+	defer r.Close()
+	rows := make([]parquet.Row, r.NumRows())
+	n, err := r.ReadRows(rows)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	var out []map[string]any
+	for _, row := range rows[:n] {
+		m := make(map[string]any, len(row))
+		for _, v := range row {
+			name := fields[v.Column()].Name()
+			switch {
+			case v.IsNull():
+				m[name] = nil
+			case name == "window_start" || name == "window_end":
+				m[name] = time.UnixMicro(v.Int64()).UTC()
+			case v.Kind() == parquet.Int64:
+				m[name] = v.Int64()
+			case v.Kind() == parquet.Double:
+				m[name] = v.Double()
+			default:
+				m[name] = string(v.ByteArray())
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}

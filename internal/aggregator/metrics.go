@@ -1,0 +1,43 @@
+package aggregator
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	events      *prometheus.CounterVec
+	windows     prometheus.Counter
+	checkpoints prometheus.Counter
+	openWindows prometheus.Gauge
+	watermark   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
+	labels := prometheus.Labels{"aggregation": name}
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_aggregator_events_total", ConstLabels: labels,
+			Help: "Input records by outcome: counted, duplicate, late (dead-lettered), invalid (dead-lettered), skipped (header lines, other event types).",
+		}, []string{"outcome"}),
+		windows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_aggregator_windows_emitted_total", ConstLabels: labels, Help: "Windows written, each with all its groups.",
+		}),
+		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_aggregator_checkpoints_total", ConstLabels: labels, Help: "Checkpoints of state and offsets written.",
+		}),
+		openWindows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_aggregator_open_windows", ConstLabels: labels, Help: "Window-groups held in memory.",
+		}),
+		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_aggregator_watermark_seconds", ConstLabels: labels, Help: "The watermark, in Unix seconds of event time.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.openWindows, m.watermark} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register aggregator metrics: %w", err)
+		}
+	}
+	return m, nil
+}
