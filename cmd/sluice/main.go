@@ -29,6 +29,7 @@ func commands() []command {
 		{"up", "run the embedded broker and every stage in one process", runUp},
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
 		{"enricher", "run the enricher against a Kafka cluster: schemas, lookups, APIs, models", runEnricher},
+		{"aggregator", "run the config file's windowed aggregations against a Kafka cluster", runAggregator},
 		{"loader", "run the lake loader against a Kafka cluster ('sluice loader lake')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},

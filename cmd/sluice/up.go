@@ -66,6 +66,7 @@ type pipeline struct {
 	col     *collector.Collector
 	enr     *enricher.Enricher // nil when disabled
 	load    *loader.Loader
+	aggs    *aggregations // nil when none are configured
 	closers []func()
 }
 
@@ -113,6 +114,11 @@ func startPipeline(ctx context.Context, cfg config.Config, logger *slog.Logger) 
 	if p.load, err = lakeStage(ctx, cfg, schemas, logger, p.reg); err != nil {
 		return nil, err
 	}
+	if len(cfg.Aggregations) > 0 {
+		if p.aggs, err = aggregationStages(ctx, cfg, logger, p.reg); err != nil {
+			return nil, err
+		}
+	}
 	p.col = col
 	return p, nil
 }
@@ -124,6 +130,9 @@ func (p *pipeline) run(ctx context.Context) error {
 	g.Go(func() error { return p.load.Run(gctx) })
 	if p.enr != nil {
 		g.Go(func() error { return p.enr.Run(gctx) })
+	}
+	if p.aggs != nil {
+		g.Go(func() error { return p.aggs.Run(gctx) })
 	}
 	return g.Wait()
 }

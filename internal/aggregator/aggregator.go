@@ -267,7 +267,7 @@ func (a *Aggregator) partitions(ctx context.Context) ([]int32, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	for {
+	for attempt := 0; ; attempt++ {
 		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, a.cfg.Topic)
 		if err == nil && ends.Error() == nil && len(ends[a.cfg.Topic]) > 0 {
 			var ps []int32
@@ -277,7 +277,9 @@ func (a *Aggregator) partitions(ctx context.Context) ([]int32, error) {
 			slices.Sort(ps)
 			return ps, nil
 		}
-		a.logger.Warn("waiting for the input topic", "topic", a.cfg.Topic, "err", cmp.Or(err, ends.Error()))
+		if attempt%30 == 0 { // every half minute, not every try
+			a.logger.Warn("waiting for the input topic to exist", "topic", a.cfg.Topic, "err", cmp.Or(err, ends.Error()))
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -33,6 +33,9 @@ type Config struct {
 	Lake      Lake      `yaml:"lake"`
 	Loader    Loader    `yaml:"loader"`
 	Enricher  Enricher  `yaml:"enricher"`
+	// Aggregations are the windowed aggregations `sluice aggregator` and
+	// `sluice up` run.
+	Aggregations []Aggregation `yaml:"aggregations"`
 	// Schemas is a directory of JSON Schemas, <event_type>/<version>.json;
 	// empty means the schemas bundled for the sample data.
 	Schemas string `yaml:"schemas"`
@@ -86,6 +89,61 @@ type Enricher struct {
 	FormsAPI string `yaml:"forms_api"`
 	// Disabled keeps `sluice up` from running an enricher.
 	Disabled bool `yaml:"disabled"`
+}
+
+// Aggregation is one windowed aggregation (docs/aggregations.md).
+type Aggregation struct {
+	Name string `yaml:"name"`
+	// Topic is the input; EventType keeps only envelopes of that type.
+	Topic     string `yaml:"topic"`
+	EventType string `yaml:"event_type"`
+	// Format is json (Sluice envelopes) or csv, with Columns in order.
+	Format             string            `yaml:"format"`
+	Columns            []Column          `yaml:"columns"`
+	Time               AggregationTime   `yaml:"time"`
+	Window             AggregationWindow `yaml:"window"`
+	GroupBy            []string          `yaml:"group_by"`
+	Dedupe             []string          `yaml:"dedupe"`
+	Aggregates         []Aggregate       `yaml:"aggregates"`
+	Output             AggregationOutput `yaml:"output"`
+	CheckpointInterval time.Duration     `yaml:"checkpoint_interval"`
+}
+
+// AggregationTime says where the event time is: fields joined by a
+// space, read with layout (MM/DD/YYYY HH:mm:ss style, Go's, or rfc3339).
+type AggregationTime struct {
+	Fields []string `yaml:"fields"`
+	Layout string   `yaml:"layout"`
+}
+
+// AggregationWindow sets the windows (slide 0: tumbling) and the
+// watermark.
+type AggregationWindow struct {
+	Size        time.Duration `yaml:"size"`
+	Slide       time.Duration `yaml:"slide"`
+	Delay       time.Duration `yaml:"delay"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// AggregationOutput sets the table's file format (parquet, csv.gz) and
+// the results topic (default sluice.agg.<name>).
+type AggregationOutput struct {
+	Format string `yaml:"format"`
+	Topic  string `yaml:"topic"`
+}
+
+// Column is a declared CSV field: string, int, float or timestamp.
+type Column struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+}
+
+// Aggregate is one output column: op (count, sum, min, max, avg, first,
+// last, delta) of field, named as.
+type Aggregate struct {
+	Op    string `yaml:"op"`
+	Field string `yaml:"field"`
+	As    string `yaml:"as"`
 }
 
 // Kafka says how to reach an external cluster. With no brokers, `sluice up`

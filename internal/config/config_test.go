@@ -34,6 +34,12 @@ func TestLoadGood(t *testing.T) {
 		FlushBytes: 32 << 20, FlushInterval: 30 * time.Second, MemoryLimit: 1 << 30, Tables: map[string]LoaderTable{
 			"agg_turnstile": {Format: "csv.gz"}, "yellow_taxi_trip": {TimeField: "tpep_pickup_datetime",
 				Columns: map[string]string{"tpep_pickup_datetime": "timestamp", "tpep_dropoff_datetime": "timestamp"}}}}
+	want.Aggregations = []Aggregation{{Name: "turnstile_4h", Topic: "mta-turnstile", Format: "csv",
+		Columns: []Column{{"C/A", "string"}, {"ENTRIES", "int"}},
+		Time:    AggregationTime{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"},
+		Window:  AggregationWindow{Size: 4 * time.Hour, Delay: time.Hour, IdleTimeout: 30 * time.Second},
+		GroupBy: []string{"C/A"}, Dedupe: []string{"C/A", "DATE", "TIME"},
+		Aggregates: []Aggregate{{Op: "sum", Field: "ENTRIES", As: "entries"}}, Output: AggregationOutput{Format: "csv.gz"}}}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("Load mismatch (-want +got):\n%s", diff)
 	}
