@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/enrich"
@@ -69,20 +68,11 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer stopAPI()
 
-	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 3}, logger)
+	cc, prod, stop, err := benchBroker(ctx, dir, 3, logger, "bench.trips", "bench.enriched", "bench.dlq")
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	cc := bus.ClientConfig{Brokers: []string{broker.Addr()}}
-	prod, err := bus.NewProducer(cc, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
-	if err != nil {
-		return err
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(ctx, prod, 3, 1, "bench.trips", "bench.enriched", "bench.dlq"); err != nil {
-		return err
-	}
+	defer stop()
 	// One partition for the form events, so that the first poll (one
 	// fetch, a few thousand events) asks for every form: a poll is one
 	// transaction, and the next waits for it to commit.
@@ -104,20 +94,11 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 		t := trips[i%len(trips)]
 		tripValues = append(tripValues, fmt.Appendf(nil, `%s,%s,"root_id":"t%d"}`, t[:len(t)-1], stamp, i))
 	}
-	for _, in := range []struct {
-		topic, eventType string
-		values           [][]byte
-	}{{"bench.forms", "form_event", formValues}, {"bench.trips", "yellow_taxi_trip", tripValues}} {
-		for i := 0; i < len(in.values); i += 10_000 {
-			var recs []*kgo.Record
-			for _, v := range in.values[i:min(i+10_000, len(in.values))] {
-				recs = append(recs, &kgo.Record{Topic: in.topic, Value: v,
-					Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte(in.eventType)}}})
-			}
-			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				return err
-			}
-		}
+	if err := produceAll(ctx, prod, "bench.forms", "form_event", formValues); err != nil {
+		return err
+	}
+	if err := produceAll(ctx, prod, "bench.trips", "yellow_taxi_trip", tripValues); err != nil {
+		return err
 	}
 
 	schemas, err := schema.Load(sample.Schemas())

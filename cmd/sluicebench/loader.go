@@ -18,7 +18,6 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
@@ -83,29 +82,13 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	}
 	ndjson.Close()
 
-	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: 1}, logger)
+	cc, prod, stop, err := benchBroker(ctx, dir, 1, logger, "sluice.raw", "sluice.dlq")
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	cc := bus.ClientConfig{Brokers: []string{broker.Addr()}}
-	prod, err := bus.NewProducer(cc, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
-	if err != nil {
+	defer stop()
+	if err := produceAll(ctx, prod, "sluice.raw", "yellow_taxi_trip", values); err != nil {
 		return err
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(ctx, prod, 1, 1, "sluice.raw", "sluice.dlq"); err != nil {
-		return err
-	}
-	for i := 0; i < len(values); i += 10_000 {
-		var recs []*kgo.Record
-		for _, v := range values[i:min(i+10_000, len(values))] {
-			recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: v,
-				Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte("yellow_taxi_trip")}}})
-		}
-		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return err
-		}
 	}
 	ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, "sluice.raw")
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
@@ -217,4 +218,44 @@ func serve(h http.Handler) (net.Addr, func(), error) {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	return ln.Addr(), func() { srv.Close() }, nil
+}
+
+// benchBroker starts an embedded broker in dir/broker with a producer on
+// it, and creates the topics with the given partitions.
+func benchBroker(ctx context.Context, dir string, partitions int32, logger *slog.Logger, topics ...string) (bus.ClientConfig, *kgo.Client, func(), error) {
+	broker, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "broker"), Partitions: partitions}, logger)
+	if err != nil {
+		return bus.ClientConfig{}, nil, nil, err
+	}
+	cc := bus.ClientConfig{Brokers: []string{broker.Addr()}}
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{MaxBufferedBytes: 256 << 20}, logger)
+	if err != nil {
+		broker.Close()
+		return bus.ClientConfig{}, nil, nil, err
+	}
+	stop := func() {
+		prod.Close()
+		broker.Close()
+	}
+	if err := bus.EnsureTopics(ctx, prod, partitions, 1, topics...); err != nil {
+		stop()
+		return bus.ClientConfig{}, nil, nil, err
+	}
+	return cc, prod, stop, nil
+}
+
+// produceAll writes values to topic, 10,000 at a time, each with its
+// event_type header, and waits for every acknowledgement.
+func produceAll(ctx context.Context, prod *kgo.Client, topic, eventType string, values [][]byte) error {
+	for i := 0; i < len(values); i += 10_000 {
+		var recs []*kgo.Record
+		for _, v := range values[i:min(i+10_000, len(values))] {
+			recs = append(recs, &kgo.Record{Topic: topic, Value: v,
+				Headers: []kgo.RecordHeader{{Key: "event_type", Value: []byte(eventType)}}})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("produce to %s: %w", topic, err)
+		}
+	}
+	return nil
 }

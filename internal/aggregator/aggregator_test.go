@@ -241,23 +241,10 @@ func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
 // lakeRows reads every window file of the table back, as reference does.
 func lakeRows(t *testing.T, store lake.Storage) []string {
 	t.Helper()
-	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, o := range objs {
-		if _, ok := lake.ParseFile(o.Path); !ok {
-			t.Errorf("%s: not a data file of the lake layout", o.Path)
-			continue
-		}
-		b, err := store.ReadObject(t.Context(), o.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := readRows(b)
-		if err != nil {
-			t.Fatalf("%s: %v", o.Path, err)
+	for path, rows := range tableFiles(t, store) {
+		if _, ok := lake.ParseFile(path); !ok {
+			t.Errorf("%s: not a data file of the lake layout", path)
 		}
 		for _, r := range rows {
 			out = append(out, fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%v|%v|%v", r["C/A"], r["UNIT"], r["SCP"], r["STATION"],
@@ -266,6 +253,28 @@ func lakeRows(t *testing.T, store lake.Storage) []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// tableFiles reads each data file of the table.
+func tableFiles(t *testing.T, store lake.Storage) map[string][]map[string]any {
+	t.Helper()
+	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]map[string]any{}
+	for _, o := range objs {
+		b, err := store.ReadObject(t.Context(), o.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := readRows(b)
+		if err != nil {
+			t.Fatalf("%s: %v", o.Path, err)
+		}
+		out[o.Path] = rows
+	}
 	return out
 }
 
@@ -313,7 +322,7 @@ func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
 	if err := e.runUntil(cfg, e.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := files(t, e.store)
+	want := tableFiles(t, e.store)
 	if len(want) < 20 {
 		t.Fatalf("uninterrupted run wrote %d files; want dozens", len(want))
 	}
@@ -338,7 +347,7 @@ func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
 			var c checkpoint
 			return err == nil && json.Unmarshal(cp, &c) == nil && c.Offsets[0] >= int64(len(lines))
 		}, func() { _ = e.runUntil(cfg, store, consumed(1)) })
-		if diff := cmp.Diff(files(t, store), want); diff != "" {
+		if diff := cmp.Diff(tableFiles(t, store), want); diff != "" {
 			t.Errorf("crash at write %d: files differ from the uninterrupted run (-got +want):\n%s", n, diff)
 		}
 	}
@@ -353,28 +362,6 @@ func waitFor(t *testing.T, ok func() bool, again func()) {
 		again()
 	}
 	t.Fatal("the restarted aggregator never caught up")
-}
-
-// files maps each data file of the table to its contents' rows.
-func files(t *testing.T, store lake.Storage) map[string]string {
-	t.Helper()
-	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, o := range objs {
-		b, err := store.ReadObject(t.Context(), o.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := readRows(b)
-		if err != nil {
-			t.Fatalf("%s: %v", o.Path, err)
-		}
-		out[o.Path] = fmt.Sprint(rows)
-	}
-	return out
 }
 
 func TestLateEventsAreDeadLettered(t *testing.T) {
