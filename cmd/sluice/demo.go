@@ -203,14 +203,13 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, stdout, stder
 		return err
 	}
 	defer eng.Close()
-	zones := filepath.Join(dir, sample.TaxiZones)
 	for _, q := range []struct{ title, sql string }{
 		{"Trips and revenue per hour of pickup", `SELECT date_trunc('hour', tpep_pickup_datetime) AS hour, count(*) AS trips,
 	round(sum(total_amount), 2) AS revenue, round(avg(trip_distance), 2) AS avg_miles
 FROM yellow_taxi_trip GROUP BY 1 ORDER BY 1`},
-		{"Busiest pickup zones", `SELECT z.Zone AS zone, z.Borough AS borough, count(*) AS trips, round(avg(t.tip_amount), 2) AS avg_tip
-FROM yellow_taxi_trip t JOIN read_csv('` + zones + `') z ON t.PULocationID = z.LocationID
-GROUP BY ALL ORDER BY trips DESC LIMIT 5`},
+		{"Busiest pickup zones (zones joined to each trip by the enricher)", `SELECT pickup_zone AS zone, pickup_borough AS borough,
+	count(*) AS trips, round(avg(tip_amount), 2) AS avg_tip
+FROM yellow_taxi_trip GROUP BY ALL ORDER BY trips DESC LIMIT 5`},
 		{"Forms, modelled from their definitions fetched by the enricher", `SELECT form_title AS form, count(*) AS fields,
 	count(*) FILTER (WHERE parent_id IS NOT NULL) AS nested, string_agg(DISTINCT type, ', ' ORDER BY type) AS field_types
 FROM (SELECT DISTINCT ON (id, form_id) * FROM form_field) GROUP BY 1 ORDER BY 2 DESC`},
