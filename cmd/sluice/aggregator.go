@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -107,9 +106,6 @@ func aggregatorConfig(ac config.Aggregation, dlq string) aggregator.Config {
 	}
 	for _, ag := range ac.Aggregates {
 		c.Window.Aggregates = append(c.Window.Aggregates, window.Aggregate{Op: window.Op(ag.Op), Field: ag.Field, As: ag.As})
-	}
-	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = 10 * time.Second
 	}
 	return c
 }

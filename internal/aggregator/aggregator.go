@@ -334,7 +334,6 @@ func (r *run) add(rec *kgo.Record) {
 		}
 		e.DedupeKey = strings.Join(key, "\x00")
 	}
-	defer func() { r.done = append(r.done, r.op.Advance()...) }()
 	switch out, missed := r.op.Add(e); out {
 	case window.Counted:
 		r.metrics.events.WithLabelValues("counted").Inc()
@@ -347,6 +346,7 @@ func (r *run) add(rec *kgo.Record) {
 			t.Format(time.RFC3339), r.op.Watermark().Format(time.RFC3339), r.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339)))
 	}
+	r.done = append(r.done, r.op.Advance()...)
 }
 
 func (r *run) deadLetter(rec *kgo.Record, reason, field, msg string) {

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -138,10 +139,7 @@ func (o *Operator) Snapshot() State {
 		st.Windows = append(st.Windows, w)
 	}
 	slices.SortFunc(st.Windows, func(a, b WindowState) int {
-		if a.Start != b.Start {
-			return int(sign(a.Start - b.Start))
-		}
-		return slices.Compare(a.Group, b.Group)
+		return cmp.Or(cmp.Compare(a.Start, b.Start), slices.Compare(a.Group, b.Group))
 	})
 	return st
 }
@@ -177,14 +175,4 @@ func (o *Operator) Restore(st State) error {
 	}
 	o.open, o.nextEnd = open, nextEnd
 	return nil
-}
-
-func sign(d int64) int64 {
-	switch {
-	case d < 0:
-		return -1
-	case d > 0:
-		return 1
-	}
-	return 0
 }
