@@ -216,6 +216,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 	parts, err := a.partitions(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the topic: a clean stop, as every other
+		}
 		return err
 	}
 	if err := bus.EnsureTopics(ctx, a.prod, int32(len(parts)), -1, a.cfg.OutputTopic, a.cfg.DLQTopic); err != nil {
