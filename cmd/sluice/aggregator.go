@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +27,14 @@ event-time windows, and writing each window once the watermark passes it to
 the lake table agg_<name> and the topic sluice.agg.<name>. Late events go to
 the dead-letter topic with reason late_event. State and offsets are
 checkpointed together in the lake (_sluice/aggregator/<name>/), so a restart
-resumes exactly where the last checkpoint was. See docs/aggregations.md.
+resumes exactly where the last checkpoint was.
+
+Run as many instances as the work needs: they share the partitions through
+Kafka consumer groups, each group of the aggregation living in one instance
+(the input is repartitioned by group through sluice.agg.<name>.repartition,
+unless the aggregation says keyed: true). Give each instance its own
+collector id (the host name by default) or transactional_id.
+See docs/aggregations.md.
 `
 
 func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -82,7 +90,7 @@ func aggregationStages(ctx context.Context, cfg config.Config, logger *slog.Logg
 	}
 	out := &aggregations{prod: prod}
 	for _, ac := range cfg.Aggregations {
-		a, err := aggregator.New(aggregatorConfig(ac, cfg.Topics.DLQ), clientConfig(cfg, "sluice-aggregator-"+ac.Name),
+		a, err := aggregator.New(aggregatorConfig(ac, cfg.Topics.DLQ, cfg.Collector.ID), clientConfig(cfg, "sluice-aggregator-"+ac.Name),
 			prod, store, logger.With("stage", "aggregator"), reg)
 		if err != nil {
 			prod.Close()
@@ -94,13 +102,16 @@ func aggregationStages(ctx context.Context, cfg config.Config, logger *slog.Logg
 }
 
 // aggregatorConfig turns an aggregation of the config file into the
-// stage's configuration.
-func aggregatorConfig(ac config.Aggregation, dlq string) aggregator.Config {
+// stage's configuration; instance names this process among those sharing
+// the aggregation.
+func aggregatorConfig(ac config.Aggregation, dlq, instance string) aggregator.Config {
 	c := aggregator.Config{Name: ac.Name, Topic: ac.Topic, EventType: ac.EventType, Format: ac.Format,
 		TimeFields: ac.Time.Fields, TimeLayout: ac.Time.Layout, OutputFormat: ac.Output.Format,
 		OutputTopic: ac.Output.Topic, DLQTopic: dlq, CheckpointInterval: ac.CheckpointInterval,
+		Keyed: ac.Keyed, Partitions: ac.Partitions, Group: ac.Group,
+		TransactionalID: cmp.Or(ac.TransactionalID, "sluice-aggregator-"+ac.Name+"-"+instance),
 		Window: window.Config{Size: ac.Window.Size, Slide: ac.Window.Slide, Delay: ac.Window.Delay,
-			IdleTimeout: ac.Window.IdleTimeout, GroupBy: ac.GroupBy, Dedupe: ac.Dedupe}}
+			IdleTimeout: ac.Window.IdleTimeout, GroupBy: ac.GroupBy, Dedupe: ac.Dedupe, MaxOpen: ac.MaxOpenWindows}}
 	for _, col := range ac.Columns {
 		c.Columns = append(c.Columns, aggregator.Column{Name: col.Name, Type: col.Type})
 	}

@@ -5,17 +5,23 @@
 // agg_<name> and to the topic sluice.agg.<name>. Late events become dead
 // letters with reason late_event, never silently dropped.
 //
-// Exactly once: the operator's state and the input offsets it covers are
-// checkpointed together, in one object of the lake's storage, after every
-// emission and at an interval. Output files are named by their window, so
-// a restart from the checkpoint rewrites the same files with the same
-// rows.
+// Scale-out is Kafka Streams': a repartitioner reads the input in a
+// consumer group and writes each event, in a transaction with its input
+// offsets, to the topic sluice.agg.<name>.repartition keyed by its group,
+// so that every group lives in one partition of it. Each partition of
+// that topic is a task with a window operator of its own, and the tasks
+// are shared by a second consumer group. Input already keyed by the group
+// skips the repartition topic: its own partitions are the tasks.
+//
+// Exactly once: a task's state and the offset it covers are checkpointed
+// together, in one object of the lake's storage, after every emission and
+// at an interval. Output files are named by task and window, so a restart
+// from the checkpoint rewrites the same files with the same rows.
 package aggregator
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
@@ -68,6 +75,19 @@ type Config struct {
 	// CheckpointInterval bounds the input replayed after a crash when no
 	// window was emitted for a while.
 	CheckpointInterval time.Duration
+	// Group is the tasks' consumer group (default
+	// sluice-aggregator-<name>); the repartitioner's is <Group>-repartition.
+	Group string
+	// TransactionalID is the repartitioner's, unique to each running
+	// instance (default sluice-aggregator-<name>).
+	TransactionalID string
+	// Keyed says the input is partitioned by the group key already (or the
+	// keys that dedupe needs): its partitions are the tasks, and there is
+	// no repartition topic.
+	Keyed bool
+	// Partitions is the repartition topic's, when it is made: the most
+	// instances that can share the work (default: the input's).
+	Partitions int32
 }
 
 // Validate reports the first thing wrong with c.
@@ -121,7 +141,29 @@ func (c *Config) Validate() error {
 	if err := c.Window.Validate(); err != nil {
 		return fmt.Errorf("aggregation %s: %w", c.Name, err)
 	}
+	if c.Partitions < 0 {
+		return fmt.Errorf("aggregation %s: partitions %d: want 1 or more, or 0 for the input topic's", c.Name, c.Partitions)
+	}
 	return nil
+}
+
+// RepartitionTopic carries the input keyed by group, unless Keyed.
+func (c *Config) RepartitionTopic() string { return "sluice.agg." + c.Name + ".repartition" }
+
+// partitionKey names the fields whose values place an event in a task:
+// the group fields that also identify it for dedupe, so that duplicates
+// meet in one task too, or else all the group fields.
+func (c *Config) partitionKey() []string {
+	var both []string
+	for _, g := range c.Window.GroupBy {
+		if slices.Contains(c.Window.Dedupe, g) {
+			both = append(both, g)
+		}
+	}
+	if len(both) > 0 {
+		return both
+	}
+	return c.Window.GroupBy
 }
 
 // Table is the lake table of the aggregation's results.
@@ -135,7 +177,8 @@ type Aggregator struct {
 	prod    *kgo.Client
 	parse   parser
 	layout  string
-	ints    []bool // per aggregate: written as BIGINT
+	key     []string // partitionKey
+	ints    []bool   // per aggregate: written as BIGINT
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -150,8 +193,10 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	cfg.OutputTopic = cmp.Or(cfg.OutputTopic, "sluice.agg."+cfg.Name)
 	cfg.DLQTopic = cmp.Or(cfg.DLQTopic, "sluice.dlq")
 	cfg.CheckpointInterval = cmp.Or(cfg.CheckpointInterval, 10*time.Second)
+	cfg.Group = cmp.Or(cfg.Group, "sluice-aggregator-"+cfg.Name)
+	cfg.TransactionalID = cmp.Or(cfg.TransactionalID, "sluice-aggregator-"+cfg.Name)
 	a := &Aggregator{cfg: cfg, cc: cc, store: store, prod: prod, layout: TimeLayout(cfg.TimeLayout),
-		logger: logger.With("aggregation", cfg.Name), now: time.Now}
+		key: cfg.partitionKey(), logger: logger.With("aggregation", cfg.Name), now: time.Now}
 	if cfg.Format == "csv" {
 		a.parse = csvParser{cols: cfg.Columns}
 	} else {
@@ -172,309 +217,150 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	return a, nil
 }
 
-// checkpoint is what the aggregator keeps in the lake: the operator's
-// state and, per input partition, the next offset to read.
-type checkpoint struct {
-	Aggregation string          `json:"aggregation"`
-	Topic       string          `json:"topic"`
-	Offsets     map[int32]int64 `json:"offsets"`
-	State       window.State    `json:"state"`
-	WrittenAt   string          `json:"written_at"`
-}
-
-func (a *Aggregator) checkpointPath() string {
-	return "_sluice/aggregator/" + a.cfg.Name + "/checkpoint.json"
-}
-
-// Run aggregates until ctx is done. It reads every partition of the input
-// topic from the checkpoint on, and writes a checkpoint on its way out.
+// Run aggregates until ctx is done: the repartitioner, unless the input is
+// keyed, and the tasks this instance is given.
 func (a *Aggregator) Run(ctx context.Context) error {
-	op, err := window.New(a.cfg.Window, a.now)
-	if err != nil {
-		return err
-	}
-	cp := checkpoint{Offsets: map[int32]int64{}}
-	switch b, err := a.store.ReadObject(ctx, a.checkpointPath()); {
-	case errors.Is(err, lake.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("read checkpoint: %w", err)
-	default:
-		if err := json.Unmarshal(b, &cp); err != nil {
-			return fmt.Errorf("checkpoint %s is damaged (%w): move it away to start the aggregation over", a.checkpointPath(), err)
-		}
-		if cp.Topic != a.cfg.Topic {
-			return fmt.Errorf("checkpoint %s is of topic %s, not %s: give the aggregation a new name to read another topic",
-				a.checkpointPath(), cp.Topic, a.cfg.Topic)
-		}
-		if err := op.Restore(cp.State); err != nil {
-			return err
-		}
-		if cp.Offsets == nil {
-			cp.Offsets = map[int32]int64{}
-		}
-		a.logger.Info("resuming from checkpoint", "watermark", op.Watermark(), "open_windows", op.Open(), "offsets", cp.Offsets)
-	}
-	parts, err := a.partitions(ctx)
+	inputs, err := a.inputPartitions(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the topic: a clean stop, as every other
 		}
 		return err
 	}
-	if err := bus.EnsureTopics(ctx, a.prod, int32(len(parts)), -1, a.cfg.OutputTopic, a.cfg.DLQTopic); err != nil {
+	source, n := a.cfg.Topic, inputs
+	topics := []string{a.cfg.OutputTopic, a.cfg.DLQTopic}
+	if !a.cfg.Keyed {
+		source = a.cfg.RepartitionTopic()
+		n = cmp.Or(a.cfg.Partitions, n)
+		topics = append(topics, source)
+	}
+	if err := bus.EnsureTopics(ctx, a.prod, n, -1, topics...); err != nil {
 		return err
 	}
-	start := map[string]map[int32]kgo.Offset{a.cfg.Topic: {}}
-	for _, p := range parts {
-		o := kgo.NewOffset().AtStart()
-		if next, ok := cp.Offsets[p]; ok {
-			o = kgo.NewOffset().At(next)
-		}
-		start[a.cfg.Topic][p] = o
+	g, gctx := errgroup.WithContext(ctx)
+	if !a.cfg.Keyed {
+		g.Go(func() error { return a.repartition(gctx) })
 	}
-	cl, err := bus.NewClient(a.cc, a.logger, kgo.ConsumePartitions(start), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-
-	r := &run{Aggregator: a, op: op, offsets: cp.Offsets, lastCheckpoint: a.now()}
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fetches := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			// Out of the loop: keep what is done, so a restart replays little.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			return r.checkpoint(cctx)
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				a.logger.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
-			}
-		})
-		fetches.EachRecord(r.add)
-		if err := r.advance(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-	}
+	g.Go(func() error { return a.aggregate(gctx, source, inputs) })
+	return g.Wait()
 }
 
-func (a *Aggregator) partitions(ctx context.Context) ([]int32, error) {
+// inputPartitions waits for the input topic to exist and counts its
+// partitions.
+func (a *Aggregator) inputPartitions(ctx context.Context) (int32, error) {
 	cl, err := bus.NewClient(a.cc, a.logger)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer cl.Close()
 	for attempt := 0; ; attempt++ {
 		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, a.cfg.Topic)
 		if err == nil && ends.Error() == nil && len(ends[a.cfg.Topic]) > 0 {
-			var ps []int32
-			for p := range ends[a.cfg.Topic] {
-				ps = append(ps, p)
-			}
-			slices.Sort(ps)
-			return ps, nil
+			return int32(len(ends[a.cfg.Topic])), nil
 		}
 		if attempt%30 == 0 { // every half minute, not every try
 			a.logger.Warn("waiting for the input topic to exist", "topic", a.cfg.Topic, "err", cmp.Or(err, ends.Error()))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-// run is the state of one Run.
-type run struct {
-	*Aggregator
-	op             *window.Operator
-	offsets        map[int32]int64
-	dirty          bool
-	dead           []*kgo.Record
-	done           []window.Result // emitted by the watermark, not yet written
-	lastCheckpoint time.Time
+// read parses a record into its fields and event time. A record that is
+// not an event of this aggregation gives neither; one that cannot be read
+// gives its dead letter.
+func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
+	f, err := a.parse.parse(rec.Value)
+	if errors.Is(err, errSkip) {
+		a.metrics.events.WithLabelValues("skipped").Inc()
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, a.deadLetter(rec, ReasonBadRecord, "", err.Error())
+	}
+	t, err := eventTime(f, a.cfg.TimeFields, a.layout)
+	if err != nil {
+		return nil, time.Time{}, a.deadLetter(rec, ReasonBadTime, a.cfg.TimeFields[0], err.Error())
+	}
+	return f, t, nil
 }
 
-// add counts one record, or makes it a dead letter.
-func (r *run) add(rec *kgo.Record) {
-	r.offsets[rec.Partition] = rec.Offset + 1
-	r.dirty = true
-	f, err := r.parse.parse(rec.Value)
-	if errors.Is(err, errSkip) {
-		r.metrics.events.WithLabelValues("skipped").Inc()
-		return
-	}
-	if err != nil {
-		r.deadLetter(rec, ReasonBadRecord, "", err.Error())
-		return
-	}
-	t, err := eventTime(f, r.cfg.TimeFields, r.layout)
-	if err != nil {
-		r.deadLetter(rec, ReasonBadTime, r.cfg.TimeFields[0], err.Error())
-		return
-	}
-	e := window.Event{Partition: rec.Partition, Time: t, Group: make([]string, len(r.cfg.Window.GroupBy)),
-		Values: make([]float64, len(r.cfg.Window.Aggregates))}
-	for i, g := range r.cfg.Window.GroupBy {
+// event is the operator's view of a record read from partition p.
+func (a *Aggregator) event(f fields, t time.Time, p int32) window.Event {
+	e := window.Event{Partition: p, Time: t, Group: make([]string, len(a.cfg.Window.GroupBy)),
+		Values: make([]float64, len(a.cfg.Window.Aggregates))}
+	for i, g := range a.cfg.Window.GroupBy {
 		e.Group[i] = f[g]
 	}
-	for i, ag := range r.cfg.Window.Aggregates {
+	for i, ag := range a.cfg.Window.Aggregates {
 		if ag.Field != "" {
 			e.Values[i] = number(f, ag.Field)
 		}
 	}
-	if len(r.cfg.Window.Dedupe) > 0 {
-		key := make([]string, len(r.cfg.Window.Dedupe))
-		for i, d := range r.cfg.Window.Dedupe {
+	if len(a.cfg.Window.Dedupe) > 0 {
+		key := make([]string, len(a.cfg.Window.Dedupe))
+		for i, d := range a.cfg.Window.Dedupe {
 			key[i] = f[d]
 		}
 		e.DedupeKey = strings.Join(key, "\x00")
 	}
-	switch out, missed := r.op.Add(e); out {
-	case window.Counted:
-		r.metrics.events.WithLabelValues("counted").Inc()
-	case window.Duplicate:
-		r.metrics.events.WithLabelValues("duplicate").Inc()
-	case window.Late:
-		r.metrics.events.WithLabelValues("late").Inc()
-		r.deadLetter(rec, ReasonLateEvent, r.cfg.TimeFields[0], fmt.Sprintf(
-			"event time %s is behind the watermark %s (delay %v): window [%s, %s) was already emitted",
-			t.Format(time.RFC3339), r.op.Watermark().Format(time.RFC3339), r.cfg.Window.Delay,
-			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339)))
-	}
-	r.done = append(r.done, r.op.Advance()...)
+	return e
 }
 
-func (r *run) deadLetter(rec *kgo.Record, reason, field, msg string) {
+func (a *Aggregator) deadLetter(rec *kgo.Record, reason, field, msg string) *kgo.Record {
 	if reason != ReasonLateEvent {
-		r.metrics.events.WithLabelValues("invalid").Inc()
+		a.metrics.events.WithLabelValues("invalid").Inc()
 	}
 	path := ""
 	if field != "" {
 		path = "/" + field
 	}
 	f := event.NewFailed(event.StageAggregator, reason, []event.FieldError{{Path: path, Message: msg}},
-		bus.Header(rec, event.HeaderRootID), rec.Value, r.now())
+		bus.Header(rec, event.HeaderRootID), rec.Value, a.now())
 	b, err := f.Marshal()
 	if err != nil {
 		b = rec.Value
 	}
-	r.dead = append(r.dead, &kgo.Record{Topic: r.cfg.DLQTopic, Key: rec.Key, Value: b, Headers: []kgo.RecordHeader{
+	return &kgo.Record{Topic: a.cfg.DLQTopic, Key: rec.Key, Value: b, Headers: []kgo.RecordHeader{
 		{Key: event.HeaderStage, Value: []byte(event.StageAggregator)},
 		{Key: event.HeaderReason, Value: []byte(reason)},
-		{Key: "aggregation", Value: []byte(r.cfg.Name)},
-	}})
+		{Key: "aggregation", Value: []byte(a.cfg.Name)},
+	}}
 }
 
-// advance moves the watermark; windows it completes are written, then
-// the checkpoint. Without any, the checkpoint waits for its interval.
-func (r *run) advance(ctx context.Context) error {
-	results := append(r.done, r.op.Advance()...)
-	r.done = nil
-	r.metrics.openWindows.Set(float64(r.op.Open()))
-	if wm := r.op.Watermark(); !wm.IsZero() {
-		r.metrics.watermark.Set(float64(wm.UnixNano()) / 1e9)
-	}
-	if len(results) > 0 {
-		if err := r.emit(ctx, results); err != nil {
-			return err
-		}
-		return r.checkpoint(ctx)
-	}
-	if r.dirty && r.now().Sub(r.lastCheckpoint) >= r.cfg.CheckpointInterval {
-		return r.checkpoint(ctx)
-	}
-	return nil
-}
-
-// checkpoint makes the dead letters durable, then records the state with
-// the offsets it covers.
-func (r *run) checkpoint(ctx context.Context) error {
-	if !r.dirty && len(r.dead) == 0 {
-		return nil
-	}
-	if err := r.produce(ctx, r.dead); err != nil {
-		return fmt.Errorf("dead letters: %w", err)
-	}
-	r.dead = r.dead[:0]
-	b, err := json.Marshal(checkpoint{Aggregation: r.cfg.Name, Topic: r.cfg.Topic, Offsets: r.offsets,
-		State: r.op.Snapshot(), WrittenAt: r.now().UTC().Format(time.RFC3339Nano)})
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
-	w, err := r.store.Create(ctx, r.checkpointPath())
-	if err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	if _, err := w.Write(b); err != nil {
-		w.Abort()
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	r.metrics.checkpoints.Inc()
-	r.dirty, r.lastCheckpoint = false, r.now()
-	return nil
-}
-
-// emit writes each completed window as one file of the table, named by the
-// window, then the results to the output topic.
-func (r *run) emit(ctx context.Context, results []window.Result) error {
-	var recs []*kgo.Record
-	for i := 0; i < len(results); {
-		j := i
-		for j < len(results) && results[j].Start.Equal(results[i].Start) {
-			j++
-		}
-		if err := r.writeWindow(ctx, results[i:j]); err != nil {
-			return err
-		}
-		for _, res := range results[i:j] {
-			recs = append(recs, r.resultRecord(res))
-		}
-		r.metrics.windows.Inc()
-		i = j
-	}
-	return r.produce(ctx, recs)
-}
-
-// File is the lake file of the window starting at start: a window's
-// results are one file, named by the window's bounds in Unix seconds.
-func (c *Config) File(start, end time.Time) lake.File {
-	return lake.File{Table: c.Table(), Date: start.UTC().Format(time.DateOnly), Topic: "window", Partition: 0,
+// File is the lake file of one task's results for the window [start,
+// end): named by both, so a rerun writes the same names.
+func (c *Config) File(task int32, start, end time.Time) lake.File {
+	return lake.File{Table: c.Table(), Date: start.UTC().Format(time.DateOnly), Topic: "window", Partition: task,
 		First: start.Unix(), Last: end.Unix(), Ext: cmp.Or(c.OutputFormat, "parquet")}
 }
 
-func (r *run) writeWindow(ctx context.Context, results []window.Result) error {
+// writeWindow writes one window's results, all of one task, as one file.
+func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []window.Result) error {
 	buf := lake.NewBuffer()
 	var row []lake.Field
 	for _, res := range results {
 		row = row[:0]
-		for i, g := range r.cfg.Window.GroupBy {
+		for i, g := range a.cfg.Window.GroupBy {
 			row = append(row, lake.Field{Name: g, Cell: lake.Cell{Kind: lake.KindString, B: []byte(res.Group[i])}})
 		}
 		row = append(row,
 			lake.Field{Name: "window_start", Cell: lake.Cell{Kind: lake.KindTimestamp, I: res.Start.UnixMicro()}},
 			lake.Field{Name: "window_end", Cell: lake.Cell{Kind: lake.KindTimestamp, I: res.End.UnixMicro()}})
-		for i, ag := range r.cfg.Window.Aggregates {
-			row = append(row, lake.Field{Name: ag.As, Cell: r.cell(i, res.Values[i])})
+		for i, ag := range a.cfg.Window.Aggregates {
+			row = append(row, lake.Field{Name: ag.As, Cell: a.cell(i, res.Values[i])})
 		}
 		buf.Append(row)
 	}
-	f := r.cfg.File(results[0].Start, results[0].End)
-	w, err := r.store.Create(ctx, f.Path())
+	f := a.cfg.File(task, results[0].Start, results[0].End)
+	w, err := a.store.Create(ctx, f.Path())
 	if err != nil {
 		return fmt.Errorf("write %s: %w", f.Path(), err)
 	}
-	if _, err := buf.Write(w, r.cfg.OutputFormat); err != nil {
+	if _, err := buf.Write(w, a.cfg.OutputFormat); err != nil {
 		w.Abort()
 		return fmt.Errorf("write %s: %w", f.Path(), err)
 	}
@@ -484,11 +370,11 @@ func (r *run) writeWindow(ctx context.Context, results []window.Result) error {
 	return nil
 }
 
-func (r *run) cell(i int, v float64) lake.Cell {
+func (a *Aggregator) cell(i int, v float64) lake.Cell {
 	switch {
 	case math.IsNaN(v):
 		return lake.Cell{Kind: lake.KindNull}
-	case r.ints[i] && v == math.Trunc(v) && math.Abs(v) < 1<<63:
+	case a.ints[i] && v == math.Trunc(v) && math.Abs(v) < 1<<63:
 		return lake.Cell{Kind: lake.KindInt, I: int64(v)}
 	}
 	return lake.Cell{Kind: lake.KindFloat, F: v}
@@ -496,16 +382,16 @@ func (r *run) cell(i int, v float64) lake.Cell {
 
 // resultRecord is a window result for the output topic, keyed by window
 // and group so that a compacted topic keeps one of each.
-func (r *run) resultRecord(res window.Result) *kgo.Record {
+func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 	b := []byte{'{'}
-	for i, g := range r.cfg.Window.GroupBy {
+	for i, g := range a.cfg.Window.GroupBy {
 		b = append(event.AppendString(b, g), ':')
 		b = append(event.AppendString(b, res.Group[i]), ',')
 	}
 	b = fmt.Appendf(b, `"window_start":%q,"window_end":%q`, res.Start.Format(time.RFC3339), res.End.Format(time.RFC3339))
-	for i, ag := range r.cfg.Window.Aggregates {
+	for i, ag := range a.cfg.Window.Aggregates {
 		b = append(event.AppendString(append(b, ','), ag.As), ':')
-		c := r.cell(i, res.Values[i])
+		c := a.cell(i, res.Values[i])
 		switch c.Kind {
 		case lake.KindNull:
 			b = append(b, "null"...)
@@ -517,18 +403,18 @@ func (r *run) resultRecord(res window.Result) *kgo.Record {
 	}
 	b = append(b, '}')
 	key := res.Start.Format(time.RFC3339) + "|" + strings.Join(res.Group, "|")
-	return &kgo.Record{Topic: r.cfg.OutputTopic, Key: []byte(key), Value: b, Headers: []kgo.RecordHeader{
-		{Key: "aggregation", Value: []byte(r.cfg.Name)},
-		{Key: "table", Value: []byte(r.cfg.Table())},
+	return &kgo.Record{Topic: a.cfg.OutputTopic, Key: []byte(key), Value: b, Headers: []kgo.RecordHeader{
+		{Key: "aggregation", Value: []byte(a.cfg.Name)},
+		{Key: "table", Value: []byte(a.cfg.Table())},
 	}}
 }
 
 // produce writes recs and waits for every acknowledgement.
-func (r *run) produce(ctx context.Context, recs []*kgo.Record) error {
+func (a *Aggregator) produce(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if err := r.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := a.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce to %s: %w", recs[0].Topic, err)
 	}
 	return nil

@@ -10,7 +10,9 @@ type metrics struct {
 	events      *prometheus.CounterVec
 	windows     prometheus.Counter
 	checkpoints prometheus.Counter
+	forced      prometheus.Counter
 	openWindows prometheus.Gauge
+	tasks       prometheus.Gauge
 	watermark   prometheus.Gauge
 }
 
@@ -27,14 +29,21 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_aggregator_checkpoints_total", ConstLabels: labels, Help: "Checkpoints of state and offsets written.",
 		}),
+		forced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_aggregator_windows_forced_total", ConstLabels: labels,
+			Help: "Window-groups written before the watermark passed them, because the state limit (max_open_windows) was reached.",
+		}),
 		openWindows: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_aggregator_open_windows", ConstLabels: labels, Help: "Window-groups held in memory.",
+		}),
+		tasks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_aggregator_tasks", ConstLabels: labels, Help: "Partitions this instance aggregates, as the consumer group shares them.",
 		}),
 		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_aggregator_watermark_seconds", ConstLabels: labels, Help: "The watermark, in Unix seconds of event time.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.openWindows, m.watermark} {
+	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.forced, m.openWindows, m.tasks, m.watermark} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -107,6 +107,18 @@ type Aggregation struct {
 	Aggregates         []Aggregate       `yaml:"aggregates"`
 	Output             AggregationOutput `yaml:"output"`
 	CheckpointInterval time.Duration     `yaml:"checkpoint_interval"`
+	// MaxOpenWindows bounds the state in window-groups (0: no bound).
+	MaxOpenWindows int `yaml:"max_open_windows"`
+	// Keyed says the topic is partitioned by the group already: no
+	// repartition topic. Partitions sizes the repartition topic (default:
+	// the input's), the most instances that can share the work.
+	Keyed      bool  `yaml:"keyed"`
+	Partitions int32 `yaml:"partitions"`
+	// Group is the consumer group (default sluice-aggregator-<name>);
+	// TransactionalID, unique to each running instance, defaults to
+	// sluice-aggregator-<name>-<collector id>.
+	Group           string `yaml:"group"`
+	TransactionalID string `yaml:"transactional_id"`
 }
 
 // AggregationTime says where the event time is: fields joined by a

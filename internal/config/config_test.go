@@ -39,7 +39,8 @@ func TestLoadGood(t *testing.T) {
 		Time:    AggregationTime{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"},
 		Window:  AggregationWindow{Size: 4 * time.Hour, Delay: time.Hour, IdleTimeout: 30 * time.Second},
 		GroupBy: []string{"C/A"}, Dedupe: []string{"C/A", "DATE", "TIME"},
-		Aggregates: []Aggregate{{Op: "sum", Field: "ENTRIES", As: "entries"}}, Output: AggregationOutput{Format: "csv.gz"}}}
+		Aggregates: []Aggregate{{Op: "sum", Field: "ENTRIES", As: "entries"}}, Output: AggregationOutput{Format: "csv.gz"},
+		MaxOpenWindows: 1000000, Partitions: 6, Group: "turnstile-aggregators"}}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("Load mismatch (-want +got):\n%s", diff)
 	}

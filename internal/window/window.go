@@ -69,6 +69,11 @@ type Config struct {
 	// could still count (until its last window is emitted). None: no
 	// deduplication.
 	Dedupe []string
+	// MaxOpen, when positive, bounds the state: past that many open
+	// window-groups the watermark jumps to the earliest open window's end,
+	// writing that window early. Events still due for it become late (dead
+	// letters, never silent): memory stays bounded whatever the data.
+	MaxOpen int
 }
 
 // Validate reports the first thing wrong with c.
@@ -84,6 +89,9 @@ func (c Config) Validate() error {
 	}
 	if c.Delay < 0 {
 		return fmt.Errorf("watermark delay %v: want zero or more", c.Delay)
+	}
+	if c.MaxOpen < 0 {
+		return fmt.Errorf("state limit %d: want zero (none) or more window-groups", c.MaxOpen)
 	}
 	if len(c.Aggregates) == 0 {
 		return errors.New("no aggregates: want at least one, such as {op: count}")
@@ -157,6 +165,7 @@ type Operator struct {
 	// nextEnd is the earliest end of an open window: the watermark moves
 	// with nearly every event, and only passing this is worth a scan.
 	nextEnd int64
+	forced  int64 // windows written early by MaxOpen
 }
 
 type windowKey struct {
@@ -175,6 +184,19 @@ func New(cfg Config, now func() time.Time) (*Operator, error) {
 	o := &Operator{cfg: cfg, now: now, open: map[windowKey]*acc{}, nextEnd: math.MaxInt64}
 	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
 	return o, nil
+}
+
+// Expect names input partitions before their first event: until one has
+// an event, or times out idle, it holds the watermark back. Without it, a
+// partition whose events come later than others' would find their
+// windows emitted.
+func (o *Operator) Expect(partitions ...int32) {
+	now := o.now().UnixNano()
+	for _, id := range partitions {
+		if o.st.Partitions[id] == nil {
+			o.st.Partitions[id] = &Partition{Max: math.MinInt64, LastSeen: now}
+		}
+	}
 }
 
 // Add counts e in every window containing it, unless it is late or a
@@ -242,15 +264,25 @@ func (o *Operator) Advance() []Result {
 	if !active {
 		wm = furthest // all idle: none holds the others back
 	}
-	if wm <= o.st.Watermark {
-		return nil
+	var out []Result
+	if wm > o.st.Watermark {
+		o.st.Watermark = wm
+		if wm >= o.nextEnd {
+			out = o.emit(func(end int64) bool { return end <= wm })
+		}
 	}
-	o.st.Watermark = wm
-	if wm < o.nextEnd {
-		return nil
+	for o.cfg.MaxOpen > 0 && len(o.open) > o.cfg.MaxOpen {
+		wm := o.nextEnd
+		o.st.Watermark = max(o.st.Watermark, wm)
+		early := o.emit(func(end int64) bool { return end <= wm })
+		o.forced += int64(len(early))
+		out = append(out, early...)
 	}
-	return o.emit(func(end int64) bool { return end <= wm })
+	return out
 }
+
+// Forced is how many window-groups MaxOpen has written early.
+func (o *Operator) Forced() int64 { return o.forced }
 
 // Watermark is the current watermark; the zero time before any.
 func (o *Operator) Watermark() time.Time {

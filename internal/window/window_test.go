@@ -353,3 +353,44 @@ func BenchmarkAdd(b *testing.B) {
 		i++
 	}
 }
+
+// TestStateLimit: past MaxOpen window-groups the earliest window is
+// written early, and an event due for it afterwards is late, not lost.
+func TestStateLimit(t *testing.T) {
+	o := newOp(t, Config{Size: 10 * time.Minute, Delay: time.Hour, MaxOpen: 4, Aggregates: []Aggregate{{Count, "", "n"}}})
+	var got []Result
+	for i, g := range []string{"a", "b", "c"} {
+		got = append(got, run(o, []Event{ev(float64(i), g), ev(float64(10+i), g)})...)
+	}
+	// Six window-groups over two windows: the first window (three groups)
+	// goes early, long before the hour's delay would let it.
+	want := []row{{[]string{"a"}, 0, 10, 1, []float64{1}}, {[]string{"b"}, 0, 10, 1, []float64{1}}, {[]string{"c"}, 0, 10, 1, []float64{1}}}
+	if diff := cmp.Diff(rows(got), want); diff != "" {
+		t.Errorf("early windows (-got +want):\n%s", diff)
+	}
+	if o.Open() > 4 || o.Forced() != 3 {
+		t.Errorf("open %d, forced %d: want at most 4 open and 3 forced", o.Open(), o.Forced())
+	}
+	if out, _ := o.Add(ev(5, "a")); out != Late {
+		t.Errorf("an event for the early window: got %v, want late", out)
+	}
+}
+
+// TestExpectedPartitionsHoldTheWatermark: a partition named by Expect
+// holds the watermark until its first event, so its events are not late
+// for having come after another partition's.
+func TestExpectedPartitionsHoldTheWatermark(t *testing.T) {
+	o := newOp(t, Config{Size: 10 * time.Minute, Aggregates: []Aggregate{{Count, "", "n"}}})
+	o.Expect(0, 1)
+	first := run(o, []Event{{Partition: 0, Time: at(1)}, {Partition: 0, Time: at(25)}})
+	if len(first) != 0 || !o.Watermark().IsZero() {
+		t.Fatalf("partition 1 not seen yet: got %d windows, watermark %v; want none", len(first), o.Watermark())
+	}
+	if out, _ := o.Add(Event{Partition: 1, Time: at(2)}); out != Counted {
+		t.Fatalf("partition 1's first event: got %v, want counted", out)
+	}
+	got := run(o, []Event{{Partition: 1, Time: at(30)}})
+	if diff := cmp.Diff(rows(got), []row{{nil, 0, 10, 2, []float64{2}}}, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("windows once both partitions moved (-got +want):\n%s", diff)
+	}
+}

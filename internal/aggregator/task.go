@@ -1,0 +1,371 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/window"
+)
+
+// checkpoint is what a task keeps in the lake: its operator's state and
+// the next offset of its partition to read.
+type checkpoint struct {
+	Aggregation string       `json:"aggregation"`
+	Topic       string       `json:"topic"`
+	Partition   int32        `json:"partition"`
+	Offset      int64        `json:"offset"`
+	State       window.State `json:"state"`
+	WrittenAt   string       `json:"written_at"`
+}
+
+// CheckpointPath is where the task of partition p keeps its checkpoint.
+func (c *Config) CheckpointPath(p int32) string {
+	return fmt.Sprintf("_sluice/aggregator/%s/partition-%d.json", c.Name, p)
+}
+
+// task aggregates one partition of the tasks' topic.
+type task struct {
+	partition      int32
+	op             *window.Operator
+	next           int64 // the next offset to read
+	dirty          bool  // records taken since the last checkpoint
+	dead           []*kgo.Record
+	done           []window.Result // emitted by the watermark, not yet written
+	lastCheckpoint time.Time
+	forced         int64
+}
+
+// tasks are the tasks this instance has been given. The group's callbacks
+// add and drop them from its own goroutine, hence the lock; the poll loop
+// holds it while it works.
+type tasks struct {
+	*Aggregator
+	topic  string
+	inputs int32 // partitions of the input topic
+	mu     sync.Mutex
+	m      map[int32]*task
+	// fatal is a checkpoint that cannot be used: retrying will not help,
+	// so the poll loop stops with it.
+	fatal error
+}
+
+// aggregate runs the tasks of topic that the group gives this instance;
+// the input has inputs partitions.
+func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) error {
+	ts := &tasks{Aggregator: a, topic: topic, inputs: inputs, m: map[int32]*task{}}
+	// The callbacks run outside of ctx's reach (the client's own
+	// goroutine, or Close); their writes get a bounded context of their own.
+	bg := context.WithoutCancel(ctx)
+	cl, err := bus.NewClient(a.cc, a.logger,
+		kgo.ConsumerGroup(a.cfg.Group),
+		kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(ts.assigned),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			cctx, cancel := context.WithTimeout(bg, stopGrace)
+			defer cancel()
+			ts.drop(cctx, lost[topic], true)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			ts.drop(bg, lost[topic], false)
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	defer cl.AllowRebalance()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollRecords(pctx, 10_000)
+		cancel()
+		if ctx.Err() != nil {
+			// Keep what is done, so that a restart replays little.
+			wctx, cancel := graceful(ctx)
+			defer cancel()
+			ts.mu.Lock()
+			defer ts.mu.Unlock()
+			for _, t := range ts.m {
+				if err := ts.checkpoint(wctx, t); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				a.logger.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		// Records taken are seen through to their files and checkpoint,
+		// even when a stop comes meanwhile.
+		wctx, wcancel := graceful(ctx)
+		ts.mu.Lock()
+		err := ts.fatal
+		if err == nil {
+			fetches.EachRecord(ts.add)
+			err = ts.advance(wctx, cl)
+		}
+		ts.mu.Unlock()
+		wcancel()
+		cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// stopGrace bounds the work a stop waits for: the windows and checkpoints
+// of records already taken.
+const stopGrace = 30 * time.Second
+
+// graceful is a context that ends stopGrace after ctx does.
+func graceful(ctx context.Context) (context.Context, context.CancelFunc) {
+	g, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
+	return g, func() { stop(); cancel() }
+}
+
+// assigned makes a task of each partition given to this instance, from
+// its checkpoint, and starts each partition where the checkpoint ends.
+func (ts *tasks) assigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for p := range offsets[ts.topic] {
+		t, err := ts.load(ctx, p)
+		if errors.Is(err, errUnusable) {
+			ts.fatal = err
+			continue
+		}
+		if err != nil {
+			return nil, err // the group retries the assignment
+		}
+		ts.m[p] = t
+		offsets[ts.topic][p] = kgo.NewOffset().At(t.next)
+	}
+	ts.metrics.tasks.Set(float64(len(ts.m)))
+	return offsets, nil
+}
+
+var errUnusable = errors.New("unusable checkpoint")
+
+func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
+	op, err := window.New(ts.cfg.Window, ts.now)
+	if err != nil {
+		return nil, err
+	}
+	t := &task{partition: p, op: op, lastCheckpoint: ts.now()}
+	defer ts.expect(t)
+	path := ts.cfg.CheckpointPath(p)
+	b, err := ts.store.ReadObject(ctx, path)
+	switch {
+	case errors.Is(err, lake.ErrNotExist):
+		ts.logger.Info("task started", "partition", p)
+		return t, nil
+	case err != nil:
+		return nil, fmt.Errorf("read checkpoint %s: %w", path, err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("%w %s (%v): move it away to start this partition over", errUnusable, path, err)
+	}
+	if cp.Topic != ts.topic {
+		return nil, fmt.Errorf("%w %s: it is of topic %s, not %s; give the aggregation a new name to read another topic",
+			errUnusable, path, cp.Topic, ts.topic)
+	}
+	if err := op.Restore(cp.State); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", errUnusable, path, err)
+	}
+	t.next = cp.Offset
+	ts.logger.Info("task resumed from its checkpoint", "partition", p, "offset", t.next,
+		"watermark", op.Watermark(), "open_windows", op.Open())
+	return t, nil
+}
+
+// expect names the partitions whose events reach t: every input
+// partition, through the repartition topic, or its own.
+func (ts *tasks) expect(t *task) {
+	if ts.cfg.Keyed {
+		t.op.Expect(t.partition)
+		return
+	}
+	for p := range ts.inputs {
+		t.op.Expect(p)
+	}
+}
+
+// drop gives up tasks the group has moved elsewhere: revoked ones
+// checkpoint first, so that their next owner starts where they stopped;
+// lost ones may already have a new owner, and only stop.
+func (ts *tasks) drop(ctx context.Context, parts []int32, revoked bool) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, p := range parts {
+		t := ts.m[p]
+		if t == nil {
+			continue
+		}
+		if revoked {
+			if err := ts.checkpoint(ctx, t); err != nil {
+				ts.logger.Warn("checkpoint of a revoked task failed; its next owner replays from the one before", "partition", p, "err", err)
+			}
+		}
+		delete(ts.m, p)
+	}
+	ts.metrics.tasks.Set(float64(len(ts.m)))
+}
+
+// add counts one record in its task, or makes it a dead letter.
+func (ts *tasks) add(rec *kgo.Record) {
+	t := ts.m[rec.Partition]
+	if t == nil || rec.Offset < t.next {
+		return // not ours (any more), or taken before a rebalance
+	}
+	t.next, t.dirty = rec.Offset+1, true
+	f, ts0, dead := ts.read(rec)
+	if dead != nil {
+		t.dead = append(t.dead, dead)
+		return
+	}
+	if f == nil {
+		return
+	}
+	src := rec.Partition
+	if h := bus.Header(rec, headerSource); h != "" {
+		if p, err := strconv.ParseInt(h, 10, 32); err == nil {
+			src = int32(p)
+		}
+	}
+	switch out, missed := t.op.Add(ts.event(f, ts0, src)); out {
+	case window.Counted:
+		ts.metrics.events.WithLabelValues("counted").Inc()
+	case window.Duplicate:
+		ts.metrics.events.WithLabelValues("duplicate").Inc()
+	case window.Late:
+		ts.metrics.events.WithLabelValues("late").Inc()
+		t.dead = append(t.dead, ts.deadLetter(rec, ReasonLateEvent, ts.cfg.TimeFields[0], fmt.Sprintf(
+			"event time %s is behind the watermark %s (delay %v): window [%s, %s) was already emitted",
+			ts0.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
+			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
+	}
+	t.done = append(t.done, t.op.Advance()...)
+}
+
+// advance moves every task's watermark; windows it completes are written,
+// then the task's checkpoint. Without any, the checkpoint waits for its
+// interval. The group's offsets follow the checkpoints, for lag monitors.
+func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
+	open, wm := 0, int64(math.MaxInt64)
+	commit := map[int32]kgo.EpochOffset{}
+	for _, t := range ts.m {
+		t.done = append(t.done, t.op.Advance()...)
+		open += t.op.Open()
+		if w := t.op.Watermark(); !w.IsZero() {
+			wm = min(wm, w.UnixNano())
+		}
+		if f := t.op.Forced(); f > t.forced {
+			ts.metrics.forced.Add(float64(f - t.forced))
+			ts.logger.Warn("state limit reached: windows written before the watermark passed them; their late events go to the dead-letter topic",
+				"partition", t.partition, "window_groups", f-t.forced, "limit", ts.cfg.Window.MaxOpen)
+			t.forced = f
+		}
+		due := len(t.done) > 0 || (t.dirty && ts.now().Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval)
+		if len(t.done) > 0 {
+			if err := ts.emit(ctx, t.partition, t.done); err != nil {
+				return err
+			}
+			t.done = nil
+		}
+		if due {
+			if err := ts.checkpoint(ctx, t); err != nil {
+				return err
+			}
+			commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		}
+	}
+	ts.metrics.openWindows.Set(float64(open))
+	if wm != math.MaxInt64 {
+		ts.metrics.watermark.Set(float64(wm) / 1e9)
+	}
+	if len(commit) > 0 {
+		// Synchronously, while the rebalance waits: never for a partition
+		// that has moved on.
+		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{ts.topic: commit}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+			if err != nil && ctx.Err() == nil {
+				ts.logger.Debug("commit of the group's offsets failed; the checkpoints hold the truth", "err", err)
+			}
+		})
+	}
+	return nil
+}
+
+// checkpoint makes the task's dead letters durable, then records its state
+// with the offset it covers.
+func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
+	if !t.dirty && len(t.dead) == 0 {
+		return nil
+	}
+	if len(t.done) > 0 {
+		// The state no longer holds these windows: recording it before
+		// their files are written would lose them.
+		return fmt.Errorf("task %d: %d window results not written yet", t.partition, len(t.done))
+	}
+	if err := ts.produce(ctx, t.dead); err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	t.dead = t.dead[:0]
+	b, err := json.Marshal(checkpoint{Aggregation: ts.cfg.Name, Topic: ts.topic, Partition: t.partition, Offset: t.next,
+		State: t.op.Snapshot(), WrittenAt: ts.now().UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	path := ts.cfg.CheckpointPath(t.partition)
+	w, err := ts.store.Create(ctx, path)
+	if err != nil {
+		return fmt.Errorf("write checkpoint %s: %w", path, err)
+	}
+	if _, err := w.Write(b); err != nil {
+		w.Abort()
+		return fmt.Errorf("write checkpoint %s: %w", path, err)
+	}
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("write checkpoint %s: %w", path, err)
+	}
+	ts.metrics.checkpoints.Inc()
+	t.dirty, t.lastCheckpoint = false, ts.now()
+	return nil
+}
+
+// emit writes each completed window of a task as one file of the table,
+// then the results to the output topic.
+func (ts *tasks) emit(ctx context.Context, task int32, results []window.Result) error {
+	var recs []*kgo.Record
+	for i := 0; i < len(results); {
+		j := i
+		for j < len(results) && results[j].Start.Equal(results[i].Start) {
+			j++
+		}
+		if err := ts.writeWindow(ctx, task, results[i:j]); err != nil {
+			return err
+		}
+		for _, res := range results[i:j] {
+			recs = append(recs, ts.resultRecord(res))
+		}
+		ts.metrics.windows.Inc()
+		i = j
+	}
+	return ts.produce(ctx, recs)
+}
