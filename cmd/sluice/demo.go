@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -14,8 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/formsapi"
@@ -33,8 +37,22 @@ collector (10,000 NYC taxi trips of January 2025, 5,000 MTA turnstile
 audits and form events), waits until every accepted event is in the lake,
 and prints a few SQL queries over it with their results: trips joined to
 their taxi zones, forms modelled from the definitions the enricher fetched,
-dead letters. It then keeps serving until Ctrl-C, or exits with --exit.
+dead letters. The turnstile audits also go to Kafka as CSV lines, as in the
+seed, for the windowed aggregations of cmd/sluice/demo-aggregations.yml
+(per turnstile and 4 hours, per turnstile and day, taxi trips per pickup
+zone and 15 minutes), whose tables are queried too. It then keeps serving
+until Ctrl-C, or exits with --exit.
 `
+
+// demoAggregations are the aggregations the demo runs, unless --config
+// names others.
+//
+//go:embed demo-aggregations.yml
+var demoAggregations []byte
+
+// demoTurnstileTopic is where the demo sends the turnstile audits as CSV
+// lines, as the seed's producer did.
+const demoTurnstileTopic = "mta-turnstile"
 
 // demoMarker marks a data directory as the demo's own, which a later demo
 // may empty.
@@ -68,6 +86,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// Trips are dated by their pickup; the bundled schemas type the columns.
 	cfg.Loader.Tables["yellow_taxi_trip"] = config.LoaderTable{TimeField: "tpep_pickup_datetime"}
+	if len(cfg.Aggregations) == 0 {
+		if err := cfg.LoadYAML("demo-aggregations.yml", demoAggregations); err != nil {
+			return err
+		}
+	}
 
 	// The forms API the enricher calls for form events, with the bundled
 	// forms and a little latency, as an internal API has.
@@ -93,13 +116,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer p.close()
+	// The aggregators' input exists before they look for it.
+	kafka, err := bus.NewProducer(clientConfig(p.cfg, "sluice-demo"), bus.ProducerConfig{}, logger)
+	if err != nil {
+		return err
+	}
+	defer kafka.Close()
+	if err := bus.EnsureTopics(ctx, kafka, p.cfg.Topics.Partitions, p.cfg.Topics.Replication, demoTurnstileTopic); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stopPipeline := context.WithCancel(gctx)
 	defer stopPipeline()
 	g.Go(func() error { return p.run(runCtx) })
 	g.Go(func() error {
 		defer stopPipeline()
-		if err := demo(gctx, p, fapi, stdout, stderr); err != nil {
+		if err := demo(gctx, p, fapi, kafka, stdout, stderr); err != nil {
 			return err
 		}
 		if exit {
@@ -135,7 +167,7 @@ func freshDemoDir(dir string) error {
 	return os.WriteFile(filepath.Join(dir, demoMarker), []byte("made by sluice demo; the next demo empties this directory\n"), 0o644)
 }
 
-func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Client, stdout, stderr io.Writer) error {
 	p.printURLs(stdout)
 	dir, err := sample.WriteTo(filepath.Join(p.cfg.DataDir, "sample"))
 	if err != nil {
@@ -149,30 +181,36 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, stdout, stder
 	collector := "http://" + p.addr.String()
 	type job struct {
 		file, eventType, preset string
+		topic                   string // to Kafka as CSV lines, not to the collector
+	}
+	jobs := []job{
+		{file: sample.TLCTrips, eventType: "yellow_taxi_trip", preset: "tlc-yellow"},
+		{file: sample.Turnstiles, eventType: "mta_turnstile", preset: "mta-turnstile"},
+		{file: "form_events.ndjson", eventType: "form_event"},
+		// In time order, as a live feed: the weekly file is by turnstile.
+		{file: sample.TurnstilesByTime, preset: "mta-turnstile", topic: demoTurnstileTopic},
 	}
 	var sources []*replay.Source
 	var stats []*replay.Stats
-	var eventTypes []string
-	for _, j := range []job{
-		{sample.TLCTrips, "yellow_taxi_trip", "tlc-yellow"},
-		{sample.Turnstiles, "mta_turnstile", "mta-turnstile"},
-		{"form_events.ndjson", "form_event", ""},
-	} {
+	for _, j := range jobs {
 		src, err := replay.NewSource(filepath.Join(dir, j.file), "")
 		if err != nil {
 			return err
 		}
 		src.Columns = replay.Presets[j.preset].Columns
 		sources, stats = append(sources, src), append(stats, new(replay.Stats))
-		eventTypes = append(eventTypes, j.eventType)
 	}
 	start := time.Now()
-	// The two datasets are two event types: one replay each, in parallel.
+	// One replay a dataset, in parallel.
 	err = withProgress(stderr, sources, stats, func() error {
 		g, gctx := errgroup.WithContext(ctx)
 		for i, src := range sources {
 			rc := replay.DefaultConfig()
-			rc.Collector, rc.EventType = collector, eventTypes[i]
+			rc.Collector, rc.EventType = collector, jobs[i].eventType
+			if jobs[i].topic != "" {
+				rc.Kafka, rc.Topic, rc.KafkaFormat = kafka, jobs[i].topic, "csv"
+				rc.KeyField = replay.Presets[jobs[i].preset].KeyField
+			}
 			g.Go(func() error { return replay.Run(gctx, rc, []*replay.Source{src}, []*replay.Stats{stats[i]}) })
 		}
 		return g.Wait()
@@ -184,11 +222,18 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, stdout, stder
 		return fmt.Errorf("%d events were not accepted", bad)
 	}
 
-	fmt.Fprint(stdout, "\nWaiting for every accepted event to be in the lake...")
+	fmt.Fprint(stdout, "\nWaiting for every accepted event to be in the lake, and the windows they closed...")
 	want := map[string]int64{"yellow_taxi_trip": stats[0].Accepted.Load(), "mta_turnstile": stats[1].Accepted.Load()}
 	for t, n := range formRows {
 		want[t] = n
 	}
+	turnstiles := stats[3].Accepted.Load()
+	dead, err := waitForAggregations(ctx, p, map[string]int64{
+		"turnstile_4h": turnstiles, "turnstile_daily": turnstiles, "trips_by_zone_15m": stats[0].Accepted.Load()})
+	if err != nil {
+		return err
+	}
+	want[lake.DeadLetterTable] += dead
 	if err := waitForRows(ctx, p, want); err != nil {
 		return err
 	}
@@ -213,7 +258,17 @@ FROM yellow_taxi_trip GROUP BY ALL ORDER BY trips DESC LIMIT 5`},
 		{"Forms, modelled from their definitions fetched by the enricher", `SELECT form_title AS form, count(*) AS fields,
 	count(*) FILTER (WHERE parent_id IS NOT NULL) AS nested, string_agg(DISTINCT type, ', ' ORDER BY type) AS field_types
 FROM (SELECT DISTINCT ON (id, form_id) * FROM form_field) GROUP BY 1 ORDER BY 2 DESC`},
-		{"Dead letters by stage and reason (form events for a form the API does not have)", `SELECT stage, reason, count(*) AS events FROM dead_letter GROUP BY ALL ORDER BY 3 DESC`},
+		{"Dead letters by stage and reason (form events for a form the API does not have, trips later than the aggregator's hour)", `SELECT stage, reason, count(*) AS events FROM dead_letter GROUP BY ALL ORDER BY 3 DESC`},
+		{"Busiest 15 minutes of a pickup zone (the aggregator's windows of the enriched trips)", `SELECT window_start, pickup_zone AS zone,
+	trips, round(revenue, 2) AS revenue, round(avg_distance, 2) AS avg_miles
+FROM agg_trips_by_zone_15m ORDER BY trips DESC, window_start LIMIT 5`},
+		{"The seed's 4-hour turnstile windows (sums, as the seed; deltas are 0 with one reading a window)", `SELECT window_start, count(*) AS turnstiles,
+	sum(readings) AS readings, sum(entries) AS entries_sum, sum(entries_delta) AS entries_delta
+FROM agg_turnstile_4h GROUP BY 1 ORDER BY 1 LIMIT 6`},
+		{"Busiest stations a day (the aggregator's daily windows: deltas of each turnstile's counter)", `SELECT "STATION" AS station, window_start::DATE AS day,
+	sum(entries) AS entries, sum(exits) AS exits
+FROM agg_turnstile_daily WHERE entries BETWEEN 0 AND 100000 -- a counter reset is not traffic
+GROUP BY ALL ORDER BY entries DESC LIMIT 5`},
 		{"Busiest stations (entries over the week, from each turnstile's cumulative counter)", `SELECT "STATION" AS station, sum(entries) AS entries FROM (
 	SELECT "STATION", "C/A", "UNIT", "SCP", max("ENTRIES") - min("ENTRIES") AS entries
 	FROM mta_turnstile GROUP BY ALL HAVING entries < 1000000 -- a counter reset is not traffic
@@ -302,6 +357,68 @@ func waitForRows(ctx context.Context, p *pipeline, want map[string]int64) error 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitForAggregations waits until each aggregation has taken its events
+// (counted, late or duplicate) and its window count stopped moving: the
+// windows the last events closed are written. It returns how many dead
+// letters the aggregators sent.
+func waitForAggregations(ctx context.Context, p *pipeline, want map[string]int64) (int64, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	last, steady := map[string]float64{}, 0
+	for {
+		mfs, err := p.reg.Gather()
+		if err != nil {
+			return 0, err
+		}
+		taken, windows, dead := map[string]int64{}, map[string]float64{}, int64(0)
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				var name, outcome string
+				for _, l := range m.GetLabel() {
+					switch l.GetName() {
+					case "aggregation":
+						name = l.GetValue()
+					case "outcome":
+						outcome = l.GetValue()
+					}
+				}
+				switch mf.GetName() {
+				case "sluice_aggregator_events_total":
+					n := int64(m.GetCounter().GetValue())
+					if outcome == "counted" || outcome == "late" || outcome == "duplicate" {
+						taken[name] += n
+					}
+					if outcome == "late" || outcome == "invalid" {
+						dead += n
+					}
+				case "sluice_aggregator_windows_emitted_total":
+					windows[name] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		ready := true
+		for name, n := range want {
+			ready = ready && taken[name] >= n
+		}
+		if ready && maps.Equal(windows, last) {
+			steady++
+		} else {
+			steady = 0
+		}
+		if steady >= 5 {
+			return dead, nil
+		}
+		last = windows
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the aggregators took %v events after 2 minutes, want %v; see the logs", taken, want)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

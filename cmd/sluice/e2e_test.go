@@ -651,7 +651,11 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("run %d: sluice demo = %d:\n%s", run, code, out)
 		}
 		for _, want := range []string{"10000     10000", "5000      5000", "East Village", "34 ST-HERALD SQ", "2025-01-01 00:00:00  5731", "/api/v1/docs/",
-			"Test Matrix Question                 8       5", "enricher  enrichment_not_found  20"} {
+			"Test Matrix Question                 8       5", "enrichment_not_found  20",
+			// The aggregations: late trips dead-lettered, the trips' windows
+			// by zone, the seed's 4-hour windows, the daily deltas.
+			"aggregator  late_event", "2025-01-01 00:15:00  Lincoln Square East", "2023-05-27 00:00:00  120         120",
+			"34 ST-HERALD SQ  2023-06-01  13278"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("run %d: demo output lacks %q:\n%s", run, want, out)
 			}

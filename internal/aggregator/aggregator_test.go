@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	iofs "io/fs"
 	"log/slog"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -87,19 +85,11 @@ func newEnv(t *testing.T, partitions int32) *env {
 // event-time order (the file is sorted by turnstile), the header first.
 func mtaLines(t *testing.T) [][]byte {
 	t.Helper()
-	b, err := iofs.ReadFile(sample.FS(), sample.Turnstiles)
+	b, err := sample.TurnstilesInTimeOrder()
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	rows := lines[1:]
-	key := func(l []byte) string {
-		f := strings.Split(string(l), ",")
-		d, _ := time.Parse("01/02/2006 15:04:05", f[6]+" "+f[7])
-		return d.Format(time.RFC3339)
-	}
-	sort.SliceStable(rows, func(i, j int) bool { return key(rows[i]) < key(rows[j]) })
-	return append([][]byte{lines[0]}, rows...)
+	return bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
 }
 
 func (e *env) produce(topic string, values [][]byte) {

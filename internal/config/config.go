@@ -263,11 +263,16 @@ func (c *Config) loadFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
+	return c.LoadYAML(path, b)
+}
+
+// LoadYAML reads the settings b has over c's, as a config file named name.
+func (c *Config) LoadYAML(name string, b []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	// An empty file means "all defaults".
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", name, err)
 	}
 	return nil
 }
