@@ -32,15 +32,16 @@ resumes exactly where the last checkpoint was.
 Run as many instances as the work needs: they share the partitions through
 Kafka consumer groups, each group of the aggregation living in one instance
 (the input is repartitioned by group through sluice.agg.<name>.repartition,
-unless the aggregation says keyed: true). Give each instance its own
-collector id (the host name by default) or transactional_id.
-See docs/aggregations.md.
+unless the aggregation says keyed: true). Each instance needs its own
+--instance-id (the host name by default, as a pod's): a restarted instance
+with the same id gets its partitions back at once. See docs/aggregations.md.
 `
 
 func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := config.NewFlagSet("aggregator", aggregatorUsage, stderr)
 	c := fs.Config()
 	fs.String(&c.DataDir, "data-dir", "data directory; the lake defaults to <data-dir>/lake")
+	fs.String(&c.Collector.ID, "instance-id", "this instance's name among those sharing the aggregations, kept across restarts (default: the host name)")
 	logFlags(fs)
 	kafkaFlags(fs)
 	topicFlags(fs)
@@ -109,7 +110,7 @@ func aggregatorConfig(ac config.Aggregation, dlq, instance string) aggregator.Co
 		TimeFields: ac.Time.Fields, TimeLayout: ac.Time.Layout, OutputFormat: ac.Output.Format,
 		OutputTopic: ac.Output.Topic, DLQTopic: dlq, CheckpointInterval: ac.CheckpointInterval,
 		Keyed: ac.Keyed, Partitions: ac.Partitions, Group: ac.Group,
-		TransactionalID: cmp.Or(ac.TransactionalID, "sluice-aggregator-"+ac.Name+"-"+instance),
+		TransactionalID: cmp.Or(ac.TransactionalID, "sluice-aggregator-"+ac.Name+"-"+instance), InstanceID: instance,
 		Window: window.Config{Size: ac.Window.Size, Slide: ac.Window.Slide, Delay: ac.Window.Delay,
 			IdleTimeout: ac.Window.IdleTimeout, GroupBy: ac.GroupBy, Dedupe: ac.Dedupe, MaxOpen: ac.MaxOpenWindows}}
 	for _, col := range ac.Columns {

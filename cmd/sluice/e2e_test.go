@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,12 +23,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
+	"github.com/sluicehq/sluice/internal/sample"
 )
 
 // These tests run the built binary as a user would.
@@ -805,4 +809,140 @@ func TestEnricherKill9ExactlyOnce(t *testing.T) {
 			t.Fatalf("event r%d out %d times (%d events seen)", i, c, len(seen))
 		}
 	}
+}
+
+// TestAggregatorKill9SameFiles replays the MTA week to Kafka as CSV lines,
+// as the seed's producer did, while `sluice aggregator` is killed with
+// SIGKILL at random points and restarted. The lake ends with the same
+// files, with the same bytes once unzipped, as an uninterrupted run's.
+func TestAggregatorKill9SameFiles(t *testing.T) {
+	dir := t.TempDir()
+	mta, err := sample.TurnstilesInTimeOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtaPath, cfgPath := filepath.Join(dir, "mta.csv"), filepath.Join(dir, "agg.yml")
+	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `aggregations:
+  - name: turnstile_4h
+    topic: mta-turnstile
+    format: csv
+    columns: [{name: C/A, type: string}, {name: UNIT, type: string}, {name: SCP, type: string},
+      {name: STATION, type: string}, {name: LINENAME, type: string}, {name: DIVISION, type: string},
+      {name: DATE, type: string}, {name: TIME, type: string}, {name: DESC, type: string},
+      {name: ENTRIES, type: int}, {name: EXITS, type: int}]
+    time: {fields: [DATE, TIME], layout: "MM/DD/YYYY HH:mm:ss"}
+    window: {size: 4h, delay: 1h}
+    group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
+    dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
+    aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}, {op: delta, field: EXITS, as: exits_delta}]
+    output: {format: csv.gz}
+    checkpoint_interval: 100ms
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seed := time.Now().UnixNano()
+	t.Logf("kill points from seed %d", seed)
+	rng := mrand.New(mrand.NewPCG(uint64(seed), 0))
+
+	// run replays the week with kills, and returns the table's files, once
+	// settled (or, with want, once they are want's).
+	run := func(kills int, want map[string]string) map[string]string {
+		b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		lakeDir := t.TempDir()
+		start := func() *exec.Cmd {
+			cmd := exec.Command(binary, "aggregator", "--config", cfgPath, "--brokers", b.Addr(), "--lake", lakeDir,
+				"--metrics-addr", "", "--instance-id", "e2e", "--log-format", "json")
+			cmd.Stderr = io.Discard
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			return cmd
+		}
+		agg := start()
+		defer func() {
+			agg.Process.Signal(syscall.SIGTERM)
+			agg.Wait()
+		}()
+		replay := exec.Command(binary, "replay", "--to", "kafka", "--brokers", b.Addr(), "--topic", "mta-turnstile",
+			"--preset", "mta-turnstile", "--format", "csv", "--rate", "2500", mtaPath)
+		var out bytes.Buffer
+		replay.Stdout, replay.Stderr = &out, &out
+		if err := replay.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for range kills {
+			time.Sleep(time.Duration(150+rng.IntN(450)) * time.Millisecond)
+			agg.Process.Signal(syscall.SIGKILL)
+			agg.Wait()
+			agg = start()
+		}
+		if err := replay.Wait(); err != nil {
+			t.Fatalf("replay: %v\n%s", err, out.String())
+		}
+		if kills > 0 && !strings.Contains(out.String(), "5000") {
+			t.Fatalf("replay output:\n%s", out.String())
+		}
+		var files map[string]string
+		same, deadline := 0, time.Now().Add(time.Minute)
+		for ; time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			now := aggFiles(t, filepath.Join(lakeDir, "agg_turnstile_4h"))
+			switch {
+			case want != nil && maps.Equal(now, want):
+				same++
+			case want == nil && len(now) > 0 && maps.Equal(now, files):
+				same++
+			default:
+				same = 0
+			}
+			files = now
+			if same >= 20 { // 2 s without a change
+				return files
+			}
+		}
+		return files
+	}
+	want := run(0, nil)
+	if len(want) < 20 {
+		t.Fatalf("the uninterrupted run wrote %d files; want dozens", len(want))
+	}
+	got := run(4, want)
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("files after kills (-got +want):\n%s", diff)
+	}
+}
+
+// aggFiles reads every csv.gz file under dir, unzipped, by path.
+func aggFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".csv.gz") {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		b, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = string(b)
+		return nil
+	})
+	return out
 }

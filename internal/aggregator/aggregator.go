@@ -81,6 +81,11 @@ type Config struct {
 	// TransactionalID is the repartitioner's, unique to each running
 	// instance (default sluice-aggregator-<name>).
 	TransactionalID string
+	// InstanceID, when set, makes this instance a static member of both
+	// groups (KIP-345): restarted, it gets its partitions back at once,
+	// with no rebalance; stopped for good, its partitions move after the
+	// session timeout. Unique to each running instance, such as a pod's.
+	InstanceID string
 	// Keyed says the input is partitioned by the group key already (or the
 	// keys that dedupe needs): its partitions are the tasks, and there is
 	// no repartition topic.
@@ -243,6 +248,15 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return a.aggregate(gctx, source, inputs) })
 	return g.Wait()
+}
+
+// groupOpts are the options of both groups' clients.
+func (a *Aggregator) groupOpts(group string) []kgo.Opt {
+	opts := []kgo.Opt{kgo.ConsumerGroup(group), kgo.FetchIsolationLevel(kgo.ReadCommitted())}
+	if a.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(a.cfg.InstanceID))
+	}
+	return opts
 }
 
 // inputPartitions waits for the input topic to exist and counts its

@@ -24,13 +24,11 @@ const headerSource = "sluice-source-partition"
 // whatever crashes. Records that are not events become dead letters here,
 // before they cost a task anything.
 func (a *Aggregator) repartition(ctx context.Context) error {
-	sess, err := bus.NewGroupTransactSession(a.cc, a.logger,
+	sess, err := bus.NewGroupTransactSession(a.cc, a.logger, append(a.groupOpts(a.cfg.Group+"-repartition"),
 		kgo.TransactionalID(a.cfg.TransactionalID),
-		kgo.ConsumerGroup(a.cfg.Group+"-repartition"),
 		kgo.ConsumeTopics(a.cfg.Topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
-	)
+	)...)
 	if err != nil {
 		return err
 	}

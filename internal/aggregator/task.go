@@ -67,10 +67,8 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 	// The callbacks run outside of ctx's reach (the client's own
 	// goroutine, or Close); their writes get a bounded context of their own.
 	bg := context.WithoutCancel(ctx)
-	cl, err := bus.NewClient(a.cc, a.logger,
-		kgo.ConsumerGroup(a.cfg.Group),
+	cl, err := bus.NewClient(a.cc, a.logger, append(a.groupOpts(a.cfg.Group),
 		kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(ts.assigned),
@@ -82,7 +80,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 			ts.drop(bg, lost[topic], false)
 		}),
-	)
+	)...)
 	if err != nil {
 		return err
 	}
