@@ -47,6 +47,7 @@ fuzz:
 # against DuckDB's COPY, and replay into the collector against replay into a
 # no-op handler, each baseline in the same run.
 bench:
+	$(GO) run ./cmd/sluicebench aggregator
 	$(GO) run ./cmd/sluicebench collector
 	$(GO) run ./cmd/sluicebench enricher
 	$(GO) run ./cmd/sluicebench loader

@@ -38,13 +38,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	benches := map[string]func(context.Context, []string, io.Writer) error{
-		"collector": benchCollector,
-		"enricher":  benchEnricher,
-		"loader":    benchLoader,
-		"replay":    benchReplay,
+		"aggregator": benchAggregator,
+		"collector":  benchCollector,
+		"enricher":   benchEnricher,
+		"loader":     benchLoader,
+		"replay":     benchReplay,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench collector|enricher|loader|replay [flags]   (see -h)")
+		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|collector|enricher|loader|replay [flags]   (see -h)")
 		os.Exit(2)
 	}
 	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {

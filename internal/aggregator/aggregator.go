@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -176,17 +177,20 @@ func (c *Config) Table() string { return "agg_" + c.Name }
 
 // Aggregator runs one aggregation.
 type Aggregator struct {
-	cfg     Config
-	cc      bus.ClientConfig
-	store   lake.Storage
-	prod    *kgo.Client
-	parse   parser
-	layout  string
-	key     []string // partitionKey
-	ints    []bool   // per aggregate: written as BIGINT
-	logger  *slog.Logger
-	metrics *metrics
-	now     func() time.Time
+	cfg    Config
+	cc     bus.ClientConfig
+	store  lake.Storage
+	prod   *kgo.Client
+	parse  parser
+	layout string
+	slots  slots
+	// The slots of the time, group, dedupe and partition-key fields, and
+	// of each aggregate's field (-1: none).
+	timeAt, groupAt, dedupeAt, keyAt, aggAt []int
+	ints                                    []bool // per aggregate: written as BIGINT
+	logger                                  *slog.Logger
+	metrics                                 *metrics
+	now                                     func() time.Time
 }
 
 // New builds an aggregator; prod writes results and dead letters.
@@ -201,11 +205,26 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	cfg.Group = cmp.Or(cfg.Group, "sluice-aggregator-"+cfg.Name)
 	cfg.TransactionalID = cmp.Or(cfg.TransactionalID, "sluice-aggregator-"+cfg.Name)
 	a := &Aggregator{cfg: cfg, cc: cc, store: store, prod: prod, layout: TimeLayout(cfg.TimeLayout),
-		key: cfg.partitionKey(), logger: logger.With("aggregation", cfg.Name), now: time.Now}
+		slots: slots{}, logger: logger.With("aggregation", cfg.Name), now: time.Now}
+	at := func(names []string) []int {
+		out := make([]int, len(names))
+		for i, n := range names {
+			out[i] = a.slots.add(n)
+		}
+		return out
+	}
+	a.timeAt, a.groupAt, a.dedupeAt, a.keyAt = at(cfg.TimeFields), at(cfg.Window.GroupBy), at(cfg.Window.Dedupe), at(cfg.partitionKey())
+	for _, ag := range cfg.Window.Aggregates {
+		i := -1
+		if ag.Field != "" {
+			i = a.slots.add(ag.Field)
+		}
+		a.aggAt = append(a.aggAt, i)
+	}
 	if cfg.Format == "csv" {
-		a.parse = csvParser{cols: cfg.Columns}
+		a.parse = newCSVParser(cfg.Columns, a.slots)
 	} else {
-		a.parse = jsonParser{eventType: cfg.EventType}
+		a.parse = jsonParser{eventType: cfg.EventType, slots: a.slots}
 	}
 	types := map[string]string{}
 	for _, c := range cfg.Columns {
@@ -287,7 +306,8 @@ func (a *Aggregator) inputPartitions(ctx context.Context) (int32, error) {
 // not an event of this aggregation gives neither; one that cannot be read
 // gives its dead letter.
 func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
-	f, err := a.parse.parse(rec.Value)
+	f := make(fields, len(a.slots))
+	err := a.parse.parse(rec.Value, f)
 	if errors.Is(err, errSkip) {
 		a.metrics.events.WithLabelValues("skipped").Inc()
 		return nil, time.Time{}, nil
@@ -295,7 +315,7 @@ func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
 	if err != nil {
 		return nil, time.Time{}, a.deadLetter(rec, ReasonBadRecord, "", err.Error())
 	}
-	t, err := eventTime(f, a.cfg.TimeFields, a.layout)
+	t, err := eventTime(f, a.cfg.TimeFields, a.timeAt, a.layout)
 	if err != nil {
 		return nil, time.Time{}, a.deadLetter(rec, ReasonBadTime, a.cfg.TimeFields[0], err.Error())
 	}
@@ -306,22 +326,29 @@ func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
 func (a *Aggregator) event(f fields, t time.Time, p int32) window.Event {
 	e := window.Event{Partition: p, Time: t, Group: make([]string, len(a.cfg.Window.GroupBy)),
 		Values: make([]float64, len(a.cfg.Window.Aggregates))}
-	for i, g := range a.cfg.Window.GroupBy {
-		e.Group[i] = f[g]
+	for i, at := range a.groupAt {
+		e.Group[i] = f[at].s
 	}
-	for i, ag := range a.cfg.Window.Aggregates {
-		if ag.Field != "" {
-			e.Values[i] = number(f, ag.Field)
+	for i, at := range a.aggAt {
+		if at >= 0 {
+			e.Values[i] = number(f[at])
 		}
 	}
-	if len(a.cfg.Window.Dedupe) > 0 {
-		key := make([]string, len(a.cfg.Window.Dedupe))
-		for i, d := range a.cfg.Window.Dedupe {
-			key[i] = f[d]
-		}
-		e.DedupeKey = strings.Join(key, "\x00")
+	if len(a.dedupeAt) > 0 {
+		e.DedupeKey = string(a.join(nil, f, a.dedupeAt))
 	}
 	return e
+}
+
+// join appends the fields at the slots, separated by NULs, to b.
+func (a *Aggregator) join(b []byte, f fields, at []int) []byte {
+	for i, n := range at {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, f[n].s...)
+	}
+	return b
 }
 
 func (a *Aggregator) deadLetter(rec *kgo.Record, reason, field, msg string) *kgo.Record {
@@ -402,7 +429,8 @@ func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 		b = append(event.AppendString(b, g), ':')
 		b = append(event.AppendString(b, res.Group[i]), ',')
 	}
-	b = fmt.Appendf(b, `"window_start":%q,"window_end":%q`, res.Start.Format(time.RFC3339), res.End.Format(time.RFC3339))
+	b = append(res.Start.AppendFormat(append(b, `"window_start":"`...), time.RFC3339), '"')
+	b = append(res.End.AppendFormat(append(b, `,"window_end":"`...), time.RFC3339), '"')
 	for i, ag := range a.cfg.Window.Aggregates {
 		b = append(event.AppendString(append(b, ','), ag.As), ':')
 		c := a.cell(i, res.Values[i])
@@ -410,9 +438,13 @@ func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 		case lake.KindNull:
 			b = append(b, "null"...)
 		case lake.KindInt:
-			b = fmt.Appendf(b, "%d", c.I)
-		default:
-			b = fmt.Appendf(b, "%v", c.F)
+			b = strconv.AppendInt(b, c.I, 10)
+		case lake.KindFloat:
+			if math.IsInf(c.F, 0) {
+				b = append(b, "null"...) // JSON has no infinity
+			} else {
+				b = strconv.AppendFloat(b, c.F, 'g', -1, 64)
+			}
 		}
 	}
 	b = append(b, '}')

@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"bytes"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,13 +20,31 @@ type Column struct {
 // Types a CSV column can be declared with.
 var columnTypes = []string{"string", "int", "float", "timestamp"}
 
-// fields is one parsed input record: each field's text, and whether it is
-// null (absent, JSON null, or an empty CSV field).
-type fields map[string]string
+// fields is one parsed input record: the text of each field the
+// aggregation uses, in the order of its slots (see slots), absent when
+// null (missing, JSON null, or an empty CSV field).
+type fields []field
 
-// parser turns a record value into fields.
+type field struct {
+	s  string
+	ok bool
+}
+
+// slots numbers the fields an aggregation uses, so that parsing fills a
+// slice instead of a map.
+type slots map[string]int
+
+func (s slots) add(name string) int {
+	if i, ok := s[name]; ok {
+		return i
+	}
+	s[name] = len(s)
+	return len(s) - 1
+}
+
+// parser turns a record value into fields; f has a field per slot.
 type parser interface {
-	parse(value []byte) (fields, error)
+	parse(value []byte, f fields) error
 }
 
 // errSkip marks a record that is not an event: a CSV header line, or an
@@ -36,50 +53,99 @@ var errSkip = errors.New("not an event of this aggregation")
 
 type csvParser struct {
 	cols []Column
+	slot []int // per column: its slot, or -1 when unused
 }
 
-func (p csvParser) parse(value []byte) (fields, error) {
-	r := csv.NewReader(bytes.NewReader(value))
-	r.FieldsPerRecord = -1
-	r.LazyQuotes = true
-	rec, err := r.Read()
-	if err != nil {
-		return nil, fmt.Errorf("csv: %w", err)
-	}
-	if len(rec) != len(p.cols) {
-		return nil, fmt.Errorf("csv: %d fields, the schema declares %d (%s)", len(rec), len(p.cols), p.names())
-	}
-	// A header line: every field is its column's name (MTA's keep trailing
-	// spaces).
-	header := true
-	for i, c := range p.cols {
-		if !strings.EqualFold(strings.TrimSpace(rec[i]), c.Name) {
-			header = false
-			break
+func newCSVParser(cols []Column, s slots) csvParser {
+	p := csvParser{cols: cols, slot: make([]int, len(cols))}
+	for i, c := range cols {
+		p.slot[i] = -1
+		if n, ok := s[c.Name]; ok {
+			p.slot[i] = n
 		}
 	}
-	if header {
-		return nil, errSkip
-	}
-	f := make(fields, len(rec))
-	for i, c := range p.cols {
-		v := strings.TrimSpace(rec[i])
+	return p
+}
+
+// parse reads one CSV line (RFC 4180 quoting; a stray quote inside a
+// field is taken as it is). Every int and float column is checked, used
+// or not, so that a record is whole or a dead letter.
+func (p csvParser) parse(value []byte, f fields) error {
+	line := strings.TrimRight(string(value), "\r\n")
+	clear(f)
+	header := true
+	n := 0
+	for rest, more := line, true; more; n++ {
+		var v string
+		var err error
+		v, rest, more, err = nextCSVField(rest)
+		if err != nil {
+			return fmt.Errorf("csv: field %d: %w", n+1, err)
+		}
+		if n >= len(p.cols) {
+			continue // counted, and refused below
+		}
+		v = strings.TrimSpace(v)
+		c := p.cols[n]
+		// A header line: every field is its column's name (MTA's keep
+		// trailing spaces).
+		header = header && strings.EqualFold(v, c.Name)
 		if v == "" {
 			continue
 		}
 		switch c.Type {
 		case "int":
-			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, fmt.Errorf("%s: %q is not an int", c.Name, v)
+			if _, err := strconv.ParseInt(v, 10, 64); err != nil && !header {
+				return fmt.Errorf("%s: %q is not an int", c.Name, v)
 			}
 		case "float":
-			if _, err := strconv.ParseFloat(v, 64); err != nil {
-				return nil, fmt.Errorf("%s: %q is not a float", c.Name, v)
+			if _, err := strconv.ParseFloat(v, 64); err != nil && !header {
+				return fmt.Errorf("%s: %q is not a float", c.Name, v)
 			}
 		}
-		f[c.Name] = v
+		if p.slot[n] >= 0 {
+			f[p.slot[n]] = field{v, true}
+		}
 	}
-	return f, nil
+	if n != len(p.cols) {
+		return fmt.Errorf("csv: %d fields, the schema declares %d (%s)", n, len(p.cols), p.names())
+	}
+	if header {
+		return errSkip
+	}
+	return nil
+}
+
+// nextCSVField splits the first field off line: its text, unquoted, the
+// rest after its comma, and whether there was one.
+func nextCSVField(line string) (v, rest string, more bool, err error) {
+	if !strings.HasPrefix(line, `"`) {
+		if i := strings.IndexByte(line, ','); i >= 0 {
+			return line[:i], line[i+1:], true, nil
+		}
+		return line, "", false, nil
+	}
+	var b strings.Builder
+	s := line[1:]
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			return "", "", false, errors.New("a quoted field is not closed")
+		}
+		b.WriteString(s[:i])
+		s = s[i+1:]
+		switch {
+		case strings.HasPrefix(s, `"`): // an escaped quote
+			b.WriteByte('"')
+			s = s[1:]
+		case s == "":
+			return b.String(), "", false, nil
+		case s[0] == ',':
+			return b.String(), s[1:], true, nil
+		default: // a stray quote: part of the text
+			b.WriteByte('"')
+		}
+	}
 }
 
 func (p csvParser) names() string {
@@ -95,40 +161,44 @@ func (p csvParser) names() string {
 // field of that name.
 type jsonParser struct {
 	eventType string
+	slots     slots
 }
 
-func (p jsonParser) parse(value []byte) (fields, error) {
+func (p jsonParser) parse(value []byte, f fields) error {
 	var env map[string]json.RawMessage
 	if err := json.Unmarshal(value, &env); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
+		return fmt.Errorf("invalid JSON: %w", err)
 	}
 	if p.eventType != "" {
 		var et string
 		if err := json.Unmarshal(env["event_type"], &et); err != nil || et != p.eventType {
-			return nil, errSkip
+			return errSkip
 		}
 	}
-	f := fields{}
+	clear(f)
+	set := map[int]bool{}
 	put := func(m map[string]json.RawMessage) {
 		for k, raw := range m {
-			if _, ok := f[k]; ok {
+			i, used := p.slots[k]
+			if !used || set[i] {
 				continue
 			}
+			set[i] = true
 			if s, ok := text(raw); ok {
-				f[k] = s
+				f[i] = field{s, true}
 			}
 		}
 	}
 	if raw, ok := env["payload"]; ok {
 		var payload map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &payload); err != nil {
-			return nil, fmt.Errorf("payload: want a JSON object: %w", err)
+			return fmt.Errorf("payload: want a JSON object: %w", err)
 		}
 		put(payload)
 	}
 	delete(env, "payload")
 	put(env)
-	return f, nil
+	return nil
 }
 
 // text is a JSON value as a field's text: strings unquoted, numbers and
@@ -150,12 +220,11 @@ func text(raw json.RawMessage) (string, bool) {
 
 // number is a field's value for an aggregate; NaN when null or not a
 // number.
-func number(f fields, name string) float64 {
-	s, ok := f[name]
-	if !ok {
+func number(f field) float64 {
+	if !f.ok {
 		return math.NaN()
 	}
-	v, err := strconv.ParseFloat(s, 64)
+	v, err := strconv.ParseFloat(f.s, 64)
 	if err != nil {
 		return math.NaN()
 	}
@@ -176,18 +245,21 @@ func TimeLayout(s string) string {
 	return r.Replace(s)
 }
 
-// eventTime reads the time fields, joined by a space, with layout, as UTC
-// unless the layout has a zone.
-func eventTime(f fields, names []string, layout string) (time.Time, error) {
-	parts := make([]string, 0, len(names))
-	for _, n := range names {
-		v, ok := f[n]
-		if !ok {
+// eventTime reads the time fields (names, in slots at), joined by a
+// space, with layout, as UTC unless the layout has a zone.
+func eventTime(f fields, names []string, at []int, layout string) (time.Time, error) {
+	s := ""
+	for i, n := range names {
+		v := f[at[i]]
+		if !v.ok {
 			return time.Time{}, fmt.Errorf("time field %s is missing", n)
 		}
-		parts = append(parts, v)
+		if i == 0 {
+			s = v.s
+		} else {
+			s += " " + v.s
+		}
 	}
-	s := strings.Join(parts, " ")
 	t, err := time.Parse(layout, s)
 	if err != nil && layout == time.RFC3339Nano {
 		// ISO 8601 without a zone, as replay writes Parquet timestamps.

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -13,18 +14,67 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`"A,002",R051,"x""y",,,,05/27/2023,00:00:00,,1,`))
 	f.Add([]byte(`{"event_type":"yellow_taxi_trip","payload":{"tpep_pickup_datetime":"2025-01-01T00:18:38","fare_amount":10}}`))
 	f.Add([]byte(`{"payload":[1,2]}`))
-	csvP := csvParser{cols: mtaColumns}
-	jsonP := jsonParser{eventType: "yellow_taxi_trip"}
+	st := slots{}
+	for _, n := range []string{"DATE", "TIME", "ENTRIES", "C/A", "tpep_pickup_datetime", "fare_amount"} {
+		st.add(n)
+	}
+	csvP := newCSVParser(mtaColumns, st)
+	jsonP := jsonParser{eventType: "yellow_taxi_trip", slots: st}
 	f.Fuzz(func(t *testing.T, value []byte) {
-		if fs, err := csvP.parse(value); err == nil {
-			if _, err := eventTime(fs, []string{"DATE", "TIME"}, TimeLayout("MM/DD/YYYY HH:mm:ss")); err != nil && !strings.Contains(err.Error(), "time") {
+		fs := make(fields, len(st))
+		if err := csvP.parse(value, fs); err == nil {
+			if _, err := eventTime(fs, []string{"DATE", "TIME"}, []int{st["DATE"], st["TIME"]}, TimeLayout("MM/DD/YYYY HH:mm:ss")); err != nil && !strings.Contains(err.Error(), "time") {
 				t.Errorf("event time error without saying so: %v", err)
 			}
-			number(fs, "ENTRIES")
+			number(fs[st["ENTRIES"]])
 		}
-		if fs, err := jsonP.parse(value); err == nil {
-			_, _ = eventTime(fs, []string{"tpep_pickup_datetime"}, TimeLayout(""))
-			number(fs, "fare_amount")
+		if err := jsonP.parse(value, fs); err == nil {
+			_, _ = eventTime(fs, []string{"tpep_pickup_datetime"}, []int{st["tpep_pickup_datetime"]}, TimeLayout(""))
+			number(fs[st["fare_amount"]])
 		}
 	})
+}
+
+// TestCSVFields: quoting as RFC 4180 has it, stray quotes as they are,
+// spaces trimmed, empty fields null; the header and broken lines refused.
+func TestCSVFields(t *testing.T) {
+	cols := []Column{{"a", "string"}, {"b", "int"}, {"c", "string"}}
+	st := slots{}
+	for _, c := range cols {
+		st.add(c.Name)
+	}
+	p := newCSVParser(cols, st)
+	for in, want := range map[string]string{
+		`x,1,y`:                `x|1|y`,
+		`"x,1",2,"say ""hi"""`: `x,1|2|say "hi"`,
+		` x , 3 ,` + "\r\n":    `x|3|<null>`,
+		`x"y,4,z`:              `x"y|4|z`,
+		`"x"y",5,z`:            `x"y|5|z`,
+		`a,b,c`:                `skip`,
+		`x,one,y`:              `error: b: "one" is not an int`,
+		`x,1`:                  `error: csv: 2 fields, the schema declares 3 (a,b,c)`,
+		`"x,1,y`:               `error: csv: field 1: a quoted field is not closed`,
+	} {
+		f := make(fields, len(st))
+		err := p.parse([]byte(in), f)
+		var got string
+		switch {
+		case errors.Is(err, errSkip):
+			got = "skip"
+		case err != nil:
+			got = "error: " + err.Error()
+		default:
+			var vs []string
+			for _, v := range f {
+				if !v.ok {
+					v.s = "<null>"
+				}
+				vs = append(vs, v.s)
+			}
+			got = strings.Join(vs, "|")
+		}
+		if got != want {
+			t.Errorf("%q: got %s, want %s", in, got, want)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -93,15 +92,8 @@ func (a *Aggregator) route(rec *kgo.Record, topic string) *kgo.Record {
 	if f == nil {
 		return dead
 	}
-	vals := make([]string, len(a.key))
-	for i, k := range a.key {
-		vals[i] = f[k]
-	}
 	// Never a nil key: the partitioner spreads those at random.
-	key := []byte(strings.Join(vals, "\x00"))
-	if key == nil {
-		key = []byte{}
-	}
+	key := a.join([]byte{}, f, a.keyAt)
 	headers := append(rec.Headers[:len(rec.Headers):len(rec.Headers)],
 		kgo.RecordHeader{Key: headerSource, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)})
 	return &kgo.Record{Topic: topic, Key: key, Value: rec.Value, Headers: headers}
