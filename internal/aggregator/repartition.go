@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -49,27 +48,13 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 		if err := sess.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
-		var (
-			mu         sync.Mutex
-			wg         sync.WaitGroup
-			produceErr error
-		)
+		var acks bus.Acks
 		fetches.EachRecord(func(rec *kgo.Record) {
-			out := a.route(rec, topic)
-			if out == nil {
-				return
+			if out := a.route(rec, topic); out != nil {
+				sess.Produce(ctx, out, acks.Promise())
 			}
-			wg.Add(1)
-			sess.Produce(ctx, out, func(_ *kgo.Record, err error) {
-				defer wg.Done()
-				if err != nil {
-					mu.Lock()
-					produceErr = errors.Join(produceErr, err)
-					mu.Unlock()
-				}
-			})
 		})
-		wg.Wait()
+		produceErr := acks.Wait()
 		try := kgo.TryCommit
 		if produceErr != nil {
 			a.logger.Warn("produce failed; aborting the transaction, the records will be read again", "err", produceErr)

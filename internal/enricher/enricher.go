@@ -141,23 +141,13 @@ func (e *Enricher) Run(ctx context.Context) error {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
 		outs := e.process(ctx, recs)
-		var produceErr error
-		var mu sync.Mutex
-		var wg sync.WaitGroup
+		var acks bus.Acks
 		for _, out := range outs {
 			for _, r := range out {
-				wg.Add(1)
-				e.sess.Produce(ctx, r, func(_ *kgo.Record, err error) {
-					defer wg.Done()
-					if err != nil {
-						mu.Lock()
-						produceErr = errors.Join(produceErr, err)
-						mu.Unlock()
-					}
-				})
+				e.sess.Produce(ctx, r, acks.Promise())
 			}
 		}
-		wg.Wait()
+		produceErr := acks.Wait()
 		try := kgo.TryCommit
 		if produceErr != nil {
 			e.logger.Warn("produce failed; aborting the transaction, the records will be read again", "err", produceErr)
