@@ -41,7 +41,7 @@ func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) erro
 	fs := config.NewFlagSet("aggregator", aggregatorUsage, stderr)
 	c := fs.Config()
 	fs.String(&c.DataDir, "data-dir", "data directory; the lake defaults to <data-dir>/lake")
-	fs.String(&c.Collector.ID, "instance-id", "this instance's name among those sharing the aggregations, kept across restarts (default: the host name)")
+	fs.String(&c.Collector.ID, "instance-id", "this instance's name among those sharing the aggregations, kept across restarts, such as the pod's")
 	logFlags(fs)
 	kafkaFlags(fs)
 	topicFlags(fs)
