@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/window"
 )
@@ -202,8 +205,10 @@ func consumed(n int) func(*prometheus.Registry) bool {
 
 // reference computes the windows of the MTA lines independently: every
 // emitted 4-hour window of every group, with the counters' sums and
-// deltas, for windows ending by the final watermark.
-func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
+// deltas, for windows ending by the final watermark: the least, over the
+// partitions (rows keyed by UNIT, spread as Kafka's default partitioner
+// does over partitions), of the latest time in it, less delay.
+func reference(t *testing.T, lines [][]byte, delay time.Duration, partitions int) []string {
 	t.Helper()
 	type acc struct {
 		n                            int64
@@ -213,7 +218,8 @@ func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
 	}
 	accs := map[string]*acc{}
 	seen := map[string]bool{}
-	var maxT time.Time
+	maxT := map[int]time.Time{}
+	byKey := kgo.StickyKeyPartitioner(nil).ForTopic("mta-turnstile")
 	for _, l := range lines[1:] {
 		f, err := csv.NewReader(bytes.NewReader(l)).Read()
 		if err != nil {
@@ -227,13 +233,14 @@ func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
 			t.Fatal(err)
 		}
 		id := strings.Join([]string{f[0], f[1], f[2], f[6], f[7]}, "|")
+		p := byKey.Partition(&kgo.Record{Key: []byte(f[1])}, partitions)
+		if ts.After(maxT[p]) {
+			maxT[p] = ts
+		}
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		if ts.After(maxT) {
-			maxT = ts
-		}
 		start := ts.Truncate(4 * time.Hour)
 		k := strings.Join([]string{f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[8], start.Format(time.RFC3339)}, "|")
 		en, _ := strconv.ParseInt(f[9], 10, 64)
@@ -253,7 +260,13 @@ func reference(t *testing.T, lines [][]byte, delay time.Duration) []string {
 			a.lastT, a.lastE, a.lastX = ts, en, ex
 		}
 	}
-	wm := maxT.Add(-delay)
+	var wm time.Time
+	for p := range partitions {
+		if wm.IsZero() || maxT[p].Before(wm) {
+			wm = maxT[p]
+		}
+	}
+	wm = wm.Add(-delay)
 	var out []string
 	for k, a := range accs {
 		parts := strings.Split(k, "|")
@@ -308,14 +321,36 @@ func tableFiles(t *testing.T, store lake.Storage) map[string][]map[string]any {
 	return out
 }
 
+// TestMTAWeekEqualsReference feeds the bundled week, in time order, as
+// `sluice replay --to kafka --preset mta-turnstile --format csv` does,
+// into a 3-partition topic keyed by unit, and checks every window of every
+// group against a reference computed here from the file.
 func TestMTAWeekEqualsReference(t *testing.T) {
-	e := newEnv(t, 1)
+	e := newEnv(t, 3)
 	lines := mtaLines(t)
-	e.produce("mta-turnstile", lines)
-	if err := e.runUntil(mtaConfig(), e.store, consumed(len(lines))); err != nil {
+	path := filepath.Join(t.TempDir(), sample.TurnstilesByTime)
+	if err := os.WriteFile(path, bytes.Join(lines, []byte("\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := reference(t, lines, time.Hour)
+	src, err := replay.NewSource(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	preset := replay.Presets["mta-turnstile"]
+	src.Columns = preset.Columns
+	rc := replay.DefaultConfig()
+	rc.Kafka, rc.Topic, rc.KafkaFormat, rc.KeyField = e.prod, "mta-turnstile", "csv", preset.KeyField
+	stats := new(replay.Stats)
+	if err := replay.Run(t.Context(), rc, []*replay.Source{src}, []*replay.Stats{stats}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stats.Accepted.Load(); got != int64(len(lines)-1) {
+		t.Fatalf("replay sent %d rows, want %d", got, len(lines)-1)
+	}
+	if err := e.runUntil(mtaConfig(), e.store, consumed(len(lines)-1)); err != nil {
+		t.Fatal(err)
+	}
+	want := reference(t, lines, time.Hour, 3)
 	if len(want) < 500 {
 		t.Fatalf("the reference has %d windows; the sample should give hundreds", len(want))
 	}
