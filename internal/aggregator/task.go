@@ -233,7 +233,7 @@ func (ts *tasks) add(rec *kgo.Record) {
 		return // not ours (any more), or taken before a rebalance
 	}
 	t.next, t.dirty = rec.Offset+1, true
-	f, ts0, dead := ts.read(rec)
+	f, at, dead := ts.read(rec)
 	if dead != nil {
 		t.dead = append(t.dead, dead)
 		return
@@ -247,7 +247,7 @@ func (ts *tasks) add(rec *kgo.Record) {
 			src = int32(p)
 		}
 	}
-	switch out, missed := t.op.Add(ts.event(f, ts0, src)); out {
+	switch out, missed := t.op.Add(ts.event(f, at, src)); out {
 	case window.Counted:
 		ts.metrics.events.WithLabelValues("counted").Inc()
 	case window.Duplicate:
@@ -256,7 +256,7 @@ func (ts *tasks) add(rec *kgo.Record) {
 		ts.metrics.events.WithLabelValues("late").Inc()
 		t.dead = append(t.dead, ts.deadLetter(rec, ReasonLateEvent, ts.cfg.TimeFields[0], fmt.Sprintf(
 			"event time %s is behind the watermark %s (delay %v): window [%s, %s) was already emitted",
-			ts0.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
+			at.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
 	}
 	t.done = append(t.done, t.op.Advance()...)
