@@ -6,8 +6,10 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // State is everything an Operator knows, as plain data for a checkpoint:
@@ -175,4 +177,136 @@ func (o *Operator) Restore(st State) error {
 	}
 	o.open, o.nextEnd = open, nextEnd
 	return nil
+}
+
+// MarshalJSON writes st as encoding/json would from its field tags, but
+// without reflection: a checkpoint holds every open window, and is
+// written at every emission, where encoding/json spent a fifth of the
+// aggregator's time.
+func (st State) MarshalJSON() ([]byte, error) {
+	size := 256 + 64*len(st.Seen)
+	if len(st.Windows) > 0 {
+		size += len(st.Windows) * (96 + 200*len(st.Windows[0].Aggs))
+	}
+	b := make([]byte, 0, size)
+	b = strconv.AppendInt(append(b, `{"watermark":`...), st.Watermark, 10)
+	b = strconv.AppendInt(append(b, `,"arrivals":`...), st.Arrivals, 10)
+	b = append(b, `,"partitions":`...)
+	if st.Partitions == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '{')
+		for i, id := range slices.Sorted(maps.Keys(st.Partitions)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			p := st.Partitions[id]
+			b = append(strconv.AppendInt(append(b, '"'), int64(id), 10), `":`...)
+			if p == nil {
+				b = append(b, "null"...)
+				continue
+			}
+			b = strconv.AppendInt(append(b, `{"max":`...), p.Max, 10)
+			b = strconv.AppendInt(append(b, `,"last_seen":`...), p.LastSeen, 10)
+			if p.Idle {
+				b = append(b, `,"idle":true`...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, '}')
+	}
+	if len(st.Seen) > 0 {
+		b = append(b, `,"seen":{`...)
+		for i, k := range slices.Sorted(maps.Keys(st.Seen)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(append(appendJSONString(b, k), ':'), st.Seen[k], 10)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"windows":`...)
+	if st.Windows == nil {
+		return append(b, "null}"...), nil
+	}
+	b = append(b, '[')
+	for i, w := range st.Windows {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(append(b, `{"start":`...), w.Start, 10)
+		b = append(b, `,"group":`...)
+		if w.Group == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for j, g := range w.Group {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, g)
+			}
+			b = append(b, ']')
+		}
+		b = strconv.AppendInt(append(b, `,"count":`...), w.Count, 10)
+		b = append(b, `,"aggs":`...)
+		if w.Aggs == nil {
+			b = append(b, "null}"...)
+			continue
+		}
+		b = append(b, '[')
+		for j, a := range w.Aggs {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			for _, f := range []float64{a.Sum, a.Min, a.Max, a.First, a.Last} {
+				if math.IsNaN(f) || math.IsInf(f, 0) {
+					return nil, fmt.Errorf("window state: aggregate value %v is not a JSON number", f)
+				}
+			}
+			b = strconv.AppendInt(append(b, `{"n":`...), a.N, 10)
+			b = strconv.AppendFloat(append(b, `,"sum":`...), a.Sum, 'g', -1, 64)
+			b = strconv.AppendFloat(append(b, `,"min":`...), a.Min, 'g', -1, 64)
+			b = strconv.AppendFloat(append(b, `,"max":`...), a.Max, 'g', -1, 64)
+			b = strconv.AppendFloat(append(b, `,"first":`...), a.First, 'g', -1, 64)
+			b = strconv.AppendInt(append(b, `,"first_at":`...), a.FirstAt, 10)
+			b = strconv.AppendInt(append(b, `,"first_seq":`...), a.FirstSeq, 10)
+			b = strconv.AppendFloat(append(b, `,"last":`...), a.Last, 'g', -1, 64)
+			b = strconv.AppendInt(append(b, `,"last_at":`...), a.LastAt, 10)
+			b = strconv.AppendInt(append(b, `,"last_seq":`...), a.LastSeq, 10)
+			b = append(b, '}')
+		}
+		b = append(b, "]}"...)
+	}
+	return append(b, "]}"...), nil
+}
+
+// appendJSONString appends s as a JSON string, invalid UTF-8 as U+FFFD,
+// as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
 }

@@ -394,3 +394,41 @@ func TestExpectedPartitionsHoldTheWatermark(t *testing.T) {
 		t.Errorf("windows once both partitions moved (-got +want):\n%s", diff)
 	}
 }
+
+// TestStateJSON: the state's own encoder decodes to what encoding/json's
+// reflection would, for odd strings, nils and extreme values too.
+func TestStateJSON(t *testing.T) {
+	type plain State // encoding/json's view, without MarshalJSON
+	for _, st := range []State{
+		{},
+		{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Windows: []WindowState{}},
+		{Watermark: 5, Arrivals: 9, Partitions: map[int32]*Partition{3: {Max: 1, LastSeen: 2, Idle: true}, 0: {Max: math.MinInt64}, 7: nil},
+			Seen: map[string]int64{"a\x00b": 1, `q"\` + "\n\x7f": 2, "bad\xffutf8": 3, "é": 4},
+			Windows: []WindowState{
+				{Start: -10, Group: []string{"x", "", "\u2028"}, Count: 2, Aggs: []AggState{
+					{N: 2, Sum: 0.1 + 0.2, Min: -1e300, Max: 1e-300, First: 3, FirstAt: 1, FirstSeq: 2, Last: 4, LastAt: 5, LastSeq: 6}, {}}},
+				{Group: nil, Aggs: nil}}},
+	} {
+		mine, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := json.Marshal(plain(st))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want plain
+		if err := json.Unmarshal(mine, &got); err != nil {
+			t.Fatalf("%s: %v", mine, err)
+		}
+		if err := json.Unmarshal(ref, &want); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(got, want); diff != "" {
+			t.Errorf("decoded (-own encoder +encoding/json):\n%s\n%s", diff, mine)
+		}
+	}
+	if _, err := json.Marshal(State{Windows: []WindowState{{Aggs: []AggState{{Sum: math.Inf(1)}}}}}); err == nil {
+		t.Error("an infinite sum encoded; want an error, as encoding/json gives")
+	}
+}
