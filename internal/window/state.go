@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/internal/event"
 )
 
 // State is everything an Operator knows, as plain data for a checkpoint:
@@ -221,7 +222,7 @@ func (st State) MarshalJSON() ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = strconv.AppendInt(append(appendJSONString(b, k), ':'), st.Seen[k], 10)
+			b = strconv.AppendInt(append(event.AppendString(b, k), ':'), st.Seen[k], 10)
 		}
 		b = append(b, '}')
 	}
@@ -244,7 +245,7 @@ func (st State) MarshalJSON() ([]byte, error) {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, g)
+				b = event.AppendString(b, g)
 			}
 			b = append(b, ']')
 		}
@@ -279,34 +280,4 @@ func (st State) MarshalJSON() ([]byte, error) {
 		b = append(b, "]}"...)
 	}
 	return append(b, "]}"...), nil
-}
-
-// appendJSONString appends s as a JSON string, invalid UTF-8 as U+FFFD,
-// as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+n]...)
-		}
-		i += n
-	}
-	return append(b, '"')
 }
