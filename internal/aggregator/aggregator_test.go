@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,13 +18,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/parquet-go/parquet-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/window"
@@ -312,11 +311,7 @@ func tableFiles(t *testing.T, store lake.Storage) map[string][]map[string]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, err := readRows(b)
-		if err != nil {
-			t.Fatalf("%s: %v", o.Path, err)
-		}
-		out[o.Path] = rows
+		out[o.Path] = readRows(t, b)
 	}
 	return out
 }
@@ -561,11 +556,7 @@ func TestJSONEnvelopes(t *testing.T) {
 	for _, o := range objs {
 		paths = append(paths, o.Path)
 		b, _ := e.store.ReadObject(t.Context(), o.Path)
-		rows, err := readRows(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, rows...)
+		got = append(got, readRows(t, b)...)
 	}
 	wantPaths := []string{"agg_trips_15m/event_date=2025-01-01/window-0-1735689600-1735690500.parquet"}
 	if diff := cmp.Diff(paths, wantPaths); diff != "" {
@@ -623,40 +614,16 @@ func TestTimeLayout(t *testing.T) {
 	}
 }
 
-// readRows reads a Parquet file's rows as maps: window bounds as times,
-// other values by their physical type.
-func readRows(data []byte) ([]map[string]any, error) {
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return nil, err
-	}
-	fields := pf.Schema().Fields()
-	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
-	defer r.Close()
-	rows := make([]parquet.Row, r.NumRows())
-	n, err := r.ReadRows(rows)
-	if err != nil && err != io.EOF {
-		return nil, err
-	}
-	var out []map[string]any
-	for _, row := range rows[:n] {
-		m := make(map[string]any, len(row))
-		for _, v := range row {
-			name := fields[v.Column()].Name()
-			switch {
-			case v.IsNull():
-				m[name] = nil
-			case name == "window_start" || name == "window_end":
-				m[name] = time.UnixMicro(v.Int64()).UTC()
-			case v.Kind() == parquet.Int64:
-				m[name] = v.Int64()
-			case v.Kind() == parquet.Double:
-				m[name] = v.Double()
-			default:
-				m[name] = string(v.ByteArray())
+// readRows reads a window file's rows, the window bounds as times.
+func readRows(t *testing.T, data []byte) []map[string]any {
+	t.Helper()
+	rows := laketest.ReadParquet(t, data)
+	for _, r := range rows {
+		for _, k := range []string{"window_start", "window_end"} {
+			if us, ok := r[k].(int64); ok {
+				r[k] = time.UnixMicro(us).UTC()
 			}
 		}
-		out = append(out, m)
 	}
-	return out, nil
+	return rows
 }

@@ -176,16 +176,13 @@ func (p jsonParser) parse(value []byte, f fields) error {
 		}
 	}
 	clear(f)
-	set := map[int]bool{}
+	// Payload fields first; the envelope's fill what they left null.
 	put := func(m map[string]json.RawMessage) {
 		for k, raw := range m {
-			i, used := p.slots[k]
-			if !used || set[i] {
-				continue
-			}
-			set[i] = true
-			if s, ok := text(raw); ok {
-				f[i] = field{s, true}
+			if i, used := p.slots[k]; used && !f[i].ok {
+				if s, ok := text(raw); ok {
+					f[i] = field{s, true}
+				}
 			}
 		}
 	}

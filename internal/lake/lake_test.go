@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
-	"io"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/hamba/avro/v2/ocf"
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
 
@@ -205,7 +205,7 @@ func TestBufferParquet(t *testing.T) {
 	if diff := cmp.Diff([]string{"event_type", "collector_tstamp", "fare", "zone", "tags", "tip", "payload_event_type", "ok"}, order); diff != "" {
 		t.Errorf("file columns not in the events' order (-want +got):\n%s", diff)
 	}
-	rows := readParquet(t, buf.Bytes())
+	rows := laketest.ReadParquet(t, buf.Bytes())
 	if len(rows) != 3 {
 		t.Fatalf("read %d rows, want 3", len(rows))
 	}
@@ -232,45 +232,6 @@ func TestBufferParquet(t *testing.T) {
 		"zone": KindString, "tags": KindJSON, "tip": KindInt, "payload_event_type": KindString, "ok": KindBool}, kinds); diff != "" {
 		t.Errorf("column kinds (-want +got):\n%s", diff)
 	}
-}
-
-// readParquet reads a file's rows as maps, values typed by their physical
-// type (timestamps as int64 microseconds).
-func readParquet(t *testing.T, data []byte) []map[string]any {
-	t.Helper()
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fields := pf.Schema().Fields()
-	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
-	defer r.Close()
-	rows := make([]parquet.Row, r.NumRows())
-	n, err := r.ReadRows(rows)
-	if err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, row := range rows[:n] {
-		m := make(map[string]any, len(row))
-		for _, v := range row {
-			name := fields[v.Column()].Name()
-			switch {
-			case v.IsNull():
-				m[name] = nil
-			case v.Kind() == parquet.Int64:
-				m[name] = v.Int64()
-			case v.Kind() == parquet.Double:
-				m[name] = v.Double()
-			case v.Kind() == parquet.Boolean:
-				m[name] = v.Boolean()
-			default:
-				m[name] = string(v.ByteArray())
-			}
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 // TestBufferFormats writes the same rows as CSV.gz and Avro and reads them

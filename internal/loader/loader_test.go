@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/schema"
 )
@@ -181,7 +182,7 @@ func (e *env) lakeIDs() map[string]int {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		for _, row := range readParquet(e.t, data) {
+		for _, row := range laketest.ReadParquet(e.t, data) {
 			id, _ := row["root_id"].(string)
 			counts[id]++
 		}
@@ -283,34 +284,6 @@ func crashAt(t *testing.T, e *env, point string) {
 		t.Fatal(err)
 	}
 	e.checkExactlyOnce(ids)
-}
-
-// readParquet reads the root_id column of a file's rows.
-func readParquet(t *testing.T, data []byte) []map[string]any {
-	t.Helper()
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatalf("a lake file is not valid Parquet: %v", err)
-	}
-	fields := pf.Schema().Fields()
-	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
-	defer r.Close()
-	rows := make([]parquet.Row, r.NumRows())
-	n, err := r.ReadRows(rows)
-	if err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	out := make([]map[string]any, 0, n)
-	for _, row := range rows[:n] {
-		m := map[string]any{}
-		for _, v := range row {
-			if name := fields[v.Column()].Name(); name == "root_id" && !v.IsNull() {
-				m[name] = string(v.ByteArray())
-			}
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 // TestTableSettings writes a table as CSV.gz, partitioned by a payload
