@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
 )
@@ -237,9 +238,9 @@ func lakeStage(ctx context.Context, cfg config.Config, schemas *schema.Registry,
 	lc.Schemas = schemas
 	lc.Tables = make(map[string]loader.Table, len(cfg.Loader.Tables))
 	for name, t := range cfg.Loader.Tables {
-		lt := loader.Table{Format: t.Format, TimeField: t.TimeField, Columns: make(map[string]lake.Kind, len(t.Columns))}
+		lt := loader.Table{Format: t.Format, TimeField: t.TimeField, Columns: make(map[string]row.Kind, len(t.Columns))}
 		for col, typ := range t.Columns {
-			k, err := lake.ParseKind(typ)
+			k, err := row.ParseKind(typ)
 			if err != nil {
 				return nil, fmt.Errorf("loader.tables.%s.columns.%s: %w", name, col, err)
 			}

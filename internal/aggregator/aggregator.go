@@ -39,6 +39,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -382,19 +383,19 @@ func (c *Config) File(task int32, start, end time.Time) lake.File {
 // writeWindow writes one window's results, all of one task, as one file.
 func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []window.Result) error {
 	buf := lake.NewBuffer()
-	var row []lake.Field
+	var fields []row.Field
 	for _, res := range results {
-		row = row[:0]
+		fields = fields[:0]
 		for i, g := range a.cfg.Window.GroupBy {
-			row = append(row, lake.Field{Name: g, Cell: lake.Cell{Kind: lake.KindString, B: []byte(res.Group[i])}})
+			fields = append(fields, row.Field{Name: g, Cell: row.Cell{Kind: row.KindString, B: []byte(res.Group[i])}})
 		}
-		row = append(row,
-			lake.Field{Name: "window_start", Cell: lake.Cell{Kind: lake.KindTimestamp, I: res.Start.UnixMicro()}},
-			lake.Field{Name: "window_end", Cell: lake.Cell{Kind: lake.KindTimestamp, I: res.End.UnixMicro()}})
+		fields = append(fields,
+			row.Field{Name: "window_start", Cell: row.Cell{Kind: row.KindTimestamp, I: res.Start.UnixMicro()}},
+			row.Field{Name: "window_end", Cell: row.Cell{Kind: row.KindTimestamp, I: res.End.UnixMicro()}})
 		for i, ag := range a.cfg.Window.Aggregates {
-			row = append(row, lake.Field{Name: ag.As, Cell: a.cell(i, res.Values[i])})
+			fields = append(fields, row.Field{Name: ag.As, Cell: a.cell(i, res.Values[i])})
 		}
-		buf.Append(row)
+		buf.Append(fields)
 	}
 	f := a.cfg.File(task, results[0].Start, results[0].End)
 	w, err := a.store.Create(ctx, f.Path())
@@ -411,14 +412,14 @@ func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []wind
 	return nil
 }
 
-func (a *Aggregator) cell(i int, v float64) lake.Cell {
+func (a *Aggregator) cell(i int, v float64) row.Cell {
 	switch {
 	case math.IsNaN(v):
-		return lake.Cell{Kind: lake.KindNull}
+		return row.Cell{Kind: row.KindNull}
 	case a.ints[i] && v == math.Trunc(v) && math.Abs(v) < 1<<63:
-		return lake.Cell{Kind: lake.KindInt, I: int64(v)}
+		return row.Cell{Kind: row.KindInt, I: int64(v)}
 	}
-	return lake.Cell{Kind: lake.KindFloat, F: v}
+	return row.Cell{Kind: row.KindFloat, F: v}
 }
 
 // resultRecord is a window result for the output topic, keyed by window
@@ -435,11 +436,11 @@ func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 		b = append(event.AppendString(append(b, ','), ag.As), ':')
 		c := a.cell(i, res.Values[i])
 		switch c.Kind {
-		case lake.KindNull:
+		case row.KindNull:
 			b = append(b, "null"...)
-		case lake.KindInt:
+		case row.KindInt:
 			b = strconv.AppendInt(b, c.I, 10)
-		case lake.KindFloat:
+		case row.KindFloat:
 			if math.IsInf(c.F, 0) {
 				b = append(b, "null"...) // JSON has no infinity
 			} else {

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/bits"
 	"sync"
+
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // A column is stored in fixed blocks of rows and chunks of text rather than
@@ -23,7 +25,7 @@ const (
 // text the chunk index (high 32 bits) and end offset in that chunk of its
 // bytes; they start where the chunk's previous text ended.
 type block struct {
-	kinds [blockRows]Kind
+	kinds [blockRows]row.Kind
 	vals  [blockRows]uint64
 }
 
@@ -67,10 +69,10 @@ func (c *column) reset() {
 // set stores row r's cell, padding the rows before it with nulls, or
 // replacing r's cell when the field repeats within a row. It returns the
 // memory it took.
-func (c *column) set(r int, cell Cell) (grew int) {
+func (c *column) set(r int, cell row.Cell) (grew int) {
 	if c.n > r { // a repeated field: its last value wins
 		c.n = r
-		if k := c.blocks[r/blockRows].kinds[r%blockRows]; k == KindString || k == KindJSON {
+		if k := c.blocks[r/blockRows].kinds[r%blockRows]; k == row.KindString || k == row.KindJSON {
 			last := len(c.text) - 1
 			c.text[last] = c.text[last][:c.lastStart]
 		}
@@ -80,15 +82,15 @@ func (c *column) set(r int, cell Cell) (grew int) {
 			c.blocks = append(c.blocks, blocks.Get().(*block))
 			grew += blockBytes
 		}
-		c.blocks[c.n/blockRows].kinds[c.n%blockRows] = KindNull
+		c.blocks[c.n/blockRows].kinds[c.n%blockRows] = row.KindNull
 		c.n++
 	}
 	var v uint64
 	switch cell.Kind {
-	case KindNull:
-	case KindFloat:
+	case row.KindNull:
+	case row.KindFloat:
 		v = math.Float64bits(cell.F)
-	case KindString, KindJSON:
+	case row.KindString, row.KindJSON:
 		grew += c.room(len(cell.B))
 		last := len(c.text) - 1
 		c.lastStart = len(c.text[last])
@@ -99,7 +101,7 @@ func (c *column) set(r int, cell Cell) (grew int) {
 	}
 	bl := c.blocks[r/blockRows]
 	bl.kinds[r%blockRows], bl.vals[r%blockRows] = cell.Kind, v
-	if cell.Kind != KindNull {
+	if cell.Kind != row.KindNull {
 		c.seen |= 1 << cell.Kind
 	}
 	return grew
@@ -140,34 +142,34 @@ type cells struct {
 }
 
 // next returns the next row's cell.
-func (it *cells) next() Cell {
+func (it *cells) next() row.Cell {
 	r := it.r
 	it.r++
 	if r >= it.c.n {
-		return Cell{}
+		return row.Cell{}
 	}
 	bl := it.c.blocks[r/blockRows]
 	v := bl.vals[r%blockRows]
 	switch k := bl.kinds[r%blockRows]; k {
-	case KindNull:
-		return Cell{}
-	case KindFloat:
-		return Cell{Kind: k, F: math.Float64frombits(v)}
-	case KindString, KindJSON:
+	case row.KindNull:
+		return row.Cell{}
+	case row.KindFloat:
+		return row.Cell{Kind: k, F: math.Float64frombits(v)}
+	case row.KindString, row.KindJSON:
 		chunk, end := v>>32, v&(1<<32-1)
 		if chunk != it.chunk {
 			it.chunk, it.off = chunk, 0
 		}
 		start := it.off
 		it.off = end
-		return Cell{Kind: k, B: it.c.text[chunk][start:end]}
+		return row.Cell{Kind: k, B: it.c.text[chunk][start:end]}
 	default:
-		return Cell{Kind: k, I: int64(v)}
+		return row.Cell{Kind: k, I: int64(v)}
 	}
 }
 
 // eachKind calls f with the kind of each cell set.
-func (c *column) eachKind(f func(Kind)) {
+func (c *column) eachKind(f func(row.Kind)) {
 	for r := 0; r < c.n; r++ {
 		f(c.blocks[r/blockRows].kinds[r%blockRows])
 	}
@@ -176,20 +178,20 @@ func (c *column) eachKind(f func(Kind)) {
 // kind resolves a column's type from the kinds it holds: one kind is kept;
 // integers mixed with floats are doubles; any other mix is a conflict,
 // written as strings. A column of nulls only is a string column.
-func (c *column) kind() Kind {
+func (c *column) kind() row.Kind {
 	switch c.seen {
 	case 0:
-		return KindString
-	case 1<<KindInt | 1<<KindFloat:
-		return KindFloat
+		return row.KindString
+	case 1<<row.KindInt | 1<<row.KindFloat:
+		return row.KindFloat
 	}
 	if bits.OnesCount8(c.seen) == 1 {
-		return Kind(bits.TrailingZeros8(c.seen))
+		return row.Kind(bits.TrailingZeros8(c.seen))
 	}
-	return KindString
+	return row.KindString
 }
 
 // conflict reports whether the column's values disagree on a type.
 func (c *column) conflict() bool {
-	return bits.OnesCount8(c.seen) > 1 && c.seen != 1<<KindInt|1<<KindFloat
+	return bits.OnesCount8(c.seen) > 1 && c.seen != 1<<row.KindInt|1<<row.KindFloat
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2/ocf"
+
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // Formats a table can be written in; the first is the default. The name is
@@ -46,8 +48,8 @@ func (b *Buffer) conflicts() int {
 	n := 0
 	for _, c := range b.order {
 		if c.conflict() {
-			c.eachKind(func(k Kind) {
-				if k != KindNull && k != KindString {
+			c.eachKind(func(k row.Kind) {
+				if k != row.KindNull && k != row.KindString {
 					n++
 				}
 			})
@@ -120,20 +122,20 @@ func (b *Buffer) writeAvro(w io.Writer) (int, error) {
 	}
 	fields := make([]field, len(b.order))
 	names := make([]string, len(b.order))
-	kinds := make([]Kind, len(b.order))
+	kinds := make([]row.Kind, len(b.order))
 	its := make([]cells, len(b.order))
 	for i, c := range b.order {
 		k := c.kind()
 		its[i] = cells{c: c}
 		var t any
 		switch k {
-		case KindBool:
+		case row.KindBool:
 			t = "boolean"
-		case KindInt:
+		case row.KindInt:
 			t = "long"
-		case KindFloat:
+		case row.KindFloat:
 			t = "double"
-		case KindTimestamp:
+		case row.KindTimestamp:
 			t = map[string]string{"type": "long", "logicalType": "timestamp-micros"}
 		default:
 			t = "string"
@@ -164,21 +166,21 @@ func (b *Buffer) writeAvro(w io.Writer) (int, error) {
 	return b.conflicts(), nil
 }
 
-func avroValue(c Cell, col Kind) any {
-	if c.Kind == KindNull {
+func avroValue(c row.Cell, col row.Kind) any {
+	if c.Kind == row.KindNull {
 		return nil
 	}
 	switch col {
-	case KindBool:
+	case row.KindBool:
 		return c.I != 0
-	case KindInt:
+	case row.KindInt:
 		return c.I
-	case KindFloat:
-		if c.Kind == KindInt {
+	case row.KindFloat:
+		if c.Kind == row.KindInt {
 			return float64(c.I)
 		}
 		return c.F
-	case KindTimestamp:
+	case row.KindTimestamp:
 		return time.UnixMicro(c.I).UTC()
 	}
 	return c.Text()

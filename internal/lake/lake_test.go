@@ -14,6 +14,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/sluicehq/sluice/internal/lake/laketest"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
 
@@ -173,18 +174,18 @@ func testProgress(t *testing.T, s Storage) {
 // TestBufferParquet writes rows with new fields, nulls, nested values and
 // a type conflict, and reads the file back.
 func TestBufferParquet(t *testing.T) {
-	var r Rower
+	var r row.Rower
 	b := NewBuffer()
 	for _, ev := range []string{
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK","tags":["a"]}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null,"tip":1,"event_type":"x"}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:20:00.000000Z","payload":{"fare":3,"zone":7,"ok":true}}`,
 	} {
-		row, err := r.Row([]byte(ev), nil)
+		fields, err := r.Row([]byte(ev), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Append(row)
+		b.Append(fields)
 	}
 	var buf bytes.Buffer
 	conflicts, err := b.WriteParquet(&buf)
@@ -224,12 +225,12 @@ func TestBufferParquet(t *testing.T) {
 		t.Errorf("int among doubles = %#v, want 10.0", got)
 	}
 	cols := b.Columns()
-	kinds := map[string]Kind{}
+	kinds := map[string]row.Kind{}
 	for _, c := range cols {
 		kinds[c.Name] = c.Cell.Kind
 	}
-	if diff := cmp.Diff(map[string]Kind{"event_type": KindString, "collector_tstamp": KindTimestamp, "fare": KindFloat,
-		"zone": KindString, "tags": KindJSON, "tip": KindInt, "payload_event_type": KindString, "ok": KindBool}, kinds); diff != "" {
+	if diff := cmp.Diff(map[string]row.Kind{"event_type": row.KindString, "collector_tstamp": row.KindTimestamp, "fare": row.KindFloat,
+		"zone": row.KindString, "tags": row.KindJSON, "tip": row.KindInt, "payload_event_type": row.KindString, "ok": row.KindBool}, kinds); diff != "" {
 		t.Errorf("column kinds (-want +got):\n%s", diff)
 	}
 }
@@ -237,17 +238,17 @@ func TestBufferParquet(t *testing.T) {
 // TestBufferFormats writes the same rows as CSV.gz and Avro and reads them
 // back with independent readers.
 func TestBufferFormats(t *testing.T) {
-	var r Rower
+	var r row.Rower
 	b := NewBuffer()
 	for _, ev := range []string{
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK, T4","tags":["a"],"2nd":true}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null}}`,
 	} {
-		row, err := r.Row([]byte(ev), nil)
+		fields, err := r.Row([]byte(ev), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Append(row)
+		b.Append(fields)
 	}
 
 	var gz bytes.Buffer

@@ -4,45 +4,11 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strconv"
-	"time"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/sluicehq/sluice/internal/row"
 )
-
-// Kind is the type of a value, and of a column once a batch is written.
-type Kind uint8
-
-// Kinds of values.
-const (
-	KindNull Kind = iota
-	KindBool
-	KindInt
-	KindFloat
-	KindString
-	KindTimestamp // microseconds since the Unix epoch, UTC
-	KindJSON      // a nested object or array, kept as JSON text
-)
-
-func (k Kind) String() string {
-	return [...]string{"null", "boolean", "bigint", "double", "string", "timestamp", "json"}[k]
-}
-
-// Cell is one typed value: I holds ints, booleans (0 or 1) and timestamps,
-// F floats, and B the text of strings and JSON. B may alias the event it
-// came from: a Buffer copies it.
-type Cell struct {
-	Kind Kind
-	I    int64
-	F    float64
-	B    []byte
-}
-
-// Field is a named cell of a row.
-type Field struct {
-	Name string
-	Cell Cell
-}
 
 // Buffer gathers the rows of one table file in columns. Columns appear as
 // fields first appear; rows without a column hold null there, so new fields
@@ -66,7 +32,7 @@ type Buffer struct {
 func NewBuffer() *Buffer { return &Buffer{cols: make(map[string]*column)} }
 
 // Append adds a row. A field repeated within the row keeps its last value.
-func (b *Buffer) Append(row []Field) {
+func (b *Buffer) Append(row []row.Field) {
 	for i, f := range row {
 		var c *column
 		if i < len(b.shape) && b.shape[i].name == f.Name {
@@ -117,25 +83,25 @@ func (b *Buffer) Bytes() int { return b.bytes }
 
 // Columns lists the buffer's columns with the types they will be written
 // as, in the order they first appeared.
-func (b *Buffer) Columns() []Field {
-	out := make([]Field, len(b.order))
+func (b *Buffer) Columns() []row.Field {
+	out := make([]row.Field, len(b.order))
 	for i, c := range b.order {
-		out[i] = Field{Name: c.name, Cell: Cell{Kind: c.kind()}}
+		out[i] = row.Field{Name: c.name, Cell: row.Cell{Kind: c.kind()}}
 	}
 	return out
 }
 
-func node(k Kind) parquet.Node {
+func node(k row.Kind) parquet.Node {
 	switch k {
-	case KindBool:
+	case row.KindBool:
 		return parquet.Leaf(parquet.BooleanType)
-	case KindInt:
+	case row.KindInt:
 		return parquet.Int(64)
-	case KindFloat:
+	case row.KindFloat:
 		return parquet.Leaf(parquet.DoubleType)
-	case KindTimestamp:
+	case row.KindTimestamp:
 		return parquet.TimestampAdjusted(parquet.Microsecond, true)
-	case KindJSON:
+	case row.KindJSON:
 		return parquet.JSON()
 	}
 	return parquet.String()
@@ -185,7 +151,7 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 	group := columnGroup{Group: make(parquet.Group, len(b.order))}
 	for _, c := range b.order {
 		n := node(c.kind())
-		if c.kind() != KindBool {
+		if c.kind() != row.KindBool {
 			// Event columns mostly repeat few values (vendors, zones,
 			// flags, amounts): dictionaries make them several times
 			// smaller, as in DuckDB's and Spark's files. A column of
@@ -213,9 +179,9 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 			cell := it.next()
 			var v parquet.Value
 			switch {
-			case cell.Kind == KindNull:
+			case cell.Kind == row.KindNull:
 				v = parquet.NullValue().Level(0, 0, j)
-			case kind == KindString && cell.Kind != KindString:
+			case kind == row.KindString && cell.Kind != row.KindString:
 				start := len(text)
 				text = cell.AppendText(text)
 				v = parquet.ByteArrayValue(text[start:]).Level(0, 1, j)
@@ -238,35 +204,17 @@ func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
 }
 
 // value converts a non-null cell to its column's type.
-func value(c Cell, col Kind) parquet.Value {
+func value(c row.Cell, col row.Kind) parquet.Value {
 	switch col {
-	case KindBool:
+	case row.KindBool:
 		return parquet.BooleanValue(c.I != 0)
-	case KindInt, KindTimestamp:
+	case row.KindInt, row.KindTimestamp:
 		return parquet.Int64Value(c.I)
-	case KindFloat:
-		if c.Kind == KindInt {
+	case row.KindFloat:
+		if c.Kind == row.KindInt {
 			return parquet.DoubleValue(float64(c.I))
 		}
 		return parquet.DoubleValue(c.F)
 	}
 	return parquet.ByteArrayValue(c.B)
 }
-
-// AppendText appends a cell as text, for string columns, conflicts and CSV.
-func (c Cell) AppendText(dst []byte) []byte {
-	switch c.Kind {
-	case KindBool:
-		return strconv.AppendBool(dst, c.I != 0)
-	case KindInt:
-		return strconv.AppendInt(dst, c.I, 10)
-	case KindFloat:
-		return strconv.AppendFloat(dst, c.F, 'g', -1, 64)
-	case KindTimestamp:
-		return time.UnixMicro(c.I).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000000Z")
-	}
-	return append(dst, c.B...)
-}
-
-// Text is a cell as a string.
-func (c Cell) Text() string { return string(c.AppendText(nil)) }

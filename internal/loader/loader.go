@@ -38,6 +38,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/schema"
 )
 
@@ -67,7 +68,7 @@ type Config struct {
 // Schemas gives the lake column types of an event type's version, or nil
 // when it has no schema.
 type Schemas interface {
-	Columns(schema.Key) map[string]lake.Kind
+	Columns(schema.Key) map[string]row.Kind
 }
 
 // Table configures one lake table.
@@ -79,7 +80,7 @@ type Table struct {
 	TimeField string
 	// Columns gives columns exact types; others are typed from their JSON
 	// values. The enricher's schemas will supply these too.
-	Columns map[string]lake.Kind
+	Columns map[string]row.Kind
 }
 
 // DefaultConfig returns the documented defaults.
@@ -132,9 +133,9 @@ type Loader struct {
 
 	// rower and row are scratch space of the Run goroutine, reused for
 	// every record.
-	rower lake.Rower
-	row   []lake.Field
-	names names
+	rower  row.Rower
+	fields []row.Field
+	names  names
 	// schemaKey is the last row's schema, kept to spare its strings.
 	schemaKey schema.Key
 
@@ -346,11 +347,11 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 			return err
 		}
 	}
-	table, date, row := l.route(r)
-	l.types(table, row)
+	table, date, fields := l.route(r)
+	l.types(table, fields)
 	buf := st.buffer(table, date)
 	before := buf.Bytes()
-	buf.Append(row)
+	buf.Append(fields)
 	grew := buf.Bytes() - before
 	st.note(r.Offset, grew, l.now())
 	l.buffered.Add(int64(grew))
@@ -368,15 +369,15 @@ func (l *Loader) add(ctx context.Context, r *kgo.Record) error {
 
 // types gives the row's columns the types its schema and its table's
 // settings say, the table's first.
-func (l *Loader) types(table string, row []lake.Field) {
-	var fromSchema map[string]lake.Kind
+func (l *Loader) types(table string, fields []row.Field) {
+	var fromSchema map[string]row.Kind
 	if l.cfg.Schemas != nil {
 		var et, ver []byte
-		for _, f := range row {
+		for _, f := range fields {
 			switch {
-			case f.Name == event.FieldEventType && f.Cell.Kind == lake.KindString:
+			case f.Name == event.FieldEventType && f.Cell.Kind == row.KindString:
 				et = f.Cell.B
-			case f.Name == event.FieldSchemaVersion && f.Cell.Kind == lake.KindString:
+			case f.Name == event.FieldSchemaVersion && f.Cell.Kind == row.KindString:
 				ver = f.Cell.B
 			}
 		}
@@ -391,13 +392,13 @@ func (l *Loader) types(table string, row []lake.Field) {
 	if len(fromSchema) == 0 && len(fromTable) == 0 {
 		return
 	}
-	for i, f := range row {
+	for i, f := range fields {
 		k, ok := fromTable[f.Name]
 		if !ok {
 			k, ok = fromSchema[f.Name]
 		}
 		if ok {
-			row[i].Cell, _ = lake.Coerce(f.Cell, k)
+			fields[i].Cell, _ = row.Coerce(f.Cell, k)
 		}
 	}
 }
@@ -443,9 +444,9 @@ func (l *Loader) boundMemory(ctx context.Context) error {
 // route turns a record into its table, event date and row. A record that is
 // not a JSON object cannot be a row of its table; it becomes a dead letter
 // of the loader, in the same flush, so it is neither lost nor duplicated.
-func (l *Loader) route(r *kgo.Record) (table, date string, row []lake.Field) {
-	row, err := l.rower.Row(r.Value, l.row[:0])
-	l.row = row
+func (l *Loader) route(r *kgo.Record) (table, date string, fields []row.Field) {
+	fields, err := l.rower.Row(r.Value, l.fields[:0])
+	l.fields = fields
 	if err != nil {
 		l.metrics.badRecords.Inc()
 		return l.deadLetter(r, err)
@@ -459,11 +460,11 @@ func (l *Loader) route(r *kgo.Record) (table, date string, row []lake.Field) {
 			name = header(r, event.HeaderEventType)
 		}
 		if len(name) == 0 {
-			name = []byte(text(row, event.FieldEventType))
+			name = []byte(text(fields, event.FieldEventType))
 		}
 		table = l.names.table(name)
 	}
-	return table, l.eventDate(table, row, r.Timestamp), row
+	return table, l.eventDate(table, fields, r.Timestamp), fields
 }
 
 // header is a record header's value, or nil when it is absent; unlike
@@ -503,24 +504,24 @@ func (n *names) dateOf(t time.Time) string {
 	return n.date
 }
 
-func (l *Loader) deadLetter(r *kgo.Record, cause error) (string, string, []lake.Field) {
+func (l *Loader) deadLetter(r *kgo.Record, cause error) (string, string, []row.Field) {
 	now := l.now()
 	f := event.NewFailed(event.StageLoader, event.ReasonInvalidJSON,
 		[]event.FieldError{{Path: "", Message: cause.Error()}}, bus.Header(r, event.HeaderRootID), r.Value, now)
-	return lake.DeadLetterTable, now.UTC().Format(time.DateOnly), []lake.Field{
-		{Name: "stage", Cell: lake.Cell{Kind: lake.KindString, B: []byte(f.Stage)}},
-		{Name: "reason", Cell: lake.Cell{Kind: lake.KindString, B: []byte(f.Reason)}},
-		{Name: "errors", Cell: lake.Cell{Kind: lake.KindJSON, B: fmt.Appendf(nil, `[{"path":"","message":%q}]`, cause.Error())}},
-		{Name: "failed_at", Cell: lake.Cell{Kind: lake.KindTimestamp, I: now.UnixMicro()}},
-		{Name: "root_id", Cell: lake.Cell{Kind: lake.KindString, B: []byte(f.RootID)}},
-		{Name: "original", Cell: lake.Cell{Kind: lake.KindString, B: r.Value}},
-		{Name: "source", Cell: lake.Cell{Kind: lake.KindString, B: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)}},
+	return lake.DeadLetterTable, now.UTC().Format(time.DateOnly), []row.Field{
+		{Name: "stage", Cell: row.Cell{Kind: row.KindString, B: []byte(f.Stage)}},
+		{Name: "reason", Cell: row.Cell{Kind: row.KindString, B: []byte(f.Reason)}},
+		{Name: "errors", Cell: row.Cell{Kind: row.KindJSON, B: fmt.Appendf(nil, `[{"path":"","message":%q}]`, cause.Error())}},
+		{Name: "failed_at", Cell: row.Cell{Kind: row.KindTimestamp, I: now.UnixMicro()}},
+		{Name: "root_id", Cell: row.Cell{Kind: row.KindString, B: []byte(f.RootID)}},
+		{Name: "original", Cell: row.Cell{Kind: row.KindString, B: r.Value}},
+		{Name: "source", Cell: row.Cell{Kind: row.KindString, B: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)}},
 	}
 }
 
 // eventDate is the UTC date of the table's event-time field, or of the
 // record's timestamp when the row has none.
-func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) string {
+func (l *Loader) eventDate(table string, fields []row.Field, fallback time.Time) string {
 	field := l.cfg.Tables[table].TimeField
 	if field == "" {
 		field = event.FieldCollectorTstamp
@@ -528,15 +529,15 @@ func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) s
 			field = "failed_at"
 		}
 	}
-	for i := len(row) - 1; i >= 0; i-- {
-		if row[i].Name != field {
+	for i := len(fields) - 1; i >= 0; i-- {
+		if fields[i].Name != field {
 			continue
 		}
-		switch c := row[i].Cell; c.Kind {
-		case lake.KindTimestamp:
+		switch c := fields[i].Cell; c.Kind {
+		case row.KindTimestamp:
 			return l.names.dateOf(time.UnixMicro(c.I))
-		case lake.KindString:
-			if t, ok := lake.ParseTime(string(c.B)); ok {
+		case row.KindString:
+			if t, ok := row.ParseTime(string(c.B)); ok {
 				return l.names.dateOf(t)
 			}
 		}
@@ -544,9 +545,9 @@ func (l *Loader) eventDate(table string, row []lake.Field, fallback time.Time) s
 	return l.names.dateOf(fallback)
 }
 
-func text(row []lake.Field, name string) string {
-	for _, f := range row {
-		if f.Name == name && f.Cell.Kind == lake.KindString {
+func text(fields []row.Field, name string) string {
+	for _, f := range fields {
+		if f.Name == name && f.Cell.Kind == row.KindString {
 			return string(f.Cell.B)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/schema"
 )
@@ -340,7 +341,7 @@ func TestColumnTypes(t *testing.T) {
 	}
 	cl.Close()
 	l := e.loader(func(c *Config) {
-		c.Tables = map[string]Table{"trip": {Columns: map[string]lake.Kind{"pickup": lake.KindTimestamp, "fare": lake.KindFloat, "code": lake.KindInt}}}
+		c.Tables = map[string]Table{"trip": {Columns: map[string]row.Kind{"pickup": row.KindTimestamp, "fare": row.KindFloat, "code": row.KindInt}}}
 	})
 	stop := run(t, l)
 	e.waitLoaded("sluice.raw")
@@ -379,7 +380,7 @@ func TestSchemaColumnTypes(t *testing.T) {
 	cl.Close()
 	stop := run(t, e.loader(func(c *Config) {
 		c.Schemas = reg
-		c.Tables = map[string]Table{"ride": {Columns: map[string]lake.Kind{"code": lake.KindString}}}
+		c.Tables = map[string]Table{"ride": {Columns: map[string]row.Kind{"code": row.KindString}}}
 	}))
 	e.waitLoaded("sluice.raw")
 	if err := stop(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // writeLakeFile writes events as one lake file.
@@ -18,7 +19,7 @@ func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) 
 		f.Ext = "parquet"
 	}
 	t.Helper()
-	var r lake.Rower
+	var r row.Rower
 	b := lake.NewBuffer()
 	for _, ev := range events {
 		row, err := r.Row([]byte(ev), nil)

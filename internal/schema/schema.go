@@ -17,7 +17,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/sluicehq/sluice/internal/event"
-	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // Key names a schema: an event type and a version of it.
@@ -36,7 +36,7 @@ type Registry struct {
 
 type entry struct {
 	schema  *jsonschema.Schema
-	columns map[string]lake.Kind
+	columns map[string]row.Kind
 }
 
 // Load compiles every <event_type>/<schema_version>.json under fsys (for
@@ -161,7 +161,7 @@ func (r *Registry) Validate(k Key, payload []byte) ([]event.FieldError, error) {
 // boolean boolean, a string of format date-time or date a timestamp,
 // objects and arrays JSON, and other strings strings. A property that
 // allows several types (besides null) is left to the values.
-func (r *Registry) Columns(k Key) map[string]lake.Kind {
+func (r *Registry) Columns(k Key) map[string]row.Kind {
 	if e := r.get(k); e != nil {
 		return e.columns
 	}
@@ -170,9 +170,9 @@ func (r *Registry) Columns(k Key) map[string]lake.Kind {
 
 // columns reads the column types from the schema document itself: format
 // is an annotation the compiled schema does not keep.
-func columns(doc any) map[string]lake.Kind {
+func columns(doc any) map[string]row.Kind {
 	props, _ := lookup(doc, "properties").(map[string]any)
-	out := make(map[string]lake.Kind, len(props))
+	out := make(map[string]row.Kind, len(props))
 	for name, p := range props {
 		var types []string
 		switch t := lookup(p, "type").(type) {
@@ -186,23 +186,23 @@ func columns(doc any) map[string]lake.Kind {
 			}
 		}
 		format, _ := lookup(p, "format").(string)
-		var kinds []lake.Kind
+		var kinds []row.Kind
 		for _, t := range types {
 			switch t {
 			case "integer":
-				kinds = append(kinds, lake.KindInt)
+				kinds = append(kinds, row.KindInt)
 			case "number":
-				kinds = append(kinds, lake.KindFloat)
+				kinds = append(kinds, row.KindFloat)
 			case "boolean":
-				kinds = append(kinds, lake.KindBool)
+				kinds = append(kinds, row.KindBool)
 			case "string":
 				if format == "date-time" || format == "date" {
-					kinds = append(kinds, lake.KindTimestamp)
+					kinds = append(kinds, row.KindTimestamp)
 				} else {
-					kinds = append(kinds, lake.KindString)
+					kinds = append(kinds, row.KindString)
 				}
 			case "object", "array":
-				kinds = append(kinds, lake.KindJSON)
+				kinds = append(kinds, row.KindJSON)
 			}
 		}
 		if len(kinds) == 1 {

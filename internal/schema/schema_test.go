@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/replay"
+	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/sample"
 )
 
@@ -129,9 +129,9 @@ func TestBundledDataIsValid(t *testing.T) {
 func TestColumns(t *testing.T) {
 	r := bundled(t)
 	got := r.Columns(tlc)
-	want := map[string]lake.Kind{
-		"VendorID": lake.KindInt, "tpep_pickup_datetime": lake.KindTimestamp, "passenger_count": lake.KindFloat,
-		"store_and_fwd_flag": lake.KindString, "PULocationID": lake.KindInt, "total_amount": lake.KindFloat,
+	want := map[string]row.Kind{
+		"VendorID": row.KindInt, "tpep_pickup_datetime": row.KindTimestamp, "passenger_count": row.KindFloat,
+		"store_and_fwd_flag": row.KindString, "PULocationID": row.KindInt, "total_amount": row.KindFloat,
 	}
 	for col, k := range want {
 		if got[col] != k {
