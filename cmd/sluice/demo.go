@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/internal/query"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 const demoUsage = `Usage: sluice demo [--data-dir DIR] [--exit]
@@ -190,10 +191,10 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Cl
 		// In time order, as a live feed: the weekly file is by turnstile.
 		{file: sample.TurnstilesByTime, preset: "mta-turnstile", topic: demoTurnstileTopic},
 	}
-	var sources []*replay.Source
+	var sources []*source.Source
 	var stats []*replay.Stats
 	for _, j := range jobs {
-		src, err := replay.NewSource(filepath.Join(dir, j.file), "")
+		src, err := source.New(filepath.Join(dir, j.file), "")
 		if err != nil {
 			return err
 		}
@@ -211,7 +212,7 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Cl
 				rc.Kafka, rc.Topic, rc.KafkaFormat = kafka, jobs[i].topic, "csv"
 				rc.KeyField = replay.Presets[jobs[i].preset].KeyField
 			}
-			g.Go(func() error { return replay.Run(gctx, rc, []*replay.Source{src}, []*replay.Stats{stats[i]}) })
+			g.Go(func() error { return replay.Run(gctx, rc, []*source.Source{src}, []*replay.Stats{stats[i]}) })
 		}
 		return g.Wait()
 	})

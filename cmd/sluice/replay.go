@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/replay"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 const replayUsage = `Usage: sluice replay [flags] FILE|URL ...
@@ -51,7 +52,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var files []string
 	var preset, schema, format, failedOut, valueFormat string
 	to := "collector"
-	timeLayout := replay.DefaultTimeLayout
+	timeLayout := source.DefaultTimeLayout
 	var max int
 	fs.String(&collector, "collector", "the collector's base URL")
 	fs.String(&rc.APIKey, "api-key", "API key sent as a Bearer token, when the collector asks for one")
@@ -152,10 +153,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	rc.Max, rc.Collector, rc.Logger = int64(max), collector, logger
-	sources := make([]*replay.Source, len(files))
+	sources := make([]*source.Source, len(files))
 	stats := make([]*replay.Stats, len(files))
 	for i, f := range files {
-		if sources[i], err = replay.NewSource(f, format); err != nil {
+		if sources[i], err = source.New(f, format); err != nil {
 			return err
 		}
 		sources[i].TimeLayout, sources[i].Columns, sources[i].Strict = timeLayout, cols, strict
@@ -189,7 +190,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // summarize prints what each producer did and returns the events not
 // accepted.
-func summarize(w io.Writer, sources []*replay.Source, stats []*replay.Stats, took time.Duration, failedOut string) int64 {
+func summarize(w io.Writer, sources []*source.Source, stats []*replay.Stats, took time.Duration, failedOut string) int64 {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "producer\trows\tsent\taccepted\trejected\tretried\tfailed\tevents/s\tp50\tp99\t")
 	var bad int64
@@ -225,7 +226,7 @@ func summarize(w io.Writer, sources []*replay.Source, stats []*replay.Stats, too
 
 // withProgress runs replay, drawing progress bars on stderr when it is a
 // terminal.
-func withProgress(stderr io.Writer, sources []*replay.Source, stats []*replay.Stats, replay func() error) error {
+func withProgress(stderr io.Writer, sources []*source.Source, stats []*replay.Stats, replay func() error) error {
 	if !isTerminal(stderr) {
 		return replay()
 	}
@@ -247,7 +248,7 @@ func withProgress(stderr io.Writer, sources []*replay.Source, stats []*replay.St
 // how far through the file, with an ETA, when its size is known.
 type progressBars struct {
 	w       io.Writer
-	sources []*replay.Source
+	sources []*source.Source
 	stats   []*replay.Stats
 	start   time.Time
 	drawn   bool

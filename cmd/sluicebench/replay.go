@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/internal/loadgen"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // benchReplay measures `sluice replay` sending TLC trips in batches to the
@@ -43,7 +44,7 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	var rows [][]byte
-	if err := replay.ParquetRows(bytes.NewReader(data), int64(len(data)), replay.DefaultTimeLayout, func(row []byte) error {
+	if err := source.ParquetRows(bytes.NewReader(data), int64(len(data)), source.DefaultTimeLayout, func(row []byte) error {
 		rows = append(rows, bytes.Clone(row))
 		return nil
 	}); err != nil {
@@ -71,7 +72,7 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 	defer noopStop()
 
 	run := func(addr string) (time.Duration, *replay.Stats, error) {
-		src, err := replay.NewSource(file, "")
+		src, err := source.New(file, "")
 		if err != nil {
 			return 0, nil, err
 		}
@@ -79,7 +80,7 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 		cfg.Collector, cfg.EventType, cfg.Batch, cfg.Concurrency = "http://"+addr, "yellow_taxi_trip", *batch, *concurrency
 		st := new(replay.Stats)
 		start := time.Now()
-		err = replay.Run(ctx, cfg, []*replay.Source{src}, []*replay.Stats{st})
+		err = replay.Run(ctx, cfg, []*source.Source{src}, []*replay.Stats{st})
 		if err == nil && st.Accepted.Load() != int64(*n) {
 			err = fmt.Errorf("%d of %d rows accepted", st.Accepted.Load(), *n)
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/source"
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -327,7 +328,7 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 	if err := os.WriteFile(path, bytes.Join(lines, []byte("\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src, err := replay.NewSource(path, "")
+	src, err := source.New(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 	rc := replay.DefaultConfig()
 	rc.Kafka, rc.Topic, rc.KafkaFormat, rc.KeyField = e.prod, "mta-turnstile", "csv", preset.KeyField
 	stats := new(replay.Stats)
-	if err := replay.Run(t.Context(), rc, []*replay.Source{src}, []*replay.Stats{stats}); err != nil {
+	if err := replay.Run(t.Context(), rc, []*source.Source{src}, []*replay.Stats{stats}); err != nil {
 		t.Fatal(err)
 	}
 	if got := stats.Accepted.Load(); got != int64(len(lines)-1) {

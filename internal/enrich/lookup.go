@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/event"
-	"github.com/sluicehq/sluice/internal/replay"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // Lookup is a table loaded in memory from a CSV or Parquet file, keyed by
@@ -19,7 +19,7 @@ type Lookup struct {
 // LoadLookup reads the file at path (anything `sluice replay` reads) and
 // keys its rows by the column key.
 func LoadLookup(ctx context.Context, path, key string) (*Lookup, error) {
-	src, err := replay.NewSource(path, "")
+	src, err := source.New(path, "")
 	if err != nil {
 		return nil, err
 	}

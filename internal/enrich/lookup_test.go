@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // TestZoneJoinOnTLC joins the real TLC sample with the taxi zone lookup,
@@ -29,7 +29,7 @@ func TestZoneJoinOnTLC(t *testing.T) {
 	pickup := Join{Lookup: zones, Field: "PULocationID", Columns: []Rename{{"Borough", "pickup_borough"}, {"Zone", "pickup_zone"}}}
 	dropoff := Join{Lookup: zones, Field: "DOLocationID", Columns: []Rename{{"Borough", "dropoff_borough"}, {"Zone", "dropoff_zone"}}}
 
-	src, err := replay.NewSource(filepath.Join(dir, sample.TLCTrips), "")
+	src, err := source.New(filepath.Join(dir, sample.TLCTrips), "")
 	if err != nil {
 		t.Fatal(err)
 	}

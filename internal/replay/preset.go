@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // Preset sets up a replay of a known dataset.
@@ -62,7 +64,7 @@ func ParseSchema(s string) (map[string]string, error) {
 		if !ok || name == "" {
 			return nil, fmt.Errorf("schema item %q: want name:type", item)
 		}
-		if _, err := csvConverter(typ, DefaultTimeLayout); err != nil {
+		if err := source.ValidType(typ); err != nil {
 			return nil, fmt.Errorf("schema item %q: %w", item, err)
 		}
 		out[name] = typ

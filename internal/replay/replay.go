@@ -1,3 +1,6 @@
+// Package replay turns files of real data into Sluice events: each row of a
+// Parquet, CSV or NDJSON file (package source) becomes one event's payload,
+// sent to the collector or straight to a Kafka topic.
 package replay
 
 import (
@@ -23,6 +26,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/row"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // Config is one replay: every source is a producer of its own, run in
@@ -86,7 +91,7 @@ type Stats struct {
 	Rejected atomic.Int64 // answered 4xx, by reason in Reasons
 	Retried  atomic.Int64 // requests retried
 	Failed   atomic.Int64 // never accepted after the retries
-	Progress atomic.Pointer[Progress]
+	Progress atomic.Pointer[source.Progress]
 
 	mu        sync.Mutex
 	reasons   map[string]int64
@@ -142,7 +147,7 @@ func (s *Stats) Latency() (p50, p99 time.Duration) {
 // sources[i], and returns when all are done. Rows that cannot be read stop
 // their producer with an error; events that are rejected or never accepted
 // are counted and written to FailedOut, not errors.
-func Run(ctx context.Context, cfg Config, sources []*Source, stats []*Stats) error {
+func Run(ctx context.Context, cfg Config, sources []*source.Source, stats []*Stats) error {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 30 * time.Second}
 	}
@@ -183,7 +188,7 @@ func Run(ctx context.Context, cfg Config, sources []*Source, stats []*Stats) err
 
 type producer struct {
 	cfg    Config
-	src    *Source
+	src    *source.Source
 	stats  *Stats
 	failed *failures
 	first  time.Time // the first row's time, for TimeWarp
@@ -191,8 +196,8 @@ type producer struct {
 
 // rowTime reads a row's time field: a time string, or epoch seconds or
 // milliseconds.
-func rowTime(row []byte, field string) (time.Time, bool) {
-	top, _, err := event.ObjectMembers(row, "", nil, nil)
+func rowTime(value []byte, field string) (time.Time, bool) {
+	top, _, err := event.ObjectMembers(value, "", nil, nil)
 	if err != nil {
 		return time.Time{}, false
 	}
@@ -201,7 +206,7 @@ func rowTime(row []byte, field string) (time.Time, bool) {
 			continue
 		}
 		if m.Value[0] == '"' {
-			return parseTime(event.Unquote(m.Value))
+			return row.ParseTime(event.Unquote(m.Value))
 		}
 		f, err := strconv.ParseFloat(string(m.Value), 64)
 		if err != nil {
@@ -221,7 +226,7 @@ func (p *producer) runKafka(ctx context.Context) error {
 	start := time.Now()
 	errStop := errors.New("max rows reached")
 	var inflight sync.WaitGroup
-	err := p.src.Rows(ctx, func(pr Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
+	err := p.src.Rows(ctx, func(pr source.Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
 		if p.cfg.Max > 0 && n > p.cfg.Max {
 			return errStop
 		}
@@ -308,7 +313,7 @@ func (p *producer) run(ctx context.Context) error {
 	var batch [][]byte
 	start := time.Now()
 	errStop := errors.New("max rows reached")
-	err := p.src.Rows(ctx, func(pr Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
+	err := p.src.Rows(ctx, func(pr source.Progress) { p.stats.Progress.Store(&pr) }, func(n int64, row []byte) error {
 		if p.cfg.Max > 0 && n > p.cfg.Max {
 			return errStop
 		}

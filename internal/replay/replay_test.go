@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 // collector is an httptest stand-in for the collector's batch and single
@@ -104,7 +105,7 @@ func TestFlakyCollectorLosesNothing(t *testing.T) {
 	c := &collector{accepted: map[string]int{}, flaky: true}
 	srv := httptest.NewServer(c)
 	defer srv.Close()
-	src, err := NewSource(writeNDJSON(t, 3000), "")
+	src, err := source.New(writeNDJSON(t, 3000), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestFlakyCollectorLosesNothing(t *testing.T) {
 	cfg.Collector, cfg.EventType, cfg.Batch, cfg.FailedOut = srv.URL, "row", 50, &failed
 	cfg.Backoff, cfg.MaxBackoff, cfg.Retries = time.Millisecond, 5*time.Millisecond, 30
 	st := &Stats{}
-	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st}); err != nil {
+	if err := Run(t.Context(), cfg, []*source.Source{src}, []*Stats{st}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 3000; i++ {
@@ -134,7 +135,7 @@ func TestFlakyCollectorLosesNothing(t *testing.T) {
 func TestFailedOutHoldsWhatNeverSucceeded(t *testing.T) {
 	c := &collector{accepted: map[string]int{}, reject: ":7"} // rows:7, rows:70..79, ...
 	srv := httptest.NewServer(c)
-	src, err := NewSource(writeNDJSON(t, 100), "")
+	src, err := source.New(writeNDJSON(t, 100), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,14 +143,14 @@ func TestFailedOutHoldsWhatNeverSucceeded(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Collector, cfg.EventType, cfg.Batch, cfg.FailedOut = srv.URL, "row", 10, &failed
 	st := &Stats{}
-	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st}); err != nil {
+	if err := Run(t.Context(), cfg, []*source.Source{src}, []*Stats{st}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Close() // now nothing succeeds
 	cfg.Retries, cfg.Backoff = 1, time.Millisecond
 	st2 := &Stats{}
 	src.Name = "again"
-	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{st2}); err != nil {
+	if err := Run(t.Context(), cfg, []*source.Source{src}, []*Stats{st2}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -218,7 +219,7 @@ func TestSourcesOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	defer srv.Close()
 
-	src, err := NewSource(srv.URL+"/trips.parquet", "")
+	src, err := source.New(srv.URL+"/trips.parquet", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func TestSourcesOverHTTP(t *testing.T) {
 		t.Errorf("read %d rows over HTTP, want 5000", n)
 	}
 
-	src, err = NewSource(srv.URL+"/t.csv.gz", "")
+	src, err = source.New(srv.URL+"/t.csv.gz", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,14 +273,14 @@ func TestTimeWarp(t *testing.T) {
 {"at":"2025-01-01T00:00:01"}
 {"at":1735689602}
 `), 0o644)
-	src, err := NewSource(p, "")
+	src, err := source.New(p, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.Collector, cfg.EventType, cfg.Batch, cfg.TimeWarp, cfg.TimeField = srv.URL, "tick", 1, 10, "at"
 	start := time.Now()
-	if err := Run(t.Context(), cfg, []*Source{src}, []*Stats{{}}); err != nil {
+	if err := Run(t.Context(), cfg, []*source.Source{src}, []*Stats{{}}); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took < 180*time.Millisecond || took > 1500*time.Millisecond {
@@ -312,9 +313,9 @@ func TestBadRowsAreKept(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "a.ndjson"), []byte("{\"x\":1}\nnot json\n\n{\"x\":3}\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "b.csv"), []byte("n,m\n1,2\n3\n4,x\n5,6\n"), 0o644)
-	var srcs []*Source
+	var srcs []*source.Source
 	for _, name := range []string{"a.ndjson", "b.csv"} {
-		src, err := NewSource(filepath.Join(dir, name), "")
+		src, err := source.New(filepath.Join(dir, name), "")
 		if err != nil {
 			t.Fatal(err)
 		}

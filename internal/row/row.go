@@ -142,16 +142,18 @@ func b2i(b bool) int64 {
 	return 0
 }
 
-// ParseTime reads the event times seen in real data: RFC 3339, and ISO 8601
-// or SQL-style with or without a zone (none is UTC), such as
-// 2025-01-01T00:18:38, 2025-01-01 00:18:38.000000000 and
-// 2022-01-01 00:35:40+00:00.
+// ParseTime reads the event times seen in real data, in UTC: RFC 3339, ISO
+// 8601 or SQL style with or without a zone (none is UTC), and the US dates
+// of CSV exports: 2025-01-01T00:18:38, 2025-01-01 00:18:38.000000000,
+// 2022-01-01 00:35:40+00:00, 05/27/2023 00:00:00, 2025-01-01.
 func ParseTime(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
-		"2006-01-02 15:04:05.999999999Z07:00", time.DateOnly} {
+	for _, layout := range timeLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t, true
+			return t.UTC(), true
 		}
 	}
 	return time.Time{}, false
 }
+
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999Z07:00", "01/02/2006 15:04:05", "01/02/2006 03:04:05 PM", time.DateOnly, "01/02/2006"}

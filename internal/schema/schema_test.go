@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/sample"
+	"github.com/sluicehq/sluice/internal/source"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -106,7 +107,7 @@ func TestBundledDataIsValid(t *testing.T) {
 		{"../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet", "tlc-yellow", tlc},
 		{filepath.Join(dir, sample.Turnstiles), "mta-turnstile", mta},
 	} {
-		src, err := replay.NewSource(tc.file, "")
+		src, err := source.New(tc.file, "")
 		if err != nil {
 			t.Fatal(err)
 		}

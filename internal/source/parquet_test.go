@@ -1,4 +1,4 @@
-package replay
+package source
 
 import (
 	"encoding/json"

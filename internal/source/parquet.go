@@ -1,6 +1,7 @@
-// Package replay turns files of real data into Sluice events: each row of a
-// Parquet, CSV or NDJSON file becomes one event's payload.
-package replay
+// Package source reads files of rows (Parquet, CSV, CSV.gz, NDJSON; a local
+// path or an http(s) URL, streamed) as JSON objects, one a row. Replay sends
+// them as events; the enricher loads them as lookup tables.
+package source
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package replay
+package source
 
 import (
 	"bufio"
@@ -13,9 +13,9 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // Formats a source can be read in; the default comes from the name.
@@ -43,9 +43,9 @@ type Source struct {
 	Client *http.Client
 }
 
-// NewSource describes the file at location, its format taken from its name
+// New describes the file at location, its format taken from its name
 // unless format is set.
-func NewSource(location, format string) (*Source, error) {
+func New(location, format string) (*Source, error) {
 	base := path.Base(location)
 	if i := strings.IndexAny(base, "?#"); i >= 0 {
 		base = base[:i]
@@ -254,6 +254,12 @@ func (s *Source) csvRows(r io.Reader, report func(int64) error, fn func(int64, [
 	}
 }
 
+// ValidType reports whether typ is a column type Columns takes.
+func ValidType(typ string) error {
+	_, err := csvConverter(typ, DefaultTimeLayout)
+	return err
+}
+
 // csvConverter writes a CSV field as the JSON value of its column's type.
 func csvConverter(typ, layout string) (func(dst []byte, v string) ([]byte, error), error) {
 	null := func(dst []byte, v string, f func([]byte, string) ([]byte, error)) ([]byte, error) {
@@ -303,7 +309,7 @@ func csvConverter(typ, layout string) (func(dst []byte, v string) ([]byte, error
 	case "timestamp":
 		return func(dst []byte, v string) ([]byte, error) {
 			return null(dst, v, func(dst []byte, v string) ([]byte, error) {
-				t, ok := parseTime(v)
+				t, ok := row.ParseTime(v)
 				if !ok {
 					return dst, fmt.Errorf("%q is not a time", v)
 				}
@@ -312,19 +318,6 @@ func csvConverter(typ, layout string) (func(dst []byte, v string) ([]byte, error
 		}, nil
 	}
 	return nil, fmt.Errorf("type %q: want string, int, float, bool or timestamp", typ)
-}
-
-// timeLayouts are the times real CSV files hold, without a zone taken as UTC.
-var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999-07:00", "01/02/2006 15:04:05", "01/02/2006 03:04:05 PM", time.DateOnly, "01/02/2006"}
-
-func parseTime(s string) (time.Time, bool) {
-	for _, l := range timeLayouts {
-		if t, err := time.Parse(l, s); err == nil {
-			return t.UTC(), true
-		}
-	}
-	return time.Time{}, false
 }
 
 // open streams the file; size is its length when known, else 0.
