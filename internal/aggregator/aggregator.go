@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"slices"
@@ -398,18 +399,10 @@ func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []wind
 		buf.Append(fields)
 	}
 	f := a.cfg.File(task, results[0].Start, results[0].End)
-	w, err := a.store.Create(ctx, f.Path())
-	if err != nil {
-		return fmt.Errorf("write %s: %w", f.Path(), err)
-	}
-	if _, err := buf.Write(w, a.cfg.OutputFormat); err != nil {
-		w.Abort()
-		return fmt.Errorf("write %s: %w", f.Path(), err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("write %s: %w", f.Path(), err)
-	}
-	return nil
+	return lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
+		_, err := buf.Write(w, a.cfg.OutputFormat)
+		return err
+	})
 }
 
 func (a *Aggregator) cell(i int, v float64) row.Cell {

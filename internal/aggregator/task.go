@@ -334,17 +334,8 @@ func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	path := ts.cfg.CheckpointPath(t.partition)
-	w, err := ts.store.Create(ctx, path)
-	if err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	if _, err := w.Write(b); err != nil {
-		w.Abort()
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
+	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(t.partition), b); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	ts.metrics.checkpoints.Inc()
 	t.dirty, t.lastCheckpoint = false, ts.now()

@@ -129,16 +129,8 @@ func WriteProgress(ctx context.Context, s Storage, topic string, partition int32
 	if err != nil {
 		return err
 	}
-	w, err := s.Create(ctx, progressPath(topic, partition))
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(b); err != nil {
-		w.Abort()
-		return fmt.Errorf("write progress of %s/%d: %w", topic, partition, err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("write progress of %s/%d: %w", topic, partition, err)
+	if err := PutBytes(ctx, s, progressPath(topic, partition), b); err != nil {
+		return fmt.Errorf("progress of %s/%d: %w", topic, partition, err)
 	}
 	return nil
 }

@@ -57,6 +57,32 @@ type Storage interface {
 	String() string
 }
 
+// Put writes the object at path with write, atomically: it appears whole
+// once Put returns nil, replacing any object there, and not at all when
+// write or the commit fails. Every object of the lake is written this way.
+func Put(ctx context.Context, s Storage, path string, write func(io.Writer) error) error {
+	w, err := s.Create(ctx, path)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := write(w); err != nil {
+		w.Abort()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// PutBytes writes b as the object at path, atomically, as Put does.
+func PutBytes(ctx context.Context, s Storage, path string, b []byte) error {
+	return Put(ctx, s, path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
 // Open opens the lake at url: a local directory, or s3://bucket/prefix
 // (checked to be reachable).
 func Open(ctx context.Context, url string, s3 S3Config) (Storage, error) {
@@ -262,16 +288,8 @@ func Mirror(ctx context.Context, src Storage, dir string) (*Local, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mirror %s: %w", o.Path, err)
 		}
-		w, err := dst.Create(ctx, o.Path)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(b); err != nil {
-			w.Abort()
-			return nil, fmt.Errorf("mirror %s: %w", o.Path, err)
-		}
-		if err := w.Commit(); err != nil {
-			return nil, err
+		if err := PutBytes(ctx, dst, o.Path, b); err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
 		}
 	}
 	for _, o := range have {

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -707,17 +708,12 @@ func (l *Loader) write(ctx context.Context, j *flushJob) error {
 }
 
 func (l *Loader) writeFile(ctx context.Context, f lake.File, buf *lake.Buffer) error {
-	w, err := l.store.Create(ctx, f.Path())
-	if err != nil {
+	var conflicts int
+	if err := lake.Put(ctx, l.store, f.Path(), func(w io.Writer) (err error) {
+		conflicts, err = buf.Write(w, f.Ext)
 		return err
-	}
-	conflicts, err := buf.Write(w, f.Ext)
-	if err != nil {
-		w.Abort()
-		return fmt.Errorf("write %s: %w", f.Path(), err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("commit %s: %w", f.Path(), err)
+	}); err != nil {
+		return err
 	}
 	l.metrics.files.Inc()
 	if conflicts > 0 {
