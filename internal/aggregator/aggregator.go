@@ -363,15 +363,7 @@ func (a *Aggregator) deadLetter(rec *kgo.Record, reason, field, msg string) *kgo
 	}
 	f := event.NewFailed(event.StageAggregator, reason, []event.FieldError{{Path: path, Message: msg}},
 		bus.Header(rec, event.HeaderRootID), rec.Value, a.now())
-	b, err := f.Marshal()
-	if err != nil {
-		b = rec.Value
-	}
-	return &kgo.Record{Topic: a.cfg.DLQTopic, Key: rec.Key, Value: b, Headers: []kgo.RecordHeader{
-		{Key: event.HeaderStage, Value: []byte(event.StageAggregator)},
-		{Key: event.HeaderReason, Value: []byte(reason)},
-		{Key: "aggregation", Value: []byte(a.cfg.Name)},
-	}}
+	return bus.DeadLetter(a.cfg.DLQTopic, f, rec, kgo.RecordHeader{Key: "aggregation", Value: []byte(a.cfg.Name)})
 }
 
 // File is the lake file of one task's results for the window [start,

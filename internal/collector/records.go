@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 )
 
@@ -19,6 +20,9 @@ type recordBuilder struct {
 	hdrs    []kgo.RecordHeader
 	buf     []byte
 	rootIDs [][]byte // of accepted events, in order; slices of buf
+	// dead holds the dead letters of rejected events, made one by one:
+	// rejections are rare, and one builder makes every stage's.
+	dead []*kgo.Record
 }
 
 // Record fields beyond the client's bytes: the stamp, key and headers.
@@ -85,22 +89,16 @@ func (b *recordBuilder) failed(reason string, errs []event.FieldError, original 
 	if err != nil {
 		return nil, err
 	}
-	value, err := event.NewFailed(event.StageCollector, reason, errs, string(rootID), original, at).Marshal()
-	if err != nil {
-		return nil, err
-	}
-	b.add(b.c.cfg.DLQTopic, rootID, value,
-		kgo.RecordHeader{Key: event.HeaderStage, Value: b.bytes(event.StageCollector)},
-		kgo.RecordHeader{Key: event.HeaderReason, Value: b.bytes(reason)},
-		kgo.RecordHeader{Key: event.HeaderRootID, Value: rootID})
+	f := event.NewFailed(event.StageCollector, reason, errs, string(rootID), original, at)
+	b.dead = append(b.dead, bus.DeadLetter(b.c.cfg.DLQTopic, f, nil))
 	return rootID, nil
 }
 
 // records returns the records to produce.
 func (b *recordBuilder) records() []*kgo.Record {
-	out := make([]*kgo.Record, len(b.recs))
+	out := make([]*kgo.Record, len(b.recs), len(b.recs)+len(b.dead))
 	for i := range b.recs {
 		out[i] = &b.recs[i]
 	}
-	return out
+	return append(out, b.dead...)
 }

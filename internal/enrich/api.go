@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/sluicehq/sluice/internal/retry"
 )
 
 // APIConfig configures calls to an HTTP API that enriches events.
@@ -185,7 +186,7 @@ func (a *API) call(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrFailed, err)
 	}
 	h := a.host(parsed.Host)
-	backoff := a.cfg.Backoff
+	backoff := retry.Backoff{Min: a.cfg.Backoff, Max: a.cfg.MaxBackoff}
 	var last error
 	for attempt := 0; ; attempt++ {
 		if err := a.admit(h); err != nil {
@@ -201,14 +202,8 @@ func (a *API) call(ctx context.Context, u string) ([]byte, error) {
 		if errors.As(err, &perm) || ctx.Err() != nil || attempt >= a.cfg.Retries {
 			return nil, fmt.Errorf("%w after %d attempts: %w", ErrFailed, attempt+1, last)
 		}
-		wait := max(time.Duration(rand.Int64N(int64(backoff)+1)), retryAfter)
-		backoff = min(2*backoff, a.cfg.MaxBackoff)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("%w: %w", ErrFailed, ctx.Err())
+		if err := backoff.Wait(ctx, retryAfter); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrFailed, err)
 		}
 	}
 }

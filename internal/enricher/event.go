@@ -137,13 +137,5 @@ func (e *Enricher) out(r *kgo.Record, value []byte, table string) *kgo.Record {
 func (e *Enricher) dead(r *kgo.Record, reason string, errs []event.FieldError) []*kgo.Record {
 	e.metrics.dead.WithLabelValues(reason).Inc()
 	f := event.NewFailed(event.StageEnricher, reason, errs, bus.Header(r, event.HeaderRootID), r.Value, e.now())
-	b, err := f.Marshal()
-	if err != nil {
-		b = r.Value // cannot happen: Failed always marshals
-	}
-	headers := append([]kgo.RecordHeader(nil), r.Headers...)
-	headers = append(headers,
-		kgo.RecordHeader{Key: event.HeaderStage, Value: []byte(event.StageEnricher)},
-		kgo.RecordHeader{Key: event.HeaderReason, Value: []byte(reason)})
-	return []*kgo.Record{{Topic: e.cfg.DLQTopic, Key: r.Key, Value: b, Headers: headers}}
+	return []*kgo.Record{bus.DeadLetter(e.cfg.DLQTopic, f, r)}
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/retry"
 	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/source"
 )
@@ -383,7 +384,7 @@ func (p *producer) send(ctx context.Context, events [][]byte) {
 		url, ct = url+"/batch", "application/x-ndjson"
 		body = bytes.Join(events, []byte("\n"))
 	}
-	backoff := p.cfg.Backoff
+	backoff := retry.Backoff{Min: p.cfg.Backoff, Max: p.cfg.MaxBackoff}
 	var lastErr string
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -412,15 +413,9 @@ func (p *producer) send(ctx context.Context, events [][]byte) {
 			p.fail(events, "gave_up", fmt.Sprintf("no success after %d attempts; last: %s", attempt+1, lastErr))
 			return
 		}
-		// Full jitter, but never sooner than the collector asked.
-		wait := max(time.Duration(rand.Int64N(int64(backoff)+1)), retryAfter)
-		backoff = min(2*backoff, p.cfg.MaxBackoff)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
+		// Never sooner than the collector asked; a stop is seen at the
+		// top of the loop.
+		_ = backoff.Wait(ctx, retryAfter)
 	}
 }
 
