@@ -27,16 +27,16 @@ const MaxMessageBytes = 16 << 20
 type BrokerConfig struct {
 	// Addr is where the broker listens and what it advertises to clients.
 	// Port 0 picks a free port; Broker.Addr tells which.
-	Addr string
+	Addr string `yaml:"addr" flag:"broker-addr" doc:"Address the embedded broker listens on, and that debugging commands (topics, tail) ask when no brokers are given. Any Kafka client can connect to it."`
 	// Dir holds the broker's log segments and state. It survives restarts.
-	Dir string
+	Dir string `yaml:"-"`
 	// Partitions is the partition count of topics created automatically.
-	Partitions int32
+	Partitions int32 `yaml:"-"`
 	// Fsync makes every produced batch durable on disk before it is
 	// acknowledged. Without it, a produced batch is written to the file
 	// system at once (so it survives the process being killed) but reaches
 	// the disk on the operating system's schedule, as with Kafka's defaults.
-	Fsync bool
+	Fsync bool `yaml:"fsync" flag:"broker-fsync" doc:"Fsync every produced batch before acknowledging it: survives power loss, not only a crash, at a cost in throughput."`
 }
 
 // Validate reports a configuration the broker cannot start with.

@@ -16,40 +16,59 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/sluicehq/sluice/internal/config"
 )
 
 // ClientConfig is what every stage needs to reach a Kafka cluster.
 type ClientConfig struct {
-	Brokers  []string
-	ClientID string
-	// TLS turns on TLS; TLSCAFile adds a CA bundle to the system roots.
-	TLS       bool
-	TLSCAFile string
-	// SASLMechanism is empty, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-	SASLMechanism string
-	SASLUser      string
-	SASLPassword  string
+	Brokers  []string `yaml:"brokers" flag:"brokers" doc:"Kafka bootstrap brokers, host:port. None: 'sluice up' runs the embedded broker, and debugging commands (topics, tail) ask the embedded broker at broker.addr."`
+	ClientID string   `yaml:"-"`
+	TLS      bool     `yaml:"tls" flag:"kafka-tls" doc:"Connect to Kafka over TLS."`
+	// TLSCAFile adds a CA bundle to the system roots.
+	TLSCAFile     string `yaml:"tls_ca_file" flag:"kafka-tls-ca-file" doc:"PEM file of CAs to trust for Kafka's TLS, added to the system's."`
+	SASLMechanism string `yaml:"sasl_mechanism" flag:"kafka-sasl-mechanism" doc:"SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none."`
+	SASLUser      string `yaml:"sasl_user" flag:"kafka-sasl-user" doc:"SASL user name."`
+	SASLPassword  string `yaml:"sasl_password" flag:"kafka-sasl-password" secret:"true" doc:"SASL password."`
+	// StartTimeout bounds what a stage waits for Kafka when it starts.
+	StartTimeout time.Duration `yaml:"start_timeout" flag:"kafka-start-timeout" doc:"How long a stage waits for Kafka when it starts (to create its topics) before it gives up with an error. Once running, an unreachable broker is waited out."`
 }
 
-// Validate reports a configuration no client can start with.
+// DefaultClientConfig returns the documented defaults.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{StartTimeout: 30 * time.Second}
+}
+
+// Validate reports settings no client can start with; having no brokers
+// is for the command to judge (sluice up runs its own).
 func (c ClientConfig) Validate() error {
-	if len(c.Brokers) == 0 {
-		return errors.New("no Kafka brokers: pass --brokers host:port[,host:port]")
-	}
+	var errs []error
 	for _, b := range c.Brokers {
 		if b == "" || !strings.Contains(b, ":") {
-			return fmt.Errorf("broker %q: want host:port", b)
+			errs = append(errs, config.Field("brokers", "%q: want host:port", b))
 		}
 	}
 	switch strings.ToUpper(c.SASLMechanism) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
-		return fmt.Errorf("sasl mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASLMechanism)
+		errs = append(errs, config.Field("sasl_mechanism", "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASLMechanism))
 	}
-	return nil
+	if c.StartTimeout <= 0 {
+		errs = append(errs, config.Field("start_timeout", "%v: want a positive duration", c.StartTimeout))
+	}
+	return errors.Join(errs...)
 }
 
+// ErrNoBrokers is a client config with no brokers to reach.
+var ErrNoBrokers = errors.New("no Kafka brokers: pass --brokers host:port, or run 'sluice up' to use the embedded broker")
+
 func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
+	if len(c.Brokers) == 0 {
+		return nil, ErrNoBrokers
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultClientConfig().StartTimeout
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -91,15 +110,33 @@ func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
 
 // ProducerConfig tunes how a producer batches.
 type ProducerConfig struct {
-	// Linger is how long a partition waits for more records before sending.
-	Linger time.Duration
+	Linger time.Duration `yaml:"linger" flag:"produce-linger" doc:"How long the producer waits to fill a batch (0: send at once; batches still form while requests are in flight)."`
 	// MaxBufferedBytes bounds the records waiting for acknowledgement; a
 	// producer that reaches it blocks, which is the stage's back-pressure.
-	MaxBufferedBytes int
+	MaxBufferedBytes config.ByteSize `yaml:"max_buffered_bytes" doc:"Records waiting for Kafka's acknowledgement, at most; a producer that reaches it waits, which slows the stage rather than growing it."`
 	// MaxRecordBytes is the largest record the producer will send.
-	MaxRecordBytes int
+	MaxRecordBytes int `yaml:"-"`
 	// Compression is none, lz4, zstd, snappy or gzip; empty means lz4.
-	Compression string
+	// lz4 is the default even for the embedded broker: its storage cost
+	// grows with bytes, and uncompressed batches measured slower.
+	Compression string `yaml:"compression" flag:"produce-compression" doc:"Kafka batch compression: none, lz4, zstd, snappy or gzip."`
+}
+
+// DefaultProducerConfig returns the documented defaults.
+func DefaultProducerConfig() ProducerConfig {
+	return ProducerConfig{MaxBufferedBytes: 256 << 20, Compression: "lz4"}
+}
+
+// Validate reports settings no producer can start with.
+func (c ProducerConfig) Validate() error {
+	var errs []error
+	if _, err := codec(c.Compression); err != nil {
+		errs = append(errs, config.Field("compression", "%q: want one of %s", c.Compression, strings.Join(Compressions, ", ")))
+	}
+	if c.Linger < 0 {
+		errs = append(errs, config.Field("linger", "%v: want 0 or more", c.Linger))
+	}
+	return errors.Join(errs...)
 }
 
 // Compressions lists the codecs ProducerConfig.Compression takes.
@@ -142,7 +179,7 @@ func NewProducer(cc ClientConfig, pc ProducerConfig, logger *slog.Logger) (*kgo.
 		kgo.UnknownTopicRetries(2),
 	)
 	if pc.MaxBufferedBytes > 0 {
-		opts = append(opts, kgo.MaxBufferedBytes(pc.MaxBufferedBytes))
+		opts = append(opts, kgo.MaxBufferedBytes(int(pc.MaxBufferedBytes)))
 	}
 	if pc.MaxRecordBytes > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(pc.MaxRecordBytes)))

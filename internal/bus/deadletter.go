@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,10 +22,12 @@ func DeadLetter(topic string, f event.Failed, src *kgo.Record, extra ...kgo.Reco
 		f.Original, _ = json.Marshal(string(f.Original))
 		value, _ = f.Marshal()
 	}
+	// The source's memory may be reused once it is handled (RecyclePools):
+	// the dead letter keeps copies.
 	r := &kgo.Record{Topic: topic, Value: value}
 	var n int
 	if src != nil {
-		r.Key, n = src.Key, len(src.Headers)
+		r.Key, n = bytes.Clone(src.Key), len(src.Headers)
 	}
 	if r.Key == nil && f.RootID != "" {
 		r.Key = []byte(f.RootID)
@@ -36,7 +39,7 @@ func DeadLetter(topic string, f event.Failed, src *kgo.Record, extra ...kgo.Reco
 			case event.HeaderStage, event.HeaderReason, event.HeaderRootID:
 				continue // set below, for this failure
 			}
-			r.Headers = append(r.Headers, h)
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: bytes.Clone(h.Value)})
 		}
 	}
 	r.Headers = append(r.Headers,

@@ -15,48 +15,50 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/sluicehq/sluice/internal/apidocs"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/httpapi"
 )
 
 // Config configures a collector.
 type Config struct {
 	// Addr is where the HTTP server listens.
-	Addr string
-	// ID names this collector in every event it stamps.
-	ID string
+	Addr string `yaml:"http_addr" flag:"http-addr" doc:"Address the HTTP collector listens on. The process's ops endpoints (/metrics, /healthz, /readyz, /api/v1/status) are served there too."`
+	// ID names this collector in every event it stamps: the process's
+	// instance id.
+	ID string `yaml:"-"`
 	// RawTopic receives accepted events; DLQTopic receives failed events.
-	RawTopic string
-	DLQTopic string
+	RawTopic string `yaml:"-"`
+	DLQTopic string `yaml:"-"`
 	// APIKeys, when any are set, are required on the collect endpoints.
-	APIKeys []string
+	APIKeys []string `yaml:"api_keys" flag:"api-key" secret:"true" doc:"API keys clients must send, as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (repeat the flag for several). None: no authentication."`
 	// MaxBodyBytes and MaxBatchBytes bound a request body after
 	// decompression, for one event and for a batch.
-	MaxBodyBytes  int64
-	MaxBatchBytes int64
+	MaxBodyBytes  config.ByteSize `yaml:"max_body_bytes" flag:"max-body-bytes" doc:"Largest single-event body, after decompression; larger ones are answered 413."`
+	MaxBatchBytes config.ByteSize `yaml:"max_batch_bytes" flag:"max-batch-bytes" doc:"Largest batch body, after decompression; larger ones are answered 413."`
 	// BatchMax is the most events one batch may hold.
-	BatchMax int
+	BatchMax int `yaml:"batch_max" flag:"batch-max" doc:"Most events in one batch request."`
 	// MaxInflightBytes bounds the request bodies held in memory at once.
 	// A request waits for room, which slows clients rather than growing.
-	MaxInflightBytes int64
+	MaxInflightBytes config.ByteSize `yaml:"max_inflight_bytes" flag:"max-inflight-bytes" doc:"Request bodies held in memory at once; more requests wait, which slows clients rather than growing."`
 	// ProduceTimeout is how long a request waits for Kafka to acknowledge
 	// its events before it is answered 503.
-	ProduceTimeout time.Duration
+	ProduceTimeout time.Duration `yaml:"produce_timeout" flag:"produce-timeout" doc:"How long a request waits for Kafka's acknowledgement before it is answered 503 with Retry-After."`
 	// Server timeouts against slow clients.
-	ReadHeaderTimeout time.Duration
-	ReadTimeout       time.Duration
-	WriteTimeout      time.Duration
-	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration `yaml:"-"`
+	ReadTimeout       time.Duration `yaml:"-"`
+	WriteTimeout      time.Duration `yaml:"-"`
+	IdleTimeout       time.Duration `yaml:"-"`
 	// ShutdownTimeout is how long in-flight requests may take to finish on
 	// shutdown.
-	ShutdownTimeout time.Duration
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" doc:"How long in-flight requests may take to finish when the collector stops."`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -82,7 +84,7 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("http address %q: want host:port: %w", c.Addr, err))
+		errs = append(errs, config.Field("http_addr", "%q: want host:port: %v", c.Addr, err))
 	}
 	if c.ID == "" {
 		errs = append(errs, errors.New("collector id is empty"))
@@ -90,21 +92,24 @@ func (c Config) Validate() error {
 	if c.RawTopic == "" || c.DLQTopic == "" {
 		errs = append(errs, errors.New("raw and dead-letter topic names must be set"))
 	}
-	if c.MaxBodyBytes < 1 || c.MaxBatchBytes < 1 {
-		errs = append(errs, errors.New("body limits must be positive"))
+	if c.MaxBodyBytes < 1 {
+		errs = append(errs, config.Field("max_body_bytes", "must be positive"))
+	}
+	if c.MaxBatchBytes < 1 {
+		errs = append(errs, config.Field("max_batch_bytes", "must be positive"))
 	}
 	if c.BatchMax < 1 {
-		errs = append(errs, fmt.Errorf("batch max %d: want at least 1", c.BatchMax))
+		errs = append(errs, config.Field("batch_max", "batch max %d: want at least 1", c.BatchMax))
 	}
 	if c.MaxInflightBytes < c.MaxBatchBytes || c.MaxInflightBytes < c.MaxBodyBytes {
-		errs = append(errs, fmt.Errorf("max in-flight bytes %d must be at least the largest body limit", c.MaxInflightBytes))
+		errs = append(errs, config.Field("max_inflight_bytes", "max in-flight bytes %d must be at least the largest body limit", c.MaxInflightBytes))
 	}
 	if c.ProduceTimeout <= 0 {
-		errs = append(errs, errors.New("produce timeout must be positive"))
+		errs = append(errs, config.Field("produce_timeout", "produce timeout must be positive"))
 	}
 	for _, k := range c.APIKeys {
 		if k == "" {
-			errs = append(errs, errors.New("an API key is empty"))
+			errs = append(errs, config.Field("api_keys", "an API key is empty"))
 		}
 	}
 	return errors.Join(errs...)
@@ -120,8 +125,9 @@ type Producer interface {
 
 var _ Producer = (*kgo.Client)(nil)
 
-// Collector is the HTTP collector.
+// Collector is the HTTP collector, a component of its process.
 type Collector struct {
+	*health.Reporter
 	cfg      Config
 	prod     Producer
 	logger   *slog.Logger
@@ -129,18 +135,16 @@ type Collector struct {
 	handler  http.Handler
 	inflight *semaphore.Weighted
 	now      func() time.Time
-	lastWarn atomic.Int64 // unix nanoseconds of the last produce warning
 
 	mu sync.Mutex
 	ln net.Listener
-	// readiness is cached briefly so that probes do not hammer the broker.
-	readyAt  time.Time
-	readyErr error
 }
 
 // New builds a collector that writes through prod. Metrics are registered
-// with reg; gatherer serves them at /metrics (nil leaves the route out).
-func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Collector, error) {
+// with reg. ops serves the process's ops endpoints (/metrics, /healthz,
+// /readyz, /api/v1/status, /debug/pprof/) beside the API; nil leaves them
+// out.
+func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Registerer, ops http.Handler) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("collector config: %w", err)
 	}
@@ -149,28 +153,30 @@ func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Register
 		return nil, err
 	}
 	c := &Collector{
+		Reporter: health.New("collector", logger),
 		cfg:      cfg,
 		prod:     prod,
 		logger:   logger,
 		metrics:  m,
-		inflight: semaphore.NewWeighted(cfg.MaxInflightBytes),
+		inflight: semaphore.NewWeighted(int64(cfg.MaxInflightBytes)),
 		now:      time.Now,
 	}
 	mux := http.NewServeMux()
 	collect := c.authorize(http.HandlerFunc(c.collect))
 	batch := c.authorize(http.HandlerFunc(c.collectBatch))
-	mux.Handle("/api/v1/collect", methods(collect, http.MethodPost))
-	mux.Handle("/api/v1/collect/batch", methods(batch, http.MethodPost))
-	mux.Handle("/api/v1", methods(http.HandlerFunc(c.welcome), http.MethodGet, http.MethodHead))
-	mux.Handle("/api/v1/openapi.json", methods(http.HandlerFunc(serveOpenAPI), http.MethodGet, http.MethodHead))
-	mux.Handle("/api/v1/docs/", methods(apidocs.Handler("/api/v1/docs/", "/api/v1/openapi.json", "Sluice collector API"), http.MethodGet, http.MethodHead))
+	get := func(h http.Handler) http.Handler { return httpapi.Methods(h, http.MethodGet, http.MethodHead) }
+	mux.Handle("/api/v1/collect", httpapi.Methods(collect, http.MethodPost))
+	mux.Handle("/api/v1/collect/batch", httpapi.Methods(batch, http.MethodPost))
+	mux.Handle("/api/v1", get(http.HandlerFunc(c.welcome)))
+	mux.Handle("/api/v1/openapi.json", get(http.HandlerFunc(serveOpenAPI)))
+	mux.Handle("/api/v1/docs/", get(apidocs.Handler("/api/v1/docs/", "/api/v1/openapi.json", "Sluice collector API")))
 	mux.Handle("/api/v1/docs", http.RedirectHandler("/api/v1/docs/", http.StatusMovedPermanently))
-	mux.Handle("/healthz", methods(http.HandlerFunc(healthz), http.MethodGet, http.MethodHead))
-	mux.Handle("/readyz", methods(http.HandlerFunc(c.readyz), http.MethodGet, http.MethodHead))
-	if gatherer != nil {
-		mux.Handle("/metrics", methods(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}), http.MethodGet, http.MethodHead))
+	if ops != nil {
+		for _, route := range []string{"/metrics", "/healthz", "/readyz", "/api/v1/status", "/debug/pprof/"} {
+			mux.Handle(route, ops)
+		}
 	}
-	mux.Handle("/", http.HandlerFunc(notFound))
+	mux.Handle("/", http.HandlerFunc(httpapi.NotFound))
 	c.handler = c.instrument(mux)
 	return c, nil
 }
@@ -194,6 +200,19 @@ func (c *Collector) Listen() (net.Addr, error) {
 	return ln.Addr(), nil
 }
 
+// Close releases the listener of a collector that never ran.
+func (c *Collector) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ln != nil {
+		c.ln.Close()
+	}
+}
+
+// pingEvery is how often a running collector checks that Kafka answers,
+// for its readiness.
+const pingEvery = time.Second
+
 // Run serves until ctx is done, then stops accepting, lets in-flight
 // requests finish and flushes the producer.
 func (c *Collector) Run(ctx context.Context) error {
@@ -215,6 +234,16 @@ func (c *Collector) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(c.ln) }()
+	pingCtx, stopPing := context.WithCancel(ctx)
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		c.ping(pingCtx)
+	}()
+	defer func() {
+		stopPing()
+		<-pinged
+	}()
 
 	select {
 	case err := <-serveErr:
@@ -236,4 +265,29 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	c.logger.Info("collector stopped")
 	return nil
+}
+
+// ping checks that Kafka answers, once a pingEvery, until ctx is done: a
+// collector that cannot reach it is not ready, and says why.
+func (c *Collector) ping(ctx context.Context) {
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.prod.Ping(pctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.Fault("kafka", fmt.Errorf("not reachable: %w", err))
+		default:
+			c.Clear("kafka")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -23,8 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/internal/app"
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/health"
 )
 
 const tripEvent = `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"trips.parquet:1",` +
@@ -69,10 +71,14 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 		mutate(&cfg)
 	}
 	h.reg = prometheus.NewRegistry()
-	col, err := New(cfg, prod, logger, h.reg, h.reg)
+	// The collector serves its process's ops endpoints, as in sluice up.
+	proc := app.NewProcess(logger)
+	col, err := New(cfg, prod, logger, h.reg, app.NewOps(app.OpsConfig{}, proc, h.reg, "collector-test", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
+	proc.Add(col)
+	col.SetState(health.Running) // served by httptest rather than Run
 	h.prod, h.col = prod, col
 	h.srv = httptest.NewServer(col.Handler())
 	t.Cleanup(h.srv.Close)
@@ -534,6 +540,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	want := map[string]string{
 		"/api/v1/collect": "post", "/api/v1/collect/batch": "post", "/api/v1": "get",
 		"/api/v1/openapi.json": "get", "/api/v1/docs/": "get", "/healthz": "get", "/readyz": "get", "/metrics": "get",
+		"/api/v1/status": "get",
 	}
 	for path, method := range want {
 		if _, ok := doc.Paths[path][method]; !ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/httpapi"
 )
 
 // Request-level error codes. Event-level rejections use the event package's
@@ -28,9 +29,7 @@ const (
 	errUnsupportedMedia    = "unsupported_media_type"
 	errUnsupportedEncoding = "unsupported_encoding"
 	errInvalidEncoding     = "invalid_encoding"
-	errMethodNotAllowed    = "method_not_allowed"
 	errUnauthorized        = "unauthorized"
-	errNotFound            = "not_found"
 	errBrokerUnavailable   = "broker_unavailable"
 	errEventTooLarge       = "event_too_large"
 )
@@ -45,32 +44,19 @@ type errorBody struct {
 	RootID  string             `json:"root_id,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		code = http.StatusInternalServerError
-		b = []byte(`{"error":"internal","message":"encode response"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
-	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
-	writeJSON(w, code, errorBody{Error: errCode, Message: msg})
+	httpapi.WriteError(w, code, errCode, msg)
 }
 
 func (c *Collector) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; there is nobody to answer
 	}
-	// While the broker is down every request fails; one line a second tells
-	// the operator as much as thousands would.
-	if now := c.now().UnixNano(); now-c.lastWarn.Load() > int64(time.Second) {
-		c.lastWarn.Store(now)
-		c.logger.Warn("kafka did not acknowledge; answering 503", "err", err)
-	}
+	// While the broker is down every request fails: the fault is logged
+	// once a period, and the collector is not ready until a write succeeds.
+	c.Fault("produce", fmt.Errorf("kafka did not acknowledge; answering 503: %w", err))
 	w.Header().Set("Retry-After", retryAfter)
 	writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable,
 		"the event store did not acknowledge the write in time; nothing in this request is confirmed stored; retry after the Retry-After delay")
@@ -83,7 +69,7 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedMedia, "send Content-Type: application/json")
 		return
 	}
-	body, release, ok := c.readBody(w, r, c.cfg.MaxBodyBytes)
+	body, release, ok := c.readBody(w, r, int64(c.cfg.MaxBodyBytes))
 	if !ok {
 		return
 	}
@@ -109,6 +95,7 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.metrics.accepted.Inc()
+	c.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	resp := append(append(make([]byte, 0, 64), `{"root_id":"`...), rb.rootIDs[0]...)
 	_, _ = w.Write(append(resp, "\"}\n"...))
@@ -154,7 +141,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			"send Content-Type: application/json (an array of events) or application/x-ndjson (one event per line)")
 		return
 	}
-	body, release, ok := c.readBody(w, r, c.cfg.MaxBatchBytes)
+	body, release, ok := c.readBody(w, r, int64(c.cfg.MaxBatchBytes))
 	if !ok {
 		return
 	}
@@ -197,7 +184,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		var env *event.Envelope
 		var inv *event.Invalid
 		switch {
-		case int64(len(it.data)) > c.cfg.MaxBodyBytes:
+		case int64(len(it.data)) > int64(c.cfg.MaxBodyBytes):
 			inv = &event.Invalid{Reason: errEventTooLarge, Errors: []event.FieldError{{
 				Message: fmt.Sprintf("the event is %d bytes; one event may be at most %d", len(it.data), c.cfg.MaxBodyBytes),
 			}}}
@@ -231,6 +218,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.metrics.accepted.Add(float64(len(rb.rootIDs)))
+	c.Add(len(rb.rootIDs))
 	for reason, n := range rejected {
 		c.metrics.rejected.WithLabelValues(reason).Add(float64(n))
 	}
@@ -326,6 +314,7 @@ func (c *Collector) produce(ctx context.Context, recs ...*kgo.Record) error {
 		c.metrics.produceFailures.WithLabelValues("error").Inc()
 		return fmt.Errorf("produce: %w", first)
 	}
+	c.Clear("produce")
 	return nil
 }
 
@@ -340,49 +329,6 @@ func (c *Collector) welcome(w http.ResponseWriter, r *http.Request) {
 		"message":      "Welcome to Sluice. POST events to /api/v1/collect or /api/v1/collect/batch.",
 		"docs":         "/api/v1/docs/",
 		"openapi":      "/api/v1/openapi.json",
-	})
-}
-
-func healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz answers 200 only when a broker answers; the result is kept for a
-// second so that frequent probes cost the broker nothing.
-func (c *Collector) readyz(w http.ResponseWriter, r *http.Request) {
-	c.mu.Lock()
-	if time.Since(c.readyAt) > time.Second {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		c.readyErr = c.prod.Ping(ctx)
-		cancel()
-		c.readyAt = time.Now()
-	}
-	err := c.readyErr
-	c.mu.Unlock()
-	if err != nil {
-		w.Header().Set("Retry-After", retryAfter)
-		writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable, "kafka is not reachable: "+err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-}
-
-func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, errNotFound, "no such route; see /api/v1/docs/")
-}
-
-// methods answers 405 in JSON, with Allow, for methods h does not take.
-func methods(h http.Handler, allowed ...string) http.Handler {
-	allow := strings.Join(allowed, ", ")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, m := range allowed {
-			if r.Method == m {
-				h.ServeHTTP(w, r)
-				return
-			}
-		}
-		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
 	})
 }
 

@@ -74,3 +74,6 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	}
 	return nil
 }
+
+// MarshalText writes the size as String does.
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil }

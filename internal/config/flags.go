@@ -1,75 +1,192 @@
 package config
 
 import (
+	"encoding"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// FlagSet binds a command's flags to fields of a Config and resolves the
-// three sources in order: file, environment, flags.
-type FlagSet struct {
-	fs  *flag.FlagSet
-	cfg *Config
-	// defaults, when set, adjusts Default() for this command.
-	defaults func(*Config)
-	path     string
-	given    []given // flags as they appeared on the command line
-	vals     map[string]*recorded
-	args     []string
+// FlagSet is a command's flags over a configuration of type C, resolving
+// its sources in order: C's defaults (with the command's own, from
+// SetDefaults), the YAML file given with --config (or SLUICE_CONFIG), the
+// SLUICE_* environment, then the flags. A setting's flag is declared where
+// the setting is, in its struct tag (flag:"http-addr"), and its
+// environment variable is named after it (SLUICE_HTTP_ADDR); a command
+// chooses which sections of C it offers as flags.
+type FlagSet[C any] struct {
+	fs       *flag.FlagSet
+	defaults func() C
+	adjust   []func(*C)
+	load     func(c *C, path string) error
+	// display holds the defaults the help shows; scratch takes each flag
+	// as it is parsed, to check its value.
+	display, scratch C
+	path             string
+	given            []given
+	vals             map[string]*binding[C]
+	order            []string
+	args             []string
 }
 
 type given struct{ name, value string }
 
-// NewFlagSet starts a command's flags. Usage text is printed for -h and on
-// a flag error; every command gets --config.
-func NewFlagSet(name, usage string, out io.Writer) *FlagSet {
-	f := &FlagSet{
-		fs:   flag.NewFlagSet(name, flag.ContinueOnError),
-		vals: make(map[string]*recorded),
+// binding is a flag: at finds its value in a config.
+type binding[C any] struct {
+	f    *FlagSet[C]
+	name string
+	at   func(*C) flag.Value
+	list bool
+	// local resets a value that is not part of C to its default.
+	local func()
+}
+
+// NewFlagSet starts a command's flags. defaults makes C's defaults, and
+// load reads a YAML file over a config. Usage text is printed for -h and
+// on a flag error; every command takes --config.
+func NewFlagSet[C any](name, usage string, out io.Writer, defaults func() C, load func(c *C, path string) error) *FlagSet[C] {
+	f := &FlagSet[C]{
+		fs:       flag.NewFlagSet(name, flag.ContinueOnError),
+		defaults: defaults,
+		load:     load,
+		display:  defaults(),
+		scratch:  defaults(),
+		vals:     map[string]*binding[C]{},
 	}
-	cfg := Default()
-	f.cfg = &cfg
 	f.fs.SetOutput(out)
 	f.fs.Usage = func() {
 		fmt.Fprintf(out, "%s\nFlags:\n", strings.TrimRight(usage, "\n")+"\n")
 		f.fs.PrintDefaults()
 		fmt.Fprint(out, "\nEvery flag can also be set in the environment (shown for each flag) or in the\n"+
-			"YAML file given with --config; flags win over the environment, which wins over the file.\n")
+			"YAML file given with --config; flags win over the environment, which wins over the file.\n"+
+			"docs/configuration.md lists every setting of the file.\n")
 	}
 	f.fs.StringVar(&f.path, "config", os.Getenv("SLUICE_CONFIG"), "YAML configuration file (env SLUICE_CONFIG)")
 	return f
 }
 
-// Config is the configuration the flags bind to, for binding them.
-func (f *FlagSet) Config() *Config { return f.cfg }
-
 // Args are the positional arguments, which may stand before, between or
 // after the flags (sluice tail TOPIC -n 5).
-func (f *FlagSet) Args() []string { return f.args }
+func (f *FlagSet[C]) Args() []string { return f.args }
 
 // Usage prints the command's help.
-func (f *FlagSet) Usage() { f.fs.Usage() }
+func (f *FlagSet[C]) Usage() { f.fs.Usage() }
+
+// ConfigFile is the file given with --config or SLUICE_CONFIG, if any.
+func (f *FlagSet[C]) ConfigFile() string { return f.path }
 
 // SetDefaults changes this command's defaults, under the file, the
 // environment and the flags. Call it before binding flags, so that --help
 // shows them.
-func (f *FlagSet) SetDefaults(fn func(*Config)) {
-	f.defaults = fn
-	fn(f.cfg)
+func (f *FlagSet[C]) SetDefaults(fn func(*C)) {
+	f.adjust = append(f.adjust, fn)
+	fn(&f.display)
+	fn(&f.scratch)
+}
+
+// Section offers as flags the settings of the struct at(c) points to that
+// have a flag tag, in it and in the structs it holds.
+func (f *FlagSet[C]) Section(at func(*C) any) {
+	t := reflect.TypeOf(at(&f.display)).Elem()
+	f.section(t, nil, at)
+}
+
+func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		if !sf.IsExported() {
+			continue
+		}
+		idx := append(append([]int(nil), index...), i)
+		if name := sf.Tag.Get("flag"); name != "" {
+			usage := sf.Tag.Get("doc")
+			if j := strings.Index(usage, ". "); j > 0 {
+				usage = usage[:j]
+			}
+			usage = strings.TrimSuffix(usage, ".")
+			f.bind(name, usage, func(c *C) flag.Value {
+				return valueOf(reflect.ValueOf(at(c)).Elem().FieldByIndex(idx))
+			}, sf.Type.Kind() == reflect.Slice, nil)
+			continue
+		}
+		if sf.Type.Kind() == reflect.Struct && sf.Type != durationType {
+			f.section(sf.Type, idx, at)
+		}
+	}
+}
+
+// valueOf is a flag.Value over a settings field.
+func valueOf(v reflect.Value) flag.Value {
+	p := v.Addr().Interface()
+	switch p := p.(type) {
+	case flag.Value:
+		return p
+	case *string:
+		return (*stringValue)(p)
+	case *bool:
+		return (*boolValue)(p)
+	case *int:
+		return (*intValue)(p)
+	case *int32:
+		return (*int32Value)(p)
+	case *int16:
+		return (*int16Value)(p)
+	case *float64:
+		return (*floatValue)(p)
+	case *time.Duration:
+		return (*durationValue)(p)
+	case *[]string:
+		return (*listValue)(p)
+	case encoding.TextUnmarshaler:
+		return textValue{p}
+	}
+	panic(fmt.Sprintf("config: a flag over a setting of type %T", p)) // a programming error, caught by every command's --help test
+}
+
+func (f *FlagSet[C]) bind(name, usage string, at func(*C) flag.Value, list bool, local func()) {
+	b := &binding[C]{f: f, name: name, at: at, list: list, local: local}
+	f.vals[name] = b
+	f.order = append(f.order, name)
+	f.fs.Var(b, name, fmt.Sprintf("%s (env %s)", usage, EnvName(name)))
+}
+
+// String binds a flag to p, a value of the command's own outside C.
+func (f *FlagSet[C]) String(p *string, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*stringValue)(p) }, false, func() { *p = def })
+}
+
+// Bool binds a boolean flag to p, outside C.
+func (f *FlagSet[C]) Bool(p *bool, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*boolValue)(p) }, false, func() { *p = def })
+}
+
+// Int binds an integer flag to p, outside C.
+func (f *FlagSet[C]) Int(p *int, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*intValue)(p) }, false, func() { *p = def })
+}
+
+// Alias makes old another name of the flag name, for settings renamed.
+func (f *FlagSet[C]) Alias(old, name string) {
+	b := f.vals[name]
+	f.bind(old, "the same as --"+name, b.at, b.list, b.local)
 }
 
 // Parse resolves the configuration. It returns flag.ErrHelp for -h.
-func (f *FlagSet) Parse(args []string) (Config, error) {
+func (f *FlagSet[C]) Parse(args []string) (C, error) {
+	var zero C
 	f.args = nil
 	for {
 		if err := f.fs.Parse(args); err != nil {
-			return Config{}, err
+			return zero, err
 		}
 		rest := f.fs.Args()
 		if len(rest) == 0 {
@@ -82,40 +199,48 @@ func (f *FlagSet) Parse(args []string) (Config, error) {
 		f.args = append(f.args, rest[0])
 		args = rest[1:]
 	}
-	// The flags have been written into cfg; start again from the defaults
-	// and apply the sources in order of precedence.
-	*f.cfg = Default()
-	if f.defaults != nil {
-		f.defaults(f.cfg)
+	cfg := f.defaults()
+	for _, fn := range f.adjust {
+		fn(&cfg)
 	}
 	if f.path != "" {
-		if err := f.cfg.loadFile(f.path); err != nil {
-			return Config{}, err
+		if err := f.load(&cfg, f.path); err != nil {
+			return zero, err
 		}
 	}
-	for name, v := range f.vals {
+	for _, name := range f.order {
+		b := f.vals[name]
+		if b.local != nil {
+			b.local()
+		}
 		env := EnvName(name)
 		s, ok := os.LookupEnv(env)
 		if !ok || s == "" {
 			continue
 		}
-		v.reset()
-		if err := v.setAll(s); err != nil {
-			return Config{}, fmt.Errorf("environment %s=%q: %w", env, s, err)
+		if err := b.apply(&cfg, s, true); err != nil {
+			return zero, fmt.Errorf("environment %s=%q: %w", env, s, err)
 		}
 	}
-	reset := make(map[string]bool)
+	reset := map[string]bool{}
 	for _, g := range f.given {
-		v := f.vals[g.name]
-		if !reset[g.name] {
-			v.reset()
-			reset[g.name] = true
+		b := f.vals[g.name]
+		if err := b.apply(&cfg, g.value, !reset[g.name]); err != nil {
+			return zero, fmt.Errorf("flag --%s: %w", g.name, err)
 		}
-		if err := v.Value.Set(g.value); err != nil {
-			return Config{}, fmt.Errorf("flag --%s: %w", g.name, err)
-		}
+		reset[g.name] = true
 	}
-	return *f.cfg, nil
+	return cfg, nil
+}
+
+// apply sets s; fresh empties a list first, so that a source replaces what
+// the sources before it set rather than adding to it.
+func (b *binding[C]) apply(c *C, s string, fresh bool) error {
+	v := b.at(c)
+	if b.list && fresh {
+		v.(*listValue).reset()
+	}
+	return v.Set(s)
 }
 
 // EnvName is the environment variable of a flag: --http-addr is
@@ -124,90 +249,62 @@ func EnvName(flagName string) string {
 	return "SLUICE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// recorded wraps a flag's value to note each time the command line sets it.
-type recorded struct {
-	flag.Value
-	name  string
-	f     *FlagSet
-	reset func()
-	// setAll applies an environment value; lists take comma-separated items.
-	setAll func(string) error
-}
-
-// String is also called by the flag package on a zero recorded, to tell
+// String is also called by the flag package on a zero binding, to tell
 // whether a flag's value is its zero value when printing defaults.
-func (r *recorded) String() string {
-	if r == nil || r.Value == nil {
+func (b *binding[C]) String() string {
+	if b == nil || b.f == nil {
 		return ""
 	}
-	return r.Value.String()
+	return b.at(&b.f.display).String()
 }
 
-func (r *recorded) Set(s string) error {
-	if err := r.Value.Set(s); err != nil {
+// Set checks a command-line value and records it, to be applied over the
+// file and the environment.
+func (b *binding[C]) Set(s string) error {
+	v := b.at(&b.f.scratch)
+	if b.list {
+		v.(*listValue).reset()
+	}
+	if err := v.Set(s); err != nil {
 		return err
 	}
-	r.f.given = append(r.f.given, given{r.name, s})
+	if b.local != nil {
+		b.local() // applied again in order by Parse
+	}
+	b.f.given = append(b.f.given, given{b.name, s})
 	return nil
 }
 
-func (r *recorded) IsBoolFlag() bool {
-	b, ok := r.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
+func (b *binding[C]) IsBoolFlag() bool {
+	v, ok := b.at(&b.f.display).(interface{ IsBoolFlag() bool })
+	return ok && v.IsBoolFlag()
 }
 
-func (f *FlagSet) bind(v flag.Value, name, usage string, reset func(), setAll func(string) error) {
-	if setAll == nil {
-		setAll = v.Set
+// IsHelp reports whether err is the request for help, not a failure.
+func IsHelp(err error) bool { return errors.Is(err, flag.ErrHelp) }
+
+type textValue struct{ encoding.TextUnmarshaler }
+
+func (t textValue) Set(s string) error { return t.UnmarshalText([]byte(s)) }
+func (t textValue) String() string {
+	if m, ok := t.TextUnmarshaler.(encoding.TextMarshaler); ok {
+		b, _ := m.MarshalText()
+		return string(b)
 	}
-	r := &recorded{Value: v, name: name, f: f, reset: reset, setAll: setAll}
-	f.vals[name] = r
-	f.fs.Var(r, name, fmt.Sprintf("%s (env %s)", usage, EnvName(name)))
+	return ""
 }
 
-func noReset() {}
+type int16Value int16
 
-// String binds a string flag to p, a field of Config().
-func (f *FlagSet) String(p *string, name, usage string) {
-	f.bind((*stringValue)(p), name, usage, noReset, nil)
+func (i *int16Value) Set(v string) error {
+	x, err := strconv.ParseInt(v, 10, 16)
+	if err != nil {
+		return fmt.Errorf("want a whole number, got %q", v)
+	}
+	*i = int16Value(x)
+	return nil
 }
-
-// Bool binds a boolean flag.
-func (f *FlagSet) Bool(p *bool, name, usage string) {
-	f.bind((*boolValue)(p), name, usage, noReset, nil)
-}
-
-// Int binds an integer flag.
-func (f *FlagSet) Int(p *int, name, usage string) {
-	f.bind((*intValue)(p), name, usage, noReset, nil)
-}
-
-// Float binds a number flag.
-func (f *FlagSet) Float(p *float64, name, usage string) {
-	f.bind((*floatValue)(p), name, usage, noReset, nil)
-}
-
-// Int32 binds a 32-bit integer flag.
-func (f *FlagSet) Int32(p *int32, name, usage string) {
-	f.bind((*int32Value)(p), name, usage, noReset, nil)
-}
-
-// Duration binds a duration flag such as 5s or 250ms.
-func (f *FlagSet) Duration(p *time.Duration, name, usage string) {
-	f.bind((*durationValue)(p), name, usage, noReset, nil)
-}
-
-// Bytes binds a size flag such as 1MiB or 65536.
-func (f *FlagSet) Bytes(p *ByteSize, name, usage string) {
-	f.bind(p, name, usage, noReset, nil)
-}
-
-// List binds a flag that may repeat, and may hold comma-separated items.
-// A source that sets it replaces what earlier sources set.
-func (f *FlagSet) List(p *[]string, name, usage string) {
-	v := (*listValue)(p)
-	f.bind(v, name, usage, func() { *p = nil }, v.Set)
-}
+func (i *int16Value) String() string { return strconv.Itoa(int(*i)) }
 
 type stringValue string
 
@@ -286,6 +383,5 @@ func (l *listValue) Set(v string) error {
 	return nil
 }
 func (l *listValue) String() string { return strings.Join(*l, ",") }
+func (l *listValue) reset()         { *l = nil }
 
-// IsHelp reports whether err is the request for help, not a failure.
-func IsHelp(err error) bool { return errors.Is(err, flag.ErrHelp) }

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/schema"
+	"github.com/sluicehq/sluice/internal/sink"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -118,7 +119,8 @@ func (e *env) produce(n int) (ids map[string]bool) {
 	return ids
 }
 
-func (e *env) loader(mutate func(*Config)) *Loader {
+// loader is a lake sink on its runner, as sluice up runs it.
+func (e *env) loader(mutate func(*Config)) (*sink.Runner, *Lake) {
 	e.t.Helper()
 	cfg := DefaultConfig()
 	cfg.Topics = []string{"sluice.raw", "sluice.dlq"} // the tests write events as the collector does
@@ -127,11 +129,16 @@ func (e *env) loader(mutate func(*Config)) *Loader {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	l, err := New(cfg, e.cc, e.store, testLogger(e.t), prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	l, err := New(cfg, e.store, "sluice.dlq", nil, testLogger(e.t), reg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return l
+	r, err := sink.New("lake", cfg.Config, l, sink.Env{Logger: testLogger(e.t), Metrics: reg, Kafka: e.cc, DLQTopic: "sluice.dlq"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r, l
 }
 
 // waitLoaded waits until the lake's progress reaches every partition's end.
@@ -206,7 +213,7 @@ func (e *env) checkExactlyOnce(ids map[string]bool) {
 	}
 }
 
-func run(t *testing.T, l *Loader) (stop func() error) {
+func run(t *testing.T, l *sink.Runner) (stop func() error) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -219,7 +226,8 @@ func run(t *testing.T, l *Loader) (stop func() error) {
 func TestLoadRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ids := e.produce(500)
-	stop := run(t, e.loader(nil))
+	r, _ := e.loader(nil)
+	stop := run(t, r)
 	e.waitLoaded("sluice.raw", "sluice.dlq")
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -255,7 +263,7 @@ func keys[M ~map[string]V, V any](m M) []string {
 // flush, as a crash would, then runs a fresh loader on the same lake: every
 // record must be in exactly one file.
 func TestCrashAtEveryPoint(t *testing.T) {
-	for _, point := range []string{PointPending, PointMidFiles, PointFiles, PointProgress} {
+	for _, point := range Points {
 		for lakeKind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "s3": newS3Env} {
 			t.Run(lakeKind+"/"+point, func(t *testing.T) { crashAt(t, newEnv(t), point) })
 		}
@@ -264,9 +272,9 @@ func TestCrashAtEveryPoint(t *testing.T) {
 
 func crashAt(t *testing.T, e *env, point string) {
 	ids := e.produce(400)
-	crashed := e.loader(nil)
+	crashed, _ := e.loader(nil)
 	flushes := 0
-	crashed.crash = func(p string) error {
+	crashed.Crash = func(p string) error {
 		if p != point {
 			return nil
 		}
@@ -279,7 +287,8 @@ func crashAt(t *testing.T, e *env, point string) {
 		t.Fatalf("Run = %v, want the injected crash", err)
 	}
 	// A fresh loader with other batch sizes resumes from the lake.
-	stop := run(t, e.loader(func(c *Config) { c.FlushRows = 1000 }))
+	fresh, _ := e.loader(func(c *Config) { c.FlushRows = 1000 })
+	stop := run(t, fresh)
 	e.waitLoaded("sluice.raw", "sluice.dlq")
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -299,9 +308,10 @@ func TestTableSettings(t *testing.T) {
 		}
 	}
 	cl.Close()
-	stop := run(t, e.loader(func(c *Config) {
+	r, _ := e.loader(func(c *Config) {
 		c.Tables = map[string]Table{"trip": {Format: "csv.gz", TimeField: "pickup"}}
-	}))
+	})
+	stop := run(t, r)
 	e.waitLoaded("sluice.raw")
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -321,8 +331,8 @@ func TestTableSettings(t *testing.T) {
 	if len(dates) != 2 || dates[0] != "2024-12-31" || dates[1] != "2025-01-01" {
 		t.Errorf("event dates %v, want 2024-12-31 and 2025-01-01 from the pickup field", dates)
 	}
-	if _, err := New(Config{Topics: []string{"x"}, Group: "g", FlushRows: 1, FlushBytes: 1, FlushInterval: 1, MemoryLimit: 1,
-		Tables: map[string]Table{"t": {Format: "orc"}}}, e.cc, e.store, testLogger(t), prometheus.NewRegistry()); err == nil {
+	if _, err := New(Config{Config: sink.Config{Topics: []string{"x"}, Group: "g", FlushRows: 1, FlushBytes: 1, FlushInterval: 1, MemoryLimit: 1},
+		Tables: map[string]Table{"t": {Format: "orc"}}}, e.store, "sluice.dlq", nil, testLogger(t), prometheus.NewRegistry()); err == nil {
 		t.Error("an unknown table format was accepted")
 	}
 }
@@ -340,10 +350,10 @@ func TestColumnTypes(t *testing.T) {
 		}
 	}
 	cl.Close()
-	l := e.loader(func(c *Config) {
+	r, l := e.loader(func(c *Config) {
 		c.Tables = map[string]Table{"trip": {Columns: map[string]row.Kind{"pickup": row.KindTimestamp, "fare": row.KindFloat, "code": row.KindInt}}}
 	})
-	stop := run(t, l)
+	stop := run(t, r)
 	e.waitLoaded("sluice.raw")
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -378,10 +388,11 @@ func TestSchemaColumnTypes(t *testing.T) {
 		}
 	}
 	cl.Close()
-	stop := run(t, e.loader(func(c *Config) {
-		c.Schemas = reg
+	r, l := e.loader(func(c *Config) {
 		c.Tables = map[string]Table{"ride": {Columns: map[string]row.Kind{"code": row.KindString}}}
-	}))
+	})
+	l.schemas = reg
+	stop := run(t, r)
 	e.waitLoaded("sluice.raw")
 	if err := stop(); err != nil {
 		t.Fatal(err)

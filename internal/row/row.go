@@ -157,3 +157,16 @@ func ParseTime(s string) (time.Time, bool) {
 
 var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
 	"2006-01-02 15:04:05.999999999Z07:00", "01/02/2006 15:04:05", "01/02/2006 03:04:05 PM", time.DateOnly, "01/02/2006"}
+
+// UnmarshalText reads a column type as String writes it, for settings.
+func (k *Kind) UnmarshalText(b []byte) error {
+	v, err := ParseKind(string(b))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+// MarshalText writes the column type as String does.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }

@@ -1,0 +1,681 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/retry"
+)
+
+// Runner runs one sink: a component of its process.
+type Runner struct {
+	*health.Reporter
+	cfg      Config
+	sink     Sink
+	dlqTopic string
+	logger   *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	cl       *kgo.Client
+
+	// Crash, when set, is called at each crash point of a flush (the
+	// runner's and the sink's); an error stops the runner there, as a
+	// crash would. For tests.
+	Crash func(point string) error
+
+	mu    sync.Mutex // guards parts against the group's callbacks
+	parts map[tp]*partition
+	// buffered is the bytes of every buffer, being filled or written.
+	buffered atomic.Int64
+
+	queue   *queue
+	running atomic.Bool
+	// fatal is an injected crash; nothing is written after it.
+	fatal atomic.Pointer[error]
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// New builds the runner of sink, called name (sink.<name> in the status
+// API), reading through a Kafka client made from cc.
+func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sink %s: %w", name, err)
+	}
+	m, err := newMetrics(env.Metrics, name)
+	if err != nil {
+		return nil, err
+	}
+	logger := env.Logger.With("component", "sink."+name)
+	r := &Runner{Reporter: health.New("sink."+name, logger), cfg: cfg, sink: s, dlqTopic: env.DLQTopic, logger: logger,
+		metrics: m, now: time.Now, parts: map[tp]*partition{}, queue: newQueue()}
+	r.cl, err = bus.NewClient(env.Kafka, logger,
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics...),
+		kgo.DisableAutoCommit(),
+		// Stages that write in transactions (the enricher) may abort:
+		// what they aborted must not reach a sink.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Rebalances wait until a poll's records are handled, so a
+		// partition is never revoked mid-add.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(r.resume),
+		kgo.OnPartitionsRevoked(r.drop),
+		kgo.OnPartitionsLost(r.drop),
+		// Fetches are a slice of the memory budget. Their limits count
+		// compressed bytes, so very compressible data can inflate more.
+		kgo.FetchMaxBytes(fetchBytes(int(cfg.MemoryLimit))),
+		kgo.FetchMaxPartitionBytes(fetchBytes(int(cfg.MemoryLimit))/2),
+		kgo.MaxConcurrentFetches(1),
+		// Buffers copy what they keep of a record, then it is recycled.
+		bus.RecyclePools(),
+	)
+	if err != nil {
+		return nil, err
+	}
+	r.SetDetails(r.details)
+	return r, nil
+}
+
+// Groups is the sink's consumer group, for the status API's lag.
+func (r *Runner) Groups() []string { return []string{r.cfg.Group} }
+
+// fetchBytes sizes fetches from the memory budget. They stay small enough
+// that the next fetch, on the client's goroutines, takes about as long as
+// handling this one: 16 MiB fetches left the lake loader idle waiting (its
+// benchmark ran 15% slower than with 4 MiB).
+func fetchBytes(memory int) int32 {
+	return int32(min(max(memory/16, 256<<10), 4<<20))
+}
+
+// Details is what the status API shows of the runner, and of the sink
+// when it has details of its own.
+type Details struct {
+	Partitions    int   `json:"assigned_partitions"`
+	BufferedBytes int64 `json:"buffered_bytes"`
+	QueuedFlushes int   `json:"queued_flushes"`
+	Sink          any   `json:"sink,omitempty"`
+}
+
+func (r *Runner) details() any {
+	r.mu.Lock()
+	n := len(r.parts)
+	r.mu.Unlock()
+	d := Details{Partitions: n, BufferedBytes: r.buffered.Load(), QueuedFlushes: r.queue.len()}
+	if s, ok := r.sink.(interface{ Details() any }); ok {
+		d.Sink = s.Details()
+	}
+	return d
+}
+
+// Run consumes until ctx is done. Buffered records that are not yet
+// written are left for the next run to read again: nothing is committed
+// that is not in the destination.
+func (r *Runner) Run(ctx context.Context) error {
+	if r.running.Swap(true) {
+		return errors.New("sink: Run called twice")
+	}
+	flusherDone := make(chan struct{})
+	go func() {
+		defer close(flusherDone)
+		r.flusher(ctx)
+	}()
+	defer func() {
+		// Closing the client leaves the group, whose callbacks wait for
+		// the flusher: it stops after.
+		r.cl.Close()
+		r.queue.close()
+		<-flusherDone
+	}()
+	for {
+		if err := r.failed(); err != nil {
+			return err
+		}
+		if err := r.waitRoom(ctx); err != nil {
+			return nil // stopped
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, r.untilNextDeadline())
+		fetches := r.cl.PollFetches(pollCtx)
+		cancel()
+		if ctx.Err() != nil {
+			r.cl.AllowRebalance()
+			return nil
+		}
+		var fetchErr error
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				fetchErr = fmt.Errorf("fetch %s/%d: %w", topic, p, err)
+			}
+		})
+		if fetchErr != nil {
+			r.Fault("kafka", fetchErr)
+		} else if fetches.NumRecords() > 0 {
+			r.Clear("kafka")
+		}
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				r.metrics.consumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+			}
+		})
+		r.mu.Lock()
+		fetches.EachRecord(func(rec *kgo.Record) {
+			r.add(rec)
+			rec.Recycle()
+		})
+		r.flushDue()
+		r.mu.Unlock()
+		r.cl.AllowRebalance()
+	}
+}
+
+// untilNextDeadline is how long a poll may wait before a buffer's
+// interval comes due.
+func (r *Runner) untilNextDeadline() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wait := time.Second
+	for _, st := range r.parts {
+		if st.rows > 0 {
+			wait = min(wait, max(st.since.Add(r.cfg.FlushInterval).Sub(r.now()), time.Millisecond))
+		}
+	}
+	return wait
+}
+
+// resume is called on assignment, before fetching: it starts each
+// partition after the offset the destination says it holds.
+func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for topic, parts := range offsets {
+		for p := range parts {
+			// The destination must show every range handed over for this
+			// partition before its position is read.
+			r.queue.wait(tp{topic, p})
+			pos, err := r.sink.Resume(ctx, topic, p)
+			if err != nil {
+				// The group joins again, and this is called again.
+				r.Fault("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err))
+				return nil, err
+			}
+			r.mu.Lock()
+			if r.parts[tp{topic, p}] == nil {
+				r.metrics.assigned.Inc()
+			} else {
+				r.release(r.parts[tp{topic, p}])
+			}
+			r.parts[tp{topic, p}] = r.newPartition(topic, p, pos)
+			r.mu.Unlock()
+			parts[p] = kgo.NewOffset().At(pos.Committed + 1)
+			r.logger.Info("partition assigned", "topic", topic, "partition", p,
+				"resume_at", pos.Committed+1, "pending", pos.Pending > pos.Committed)
+		}
+	}
+	return offsets, nil
+}
+
+// drop forgets revoked or lost partitions' buffers: their next owner reads
+// them again from the destination's committed offsets. Ranges already
+// handed over are written first, unless the destination fails them.
+func (r *Runner) drop(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	var gone []tp
+	r.mu.Lock()
+	for topic, parts := range revoked {
+		for _, p := range parts {
+			k := tp{topic, p}
+			gone = append(gone, k)
+			if st := r.parts[k]; st != nil {
+				r.release(st)
+				r.metrics.assigned.Dec()
+			}
+			delete(r.parts, k)
+		}
+	}
+	r.mu.Unlock()
+	r.queue.revoke(gone)
+	for _, k := range gone {
+		r.queue.wait(k)
+	}
+}
+
+// add buffers one record, flushing first or after when a pending range
+// says so.
+func (r *Runner) add(rec *kgo.Record) {
+	st := r.parts[tp{rec.Topic, rec.Partition}]
+	if st == nil || rec.Offset <= st.committed {
+		return // revoked, or already in the destination
+	}
+	if st.forced >= 0 && rec.Offset > st.forced && st.rows > 0 {
+		// The pending range ends before this record, which was not in it.
+		r.flush(st)
+	}
+	grew, err := st.buf.Add(rec)
+	if err != nil {
+		var rej *Reject
+		if !errors.As(err, &rej) {
+			rej = &Reject{Reason: event.ReasonInvalidJSON, Errors: []event.FieldError{{Message: err.Error()}}}
+		}
+		f := event.NewFailed(event.StageLoader, rej.Reason, rej.Errors, bus.Header(rec, event.HeaderRootID), rec.Value, r.now())
+		dead := bus.DeadLetter(r.dlqTopic, f, rec, kgo.RecordHeader{Key: "sink", Value: []byte(r.Name())})
+		st.rejected = append(st.rejected, dead)
+		r.metrics.rejected.Inc()
+		grew = len(dead.Value) + len(dead.Key)
+	}
+	st.note(rec.Offset, grew, r.now())
+	r.buffered.Add(int64(grew))
+	r.metrics.buffered.Add(float64(grew))
+	switch {
+	case st.forced >= 0 && rec.Offset >= st.forced:
+		r.flush(st)
+	case st.forced < 0 && (st.buf.Rows() >= r.cfg.FlushRows || st.bytes >= int(r.cfg.FlushBytes)):
+		r.flush(st)
+	}
+	r.shed()
+}
+
+// flushDue flushes buffers whose interval has passed.
+func (r *Runner) flushDue() {
+	now := r.now()
+	for _, st := range r.parts {
+		if st.rows > 0 && st.forced < 0 && now.Sub(st.since) >= r.cfg.FlushInterval {
+			r.flush(st)
+		}
+	}
+}
+
+// shed flushes the largest buffers while the bytes buffered exceed the
+// memory limit: the files are simply smaller.
+func (r *Runner) shed() {
+	for r.buffered.Load() > int64(r.cfg.MemoryLimit) {
+		var largest *partition
+		for _, st := range r.parts {
+			if st.forced < 0 && st.rows > 0 && (largest == nil || st.bytes > largest.bytes) {
+				largest = st
+			}
+		}
+		if largest == nil {
+			return // the rest is being written, or is a pending range
+		}
+		r.metrics.memoryFlushes.Inc()
+		r.flush(largest)
+	}
+}
+
+// waitRoom waits, without holding a poll, while the bytes buffered exceed
+// the memory limit: the writes catch up (or the destination comes back)
+// before more is read. It returns ctx's error when stopped.
+func (r *Runner) waitRoom(ctx context.Context) error {
+	for r.buffered.Load() > int64(r.cfg.MemoryLimit) {
+		r.mu.Lock()
+		r.shed()
+		r.mu.Unlock()
+		if err := r.queue.waitChange(ctx); err != nil {
+			return err
+		}
+		if r.failed() != nil {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// flush hands a partition's buffered range to the flusher and starts a new
+// buffer.
+func (r *Runner) flush(st *partition) {
+	if st.rows == 0 {
+		return
+	}
+	rng := &Range{Topic: st.topic, Partition: st.partition, First: st.first, Last: st.last, Committed: st.committed,
+		Buffer: st.buf, Rows: st.rows, Bytes: st.bytes, Rejected: st.rejected, point: r.inject}
+	st.reset(st.last, r.sink.NewBuffer(st.topic, st.partition))
+	r.queue.push(rng)
+}
+
+// release gives a partition's unflushed buffer back.
+func (r *Runner) release(st *partition) {
+	st.buf.Release()
+	r.buffered.Add(-int64(st.bytes))
+	r.metrics.buffered.Sub(float64(st.bytes))
+	st.reset(st.committed, r.sink.NewBuffer(st.topic, st.partition))
+}
+
+// failed is the injected crash that stopped the flusher, if any.
+func (r *Runner) failed() error {
+	if err := r.fatal.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+func (r *Runner) inject(point string) error {
+	if r.Crash == nil {
+		return nil
+	}
+	if err := r.Crash(point); err != nil {
+		return fmt.Errorf("%w at %s: %w", ErrCrash, point, err)
+	}
+	return nil
+}
+
+// flusher writes the ranges handed over, in order, until the queue
+// closes.
+func (r *Runner) flusher(ctx context.Context) {
+	for {
+		j := r.queue.next()
+		if j == nil {
+			return // what is still queued was never written, nor committed
+		}
+		r.retry(ctx, j)
+		j.rng.Buffer.Release()
+		r.buffered.Add(-int64(j.rng.Bytes))
+		r.metrics.buffered.Sub(float64(j.rng.Bytes))
+		r.queue.done(j)
+	}
+}
+
+// retry writes a range until it is written, the runner stops, or its
+// partition is revoked: a destination that fails is a fault to wait out.
+func (r *Runner) retry(ctx context.Context, j *job) {
+	var backoff retry.Backoff
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil || r.failed() != nil || j.revoked.Load() {
+			return
+		}
+		err := r.write(ctx, j.rng)
+		switch {
+		case err == nil:
+			if attempt > 0 {
+				r.Clear("destination")
+			}
+			return
+		case errors.Is(err, ErrCrash):
+			r.fatal.CompareAndSwap(nil, &err)
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		r.metrics.writeFailures.Inc()
+		r.Fault("destination", err)
+		wait := backoff.Next()
+		if attempt == 0 {
+			wait = min(wait, 100*time.Millisecond)
+		}
+		if r.queue.sleep(ctx, j, wait) != nil {
+			return
+		}
+	}
+}
+
+// write puts a range in the destination; see the package comment for why
+// in this order.
+func (r *Runner) write(ctx context.Context, rng *Range) error {
+	start := r.now()
+	if err := r.sink.Write(ctx, rng); err != nil {
+		return err
+	}
+	if err := r.inject(PointWritten); err != nil {
+		return err
+	}
+	if len(rng.Rejected) > 0 {
+		if err := r.cl.ProduceSync(ctx, rng.Rejected...).FirstErr(); err != nil {
+			return fmt.Errorf("dead letters of %s/%d: %w", rng.Topic, rng.Partition, err)
+		}
+	}
+	if err := r.sink.Commit(ctx, rng); err != nil {
+		return err
+	}
+	if err := r.inject(PointCommitted); err != nil {
+		return err
+	}
+	// Kafka's offset is a courtesy for tools that watch lag; the
+	// destination's commit is what the runner resumes from, so a failed
+	// commit here is only logged.
+	r.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{
+		rng.Topic: {rng.Partition: {Epoch: -1, Offset: rng.Last + 1}},
+	}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil && ctx.Err() == nil {
+			r.logger.Debug("commit kafka offset", "topic", rng.Topic, "partition", rng.Partition, "err", err)
+		}
+	})
+	r.Add(rng.Rows)
+	r.metrics.flushSeconds.Observe(r.now().Sub(start).Seconds())
+	r.logger.Debug("flushed", "topic", rng.Topic, "partition", rng.Partition, "first", rng.First, "last", rng.Last,
+		"rows", rng.Rows, "took", r.now().Sub(start))
+	return nil
+}
+
+// partition is the buffered, unflushed state of one topic-partition.
+type partition struct {
+	topic     string
+	partition int32
+	// committed is the last offset in the destination, or handed over.
+	committed int64
+	// forced is the last offset of a write that was pending when the
+	// partition was assigned, or -1: the next flush must end exactly there.
+	forced   int64
+	buf      Buffer
+	rejected []*kgo.Record
+	first    int64
+	last     int64
+	rows     int
+	bytes    int
+	since    time.Time // when the first buffered record arrived
+}
+
+func (r *Runner) newPartition(topic string, p int32, pos Position) *partition {
+	st := &partition{topic: topic, partition: p, committed: pos.Committed, forced: -1}
+	if pos.Pending > pos.Committed {
+		st.forced = pos.Pending
+	}
+	st.reset(pos.Committed, r.sink.NewBuffer(topic, p))
+	return st
+}
+
+func (p *partition) note(offset int64, grew int, now time.Time) {
+	if p.rows == 0 {
+		p.first = offset
+		p.since = now
+	}
+	p.last = offset
+	p.rows++
+	p.bytes += grew
+}
+
+// reset starts a new buffer after the range up to committed is handed over.
+func (p *partition) reset(committed int64, buf Buffer) {
+	if committed >= p.forced {
+		p.forced = -1
+	}
+	p.committed = committed
+	p.buf = buf
+	p.rejected = nil
+	p.rows, p.bytes = 0, 0
+	p.first, p.last = -1, -1
+}
+
+// queue is the ranges handed to the flusher, in order.
+type queue struct {
+	mu     sync.Mutex
+	change chan struct{} // closed and replaced on every change
+	jobs   []*job        // queued, the first being written
+	closed bool
+}
+
+type job struct {
+	rng     *Range
+	key     tp
+	revoked atomic.Bool
+	kick    chan struct{} // closed on revoke, to end a backoff early
+}
+
+func newQueue() *queue { return &queue{change: make(chan struct{})} }
+
+func (q *queue) changed() {
+	close(q.change)
+	q.change = make(chan struct{})
+}
+
+func (q *queue) push(rng *Range) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.jobs = append(q.jobs, &job{rng: rng, key: tp{rng.Topic, rng.Partition}, kick: make(chan struct{})})
+	q.changed()
+}
+
+// next waits for the first job, or returns nil once the queue is closed.
+func (q *queue) next() *job {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return nil
+		}
+		if len(q.jobs) > 0 {
+			j := q.jobs[0]
+			q.mu.Unlock()
+			return j
+		}
+		ch := q.change
+		q.mu.Unlock()
+		<-ch
+	}
+}
+
+// done removes the first job, once written or given up.
+func (q *queue) done(j *job) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.jobs) > 0 && q.jobs[0] == j {
+		q.jobs = q.jobs[1:]
+	}
+	q.changed()
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.jobs)
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.changed()
+}
+
+// revoke marks the jobs of partitions that moved away: one that fails is
+// not tried again.
+func (q *queue) revoke(parts []tp) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, j := range q.jobs {
+		for _, k := range parts {
+			if j.key == k && !j.revoked.Swap(true) {
+				close(j.kick)
+			}
+		}
+	}
+}
+
+// wait returns once no job of partition k is queued or being written.
+func (q *queue) wait(k tp) {
+	for {
+		q.mu.Lock()
+		busy := false
+		for _, j := range q.jobs {
+			busy = busy || j.key == k
+		}
+		ch := q.change
+		closed := q.closed
+		q.mu.Unlock()
+		if !busy || closed {
+			return
+		}
+		<-ch
+	}
+}
+
+// waitChange waits for the queue to change, or ctx.
+func (q *queue) waitChange(ctx context.Context) error {
+	q.mu.Lock()
+	ch := q.change
+	q.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sleep waits d before j's next attempt, or less if j is revoked.
+func (q *queue) sleep(ctx context.Context, j *job, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-j.kick:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type metrics struct {
+	consumed      *prometheus.CounterVec
+	assigned      prometheus.Gauge
+	buffered      prometheus.Gauge
+	memoryFlushes prometheus.Counter
+	flushSeconds  prometheus.Histogram
+	writeFailures prometheus.Counter
+	rejected      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
+	labels := prometheus.Labels{"sink": name}
+	m := &metrics{
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_sink_records_consumed_total", Help: "Records read from Kafka, by topic.", ConstLabels: labels,
+		}, []string{"topic"}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_sink_assigned_partitions", Help: "Partitions this sink consumes.", ConstLabels: labels,
+		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_sink_buffered_bytes", Help: "Approximate bytes of records buffered and not yet written.", ConstLabels: labels,
+		}),
+		memoryFlushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_sink_memory_flushes_total", Help: "Flushes forced early by the memory limit.", ConstLabels: labels,
+		}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sluice_sink_flush_seconds", Help: "Time to write and commit a range.", ConstLabels: labels,
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		writeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_sink_write_failures_total", Help: "Writes that failed and were retried (a full disk, a server down).", ConstLabels: labels,
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_sink_rejected_total", Help: "Records the sink could not take, sent to the dead-letter topic.", ConstLabels: labels,
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.consumed, m.assigned, m.buffered, m.memoryFlushes, m.flushSeconds, m.writeFailures, m.rejected} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register sink metrics: %w", err)
+		}
+	}
+	return m, nil
+}
