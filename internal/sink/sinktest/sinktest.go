@@ -1,0 +1,380 @@
+// Package sinktest is the conformance suite every sink passes, on a real
+// (embedded) Kafka broker: a crash at every write and commit point then a
+// restart, two instances sharing the partitions with a rebalance in the
+// middle, a poison record, and a full stop of the destination. Each ends
+// with every record the suite produced exactly once in the destination or
+// in the dead letters, and nothing else.
+//
+// A sink's test gives the suite its destination:
+//
+//	func TestConformance(t *testing.T) {
+//		sinktest.Run(t, func(t *testing.T) *sinktest.Destination { ... })
+//	}
+package sinktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/sink"
+)
+
+// Topics the suite produces to and dead-letters to.
+const (
+	Topic    = "conformance.events"
+	DLQTopic = "conformance.dlq"
+)
+
+// Destination is one destination under test.
+type Destination struct {
+	// New makes a sink over the destination, as a fresh process would;
+	// env carries the suite's logger, registry and dead-letter topic.
+	New func(t *testing.T, env sink.Env) sink.Sink
+	// Held counts, by root id, the records the destination holds,
+	// dead letters it keeps itself included.
+	Held func(t *testing.T) map[string]int
+	// Stop makes every write to the destination fail, as a full disk or a
+	// server that is down does, while on.
+	Stop func(on bool)
+	// Points are every crash point of a flush, the sink's and the
+	// runner's, in order.
+	Points []string
+}
+
+// Run runs the suite; newDest makes a fresh destination for each test.
+func Run(t *testing.T, newDest func(t *testing.T) *Destination) {
+	t.Run("CrashAtEveryPoint", func(t *testing.T) {
+		points := newDest(t).Points
+		for _, p := range []string{sink.PointWritten, sink.PointCommitted} {
+			if !slices.Contains(points, p) {
+				points = append(points, p)
+			}
+		}
+		for _, point := range points {
+			t.Run(point, func(t *testing.T) { crashAt(t, newHarness(t, newDest(t)), point) })
+		}
+	})
+	t.Run("TwoInstancesRebalance", func(t *testing.T) { twoInstances(t, newHarness(t, newDest(t))) })
+	t.Run("DestinationDown", func(t *testing.T) { destinationDown(t, newHarness(t, newDest(t))) })
+}
+
+type harness struct {
+	t      *testing.T
+	d      *Destination
+	cc     bus.ClientConfig
+	logger *slog.Logger
+	ids    map[string]bool
+	next   int
+}
+
+func newHarness(t *testing.T, d *Destination) *harness {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	h := &harness{t: t, d: d, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, logger: logger, ids: map[string]bool{}}
+	cl := h.producer()
+	defer cl.Close()
+	if err := bus.EnsureTopics(t.Context(), cl, 3, 1, Topic, DLQTopic); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *harness) producer() *kgo.Client {
+	cl, err := bus.NewProducer(h.cc, bus.ProducerConfig{}, h.logger)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return cl
+}
+
+// produce writes n events over the partitions, of two event types and two
+// days, and one poison record that is not JSON.
+func (h *harness) produce(n int) {
+	h.t.Helper()
+	cl := h.producer()
+	defer cl.Close()
+	var recs []*kgo.Record
+	for range n {
+		i := h.next
+		h.next++
+		id := fmt.Sprintf("id-%06d", i)
+		typ := []string{"conformance_trip", "ConformanceView"}[i%2]
+		ts := time.Date(2025, 1, 1+i%2, 0, 0, i%60, 0, time.UTC).Format(event.TimeLayout)
+		v := fmt.Sprintf(`{"event_type":%q,"schema_version":"1-0-0","payload":{"n":%d,"fare":%d.5,"zone":"Z%d"},"collector_tstamp":%q,"root_id":%q,"collector_id":"c"}`,
+			typ, i, i, i%7, ts, id)
+		recs = append(recs, &kgo.Record{Topic: Topic, Key: []byte(id), Value: []byte(v), Headers: []kgo.RecordHeader{
+			{Key: event.HeaderEventType, Value: []byte(typ)}, {Key: event.HeaderRootID, Value: []byte(id)}}})
+		h.ids[id] = true
+	}
+	poison := fmt.Sprintf("poison-%06d", h.next)
+	h.next++
+	recs = append(recs, &kgo.Record{Topic: Topic, Key: []byte(poison), Value: []byte("not json {"),
+		Headers: []kgo.RecordHeader{{Key: event.HeaderRootID, Value: []byte(poison)}}})
+	h.ids[poison] = true
+	if err := cl.ProduceSync(h.t.Context(), recs...).FirstErr(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// runner builds a runner of a fresh sink over the destination.
+func (h *harness) runner(flushRows int) *sink.Runner {
+	h.t.Helper()
+	reg := prometheus.NewRegistry()
+	env := sink.Env{Logger: h.logger, Metrics: reg, Kafka: h.cc, DLQTopic: DLQTopic}
+	cfg := sink.DefaultConfig()
+	cfg.Topics, cfg.Group = []string{Topic}, "conformance"
+	cfg.FlushRows, cfg.FlushInterval = flushRows, 100*time.Millisecond
+	cfg.FlushBytes, cfg.MemoryLimit = 1<<20, 8<<20
+	r, err := sink.New("conformance", cfg, h.d.New(h.t, env), env)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// running runs r until stop is called, which returns Run's error.
+type running struct {
+	r      *sink.Runner
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+func (h *harness) start(r *sink.Runner) *running {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(h.t.Context()))
+	rn := &running{r: r, cancel: cancel, done: make(chan error, 1)}
+	r.SetState(health.Running) // as the app does
+	go func() { rn.done <- r.Run(ctx) }()
+	h.t.Cleanup(func() { rn.stop() })
+	return rn
+}
+
+func (rn *running) stop() error {
+	rn.once.Do(func() {
+		rn.cancel()
+		rn.err = <-rn.done
+	})
+	return rn.err
+}
+
+// committed is the destination's committed offset of every partition.
+func (h *harness) committed() map[int32]int64 {
+	h.t.Helper()
+	env := sink.Env{Logger: h.logger, Metrics: prometheus.NewRegistry(), Kafka: h.cc, DLQTopic: DLQTopic}
+	s := h.d.New(h.t, env)
+	out := map[int32]int64{}
+	for p := range int32(3) {
+		pos, err := s.Resume(h.t.Context(), Topic, p)
+		if err != nil {
+			out[p] = -2
+			continue
+		}
+		out[p] = pos.Committed
+	}
+	return out
+}
+
+// waitCaughtUp waits until the destination holds every partition's end.
+func (h *harness) waitCaughtUp(within time.Duration) {
+	h.t.Helper()
+	cl := h.producer()
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), Topic)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(within)
+	for {
+		done := true
+		got := h.committed()
+		ends.Each(func(o kadm.ListedOffset) {
+			done = done && got[o.Partition] >= o.Offset-1
+		})
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the destination did not catch up with Kafka within %v: committed %v", within, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// check counts every record in the destination and the dead-letter topic:
+// each produced exactly once, nothing else.
+func (h *harness) check() {
+	h.t.Helper()
+	counts := h.d.Held(h.t)
+	for id, n := range h.deadLetters() {
+		counts[id] += n
+	}
+	missing, twice := 0, 0
+	for id := range h.ids {
+		switch n := counts[id]; {
+		case n == 0:
+			if missing++; missing <= 5 {
+				h.t.Errorf("record %s is neither in the destination nor a dead letter", id)
+			}
+		case n > 1:
+			if twice++; twice <= 5 {
+				h.t.Errorf("record %s is there %d times, want once", id, n)
+			}
+		}
+	}
+	for id, n := range counts {
+		if !h.ids[id] {
+			h.t.Errorf("unexpected record %s (%d times)", id, n)
+		}
+	}
+	if missing+twice > 0 {
+		h.t.Errorf("%d of %d records missing, %d more than once", missing, len(h.ids), twice)
+	}
+}
+
+// deadLetters counts, by root id, the dead letters the runner sent.
+func (h *harness) deadLetters() map[string]int {
+	h.t.Helper()
+	cl, err := bus.NewClient(h.cc, h.logger, kgo.ConsumeTopics(DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), DLQTopic)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	want := int64(0)
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	out := map[string]int{}
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	for got := int64(0); got < want && ctx.Err() == nil; {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			got++
+			out[bus.Header(r, event.HeaderRootID)]++
+		})
+	}
+	return out
+}
+
+// crashAt stops the runner at point in its third flush, as a crash would,
+// then runs a fresh one with other flush sizes over the same destination.
+func crashAt(t *testing.T, h *harness, point string) {
+	h.produce(400)
+	crashed := h.runner(37)
+	hits := 0
+	crashed.Crash = func(p string) error {
+		if p != point {
+			return nil
+		}
+		if hits++; hits == 3 {
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	}
+	if err := crashed.Run(t.Context()); !errors.Is(err, sink.ErrCrash) {
+		t.Fatalf("Run = %v, want the injected crash", err)
+	}
+	h.produce(100)
+	rn := h.start(h.runner(1000))
+	h.waitCaughtUp(30 * time.Second)
+	if err := rn.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.check()
+}
+
+// twoInstances runs one runner, starts a second in the same group while
+// records flow (a rebalance in the middle), and stops the first before the
+// end (another).
+func twoInstances(t *testing.T, h *harness) {
+	h.produce(300)
+	a := h.start(h.runner(37))
+	deadline := time.Now().Add(20 * time.Second)
+	for progress := false; !progress; {
+		for _, c := range h.committed() {
+			progress = progress || c >= 0
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first instance wrote nothing within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b := h.start(h.runner(29))
+	for range 3 {
+		h.produce(200)
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(200)
+	h.waitCaughtUp(60 * time.Second)
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.check()
+}
+
+// destinationDown stops every write while records flow: the runner stays
+// up, says it is not ready and why, and when the destination is back,
+// catches up by itself with every record exactly once.
+func destinationDown(t *testing.T, h *harness) {
+	h.produce(200)
+	r := h.runner(37)
+	rn := h.start(r)
+	h.waitCaughtUp(30 * time.Second)
+	h.d.Stop(true)
+	h.produce(500)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := r.Health().Ready()
+		if err != nil && strings.Contains(err.Error(), "destination") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner is still ready (%v) with its destination down", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // several retries, and the runner must still run
+	select {
+	case err := <-rn.done:
+		t.Fatalf("the runner stopped with its destination down: %v", err)
+	default:
+	}
+	h.d.Stop(false)
+	h.waitCaughtUp(60 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
+	for r.Health().Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner is not ready after its destination came back: %v", r.Health().Ready())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := rn.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.check()
+}
