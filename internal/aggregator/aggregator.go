@@ -38,8 +38,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/retry"
 	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/window"
 )
@@ -51,82 +54,119 @@ const (
 	ReasonBadTime   = "invalid_event_time"
 )
 
-// Config configures one aggregation.
+// Config configures one aggregation: an entry of aggregations: in the
+// config file.
 type Config struct {
 	// Name names the outputs: the table agg_<name> and, by default, the
 	// topic sluice.agg.<name>.
-	Name string
+	Name string `yaml:"name" doc:"Names the outputs: the lake table agg_<name> and the topic sluice.agg.<name>. Snake case."`
 	// Topic is the input; EventType, for envelope input, keeps only
 	// events of that type.
-	Topic     string
-	EventType string
+	Topic     string `yaml:"topic" doc:"The input topic."`
+	EventType string `yaml:"event_type" doc:"For envelope input: only events of this event_type count."`
 	// Format is json (Sluice envelopes: payload fields, then envelope
 	// fields, by name) or csv (one line a record, Columns in order; a
 	// header line is skipped).
-	Format  string
-	Columns []Column
-	// TimeFields are joined by a space and read with TimeLayout (Go's, or
-	// the seed's MM/DD/YYYY HH:mm:ss style; rfc3339 by default).
-	TimeFields []string
-	TimeLayout string
-	// Window sets the windows, watermark, grouping, aggregates and dedupe.
-	Window window.Config
-	// OutputFormat is the table's file format: parquet or csv.gz.
-	OutputFormat string
-	// OutputTopic and DLQTopic receive window results and dead letters.
-	OutputTopic, DLQTopic string
+	Format  string   `yaml:"format" doc:"json (Sluice envelopes: payload fields, then envelope fields, by name) or csv (one line a record, columns in order; a header line is skipped)."`
+	Columns []Column `yaml:"columns" doc:"The CSV fields, in order, each {name, type}: string, int, float or timestamp."`
+	Time    Time     `yaml:"time"`
+	Window  Window   `yaml:"window"`
+	GroupBy []string `yaml:"group_by" doc:"The grouping fields, in output order."`
+	// Dedupe names the fields that identify an event (none: no dedupe).
+	Dedupe     []string           `yaml:"dedupe" doc:"Fields that identify an event: a second event with the same values is dropped (counted as duplicate). None: no deduplication."`
+	Aggregates []window.Aggregate `yaml:"aggregates" doc:"The output columns after the group fields and the window bounds, each {op, field, as}: op count, sum, min, max, avg, first, last or delta."`
+	Output     Output             `yaml:"output"`
 	// CheckpointInterval bounds the input replayed after a crash when no
 	// window was emitted for a while.
-	CheckpointInterval time.Duration
-	// Group is the tasks' consumer group (default
-	// sluice-aggregator-<name>); the repartitioner's is <Group>-repartition.
-	Group string
-	// TransactionalID is the repartitioner's, unique to each running
-	// instance (default sluice-aggregator-<name>).
-	TransactionalID string
-	// InstanceID, when set, makes this instance a static member of both
-	// groups (KIP-345): restarted, it gets its partitions back at once,
-	// with no rebalance; stopped for good, its partitions move after the
-	// session timeout. Unique to each running instance, such as a pod's.
-	InstanceID string
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval" doc:"Checkpoint state and offsets at least this often, besides at every emission: bounds what a restart reads again."`
+	// MaxOpenWindows bounds the state in window-groups (0: no bound).
+	MaxOpenWindows int `yaml:"max_open_windows" doc:"The state limit, in window-groups held (0: none): past it the earliest window is written early, and its later events are late_event dead letters."`
 	// Keyed says the input is partitioned by the group key already (or the
 	// keys that dedupe needs): its partitions are the tasks, and there is
 	// no repartition topic.
-	Keyed bool
+	Keyed bool `yaml:"keyed" doc:"The input is partitioned by the group already: its partitions are the tasks, with no repartition topic."`
 	// Partitions is the repartition topic's, when it is made: the most
 	// instances that can share the work (default: the input's).
-	Partitions int32
+	Partitions int32 `yaml:"partitions" doc:"Partitions of the repartition topic when it is made, the most instances that can share the work; 0: the input's."`
+	// Group is the tasks' consumer group (default
+	// sluice-aggregator-<name>); the repartitioner's is <Group>-repartition.
+	Group string `yaml:"group" doc:"Consumer group of the tasks; the repartitioner's is <group>-repartition. Default: sluice-aggregator-<name>."`
+	// TransactionalID is the repartitioner's, unique to each running
+	// instance (default sluice-aggregator-<name>-<instance id>).
+	TransactionalID string `yaml:"transactional_id" doc:"The repartitioner's Kafka transactional id, unique to each running instance. Default: sluice-aggregator-<name>-<instance_id>."`
+	// DLQTopic receives dead letters: the process's dead-letter topic.
+	DLQTopic string `yaml:"-"`
+	// InstanceID, when set, makes this instance a static member of both
+	// groups (KIP-345): restarted, it gets its partitions back at once,
+	// with no rebalance; stopped for good, its partitions move after the
+	// session timeout. Unique to each running instance, such as a pod's:
+	// the process's instance id.
+	InstanceID string `yaml:"-"`
 }
 
-// Validate reports the first thing wrong with c.
+// Time says where an event's time is.
+type Time struct {
+	// Fields are joined by a space and read with Layout (Go's, or the
+	// seed's MM/DD/YYYY HH:mm:ss style; rfc3339 by default).
+	Fields []string `yaml:"fields" doc:"The field, or fields joined by a space (such as DATE and TIME), that hold the event time."`
+	Layout string   `yaml:"layout" doc:"How the time is written: MM/DD/YYYY HH:mm:ss style, a Go layout, or rfc3339 (the default)."`
+}
+
+// Window sets the windows and the watermark.
+type Window struct {
+	Size        time.Duration `yaml:"size" doc:"Window length."`
+	Slide       time.Duration `yaml:"slide" doc:"How far apart windows start; 0 (or the size) for tumbling windows. The size must be a multiple of it."`
+	Delay       time.Duration `yaml:"delay" doc:"How far behind the latest event time the watermark stays: events up to this much out of order still count."`
+	IdleTimeout time.Duration `yaml:"idle_timeout" doc:"How long an input partition may go without events (by the wall clock) before it stops holding the watermark back; 0: never."`
+}
+
+// Output sets where the results go besides the table.
+type Output struct {
+	Format string `yaml:"format" doc:"The table's file format: parquet or csv.gz."`
+	Topic  string `yaml:"topic" doc:"The results topic. Default: sluice.agg.<name>."`
+}
+
+// SetDefaults gives a new aggregations entry the defaults.
+func (c *Config) SetDefaults() {
+	*c = Config{Format: "json", Output: Output{Format: "parquet"}, CheckpointInterval: 10 * time.Second}
+}
+
+// windowConfig is the operator's configuration.
+func (c *Config) windowConfig() window.Config {
+	return window.Config{Size: c.Window.Size, Slide: c.Window.Slide, Delay: c.Window.Delay, IdleTimeout: c.Window.IdleTimeout,
+		GroupBy: c.GroupBy, Aggregates: c.Aggregates, Dedupe: c.Dedupe, MaxOpen: c.MaxOpenWindows}
+}
+
+// Validate reports everything wrong with c, each under its key.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.Name == "" || lake.TableName(c.Name) != c.Name {
-		return fmt.Errorf("aggregation name %q: want snake_case letters, digits and underscores, such as turnstile_4h", c.Name)
+		errs = append(errs, config.Field("name", "aggregation name %q: want snake_case letters, digits and underscores, such as turnstile_4h", c.Name))
 	}
 	if c.Topic == "" {
-		return fmt.Errorf("aggregation %s: no input topic", c.Name)
+		errs = append(errs, config.Field("topic", "aggregation %s: no input topic", c.Name))
 	}
 	switch c.Format {
 	case "json", "":
 	case "csv":
 		if len(c.Columns) == 0 {
-			return fmt.Errorf("aggregation %s: csv input needs columns (name and type of each field, in order)", c.Name)
+			errs = append(errs, config.Field("columns", "aggregation %s: csv input needs columns (name and type of each field, in order)", c.Name))
 		}
-		for _, col := range c.Columns {
+		for i, col := range c.Columns {
 			if !slices.Contains(columnTypes, col.Type) {
-				return fmt.Errorf("aggregation %s: column %s: type %q: want one of %v", c.Name, col.Name, col.Type, columnTypes)
+				errs = append(errs, config.Field(fmt.Sprintf("columns[%d].type", i), "aggregation %s: column %s: type %q: want one of %v", c.Name, col.Name, col.Type, columnTypes))
 			}
 		}
 	default:
-		return fmt.Errorf("aggregation %s: format %q: want json or csv", c.Name, c.Format)
+		errs = append(errs, config.Field("format", "aggregation %s: format %q: want json or csv", c.Name, c.Format))
 	}
-	if len(c.TimeFields) == 0 {
-		return fmt.Errorf("aggregation %s: no time field: name the field (or fields, such as DATE and TIME) that hold the event time", c.Name)
+	if len(c.Time.Fields) == 0 {
+		errs = append(errs, config.Field("time.fields", "aggregation %s: no time field: name the field (or fields, such as DATE and TIME) that hold the event time", c.Name))
 	}
-	switch c.OutputFormat {
+	switch c.Output.Format {
 	case "", "parquet", "csv.gz":
 	default:
-		return fmt.Errorf("aggregation %s: output format %q: want parquet or csv.gz", c.Name, c.OutputFormat)
+		errs = append(errs, config.Field("output.format", "aggregation %s: output format %q: want parquet or csv.gz", c.Name, c.Output.Format))
 	}
 	if c.Format == "csv" {
 		known := map[string]bool{}
@@ -134,25 +174,25 @@ func (c *Config) Validate() error {
 			known[col.Name] = true
 		}
 		var names []string
-		names = append(append(append(names, c.TimeFields...), c.Window.GroupBy...), c.Window.Dedupe...)
-		for _, a := range c.Window.Aggregates {
+		names = append(append(append(names, c.Time.Fields...), c.GroupBy...), c.Dedupe...)
+		for _, a := range c.Aggregates {
 			if a.Field != "" {
 				names = append(names, a.Field)
 			}
 		}
 		for _, n := range names {
 			if !known[n] {
-				return fmt.Errorf("aggregation %s: field %s is not one of the csv columns", c.Name, n)
+				errs = append(errs, fmt.Errorf("aggregation %s: field %s is not one of the csv columns", c.Name, n))
 			}
 		}
 	}
-	if err := c.Window.Validate(); err != nil {
-		return fmt.Errorf("aggregation %s: %w", c.Name, err)
+	if err := c.windowConfig().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("aggregation %s: %w", c.Name, err))
 	}
 	if c.Partitions < 0 {
-		return fmt.Errorf("aggregation %s: partitions %d: want 1 or more, or 0 for the input topic's", c.Name, c.Partitions)
+		errs = append(errs, config.Field("partitions", "aggregation %s: partitions %d: want 1 or more, or 0 for the input topic's", c.Name, c.Partitions))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // RepartitionTopic carries the input keyed by group, unless Keyed.
@@ -163,22 +203,23 @@ func (c *Config) RepartitionTopic() string { return "sluice.agg." + c.Name + ".r
 // meet in one task too, or else all the group fields.
 func (c *Config) partitionKey() []string {
 	var both []string
-	for _, g := range c.Window.GroupBy {
-		if slices.Contains(c.Window.Dedupe, g) {
+	for _, g := range c.GroupBy {
+		if slices.Contains(c.Dedupe, g) {
 			both = append(both, g)
 		}
 	}
 	if len(both) > 0 {
 		return both
 	}
-	return c.Window.GroupBy
+	return c.GroupBy
 }
 
 // Table is the lake table of the aggregation's results.
 func (c *Config) Table() string { return "agg_" + c.Name }
 
-// Aggregator runs one aggregation.
+// Aggregator runs one aggregation, a component of its process.
 type Aggregator struct {
+	*health.Reporter
 	cfg    Config
 	cc     bus.ClientConfig
 	store  lake.Storage
@@ -200,14 +241,15 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.OutputFormat = cmp.Or(cfg.OutputFormat, "parquet")
-	cfg.OutputTopic = cmp.Or(cfg.OutputTopic, "sluice.agg."+cfg.Name)
+	cfg.Output.Format = cmp.Or(cfg.Output.Format, "parquet")
+	cfg.Output.Topic = cmp.Or(cfg.Output.Topic, "sluice.agg."+cfg.Name)
 	cfg.DLQTopic = cmp.Or(cfg.DLQTopic, "sluice.dlq")
 	cfg.CheckpointInterval = cmp.Or(cfg.CheckpointInterval, 10*time.Second)
 	cfg.Group = cmp.Or(cfg.Group, "sluice-aggregator-"+cfg.Name)
 	cfg.TransactionalID = cmp.Or(cfg.TransactionalID, "sluice-aggregator-"+cfg.Name)
-	a := &Aggregator{cfg: cfg, cc: cc, store: store, prod: prod, layout: TimeLayout(cfg.TimeLayout),
-		slots: slots{}, logger: logger.With("aggregation", cfg.Name), now: time.Now}
+	logger = logger.With("aggregation", cfg.Name)
+	a := &Aggregator{Reporter: health.New("aggregator."+cfg.Name, logger), cfg: cfg, cc: cc, store: store, prod: prod,
+		layout: TimeLayout(cfg.Time.Layout), slots: slots{}, logger: logger, now: time.Now}
 	at := func(names []string) []int {
 		out := make([]int, len(names))
 		for i, n := range names {
@@ -215,8 +257,8 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 		}
 		return out
 	}
-	a.timeAt, a.groupAt, a.dedupeAt, a.keyAt = at(cfg.TimeFields), at(cfg.Window.GroupBy), at(cfg.Window.Dedupe), at(cfg.partitionKey())
-	for _, ag := range cfg.Window.Aggregates {
+	a.timeAt, a.groupAt, a.dedupeAt, a.keyAt = at(cfg.Time.Fields), at(cfg.GroupBy), at(cfg.Dedupe), at(cfg.partitionKey())
+	for _, ag := range cfg.Aggregates {
 		i := -1
 		if ag.Field != "" {
 			i = a.slots.add(ag.Field)
@@ -232,7 +274,7 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	for _, c := range cfg.Columns {
 		types[c.Name] = c.Type
 	}
-	for _, ag := range cfg.Window.Aggregates {
+	for _, ag := range cfg.Aggregates {
 		a.ints = append(a.ints, ag.Op == window.Count || (ag.Op != window.Avg && types[ag.Field] == "int"))
 	}
 	m, err := newMetrics(reg, cfg.Name)
@@ -240,7 +282,35 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 		return nil, err
 	}
 	a.metrics = m
+	a.SetDetails(a.details)
 	return a, nil
+}
+
+// Groups are the aggregation's consumer groups, for the status API's lag.
+func (a *Aggregator) Groups() []string {
+	if a.cfg.Keyed {
+		return []string{a.cfg.Group}
+	}
+	return []string{a.cfg.Group + "-repartition", a.cfg.Group}
+}
+
+// Details is what the status API shows of an aggregation.
+type Details struct {
+	// Events are the input records by outcome: counted, duplicate, late,
+	// invalid, skipped.
+	Events  map[string]int64 `json:"events"`
+	Windows int64            `json:"windows_emitted"`
+	Tasks   int              `json:"tasks"`
+}
+
+func (a *Aggregator) details() any {
+	d := Details{Events: map[string]int64{}}
+	for _, o := range []string{"counted", "duplicate", "late", "invalid", "skipped"} {
+		d.Events[o] = int64(counterValue(a.metrics.events.WithLabelValues(o)))
+	}
+	d.Windows = int64(counterValue(a.metrics.windows))
+	d.Tasks = int(gaugeValue(a.metrics.tasks))
+	return d
 }
 
 // Run aggregates until ctx is done: the repartitioner, unless the input is
@@ -254,14 +324,22 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return err
 	}
 	source, n := a.cfg.Topic, inputs
-	topics := []string{a.cfg.OutputTopic, a.cfg.DLQTopic}
+	topics := []string{a.cfg.Output.Topic, a.cfg.DLQTopic}
 	if !a.cfg.Keyed {
 		source = a.cfg.RepartitionTopic()
 		n = cmp.Or(a.cfg.Partitions, n)
 		topics = append(topics, source)
 	}
-	if err := bus.EnsureTopics(ctx, a.prod, n, -1, topics...); err != nil {
-		return err
+	for backoff := (retry.Backoff{}); ; {
+		err := bus.EnsureTopics(ctx, a.prod, n, -1, topics...)
+		if err == nil {
+			a.Clear("kafka")
+			break
+		}
+		a.Fault("kafka", err)
+		if backoff.Wait(ctx, 0) != nil {
+			return nil
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if !a.cfg.Keyed {
@@ -288,13 +366,14 @@ func (a *Aggregator) inputPartitions(ctx context.Context) (int32, error) {
 		return 0, err
 	}
 	defer cl.Close()
-	for attempt := 0; ; attempt++ {
+	for {
 		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, a.cfg.Topic)
 		if err == nil && ends.Error() == nil && len(ends[a.cfg.Topic]) > 0 {
+			a.Clear("input")
 			return int32(len(ends[a.cfg.Topic])), nil
 		}
-		if attempt%30 == 0 { // every half minute, not every try
-			a.logger.Warn("waiting for the input topic to exist", "topic", a.cfg.Topic, "err", cmp.Or(err, ends.Error()))
+		if ctx.Err() == nil {
+			a.Fault("input", fmt.Errorf("waiting for the input topic %s to exist: %w", a.cfg.Topic, cmp.Or(err, ends.Error())))
 		}
 		select {
 		case <-ctx.Done():
@@ -317,17 +396,17 @@ func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
 	if err != nil {
 		return nil, time.Time{}, a.deadLetter(rec, ReasonBadRecord, "", err.Error())
 	}
-	t, err := eventTime(f, a.cfg.TimeFields, a.timeAt, a.layout)
+	t, err := eventTime(f, a.cfg.Time.Fields, a.timeAt, a.layout)
 	if err != nil {
-		return nil, time.Time{}, a.deadLetter(rec, ReasonBadTime, a.cfg.TimeFields[0], err.Error())
+		return nil, time.Time{}, a.deadLetter(rec, ReasonBadTime, a.cfg.Time.Fields[0], err.Error())
 	}
 	return f, t, nil
 }
 
 // event is the operator's view of a record read from partition p.
 func (a *Aggregator) event(f fields, t time.Time, p int32) window.Event {
-	e := window.Event{Partition: p, Time: t, Group: make([]string, len(a.cfg.Window.GroupBy)),
-		Values: make([]float64, len(a.cfg.Window.Aggregates))}
+	e := window.Event{Partition: p, Time: t, Group: make([]string, len(a.cfg.GroupBy)),
+		Values: make([]float64, len(a.cfg.Aggregates))}
 	for i, at := range a.groupAt {
 		e.Group[i] = f[at].s
 	}
@@ -370,7 +449,7 @@ func (a *Aggregator) deadLetter(rec *kgo.Record, reason, field, msg string) *kgo
 // end): named by both, so a rerun writes the same names.
 func (c *Config) File(task int32, start, end time.Time) lake.File {
 	return lake.File{Table: c.Table(), Date: start.UTC().Format(time.DateOnly), Topic: "window", Partition: task,
-		First: start.Unix(), Last: end.Unix(), Ext: cmp.Or(c.OutputFormat, "parquet")}
+		First: start.Unix(), Last: end.Unix(), Ext: cmp.Or(c.Output.Format, "parquet")}
 }
 
 // writeWindow writes one window's results, all of one task, as one file.
@@ -379,20 +458,20 @@ func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []wind
 	var fields []row.Field
 	for _, res := range results {
 		fields = fields[:0]
-		for i, g := range a.cfg.Window.GroupBy {
+		for i, g := range a.cfg.GroupBy {
 			fields = append(fields, row.Field{Name: g, Cell: row.Cell{Kind: row.KindString, B: []byte(res.Group[i])}})
 		}
 		fields = append(fields,
 			row.Field{Name: "window_start", Cell: row.Cell{Kind: row.KindTimestamp, I: res.Start.UnixMicro()}},
 			row.Field{Name: "window_end", Cell: row.Cell{Kind: row.KindTimestamp, I: res.End.UnixMicro()}})
-		for i, ag := range a.cfg.Window.Aggregates {
+		for i, ag := range a.cfg.Aggregates {
 			fields = append(fields, row.Field{Name: ag.As, Cell: a.cell(i, res.Values[i])})
 		}
 		buf.Append(fields)
 	}
 	f := a.cfg.File(task, results[0].Start, results[0].End)
 	return lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
-		_, err := buf.Write(w, a.cfg.OutputFormat)
+		_, err := buf.Write(w, a.cfg.Output.Format)
 		return err
 	})
 }
@@ -411,13 +490,13 @@ func (a *Aggregator) cell(i int, v float64) row.Cell {
 // and group so that a compacted topic keeps one of each.
 func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 	b := []byte{'{'}
-	for i, g := range a.cfg.Window.GroupBy {
+	for i, g := range a.cfg.GroupBy {
 		b = append(event.AppendString(b, g), ':')
 		b = append(event.AppendString(b, res.Group[i]), ',')
 	}
 	b = append(res.Start.AppendFormat(append(b, `"window_start":"`...), time.RFC3339), '"')
 	b = append(res.End.AppendFormat(append(b, `,"window_end":"`...), time.RFC3339), '"')
-	for i, ag := range a.cfg.Window.Aggregates {
+	for i, ag := range a.cfg.Aggregates {
 		b = append(event.AppendString(append(b, ','), ag.As), ':')
 		c := a.cell(i, res.Values[i])
 		switch c.Kind {
@@ -435,7 +514,7 @@ func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 	}
 	b = append(b, '}')
 	key := res.Start.Format(time.RFC3339) + "|" + strings.Join(res.Group, "|")
-	return &kgo.Record{Topic: a.cfg.OutputTopic, Key: []byte(key), Value: b, Headers: []kgo.RecordHeader{
+	return &kgo.Record{Topic: a.cfg.Output.Topic, Key: []byte(key), Value: b, Headers: []kgo.RecordHeader{
 		{Key: "aggregation", Value: []byte(a.cfg.Name)},
 		{Key: "table", Value: []byte(a.cfg.Table())},
 	}}

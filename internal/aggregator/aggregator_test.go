@@ -44,13 +44,13 @@ var mtaColumns = []Column{{"C/A", "string"}, {"UNIT", "string"}, {"SCP", "string
 // cumulative counters mean).
 func mtaConfig() Config {
 	return Config{Name: "turnstile_4h", Topic: "mta-turnstile", Format: "csv", Columns: mtaColumns,
-		TimeFields: []string{"DATE", "TIME"}, TimeLayout: "MM/DD/YYYY HH:mm:ss",
-		Window: window.Config{Size: 4 * time.Hour, Delay: time.Hour,
-			GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
-			Dedupe:  []string{"C/A", "UNIT", "SCP", "DATE", "TIME"},
-			Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
-				{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
-				{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}},
+		Time:    Time{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"},
+		Window:  Window{Size: 4 * time.Hour, Delay: time.Hour},
+		GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
+		Dedupe:  []string{"C/A", "UNIT", "SCP", "DATE", "TIME"},
+		Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
+			{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
+			{Op: window.Delta, Field: "EXITS", As: "exits_delta"}},
 		CheckpointInterval: 50 * time.Millisecond}
 }
 
@@ -356,7 +356,8 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 }
 
 // flakyStorage fails every write after the first ok ones, as a process
-// killed at that point would have left the lake.
+// killed at that point would have left the lake: its error is a crash,
+// which stops the aggregator, not a fault it waits out.
 type flakyStorage struct {
 	lake.Storage
 	ok atomic.Int64
@@ -369,7 +370,7 @@ var (
 
 func (s *flakyStorage) Create(ctx context.Context, p string) (lake.Writer, error) {
 	if s.ok.Add(-1) < 0 {
-		return nil, errKilled
+		return nil, fmt.Errorf("%w: %w", errCrash, errKilled)
 	}
 	return s.Storage.Create(ctx, p)
 }
@@ -530,10 +531,11 @@ func TestLateEventsAreDeadLettered(t *testing.T) {
 func TestJSONEnvelopes(t *testing.T) {
 	e := newEnv(t, 1)
 	cfg := Config{Name: "trips_15m", Topic: "mta-turnstile", EventType: "yellow_taxi_trip",
-		TimeFields: []string{"tpep_pickup_datetime"},
-		Window: window.Config{Size: 15 * time.Minute, GroupBy: []string{"pickup_zone"},
-			Aggregates: []window.Aggregate{{Op: window.Count, As: "trips"}, {Op: window.Sum, Field: "fare_amount", As: "fares"},
-				{Op: window.Avg, Field: "trip_distance", As: "avg_distance"}}}}
+		Time:    Time{Fields: []string{"tpep_pickup_datetime"}},
+		Window:  Window{Size: 15 * time.Minute},
+		GroupBy: []string{"pickup_zone"},
+		Aggregates: []window.Aggregate{{Op: window.Count, As: "trips"}, {Op: window.Sum, Field: "fare_amount", As: "fares"},
+			{Op: window.Avg, Field: "trip_distance", As: "avg_distance"}}}
 	trip := func(at, zone string, fare, dist float64) []byte {
 		return fmt.Appendf(nil, `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","payload":{"tpep_pickup_datetime":%q,"pickup_zone":%q,"fare_amount":%v,"trip_distance":%v}}`,
 			at, zone, fare, dist)
@@ -588,9 +590,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad format", func(c *Config) { c.Format = "xml" }, "want json or csv"},
 		{"no columns", func(c *Config) { c.Columns = nil }, "needs columns"},
 		{"bad type", func(c *Config) { c.Columns = []Column{{"x", "decimal"}} }, "decimal"},
-		{"no time", func(c *Config) { c.TimeFields = nil }, "no time field"},
-		{"unknown field", func(c *Config) { c.Window.GroupBy = append(c.Window.GroupBy, "BOROUGH") }, "BOROUGH is not one of the csv columns"},
-		{"bad output", func(c *Config) { c.OutputFormat = "avro" }, "want parquet or csv.gz"},
+		{"no time", func(c *Config) { c.Time.Fields = nil }, "no time field"},
+		{"unknown field", func(c *Config) { c.GroupBy = append(c.GroupBy, "BOROUGH") }, "BOROUGH is not one of the csv columns"},
+		{"bad output", func(c *Config) { c.Output.Format = "avro" }, "want parquet or csv.gz"},
 		{"bad window", func(c *Config) { c.Window.Size = 0 }, "window size must be positive"},
 	} {
 		c := mtaConfig()

@@ -13,8 +13,8 @@ import (
 
 // Column is a declared field of CSV input.
 type Column struct {
-	Name string
-	Type string // string, int, float or timestamp
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // string, int, float or timestamp
 }
 
 // Types a CSV column can be declared with.

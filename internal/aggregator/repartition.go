@@ -2,8 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,51 +20,27 @@ const headerSource = "sluice-source-partition"
 // whatever crashes. Records that are not events become dead letters here,
 // before they cost a task anything.
 func (a *Aggregator) repartition(ctx context.Context) error {
-	sess, err := bus.NewGroupTransactSession(a.cc, a.logger, append(a.groupOpts(a.cfg.Group+"-repartition"),
-		kgo.TransactionalID(a.cfg.TransactionalID),
-		kgo.ConsumeTopics(a.cfg.Topic),
-		kgo.RequireStableFetchOffsets(),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
 	topic := a.cfg.RepartitionTopic()
-	for {
-		fetches := sess.PollRecords(ctx, 10_000)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				a.logger.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
+	return bus.Transform{
+		Session: func() (*kgo.GroupTransactSession, error) {
+			return bus.NewGroupTransactSession(a.cc, a.logger, append(a.groupOpts(a.cfg.Group+"-repartition"),
+				kgo.TransactionalID(a.cfg.TransactionalID),
+				kgo.ConsumeTopics(a.cfg.Topic),
+				kgo.RequireStableFetchOffsets(),
+			)...)
+		},
+		MaxPollRecords: 10_000,
+		Logger:         a.logger,
+		Fn: func(_ context.Context, in []*kgo.Record, out func(*kgo.Record)) {
+			for _, rec := range in {
+				if r := a.route(rec, topic); r != nil {
+					out(r)
+				}
 			}
-		})
-		if fetches.NumRecords() == 0 {
-			continue
-		}
-		if err := sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-		var acks bus.Acks
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if out := a.route(rec, topic); out != nil {
-				sess.Produce(ctx, out, acks.Promise())
-			}
-		})
-		produceErr := acks.Wait()
-		try := kgo.TryCommit
-		if produceErr != nil {
-			a.logger.Warn("produce failed; aborting the transaction, the records will be read again", "err", produceErr)
-			try = kgo.TryAbort
-		}
-		if _, err := sess.End(ctx, try); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("end transaction: %w", err)
-		}
-	}
+		},
+		Fault:     func(err error) { a.Fault("kafka", err) },
+		Recovered: func() { a.Clear("kafka") },
+	}.Run(ctx)
 }
 
 // route is the record rec becomes: keyed by its partition key on the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/retry"
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -124,11 +125,33 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		ts.mu.Unlock()
 		wcancel()
 		cl.AllowRebalance()
-		if err != nil {
+		if ts.fatal != nil {
+			return ts.fatal
+		}
+		if errors.Is(err, errCrash) {
 			return err
 		}
+		// Writing windows and checkpoints failed (a full disk, a lake or
+		// broker that is down): nothing more is read until they are
+		// written. The windows wait in the tasks' state.
+		for backoff := (retry.Backoff{}); err != nil; {
+			a.Fault("output", err)
+			if backoff.Wait(ctx, 0) != nil {
+				return nil // the next run resumes from the last checkpoint
+			}
+			wctx, wcancel := graceful(ctx)
+			ts.mu.Lock()
+			err = ts.advance(wctx, cl)
+			ts.mu.Unlock()
+			wcancel()
+		}
+		a.Clear("output")
 	}
 }
+
+// errCrash, in an error from the lake or Kafka, stops the aggregator as a
+// crash would, rather than being waited out as a fault: tests inject it.
+var errCrash = errors.New("injected crash")
 
 // stopGrace bounds the work a stop waits for: the windows and checkpoints
 // of records already taken.
@@ -165,7 +188,7 @@ func (ts *tasks) assigned(ctx context.Context, offsets map[string]map[int32]kgo.
 var errUnusable = errors.New("unusable checkpoint")
 
 func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
-	op, err := window.New(ts.cfg.Window, ts.now)
+	op, err := window.New(ts.cfg.windowConfig(), ts.now)
 	if err != nil {
 		return nil, err
 	}
@@ -254,11 +277,12 @@ func (ts *tasks) add(rec *kgo.Record) {
 	switch out, missed := t.op.Add(ts.event(f, at, src)); out {
 	case window.Counted:
 		ts.metrics.events.WithLabelValues("counted").Inc()
+		ts.Add(1)
 	case window.Duplicate:
 		ts.metrics.events.WithLabelValues("duplicate").Inc()
 	case window.Late:
 		ts.metrics.events.WithLabelValues("late").Inc()
-		t.dead = append(t.dead, ts.deadLetter(rec, ReasonLateEvent, ts.cfg.TimeFields[0], fmt.Sprintf(
+		t.dead = append(t.dead, ts.deadLetter(rec, ReasonLateEvent, ts.cfg.Time.Fields[0], fmt.Sprintf(
 			"event time %s is behind the watermark %s (delay %v): window [%s, %s) was already emitted",
 			at.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
@@ -281,7 +305,7 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
 		if f := t.op.Forced(); f > t.forced {
 			ts.metrics.forced.Add(float64(f - t.forced))
 			ts.logger.Warn("state limit reached: windows written before the watermark passed them; their late events go to the dead-letter topic",
-				"partition", t.partition, "window_groups", f-t.forced, "limit", ts.cfg.Window.MaxOpen)
+				"partition", t.partition, "window_groups", f-t.forced, "limit", ts.cfg.MaxOpenWindows)
 			t.forced = f
 		}
 		due := len(t.done) > 0 || (t.dirty && ts.now().Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval)

@@ -53,8 +53,8 @@ func (c ClientConfig) Validate() error {
 	default:
 		errs = append(errs, config.Field("sasl_mechanism", "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASLMechanism))
 	}
-	if c.StartTimeout <= 0 {
-		errs = append(errs, config.Field("start_timeout", "%v: want a positive duration", c.StartTimeout))
+	if c.StartTimeout < 0 {
+		errs = append(errs, config.Field("start_timeout", "%v: want a positive duration, or 0 for the default", c.StartTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -65,9 +65,6 @@ var ErrNoBrokers = errors.New("no Kafka brokers: pass --brokers host:port, or ru
 func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
 	if len(c.Brokers) == 0 {
 		return nil, ErrNoBrokers
-	}
-	if c.StartTimeout == 0 {
-		c.StartTimeout = DefaultClientConfig().StartTimeout
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -19,7 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enrich"
+	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/schema"
 )
 
@@ -34,19 +36,25 @@ const (
 
 // Config configures an enricher.
 type Config struct {
-	RawTopic, EnrichedTopic, DLQTopic string
-	Group                             string
+	RawTopic      string `yaml:"-"`
+	EnrichedTopic string `yaml:"-"`
+	DLQTopic      string `yaml:"-"`
+	Group         string `yaml:"group" flag:"enricher-group" doc:"Consumer group of the enricher; enrichers sharing it share the raw topic's partitions."`
 	// TransactionalID must be unique to each running enricher.
-	TransactionalID string
+	TransactionalID string `yaml:"transactional_id" flag:"transactional-id" doc:"The enricher's Kafka transactional id, unique to each running enricher and kept across its restarts. Default: sluice-enricher-<instance_id>."`
 	// UnknownSchema is pass (the default) or reject: what becomes of
 	// events whose type and version have no schema.
-	UnknownSchema string
+	UnknownSchema string `yaml:"unknown_schema" flag:"unknown-schema" doc:"What becomes of an event whose type and version have no schema: pass (on, unvalidated) or reject (to the dead-letter topic as unknown_schema)."`
 	// Concurrency bounds the events enriched at once; MaxPollRecords the
 	// events of one transaction.
-	Concurrency    int
-	MaxPollRecords int
+	Concurrency    int `yaml:"concurrency" flag:"enricher-concurrency" doc:"Events enriched at once (API calls in flight, at most)."`
+	MaxPollRecords int `yaml:"-"`
+	// FormsAPI, when set, turns on the bundled form pipeline.
+	FormsAPI string `yaml:"forms_api" flag:"forms-api" doc:"URL template of the forms API, such as http://forms:8090/forms/{payload.form_id}; turns on the form_event pipeline, which fetches each form's definition and models it into the form and form_field tables."`
+	// Disabled keeps sluice up from running an enricher.
+	Disabled bool `yaml:"disabled" flag:"no-enricher" doc:"Run sluice up without the enricher: the lake sink then reads the raw topic."`
 	// Pipelines enrich events by type; others are only validated.
-	Pipelines map[string]Pipeline
+	Pipelines map[string]Pipeline `yaml:"-"`
 }
 
 // Pipeline is what happens to one event type, in order: joins, an API
@@ -75,11 +83,27 @@ func DefaultConfig() Config {
 		Group: "sluice-enricher", TransactionalID: "sluice-enricher", UnknownSchema: "pass", Concurrency: 256, MaxPollRecords: 10_000}
 }
 
-// Enricher is a running enricher.
+// Validate reports settings the enricher cannot start with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.UnknownSchema != "pass" && c.UnknownSchema != "reject" {
+		errs = append(errs, config.Field("unknown_schema", "%q: want pass or reject", c.UnknownSchema))
+	}
+	if c.Group == "" {
+		errs = append(errs, config.Field("group", "a consumer group is required"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, config.Field("concurrency", "%d: want at least 1", c.Concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+// Enricher is the enricher, a component of its process.
 type Enricher struct {
+	*health.Reporter
 	cfg     Config
+	cc      bus.ClientConfig
 	schemas *schema.Registry
-	sess    *kgo.GroupTransactSession
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -91,81 +115,59 @@ type Enricher struct {
 	cpu chan struct{}
 }
 
-// New builds an enricher reading and writing through a transactional
-// client made from cc.
+// New builds an enricher reading and writing through transactional
+// clients made from cc.
 func New(cfg Config, cc bus.ClientConfig, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (*Enricher, error) {
-	if cfg.UnknownSchema != "pass" && cfg.UnknownSchema != "reject" {
-		return nil, fmt.Errorf("unknown-schema policy %q: want pass or reject", cfg.UnknownSchema)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("enricher: %w", err)
 	}
-	if cfg.TransactionalID == "" || cfg.Group == "" {
-		return nil, errors.New("enricher: a group and a transactional id are required")
+	if cfg.TransactionalID == "" {
+		return nil, errors.New("enricher: a transactional id is required")
+	}
+	if err := cc.Validate(); err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := bus.NewGroupTransactSession(cc, logger,
-		kgo.TransactionalID(cfg.TransactionalID),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.RawTopic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
-	)
-	if err != nil {
-		return nil, err
-	}
-	return &Enricher{cfg: cfg, schemas: schemas, sess: sess, logger: logger, metrics: m, now: time.Now,
-		cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}, nil
+	return &Enricher{Reporter: health.New("enricher", logger), cfg: cfg, cc: cc, schemas: schemas, logger: logger, metrics: m,
+		now: time.Now, cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}, nil
 }
+
+// Groups is the enricher's consumer group, for the status API's lag.
+func (e *Enricher) Groups() []string { return []string{e.cfg.Group} }
 
 // Run enriches until ctx is done. A poll's outputs and offsets commit in
 // one transaction; a failure aborts it, and the records are read again.
 func (e *Enricher) Run(ctx context.Context) error {
-	defer e.sess.Close()
-	for {
-		fetches := e.sess.PollRecords(ctx, max(e.cfg.MaxPollRecords, 1))
-		if ctx.Err() != nil {
-			return nil
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				e.logger.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
+	return bus.Transform{
+		Session: func() (*kgo.GroupTransactSession, error) {
+			return bus.NewGroupTransactSession(e.cc, e.logger,
+				kgo.TransactionalID(e.cfg.TransactionalID),
+				kgo.ConsumerGroup(e.cfg.Group),
+				kgo.ConsumeTopics(e.cfg.RawTopic),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+				kgo.RequireStableFetchOffsets(),
+			)
+		},
+		MaxPollRecords: e.cfg.MaxPollRecords,
+		Logger:         e.logger,
+		Fn: func(ctx context.Context, in []*kgo.Record, out func(*kgo.Record)) {
+			for _, outs := range e.process(ctx, in) {
+				for _, r := range outs {
+					out(r)
+				}
 			}
-		})
-		var recs []*kgo.Record
-		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if len(recs) == 0 {
-			continue
-		}
-		if err := e.sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-		outs := e.process(ctx, recs)
-		var acks bus.Acks
-		for _, out := range outs {
-			for _, r := range out {
-				e.sess.Produce(ctx, r, acks.Promise())
-			}
-		}
-		produceErr := acks.Wait()
-		try := kgo.TryCommit
-		if produceErr != nil {
-			e.logger.Warn("produce failed; aborting the transaction, the records will be read again", "err", produceErr)
-			try = kgo.TryAbort
-		}
-		committed, err := e.sess.End(ctx, try)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("end transaction: %w", err)
-		}
-		if committed {
-			e.metrics.events.Add(float64(len(recs)))
-		} else {
-			e.metrics.aborts.Inc()
-		}
-	}
+		},
+		Committed: func(n int) {
+			e.metrics.events.Add(float64(n))
+			e.Add(n)
+		},
+		Aborted:   e.metrics.aborts.Inc,
+		Fault:     func(err error) { e.Fault("kafka", err) },
+		Recovered: func() { e.Clear("kafka") },
+	}.Run(ctx)
 }
 
 // process enriches records concurrently, bounded, and returns each one's

@@ -42,9 +42,9 @@ var ops = []Op{Count, Sum, Min, Max, Avg, First, Last, Delta}
 // Aggregate is one output column: Op over the input Field (none for a
 // count of events), named As.
 type Aggregate struct {
-	Op    Op
-	Field string
-	As    string
+	Op    Op     `yaml:"op"`
+	Field string `yaml:"field"`
+	As    string `yaml:"as"`
 }
 
 // Config configures an Operator.
