@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 
-	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const brokerUsage = `Usage: sluice broker [flags]
@@ -17,23 +17,18 @@ Kafka client (kcat, franz-go, librdkafka) can use it; stages started with
 `
 
 func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("broker", brokerUsage, stderr)
-	c := fs.Config()
-	fs.String(&c.DataDir, "data-dir", "directory whose broker/ subdirectory holds the broker's log")
-	fs.String(&c.Broker.Addr, "broker-addr", "address to listen on")
-	fs.Bool(&c.Broker.Fsync, "broker-fsync", "fsync every produced batch before acknowledging it")
-	fs.Int32(&c.Topics.Partitions, "topic-partitions", "partitions of automatically created topics")
+	fs := pipeline.NewFlagSet("broker", brokerUsage, stderr)
+	pipeline.ProcessFlags(fs, "data-dir")
+	pipeline.BrokerFlags(fs)
+	pipeline.TopicFlags(fs, "topic-partitions")
 	logFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	b, err := bus.StartBroker(brokerConfig(cfg), logger)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	fmt.Fprintf(stdout, "Kafka broker listening on %s (data in %s). Press Ctrl-C to stop.\n", b.Addr(), brokerConfig(cfg).Dir)
-	<-ctx.Done()
-	return nil
+	cfg.Kafka.Brokers = nil
+	return runProcess(ctx, cfg, pipeline.Shape{Broker: true}, logger, func(p *pipeline.Process) {
+		fmt.Fprintf(stdout, "Kafka broker listening on %s (data in %s). Press Ctrl-C to stop.\n",
+			p.Config.Kafka.Brokers[0], filepath.Join(cfg.Process.DataDir, "broker"))
+	})
 }

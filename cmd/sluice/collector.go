@@ -4,21 +4,26 @@ import (
 	"context"
 	"io"
 
-	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const collectorUsage = `Usage: sluice collector --brokers host:port[,host:port] [flags]
 
 Runs the HTTP collector alone against a Kafka cluster. It keeps no state, so
-any number of replicas may run behind a load balancer.
+any number of replicas may run behind a load balancer. Its address also
+serves /metrics, /healthz, /readyz and the status API, /api/v1/status.
 `
 
 func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := config.NewFlagSet("collector", collectorUsage, stderr)
+	fs := pipeline.NewFlagSet("collector", collectorUsage, stderr)
 	logFlags(fs)
-	kafkaFlags(fs)
-	topicFlags(fs)
-	collectorFlags(fs)
+	pipeline.ProcessFlags(fs, "instance-id")
+	pipeline.KafkaFlags(fs)
+	pipeline.TopicFlags(fs)
+	pipeline.CollectorFlags(fs)
+	pipeline.ProducerFlags(fs)
+	pipeline.OpsFlags(fs, "pprof")
+	fs.Alias("collector-id", "instance-id")
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -27,10 +32,5 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 		fs.Usage()
 		return errNoBrokers
 	}
-	col, prod, err := collectorStage(ctx, cfg, logger, newRegistry())
-	if err != nil {
-		return err
-	}
-	defer prod.Close()
-	return col.Run(ctx)
+	return runProcess(ctx, cfg, pipeline.Shape{Collector: true}, logger, nil)
 }

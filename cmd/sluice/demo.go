@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +20,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluicehq/sluice/internal/aggregator"
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/formsapi"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/query"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -60,36 +63,36 @@ const demoTurnstileTopic = "mta-turnstile"
 const demoMarker = ".sluice-demo"
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("demo", demoUsage, stderr)
-	fs.SetDefaults(func(c *config.Config) {
-		c.DataDir = "./sluice-demo"
+	fs := pipeline.NewFlagSet("demo", demoUsage, stderr)
+	fs.SetDefaults(func(c *pipeline.Config) {
+		c.Process.DataDir = "./sluice-demo"
 		// Small files, soon: the demo shows data landing, not file sizes.
-		c.Loader.FlushInterval = time.Second
+		c.LakeSink().FlushInterval = time.Second
 		// The demo's own output tells the story; logs say only what is wrong.
-		c.LogLevel = "warn"
+		c.Process.LogLevel = "warn"
 	})
-	c := fs.Config()
 	exit := false
-	fs.String(&c.DataDir, "data-dir", "a fresh directory for the demo (a previous demo's is emptied)")
-	fs.String(&c.Broker.Addr, "broker-addr", "address the embedded broker listens on")
-	fs.String(&c.Collector.HTTPAddr, "http-addr", "address the collector listens on")
+	pipeline.ProcessFlags(fs, "data-dir")
+	pipeline.BrokerFlags(fs, "broker-addr")
+	pipeline.CollectorFlags(fs, "http-addr")
 	fs.Bool(&exit, "exit", "exit once the queries are printed instead of serving until Ctrl-C")
 	logFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	if err := freshDemoDir(cfg.DataDir); err != nil {
+	if err := freshDemoDir(cfg.Process.DataDir); err != nil {
 		return err
 	}
-	if cfg.Loader.Tables == nil {
-		cfg.Loader.Tables = map[string]config.LoaderTable{}
+	lakeSink := cfg.LakeSink()
+	if lakeSink.Tables == nil {
+		lakeSink.Tables = map[string]loader.Table{}
 	}
 	// Trips are dated by their pickup; the bundled schemas type the columns.
-	cfg.Loader.Tables["yellow_taxi_trip"] = config.LoaderTable{TimeField: "tpep_pickup_datetime"}
+	lakeSink.Tables["yellow_taxi_trip"] = loader.Table{TimeField: "tpep_pickup_datetime"}
 	if len(cfg.Aggregations) == 0 {
-		if err := cfg.LoadYAML("demo-aggregations.yml", demoAggregations); err != nil {
-			return err
+		if err := cfg.LoadYAML(demoAggregations); err != nil {
+			return fmt.Errorf("demo-aggregations.yml: %w", err)
 		}
 	}
 
@@ -112,24 +115,25 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer fsrv.Close()
 	cfg.Enricher.FormsAPI = "http://" + fln.Addr().String() + "/forms/{payload.form_id}"
 
-	p, err := startPipeline(ctx, cfg, logger)
+	p, err := pipeline.Build(ctx, cfg, upShape, logger)
 	if err != nil {
 		return err
 	}
-	defer p.close()
 	// The aggregators' input exists before they look for it.
-	kafka, err := bus.NewProducer(clientConfig(p.cfg, "sluice-demo"), bus.ProducerConfig{}, logger)
+	kafka, err := bus.NewProducer(p.Config.Client("sluice-demo"), bus.ProducerConfig{}, logger)
 	if err != nil {
+		p.Close()
 		return err
 	}
 	defer kafka.Close()
-	if err := bus.EnsureTopics(ctx, kafka, p.cfg.Topics.Partitions, p.cfg.Topics.Replication, demoTurnstileTopic); err != nil {
+	if err := bus.EnsureTopics(ctx, kafka, p.Config.Topics.Partitions, p.Config.Topics.Replication, demoTurnstileTopic); err != nil {
+		p.Close()
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stopPipeline := context.WithCancel(gctx)
 	defer stopPipeline()
-	g.Go(func() error { return p.run(runCtx) })
+	g.Go(func() error { return p.Run(runCtx) })
 	g.Go(func() error {
 		defer stopPipeline()
 		if err := demo(gctx, p, fapi, kafka, stdout, stderr); err != nil {
@@ -168,9 +172,9 @@ func freshDemoDir(dir string) error {
 	return os.WriteFile(filepath.Join(dir, demoMarker), []byte("made by sluice demo; the next demo empties this directory\n"), 0o644)
 }
 
-func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Client, stdout, stderr io.Writer) error {
-	p.printURLs(stdout)
-	dir, err := sample.WriteTo(filepath.Join(p.cfg.DataDir, "sample"))
+func demo(ctx context.Context, p *pipeline.Process, fapi *formsapi.Server, kafka *kgo.Client, stdout, stderr io.Writer) error {
+	printURLs(stdout, p)
+	dir, err := sample.WriteTo(filepath.Join(p.Config.Process.DataDir, "sample"))
 	if err != nil {
 		return err
 	}
@@ -178,8 +182,8 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Cl
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nReplaying the bundled data through http://%s (samples copied to %s):\n", p.addr, dir)
-	collector := "http://" + p.addr.String()
+	fmt.Fprintf(stdout, "\nReplaying the bundled data through http://%s (samples copied to %s):\n", p.CollectorAddr, dir)
+	collector := "http://" + p.CollectorAddr.String()
 	type job struct {
 		file, eventType, preset string
 		topic                   string // to Kafka as CSV lines, not to the collector
@@ -229,18 +233,19 @@ func demo(ctx context.Context, p *pipeline, fapi *formsapi.Server, kafka *kgo.Cl
 		want[t] = n
 	}
 	turnstiles := stats[3].Accepted.Load()
-	dead, err := waitForAggregations(ctx, p, map[string]int64{
+	status := "http://" + p.CollectorAddr.String() + "/api/v1/status"
+	dead, err := waitForAggregations(ctx, status, map[string]int64{
 		"turnstile_4h": turnstiles, "turnstile_daily": turnstiles, "trips_by_zone_15m": stats[0].Accepted.Load()})
 	if err != nil {
 		return err
 	}
 	want[lake.DeadLetterTable] += dead
-	if err := waitForRows(ctx, p, want); err != nil {
+	if err := waitForRows(ctx, status, want); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, " done, %v after the replay began.\n", time.Since(start).Round(100*time.Millisecond))
 
-	local, err := lake.NewLocal(lakeURL(p.cfg))
+	local, err := lake.NewLocal(p.Config.LakeURL())
 	if err != nil {
 		return err
 	}
@@ -285,7 +290,7 @@ GROUP BY ALL ORDER BY entries DESC LIMIT 5`},
 		}
 	}
 	fmt.Fprintf(stdout, "\nYour own queries: sluice query --data-dir %s --tables, then sluice query --data-dir %s 'SELECT ...'\n",
-		p.cfg.DataDir, p.cfg.DataDir)
+		p.Config.Process.DataDir, p.Config.Process.DataDir)
 	return nil
 }
 
@@ -324,26 +329,55 @@ func writeFormEvents(path string, fapi *formsapi.Server) (map[string]int64, erro
 	return rows, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// waitForRows waits until the loader has written the wanted rows per table.
-func waitForRows(ctx context.Context, p *pipeline, want map[string]int64) error {
+// demoStatus is what the demo reads of the status API.
+type demoStatus struct {
+	Components []struct {
+		Name    string          `json:"name"`
+		Details json.RawMessage `json:"details"`
+	} `json:"components"`
+}
+
+// getStatus reads the status API at url.
+func getStatus(ctx context.Context, url string) (demoStatus, error) {
+	var st demoStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// waitForRows waits until the lake sink has written the wanted rows per
+// table, as the status API reports them.
+func waitForRows(ctx context.Context, status string, want map[string]int64) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		mfs, err := p.reg.Gather()
+		st, err := getStatus(ctx, status)
 		if err != nil {
 			return err
 		}
 		got := map[string]int64{}
-		for _, mf := range mfs {
-			if mf.GetName() != "sluice_loader_rows_total" {
+		for _, c := range st.Components {
+			if c.Name != "sink.lake" {
 				continue
 			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "table" {
-						got[l.GetValue()] = int64(m.GetCounter().GetValue())
-					}
-				}
+			var d struct {
+				Sink struct {
+					Rows map[string]int64 `json:"rows"`
+				} `json:"sink"`
 			}
+			if err := json.Unmarshal(c.Details, &d); err != nil {
+				return fmt.Errorf("status of %s: %w", c.Name, err)
+			}
+			got = d.Sink.Rows
 		}
 		ready := true
 		for t, n := range want {
@@ -367,39 +401,27 @@ func waitForRows(ctx context.Context, p *pipeline, want map[string]int64) error 
 // (counted, late or duplicate) and its window count stopped moving: the
 // windows the last events closed are written. It returns how many dead
 // letters the aggregators sent.
-func waitForAggregations(ctx context.Context, p *pipeline, want map[string]int64) (int64, error) {
+func waitForAggregations(ctx context.Context, status string, want map[string]int64) (int64, error) {
 	deadline := time.Now().Add(2 * time.Minute)
-	last, steady := map[string]float64{}, 0
+	last, steady := map[string]int64{}, 0
 	for {
-		mfs, err := p.reg.Gather()
+		st, err := getStatus(ctx, status)
 		if err != nil {
 			return 0, err
 		}
-		taken, windows, dead := map[string]int64{}, map[string]float64{}, int64(0)
-		for _, mf := range mfs {
-			for _, m := range mf.GetMetric() {
-				var name, outcome string
-				for _, l := range m.GetLabel() {
-					switch l.GetName() {
-					case "aggregation":
-						name = l.GetValue()
-					case "outcome":
-						outcome = l.GetValue()
-					}
-				}
-				switch mf.GetName() {
-				case "sluice_aggregator_events_total":
-					n := int64(m.GetCounter().GetValue())
-					if outcome == "counted" || outcome == "late" || outcome == "duplicate" {
-						taken[name] += n
-					}
-					if outcome == "late" || outcome == "invalid" {
-						dead += n
-					}
-				case "sluice_aggregator_windows_emitted_total":
-					windows[name] = m.GetCounter().GetValue()
-				}
+		taken, windows, dead := map[string]int64{}, map[string]int64{}, int64(0)
+		for _, c := range st.Components {
+			name, ok := strings.CutPrefix(c.Name, "aggregator.")
+			if !ok {
+				continue
 			}
+			var d aggregator.Details
+			if err := json.Unmarshal(c.Details, &d); err != nil {
+				return 0, fmt.Errorf("status of %s: %w", c.Name, err)
+			}
+			taken[name] = d.Events["counted"] + d.Events["late"] + d.Events["duplicate"]
+			dead += d.Events["late"] + d.Events["invalid"]
+			windows[name] = d.Windows
 		}
 		ready := true
 		for name, n := range want {

@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/schema"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const enricherUsage = `Usage: sluice enricher --brokers host:port[,host:port] [flags]
@@ -17,22 +13,24 @@ Runs the enricher alone: it consumes the raw topic with a consumer group,
 validates each payload against its schema (--schemas), enriches it, and
 writes the enriched topic and the dead-letter topic exactly once, in Kafka
 transactions. Enrichers sharing --enricher-group share the partitions; each
-needs its own --transactional-id.
+needs its own --instance-id (or --transactional-id).
 
 Pipelines: yellow_taxi_trip gets pickup and dropoff borough and zone from
 the TLC zone lookup; with --forms-api, form_event gets its form's definition
 and becomes rows of the form and form_field tables.
+
+--ops-addr serves /metrics, /healthz, /readyz and the status API.
 `
 
 func runEnricher(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := config.NewFlagSet("enricher", enricherUsage, stderr)
+	fs := pipeline.NewFlagSet("enricher", enricherUsage, stderr)
 	logFlags(fs)
-	kafkaFlags(fs)
-	topicFlags(fs)
-	enricherFlags(fs)
-	schemaFlags(fs)
-	metricsAddr := "127.0.0.1:9465"
-	fs.String(&metricsAddr, "metrics-addr", "address serving /metrics, /healthz and /debug/pprof (empty: off)")
+	pipeline.ProcessFlags(fs, "instance-id")
+	pipeline.KafkaFlags(fs)
+	pipeline.TopicFlags(fs)
+	pipeline.EnricherFlags(fs, "enricher-group", "transactional-id", "unknown-schema", "enricher-concurrency", "forms-api")
+	pipeline.SchemaFlags(fs)
+	opsFlags(fs, "127.0.0.1:9465")
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -41,7 +39,6 @@ func runEnricher(ctx context.Context, args []string, _, stderr io.Writer) error 
 		fs.Usage()
 		return errNoBrokers
 	}
-	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
-		return enricherStage(ctx, cfg, schemas, logger, reg)
-	})
+	cfg.Enricher.Disabled = false
+	return runProcess(ctx, cfg, pipeline.Shape{Enricher: true}, logger, nil)
 }

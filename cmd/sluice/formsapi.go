@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/formsapi"
+	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/sample"
 )
 
@@ -24,7 +24,7 @@ bundled forms. Latency and failures can be injected for tests and demos.
 `
 
 func runFormsAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := config.NewFlagSet("forms-api", formsAPIUsage, stderr)
+	fset := pipeline.NewFlagSet("forms-api", formsAPIUsage, stderr)
 	var dir string
 	addr := "127.0.0.1:8090"
 	cfg := formsapi.Config{Status: 503}

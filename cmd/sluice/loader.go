@@ -4,40 +4,42 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/schema"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const loaderUsage = `Usage: sluice loader lake --brokers host:port[,host:port] [--lake DIR|s3://bucket/prefix] [flags]
+       sluice loader NAME --config FILE --brokers host:port[,host:port]
 
-Runs the lake loader alone: it consumes the loader topics with a consumer
+Runs a sink alone: the sinks of the config that are named NAME or are of
+type NAME. 'sluice loader lake' consumes the loader topics with a consumer
 group and writes each event type as a Hive-partitioned Parquet table,
-exactly once. Loaders sharing --loader-group share the partitions.
+exactly once; its flags set the first lake sink of the config (or the
+default one). Loaders sharing --loader-group share the partitions.
+
+--ops-addr serves /metrics, /healthz, /readyz and the status API.
 `
 
 func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	switch {
 	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help"):
 		args = []string{"lake", "--help"}
-	case len(args) == 0 || args[0] != "lake":
+	case len(args) == 0 || len(args[0]) == 0 || args[0][0] == '-':
 		fmt.Fprint(stderr, loaderUsage)
 		return errUsage
 	}
-	fs := config.NewFlagSet("loader lake", loaderUsage, stderr)
-	c := fs.Config()
-	fs.String(&c.DataDir, "data-dir", "data directory; the lake defaults to <data-dir>/lake")
+	name := args[0]
+	fs := pipeline.NewFlagSet("loader "+name, loaderUsage, stderr)
+	pipeline.ProcessFlags(fs, "data-dir", "instance-id")
 	logFlags(fs)
-	kafkaFlags(fs)
-	topicFlags(fs)
-	lakeFlags(fs)
-	loaderFlags(fs)
-	schemaFlags(fs)
-	metricsAddr := "127.0.0.1:9464"
-	fs.String(&metricsAddr, "metrics-addr", "address serving /metrics, /healthz and /debug/pprof (empty: off)")
+	pipeline.KafkaFlags(fs)
+	pipeline.TopicFlags(fs)
+	pipeline.LakeFlags(fs)
+	if name == "lake" {
+		pipeline.LakeSinkFlags(fs)
+	}
+	pipeline.SchemaFlags(fs)
+	opsFlags(fs, "127.0.0.1:9464")
 	cfg, logger, err := setup(fs, args[1:], stderr)
 	if err != nil {
 		return err
@@ -46,7 +48,8 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fs.Usage()
 		return errNoBrokers
 	}
-	return runStage(ctx, cfg, logger, metricsAddr, func(ctx context.Context, cfg config.Config, schemas *schema.Registry, logger *slog.Logger, reg prometheus.Registerer) (interface{ Run(context.Context) error }, error) {
-		return lakeStage(ctx, cfg, schemas, logger, reg)
-	})
+	if name == "lake" {
+		cfg.LakeSink()
+	}
+	return runProcess(ctx, cfg, pipeline.Shape{Sinks: []string{name}}, logger, nil)
 }

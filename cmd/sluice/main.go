@@ -1,6 +1,8 @@
-// Command sluice is the whole Sluice pipeline in one binary: `sluice up` runs
-// every stage in one process on an embedded Kafka broker, and each stage also
-// runs alone against a real cluster.
+// Command sluice is the whole Sluice pipeline in one binary: `sluice up`
+// runs every stage in one process on an embedded Kafka broker, and each
+// stage also runs alone against a real cluster. It only parses flags and
+// calls package pipeline, which builds the process, and package app, which
+// runs it.
 package main
 
 import (
@@ -8,11 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,13 +36,14 @@ func commands() []command {
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
 		{"enricher", "run the enricher against a Kafka cluster: schemas, lookups, APIs, models", runEnricher},
 		{"aggregator", "run the config file's windowed aggregations against a Kafka cluster", runAggregator},
-		{"loader", "run the lake loader against a Kafka cluster ('sluice loader lake')", runLoader},
+		{"loader", "run a sink against a Kafka cluster ('sluice loader lake')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},
 		{"forms-api", "serve form definitions at GET /forms/{id}, with injectable latency and failures", runFormsAPI},
+		{"config", "check a config file, print the effective config, or its reference", runConfig},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "sluice", version)
 			return err
@@ -95,7 +102,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errUsage):
 			return 2
 		default:
-			fmt.Fprintf(stderr, "sluice %s: %v\n", c.name, err)
+			// One line an error: several only when a config has several.
+			for _, e := range config.Errors(err) {
+				fmt.Fprintf(stderr, "sluice %s: %v\n", c.name, strings.ReplaceAll(e.Error(), "\n", "; "))
+			}
 			return 1
 		}
 	}
@@ -103,3 +113,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	usage(stderr)
 	return 2
 }
+
+// errUsage marks a wrong command line, already explained to the user.
+var errUsage = errors.New("usage")
+
+// parse resolves a command's configuration, turning flag errors into
+// errUsage (the flag package has printed them with the usage).
+func parse(fs *pipeline.FlagSet, args []string) (pipeline.Config, error) {
+	cfg, err := fs.Parse(args)
+	if err != nil {
+		if config.IsHelp(err) {
+			return cfg, err
+		}
+		if strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value") {
+			return cfg, errUsage
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// setup resolves a command's configuration and builds its logger.
+func setup(fs *pipeline.FlagSet, args []string, stderr io.Writer) (pipeline.Config, *slog.Logger, error) {
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return cfg, nil, err
+	}
+	logger, err := pipeline.NewLogger(cfg, stderr)
+	return cfg, logger, err
+}
+
+func logFlags(fs *pipeline.FlagSet) { pipeline.ProcessFlags(fs, "log-format", "log-level") }
+
+// opsFlags offers --ops-addr, with this command's default, and the old
+// name --metrics-addr.
+func opsFlags(fs *pipeline.FlagSet, addr string) {
+	fs.SetDefaults(func(c *pipeline.Config) { c.Ops.Addr = addr })
+	pipeline.OpsFlags(fs)
+	fs.Alias("metrics-addr", "ops-addr")
+}
+
+// runProcess builds shape's components from cfg and runs them until ctx
+// is done or one fails: the one way every long-running command runs.
+// started, when set, is told of the built process before it runs.
+func runProcess(ctx context.Context, cfg pipeline.Config, shape pipeline.Shape, logger *slog.Logger, started func(*pipeline.Process)) error {
+	p, err := pipeline.Build(ctx, cfg, shape, logger)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(p)
+	}
+	return p.Run(ctx)
+}
+
+var errNoBrokers = bus.ErrNoBrokers

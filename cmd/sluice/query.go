@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/query"
 )
 
@@ -25,10 +25,9 @@ It reads the files as they are, so it works while 'sluice up' is running.
 `
 
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("query", queryUsage, stderr)
-	c := fs.Config()
-	fs.String(&c.DataDir, "data-dir", "data directory; the lake defaults to <data-dir>/lake")
-	lakeFlags(fs)
+	fs := pipeline.NewFlagSet("query", queryUsage, stderr)
+	pipeline.ProcessFlags(fs, "data-dir")
+	pipeline.LakeFlags(fs)
 	format := "table"
 	var tables bool
 	fs.String(&format, "format", "output format: table, csv or json (JSON lines)")
@@ -42,7 +41,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
-	store, err := openLake(ctx, cfg)
+	store, err := lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3)
 	if err != nil {
 		return err
 	}
@@ -50,7 +49,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !ok {
 		// DuckDB here has no httpfs extension (nothing is downloaded at run
 		// time), so a remote lake is read through a local mirror.
-		cache := filepath.Join(cfg.DataDir, "cache", "lake", safeName(store.String()))
+		cache := filepath.Join(cfg.Process.DataDir, "cache", "lake", safeName(store.String()))
 		fmt.Fprintf(stderr, "mirroring %s into %s\n", store, cache)
 		if local, err = lake.Mirror(ctx, store, cache); err != nil {
 			return err
@@ -78,7 +77,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			res.Rows = append(res.Rows, []any{t.Name, t.Format, rows, t.Files, t.Bytes})
 		}
 		if len(ts) == 0 {
-			fmt.Fprintf(stderr, "the lake at %s has no tables yet\n", lakeURL(cfg))
+			fmt.Fprintf(stderr, "the lake at %s has no tables yet\n", cfg.LakeURL())
 		}
 		return query.Write(stdout, res, format)
 	}

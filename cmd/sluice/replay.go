@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/replay"
 	"github.com/sluicehq/sluice/internal/source"
 )
@@ -46,7 +46,7 @@ Examples:
 var errFailedEvents = errors.New("some events were not accepted")
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("replay", replayUsage, stderr)
+	fs := pipeline.NewFlagSet("replay", replayUsage, stderr)
 	rc := replay.DefaultConfig()
 	collector := "http://127.0.0.1:8080"
 	var files []string
@@ -76,9 +76,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Int(&rc.Concurrency, "concurrency", "requests in flight per producer")
 	fs.Int(&rc.Retries, "retries", "retries of a failed request before its events count as failed")
 	fs.String(&failedOut, "failed-out", "write events that were not accepted to this NDJSON file, with the reason")
-	fs.String(&fs.Config().Broker.Addr, "broker-addr", "with --to kafka, the embedded broker's address, used when --brokers is not given")
+	pipeline.BrokerFlags(fs, "broker-addr")
 	logFlags(fs)
-	kafkaFlags(fs)
+	pipeline.KafkaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -122,9 +122,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return errUsage
 		}
 		rc.KafkaFormat = valueFormat
-		brokersOrLocal(&cfg)
-		cl, err := bus.NewProducer(clientConfig(cfg, "sluice-replay"), bus.ProducerConfig{
-			Compression: cfg.Producer.Compression, MaxBufferedBytes: int(cfg.Producer.MaxBufferedBytes)}, logger)
+		cfg.BrokersOrLocal()
+		cl, err := bus.NewProducer(cfg.Client("sluice-replay"), cfg.Producer, logger)
 		if err != nil {
 			return err
 		}
@@ -227,7 +226,7 @@ func summarize(w io.Writer, sources []*source.Source, stats []*replay.Stats, too
 // withProgress runs replay, drawing progress bars on stderr when it is a
 // terminal.
 func withProgress(stderr io.Writer, sources []*source.Source, stats []*replay.Stats, replay func() error) error {
-	if !isTerminal(stderr) {
+	if !pipeline.IsTerminal(stderr) {
 		return replay()
 	}
 	bars := &progressBars{w: stderr, sources: sources, stats: stats, start: time.Now()}

@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const tailUsage = `Usage: sluice tail TOPIC [-n N] [--follow] [--from-beginning]
@@ -33,16 +33,15 @@ type tailRecord struct {
 }
 
 func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("tail", tailUsage, stderr)
-	c := fs.Config()
-	fs.String(&c.Broker.Addr, "broker-addr", "the embedded broker's address, used when --brokers is not given")
+	fs := pipeline.NewFlagSet("tail", tailUsage, stderr)
+	pipeline.BrokerFlags(fs, "broker-addr")
 	n := 10
 	var follow, fromStart bool
 	fs.Int(&n, "n", "how many of the newest records to print")
 	fs.Bool(&follow, "follow", "keep printing new records until Ctrl-C")
 	fs.Bool(&fromStart, "from-beginning", "print every record from the start of the topic (ignores -n)")
 	logFlags(fs)
-	kafkaFlags(fs)
+	pipeline.KafkaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
@@ -52,8 +51,8 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	topic := fs.Args()[0]
-	brokersOrLocal(&cfg)
-	admin, err := bus.NewClient(clientConfig(cfg, "sluice-tail"), logger)
+	cfg.BrokersOrLocal()
+	admin, err := bus.NewClient(cfg.Client("sluice-tail"), logger)
 	if err != nil {
 		return err
 	}
@@ -86,7 +85,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			remaining[e.Partition] = e.Offset
 		}
 	})
-	cl, err := bus.NewClient(clientConfig(cfg, "sluice-tail"), logger,
+	cl, err := bus.NewClient(cfg.Client("sluice-tail"), logger,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))
 	if err != nil {
 		return err

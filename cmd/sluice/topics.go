@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
 const topicsUsage = `Usage: sluice topics [--brokers host:port] [--json]
@@ -34,19 +34,18 @@ type topicInfo struct {
 }
 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := config.NewFlagSet("topics", topicsUsage, stderr)
-	c := fs.Config()
-	fs.String(&c.Broker.Addr, "broker-addr", "the embedded broker's address, used when --brokers is not given")
+	fs := pipeline.NewFlagSet("topics", topicsUsage, stderr)
+	pipeline.BrokerFlags(fs, "broker-addr")
 	var asJSON bool
 	fs.Bool(&asJSON, "json", "print JSON instead of a table")
 	logFlags(fs)
-	kafkaFlags(fs)
+	pipeline.KafkaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	brokersOrLocal(&cfg)
-	cl, err := bus.NewClient(clientConfig(cfg, "sluice-topics"), logger)
+	cfg.BrokersOrLocal()
+	cl, err := bus.NewClient(cfg.Client("sluice-topics"), logger)
 	if err != nil {
 		return err
 	}

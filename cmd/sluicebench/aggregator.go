@@ -194,13 +194,13 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 		{Name: "DATE", Type: "string"}, {Name: "TIME", Type: "string"}, {Name: "DESC", Type: "string"},
 		{Name: "ENTRIES", Type: "int"}, {Name: "EXITS", Type: "int"}}
 	cfg := aggregator.Config{Name: name, Topic: "mta-turnstile", Format: "csv", Columns: cols, Keyed: keyed,
-		TimeFields: []string{"DATE", "TIME"}, TimeLayout: "MM/DD/YYYY HH:mm:ss", TransactionalID: name,
-		Window: window.Config{Size: 4 * time.Hour, Delay: time.Hour,
-			GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
-			Dedupe:  []string{"C/A", "UNIT", "SCP", "STATION", "DATE", "TIME"},
-			Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
-				{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
-				{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}}}
+		Time: aggregator.Time{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"}, TransactionalID: name,
+		Window:  aggregator.Window{Size: 4 * time.Hour, Delay: time.Hour},
+		GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
+		Dedupe:  []string{"C/A", "UNIT", "SCP", "STATION", "DATE", "TIME"},
+		Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
+			{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
+			{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}}
 	reg := prometheus.NewRegistry()
 	a, err := aggregator.New(cfg, cc, prod, store, logger, reg)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing/fstest"
 	"text/tabwriter"
@@ -23,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/formsapi"
+	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
 )
@@ -105,11 +105,7 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	samples, err := sample.WriteTo(filepath.Join(dir, "sample"))
-	if err != nil {
-		return err
-	}
-	zones, err := enrich.LoadLookup(ctx, filepath.Join(samples, sample.TaxiZones), "LocationID")
+	zones, err := pipeline.TaxiZones(ctx)
 	if err != nil {
 		return err
 	}
@@ -119,11 +115,8 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	formPipeline := enricher.Pipeline{API: api, APIKey: "form", Model: &enrich.FormModel}
-	tripPipeline := enricher.Pipeline{Joins: []enricher.Join{
-		{Join: enrich.Join{Lookup: zones, Field: "PULocationID", Columns: []enrich.Rename{{From: "Borough", To: "pickup_borough"}, {From: "Zone", To: "pickup_zone"}}}},
-		{Join: enrich.Join{Lookup: zones, Field: "DOLocationID", Columns: []enrich.Rename{{From: "Borough", To: "dropoff_borough"}, {From: "Zone", To: "dropoff_zone"}}}},
-	}}
+	formPipeline := enricher.Forms(api)
+	tripPipeline := enricher.TaxiZones(zones)
 	run := func(name, topic, eventType string, p enricher.Pipeline) (time.Duration, error) {
 		cfg := enricher.DefaultConfig()
 		cfg.RawTopic, cfg.EnrichedTopic, cfg.DLQTopic = topic, "bench.enriched", "bench.dlq"

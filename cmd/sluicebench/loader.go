@@ -24,12 +24,13 @@ import (
 	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
+	"github.com/sluicehq/sluice/internal/sink"
 )
 
 // assigned reports whether the loader whose metrics reg holds has
 // partitions assigned.
 func assigned(reg *prometheus.Registry) bool {
-	return metricValue(reg, "sluice_loader_assigned_partitions") > 0
+	return metricValue(reg, "sluice_sink_assigned_partitions") > 0
 }
 
 // metricValue sums the counter or gauge series named name in reg.
@@ -184,11 +185,14 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, group string, ends kadm.ListedOffsets,
 	schemas loader.Schemas, logger *slog.Logger, cpuProfile string) (time.Duration, error) {
 	cfg := loader.DefaultConfig()
-	cfg.Schemas = schemas
 	cfg.Group = group
 	cfg.Topics = []string{"sluice.raw"} // the events as the collector wrote them
 	reg := prometheus.NewRegistry()
-	l, err := loader.New(cfg, cc, store, logger, reg)
+	lakeSink, err := loader.New(cfg, store, "sluice.dlq", schemas, logger, reg)
+	if err != nil {
+		return 0, err
+	}
+	l, err := sink.New("lake", cfg.Config, lakeSink, sink.Env{Logger: logger, Metrics: reg, Kafka: cc, DLQTopic: "sluice.dlq"})
 	if err != nil {
 		return 0, err
 	}

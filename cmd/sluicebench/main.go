@@ -25,9 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/internal/app"
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
-	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/loadgen"
 )
 
@@ -64,9 +64,9 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured time before each run")
 	batch := fs.Int("batch", 500, "events per batch request")
 	batchConns := fs.Int("batch-conns", 8, "connections for batch runs")
-	linger := fs.Duration("linger", config.Default().Producer.Linger, "producer linger")
+	linger := fs.Duration("linger", bus.DefaultProducerConfig().Linger, "producer linger")
 	fsync := fs.Bool("fsync", false, "fsync every batch in the embedded broker")
-	compression := fs.String("compression", config.Default().Producer.Compression, "producer compression: none, lz4, zstd, snappy or gzip")
+	compression := fs.String("compression", bus.DefaultProducerConfig().Compression, "producer compression: none, lz4, zstd, snappy or gzip")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	only := fs.String("only", "", "run only this mode: single or batch")
 	collectorOnly := fs.Bool("collector-only", false, "skip the no-op baseline (for profiling the collector)")
@@ -196,7 +196,8 @@ func startCollector(ctx context.Context, dir string, bc bus.BrokerConfig, pc bus
 	ccfg := collector.DefaultConfig()
 	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
 	reg := prometheus.NewRegistry()
-	col, err := collector.New(ccfg, prod, logger, reg, reg)
+	proc := app.NewProcess(logger)
+	col, err := collector.New(ccfg, prod, logger, reg, app.NewOps(app.OpsConfig{}, proc, reg, ccfg.ID, nil))
 	if err != nil {
 		stop()
 		return nil, nil, err

@@ -13,8 +13,8 @@ import (
 
 // Column is a declared field of CSV input.
 type Column struct {
-	Name string `yaml:"name"`
-	Type string `yaml:"type"` // string, int, float or timestamp
+	Name string `yaml:"name" doc:"The field's name."`
+	Type string `yaml:"type" doc:"string, int, float or timestamp."`
 }
 
 // Types a CSV column can be declared with.

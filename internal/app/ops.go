@@ -21,8 +21,8 @@ import (
 
 // OpsConfig configures the ops endpoints of a process.
 type OpsConfig struct {
-	Addr  string `yaml:"addr" doc:"Address of the ops endpoints (/metrics, /healthz, /readyz, /api/v1/status) of a process that runs no collector; a process with a collector serves them on the collector's address. Empty turns them off. Each command has its own default, so that stages run side by side on one machine do not clash."`
-	Pprof bool   `yaml:"pprof" doc:"Also serve Go's profiler at /debug/pprof/."`
+	Addr  string `yaml:"addr" flag:"ops-addr" doc:"Address of the ops endpoints (/metrics, /healthz, /readyz, /api/v1/status) of a process that runs no collector; a process with a collector serves them on the collector's address. Empty turns them off. Each command has its own default, so that stages run side by side on one machine do not clash."`
+	Pprof bool   `yaml:"pprof" flag:"pprof" doc:"Also serve Go's profiler at /debug/pprof/."`
 }
 
 // Validate reports settings the ops server cannot start with.

@@ -8,6 +8,7 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sluicehq/sluice/internal/health"
 )
 
 // MaxMessageBytes is the largest record batch the embedded broker accepts.
@@ -53,8 +56,10 @@ func (c BrokerConfig) Validate() error {
 	return nil
 }
 
-// Broker is a running embedded Kafka broker.
+// Broker is a running embedded Kafka broker, and a component of its
+// process.
 type Broker struct {
+	*health.Reporter
 	cluster *kfake.Cluster
 	addr    string
 	lock    *os.File
@@ -107,13 +112,21 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		}
 		return nil, fmt.Errorf("start embedded broker in %s: %w", cfg.Dir, err)
 	}
-	b := &Broker{cluster: c, addr: c.ListenAddrs()[0], lock: lock, logger: logger}
+	b := &Broker{Reporter: health.New("broker", logger), cluster: c, addr: c.ListenAddrs()[0], lock: lock, logger: logger}
 	logger.Info("embedded broker started", "addr", b.addr, "dir", cfg.Dir, "fsync", cfg.Fsync)
 	return b, nil
 }
 
 // Addr is the host:port clients connect to.
 func (b *Broker) Addr() string { return b.addr }
+
+// Run serves until ctx is done. The broker stops only with Close, which its
+// process calls after every other component has stopped, so that they
+// finish their writes.
+func (b *Broker) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
 
 // Close stops the broker, saving its state to its directory.
 func (b *Broker) Close() {

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,130 +9,130 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestLoadGood(t *testing.T) {
-	cfg, err := Load("testdata/full.good.yml")
+type testSettings struct {
+	Name    string              `yaml:"name" flag:"name" doc:"A name. More about it."`
+	Wait    time.Duration       `yaml:"wait" flag:"wait"`
+	Size    ByteSize            `yaml:"size"`
+	Tags    []string            `yaml:"tags" flag:"tag"`
+	Secret  string              `yaml:"secret" secret:"true"`
+	Inner   testInner           `yaml:"inner"`
+	Items   []testItem          `yaml:"items"`
+	ByName  map[string]testItem `yaml:"by_name"`
+	Ignored string              `yaml:"-"`
+}
+
+type testInner struct {
+	Embedded `yaml:",inline"`
+	N            int `yaml:"n"`
+}
+
+type Embedded struct {
+	On bool `yaml:"on"`
+}
+
+type testItem struct {
+	A int `yaml:"a"`
+	B int `yaml:"b"`
+}
+
+func (i *testItem) SetDefaults() { i.B = 7 }
+
+func TestDecode(t *testing.T) {
+	got := testSettings{Name: "kept", Size: 1}
+	err := DecodeYAML([]byte(`
+wait: 0
+size: 2KiB
+tags: [a, b]
+inner: {on: true, n: 3}
+items: [{a: 1}, {a: 2, b: 3}]
+by_name: {x: {a: 4}}
+`), &got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Default()
-	want.DataDir = "/var/lib/sluice"
-	want.LogFormat, want.LogLevel = "json", "debug"
-	want.Kafka = Kafka{Brokers: []string{"kafka-0:9092", "kafka-1:9092"}, TLS: true,
-		SASLMechanism: "SCRAM-SHA-512", SASLUser: "sluice", SASLPassword: "secret"}
-	want.Broker = Broker{Addr: "127.0.0.1:19092", Fsync: true}
-	want.Topics = Topics{Raw: "events.raw", Enriched: "events.enriched", DLQ: "events.dlq", Partitions: 12, Replication: 3}
-	want.Enricher = Enricher{Group: "enrichers", TransactionalID: "enricher-0", UnknownSchema: "reject", Concurrency: 64,
-		FormsAPI: "http://forms:8090/forms/{payload.form_id}"}
-	want.Collector = Collector{HTTPAddr: "0.0.0.0:8080", ID: "collector-0", APIKeys: []string{"k1", "k2"},
-		MaxBodyBytes: 512 << 10, MaxBatchBytes: 32 << 20, BatchMax: 5000, MaxInflightBytes: 1 << 30,
-		ProduceTimeout: 3 * time.Second, ShutdownTimeout: 20 * time.Second}
-	want.Producer = Producer{Linger: 5 * time.Millisecond, MaxBufferedBytes: 128 << 20, Compression: "zstd"}
-	want.Schemas = "/etc/sluice/schemas"
-	want.Lake = Lake{URL: "s3://events/lake", S3Endpoint: "http://minio:9000", S3Region: "eu-west-1", S3PathStyle: true}
-	want.Loader = Loader{Topics: []string{"sluice.enriched", "sluice.dlq"}, Group: "loaders", FlushRows: 50000,
-		FlushBytes: 32 << 20, FlushInterval: 30 * time.Second, MemoryLimit: 1 << 30, Tables: map[string]LoaderTable{
-			"agg_turnstile": {Format: "csv.gz"}, "yellow_taxi_trip": {TimeField: "tpep_pickup_datetime",
-				Columns: map[string]string{"tpep_pickup_datetime": "timestamp", "tpep_dropoff_datetime": "timestamp"}}}}
-	want.Aggregations = []Aggregation{{Name: "turnstile_4h", Topic: "mta-turnstile", Format: "csv",
-		Columns: []Column{{"C/A", "string"}, {"ENTRIES", "int"}},
-		Time:    AggregationTime{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"},
-		Window:  AggregationWindow{Size: 4 * time.Hour, Delay: time.Hour, IdleTimeout: 30 * time.Second},
-		GroupBy: []string{"C/A"}, Dedupe: []string{"C/A", "DATE", "TIME"},
-		Aggregates: []Aggregate{{Op: "sum", Field: "ENTRIES", As: "entries"}}, Output: AggregationOutput{Format: "csv.gz"},
-		MaxOpenWindows: 1000000, Partitions: 6, Group: "turnstile-aggregators"}}
-	if diff := cmp.Diff(want, cfg); diff != "" {
-		t.Errorf("Load mismatch (-want +got):\n%s", diff)
+	want := testSettings{Name: "kept", Size: 2 << 10, Tags: []string{"a", "b"}, Inner: testInner{Embedded{true}, 3},
+		Items: []testItem{{1, 7}, {2, 3}}, ByName: map[string]testItem{"x": {4, 7}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decoded (-want +got):\n%s", diff)
 	}
+}
 
-	empty, err := Load("testdata/empty.good.yml")
+// TestDecodeReportsEveryError checks that each problem of a file is one
+// error, with its path and line.
+func TestDecodeReportsEveryError(t *testing.T) {
+	var s testSettings
+	err := DecodeYAML([]byte(`
+nam: x
+wait: 5
+size: lots
+inner: {on: maybe, m: 1}
+items: [{a: x}]
+tags: one
+`), &s)
+	want := []string{
+		"nam: unknown setting; did you mean name? (known here: by_name, inner, items, name, secret, size, tags, wait) (line 2)",
+		"wait: want a duration with a unit, such as 5s, got 5 (line 3)",
+		`size: want a size such as 65536, 64KiB or 1MiB, got "lots" (line 4)`,
+		"inner.on: want true or false, got `maybe` (line 5)",
+		"inner.m: unknown setting; did you mean n? (known here: n, on) (line 5)",
+		"items[0].a: want a whole number, got `x` (line 6)",
+		"tags: want a list, got a value (line 7)",
+	}
+	var got []string
+	for _, e := range Errors(err) {
+		got = append(got, e.Error())
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+}
+
+func TestEncodeMasksSecrets(t *testing.T) {
+	b, err := EncodeYAML(testSettings{Name: "n", Wait: 1500 * time.Millisecond, Size: 64 << 10, Secret: "hunter2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(Default(), empty); diff != "" {
-		t.Errorf("an empty file must mean the defaults (-want +got):\n%s", diff)
+	for _, want := range []string{"wait: 1.5s", "size: 64KiB", "secret: '*****'"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("encoded lacks %q:\n%s", want, b)
+		}
+	}
+	if strings.Contains(string(b), "hunter2") {
+		t.Errorf("the secret shows:\n%s", b)
 	}
 }
 
-func TestLoadBad(t *testing.T) {
-	tests := map[string]string{
-		"unknown_key.bad.yml":  "field http_adr not found",
-		"bad_size.bad.yml":     `want a size such as 65536, 64KiB or 1MiB, got "lots"`,
-		"bad_duration.bad.yml": "soon",
-		"missing.yml":          "no such file",
+// TestFlagSet checks defaults < file < environment < flags for settings
+// and for a command's own values, and lists replaced rather than grown.
+func TestFlagSet(t *testing.T) {
+	load := func(c *testSettings, path string) error { return DecodeYAML([]byte("name: file\ntags: [f]\n"), c) }
+	fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{}, func() testSettings { return testSettings{Name: "default"} }, load)
+	fs.Section(func(c *testSettings) any { return c })
+	n := 3
+	fs.Int(&n, "n", "a number of the command's own")
+	t.Setenv("SLUICE_NAME", "env")
+	t.Setenv("SLUICE_TAG", "e1,e2")
+	t.Setenv("SLUICE_N", "4")
+	cfg, err := fs.Parse([]string{"--config", "x.yml", "pos", "--tag", "g1", "--wait", "2s"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for file, want := range tests {
-		_, err := Load(filepath.Join("testdata", file))
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Load(%s) = %v, want an error containing %q", file, err, want)
+	if cfg.Name != "env" || !cmp.Equal(cfg.Tags, []string{"g1"}) || cfg.Wait != 2*time.Second || n != 4 {
+		t.Errorf("resolved %+v, n %d", cfg, n)
+	}
+	if diff := cmp.Diff([]string{"pos"}, fs.Args()); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	var help bytes.Buffer
+	fs2 := NewFlagSet("test", "Usage: test", &help, func() testSettings { return testSettings{Name: "default"} }, load)
+	fs2.Section(func(c *testSettings) any { return c })
+	if _, err := fs2.Parse([]string{"-h"}); !IsHelp(err) {
+		t.Fatalf("-h = %v", err)
+	}
+	for _, want := range []string{"A name (env SLUICE_NAME)", "(default default)", "SLUICE_WAIT"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, help.String())
 		}
-	}
-}
-
-// TestPrecedence checks file < environment < flags, list flags replacing
-// rather than appending, and flags given between positional arguments.
-func TestPrecedence(t *testing.T) {
-	parse := func(env map[string]string, args ...string) (Config, []string) {
-		t.Helper()
-		for k, v := range env {
-			t.Setenv(k, v)
-		}
-		fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{})
-		c := fs.Config()
-		fs.String(&c.Collector.HTTPAddr, "http-addr", "")
-		fs.List(&c.Collector.APIKeys, "api-key", "")
-		fs.Bytes(&c.Collector.MaxBodyBytes, "max-body-bytes", "")
-		fs.Duration(&c.Collector.ProduceTimeout, "produce-timeout", "")
-		fs.Bool(&c.Broker.Fsync, "broker-fsync", "")
-		cfg, err := fs.Parse(args)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg, fs.Args()
-	}
-	file := []string{"--config", "testdata/full.good.yml"}
-
-	cfg, _ := parse(nil, file...)
-	if cfg.Collector.HTTPAddr != "0.0.0.0:8080" || cfg.Collector.ProduceTimeout != 3*time.Second {
-		t.Errorf("file not applied: %+v", cfg.Collector)
-	}
-	cfg, _ = parse(map[string]string{"SLUICE_HTTP_ADDR": "127.0.0.1:1", "SLUICE_API_KEY": "e1,e2"}, file...)
-	if cfg.Collector.HTTPAddr != "127.0.0.1:1" || !cmp.Equal(cfg.Collector.APIKeys, []string{"e1", "e2"}) {
-		t.Errorf("environment must win over the file: %q %q", cfg.Collector.HTTPAddr, cfg.Collector.APIKeys)
-	}
-	cfg, args := parse(map[string]string{"SLUICE_HTTP_ADDR": "127.0.0.1:1", "SLUICE_API_KEY": "e1"},
-		append(file, "topic", "--http-addr", "127.0.0.1:2", "--api-key", "f1", "--api-key", "f2",
-			"--max-body-bytes", "2MiB", "--broker-fsync", "other")...)
-	if cfg.Collector.HTTPAddr != "127.0.0.1:2" || !cmp.Equal(cfg.Collector.APIKeys, []string{"f1", "f2"}) ||
-		cfg.Collector.MaxBodyBytes != 2<<20 || !cfg.Broker.Fsync {
-		t.Errorf("flags must win over the environment: %+v", cfg.Collector)
-	}
-	if diff := cmp.Diff([]string{"topic", "other"}, args); diff != "" {
-		t.Errorf("positional args (-want +got):\n%s", diff)
-	}
-	// Settings nobody touched keep the file's values.
-	if cfg.Topics.Raw != "events.raw" {
-		t.Errorf("topics.raw = %q, want the file's", cfg.Topics.Raw)
-	}
-}
-
-func TestBadFlagValues(t *testing.T) {
-	for _, args := range [][]string{
-		{"--max-body-bytes", "huge"},
-		{"--produce-timeout", "5"},
-	} {
-		fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{})
-		c := fs.Config()
-		fs.Bytes(&c.Collector.MaxBodyBytes, "max-body-bytes", "")
-		fs.Duration(&c.Collector.ProduceTimeout, "produce-timeout", "")
-		if _, err := fs.Parse(args); err == nil {
-			t.Errorf("Parse(%v) accepted a bad value", args)
-		}
-	}
-	t.Setenv("SLUICE_PRODUCE_TIMEOUT", "later")
-	fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{})
-	fs.Duration(&fs.Config().Collector.ProduceTimeout, "produce-timeout", "")
-	if _, err := fs.Parse(nil); err == nil || !strings.Contains(err.Error(), "SLUICE_PRODUCE_TIMEOUT") {
-		t.Errorf("a bad environment value: %v, want an error naming the variable", err)
 	}
 }
 

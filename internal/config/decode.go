@@ -260,11 +260,11 @@ func structFields(t reflect.Type) map[string]field {
 	out := map[string]field{}
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if !sf.IsExported() {
+		if !sf.IsExported() && !sf.Anonymous {
 			continue
 		}
 		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if name == "-" {
+		if name == "-" || !sf.IsExported() && opts != "inline" {
 			continue
 		}
 		if opts == "inline" {
@@ -286,11 +286,11 @@ func orderedFields(t reflect.Type) []field {
 	var out []field
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if !sf.IsExported() {
+		if !sf.IsExported() && !sf.Anonymous {
 			continue
 		}
 		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if name == "-" {
+		if name == "-" || !sf.IsExported() && opts != "inline" {
 			continue
 		}
 		if opts == "inline" {

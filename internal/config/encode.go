@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding"
 	"fmt"
 	"reflect"
@@ -24,7 +25,16 @@ const Masked = "*****"
 // back: durations as 10s, sizes as 64MiB, secrets masked.
 func EncodeYAML(v any) ([]byte, error) {
 	n := EncodeNode(reflect.ValueOf(v), false)
-	return yaml.Marshal(n)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(n); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // EncodeNode is v as a YAML node; secret masks it.
@@ -159,6 +169,10 @@ func describeValue(v reflect.Value, prefix string) []Setting {
 			continue
 		case isSettingsStruct(ft):
 			out = append(out, describeValue(fv, path)...)
+			continue
+		case ft.Kind() == reflect.Slice && reflect.PointerTo(ft.Elem()).Implements(nodeDecoder):
+			s.Type = "list"
+			out = append(out, s)
 			continue
 		case ft.Kind() == reflect.Slice && isSettingsStruct(ft.Elem()):
 			s.Type = "list"

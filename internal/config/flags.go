@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,13 +92,14 @@ func (f *FlagSet[C]) SetDefaults(fn func(*C)) {
 }
 
 // Section offers as flags the settings of the struct at(c) points to that
-// have a flag tag, in it and in the structs it holds.
-func (f *FlagSet[C]) Section(at func(*C) any) {
+// have a flag tag, in it and in the structs it holds; with names, only
+// those flags.
+func (f *FlagSet[C]) Section(at func(*C) any, names ...string) {
 	t := reflect.TypeOf(at(&f.display)).Elem()
-	f.section(t, nil, at)
+	f.section(t, nil, at, names)
 }
 
-func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any) {
+func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any, only []string) {
 	for i := range t.NumField() {
 		sf := t.Field(i)
 		if !sf.IsExported() {
@@ -105,6 +107,9 @@ func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any) {
 		}
 		idx := append(append([]int(nil), index...), i)
 		if name := sf.Tag.Get("flag"); name != "" {
+			if len(only) > 0 && !slices.Contains(only, name) {
+				continue
+			}
 			usage := sf.Tag.Get("doc")
 			if j := strings.Index(usage, ". "); j > 0 {
 				usage = usage[:j]
@@ -116,7 +121,7 @@ func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any) {
 			continue
 		}
 		if sf.Type.Kind() == reflect.Struct && sf.Type != durationType {
-			f.section(sf.Type, idx, at)
+			f.section(sf.Type, idx, at, only)
 		}
 	}
 }
@@ -172,6 +177,25 @@ func (f *FlagSet[C]) Bool(p *bool, name, usage string) {
 func (f *FlagSet[C]) Int(p *int, name, usage string) {
 	def := *p
 	f.bind(name, usage, func(*C) flag.Value { return (*intValue)(p) }, false, func() { *p = def })
+}
+
+// Float binds a number flag to p, outside C.
+func (f *FlagSet[C]) Float(p *float64, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*floatValue)(p) }, false, func() { *p = def })
+}
+
+// Duration binds a duration flag to p, outside C.
+func (f *FlagSet[C]) Duration(p *time.Duration, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*durationValue)(p) }, false, func() { *p = def })
+}
+
+// List binds a flag that may repeat, and may hold comma-separated items,
+// to p, outside C.
+func (f *FlagSet[C]) List(p *[]string, name, usage string) {
+	def := *p
+	f.bind(name, usage, func(*C) flag.Value { return (*listValue)(p) }, true, func() { *p = def })
 }
 
 // Alias makes old another name of the flag name, for settings renamed.

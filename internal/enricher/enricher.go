@@ -77,6 +77,22 @@ type Join struct {
 	Reject bool
 }
 
+// TaxiZones is the bundled yellow_taxi_trip pipeline: the pickup and
+// dropoff borough and zone joined from the TLC zone lookup (keyed by
+// LocationID).
+func TaxiZones(zones *enrich.Lookup) Pipeline {
+	return Pipeline{Joins: []Join{
+		{Join: enrich.Join{Lookup: zones, Field: "PULocationID", Columns: []enrich.Rename{{From: "Borough", To: "pickup_borough"}, {From: "Zone", To: "pickup_zone"}}}},
+		{Join: enrich.Join{Lookup: zones, Field: "DOLocationID", Columns: []enrich.Rename{{From: "Borough", To: "dropoff_borough"}, {From: "Zone", To: "dropoff_zone"}}}},
+	}}
+}
+
+// Forms is the bundled form_event pipeline: each form's definition fetched
+// from api, and the event modelled into form and form_field rows.
+func Forms(api *enrich.API) Pipeline {
+	return Pipeline{API: api, APIKey: "form", Model: &enrich.FormModel}
+}
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{RawTopic: "sluice.raw", EnrichedTopic: "sluice.enriched", DLQTopic: "sluice.dlq",

@@ -1,4 +1,4 @@
-package lake
+package lake_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/hamba/avro/v2/ocf"
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/row"
 	"github.com/sluicehq/sluice/internal/s3test"
@@ -24,23 +25,23 @@ func TestTableName(t *testing.T) {
 		"com.acme/Sign Up!": "com_acme_sign_up", "": "unnamed", "___": "unnamed", "2fa": "t_2fa", "a\x00b": "a_b",
 		"_sluice": "sluice", "Café": "café",
 	} {
-		if got := TableName(in); got != want {
+		if got := lake.TableName(in); got != want {
 			t.Errorf("TableName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
 func TestFilePathRoundTrip(t *testing.T) {
-	f := File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 2, First: 10, Last: 99, Ext: "parquet"}
+	f := lake.File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 2, First: 10, Last: 99, Ext: "parquet"}
 	if got := f.Path(); got != "trip/event_date=2025-01-01/sluice.raw-2-10-99.parquet" {
 		t.Fatalf("Path() = %s", got)
 	}
-	back, ok := ParseFile(f.Path())
+	back, ok := lake.ParseFile(f.Path())
 	if !ok || back != f {
 		t.Errorf("ParseFile(%s) = %+v, %v", f.Path(), back, ok)
 	}
 	for _, bad := range []string{"trip/x.parquet", "_sluice/progress/t/0.json", "trip/event_date=2025-01-01/.sluice.raw-2-10-99.parquet.123.tmp"} {
-		if _, ok := ParseFile(bad); ok {
+		if _, ok := lake.ParseFile(bad); ok {
 			t.Errorf("ParseFile(%q) accepted", bad)
 		}
 	}
@@ -48,9 +49,9 @@ func TestFilePathRoundTrip(t *testing.T) {
 
 // storages runs a test against every Storage: a local directory and a
 // bucket on the in-process S3 server.
-func storages(t *testing.T, f func(t *testing.T, s Storage)) {
+func storages(t *testing.T, f func(t *testing.T, s lake.Storage)) {
 	t.Run("local", func(t *testing.T) {
-		s, err := NewLocal(t.TempDir())
+		s, err := lake.NewLocal(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +59,7 @@ func storages(t *testing.T, f func(t *testing.T, s Storage)) {
 	})
 	t.Run("s3", func(t *testing.T) {
 		endpoint, bucket := s3test.Bucket(t)
-		s, err := NewS3("s3://"+bucket+"/lake", S3Config{Endpoint: endpoint, Region: s3test.Region,
+		s, err := lake.NewS3("s3://"+bucket+"/lake", lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
 			PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey})
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +72,7 @@ func storages(t *testing.T, f func(t *testing.T, s Storage)) {
 }
 
 func TestStorage(t *testing.T) {
-	storages(t, func(t *testing.T, s Storage) {
+	storages(t, func(t *testing.T, s lake.Storage) {
 		ctx := context.Background()
 		w, err := s.Create(ctx, "a/b/c.parquet")
 		if err != nil {
@@ -96,13 +97,13 @@ func TestStorage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]Object{{Path: "a/b/c.parquet", Size: 5}}, objs); diff != "" {
+		if diff := cmp.Diff([]lake.Object{{Path: "a/b/c.parquet", Size: 5}}, objs); diff != "" {
 			t.Errorf("List mismatch (-want +got):\n%s", diff)
 		}
 		if b, err := s.ReadObject(ctx, "a/b/c.parquet"); err != nil || string(b) != "hello" {
 			t.Errorf("ReadObject = %q, %v", b, err)
 		}
-		if _, err := s.ReadObject(ctx, "nope"); !errors.Is(err, ErrNotExist) {
+		if _, err := s.ReadObject(ctx, "nope"); !errors.Is(err, lake.ErrNotExist) {
 			t.Errorf("ReadObject(missing) = %v, want ErrNotExist", err)
 		}
 		if _, err := s.Create(ctx, "../escape"); err == nil {
@@ -121,7 +122,7 @@ func TestStorage(t *testing.T) {
 }
 
 func TestMirror(t *testing.T) {
-	storages(t, func(t *testing.T, s Storage) {
+	storages(t, func(t *testing.T, s lake.Storage) {
 		ctx := context.Background()
 		put := func(p, data string) {
 			w, _ := s.Create(ctx, p)
@@ -133,36 +134,36 @@ func TestMirror(t *testing.T) {
 		put("t/event_date=2025-01-01/raw-0-0-9.parquet", "one")
 		put("_sluice/progress/raw/0.json", "{}")
 		dir := t.TempDir()
-		m, err := Mirror(ctx, s, dir)
+		m, err := lake.Mirror(ctx, s, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		put("t/event_date=2025-01-01/raw-0-10-19.parquet", "two")
-		if m, err = Mirror(ctx, s, dir); err != nil {
+		if m, err = lake.Mirror(ctx, s, dir); err != nil {
 			t.Fatal(err)
 		}
 		objs, _ := m.List(ctx, "")
-		if diff := cmp.Diff([]Object{{"t/event_date=2025-01-01/raw-0-0-9.parquet", 3}, {"t/event_date=2025-01-01/raw-0-10-19.parquet", 3}}, objs); diff != "" {
+		if diff := cmp.Diff([]lake.Object{{"t/event_date=2025-01-01/raw-0-0-9.parquet", 3}, {"t/event_date=2025-01-01/raw-0-10-19.parquet", 3}}, objs); diff != "" {
 			t.Errorf("mirror holds (-want +got):\n%s", diff)
 		}
 	})
 }
 
 func TestProgress(t *testing.T) {
-	storages(t, func(t *testing.T, s Storage) { testProgress(t, s) })
+	storages(t, func(t *testing.T, s lake.Storage) { testProgress(t, s) })
 }
 
-func testProgress(t *testing.T, s Storage) {
+func testProgress(t *testing.T, s lake.Storage) {
 	ctx := context.Background()
-	p, err := ReadProgress(ctx, s, "sluice.raw", 1)
+	p, err := lake.ReadProgress(ctx, s, "sluice.raw", 1)
 	if err != nil || p.Committed != -1 || p.Pending != nil {
 		t.Fatalf("fresh progress = %+v, %v", p, err)
 	}
-	want := Progress{Committed: 41, Pending: &Range{First: 42, Last: 99}}
-	if err := WriteProgress(ctx, s, "sluice.raw", 1, want); err != nil {
+	want := lake.Progress{Committed: 41, Pending: &lake.Range{First: 42, Last: 99}}
+	if err := lake.WriteProgress(ctx, s, "sluice.raw", 1, want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadProgress(ctx, s, "sluice.raw", 1)
+	got, err := lake.ReadProgress(ctx, s, "sluice.raw", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func testProgress(t *testing.T, s Storage) {
 // a type conflict, and reads the file back.
 func TestBufferParquet(t *testing.T) {
 	var r row.Rower
-	b := NewBuffer()
+	b := lake.NewBuffer()
 	for _, ev := range []string{
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK","tags":["a"]}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null,"tip":1,"event_type":"x"}}`,
@@ -239,7 +240,7 @@ func TestBufferParquet(t *testing.T) {
 // back with independent readers.
 func TestBufferFormats(t *testing.T) {
 	var r row.Rower
-	b := NewBuffer()
+	b := lake.NewBuffer()
 	for _, ev := range []string{
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.123456Z","payload":{"fare":10,"zone":"JFK, T4","tags":["a"],"2nd":true}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:19:00.000000Z","payload":{"fare":12.5,"zone":null}}`,

@@ -21,14 +21,16 @@ import (
 type S3Config struct {
 	// Endpoint is host:port or a URL; http:// turns TLS off. Empty means
 	// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then s3.amazonaws.com.
-	Endpoint string
-	Region   string
+	Endpoint string `yaml:"s3_endpoint" flag:"s3-endpoint" doc:"S3 endpoint, host:port or a URL (http:// for no TLS). Default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then AWS S3."`
+	Region   string `yaml:"s3_region" flag:"s3-region" doc:"S3 region. Default: AWS_REGION."`
 	// PathStyle addresses buckets as endpoint/bucket rather than
 	// bucket.endpoint, as MinIO and most self-hosted stores want.
-	PathStyle    bool
-	AccessKey    string
-	SecretKey    string
-	SessionToken string
+	PathStyle bool `yaml:"s3_path_style" flag:"s3-path-style" doc:"Address buckets by path (endpoint/bucket), as MinIO and most self-hosted stores want."`
+	// Credentials come from the standard AWS_* variables, the shared
+	// credentials file or the instance role, never from the config file.
+	AccessKey    string `yaml:"-"`
+	SecretKey    string `yaml:"-"`
+	SessionToken string `yaml:"-"`
 }
 
 // fromEnv fills empty fields from the AWS_* variables.

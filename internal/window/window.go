@@ -42,9 +42,9 @@ var ops = []Op{Count, Sum, Min, Max, Avg, First, Last, Delta}
 // Aggregate is one output column: Op over the input Field (none for a
 // count of events), named As.
 type Aggregate struct {
-	Op    Op     `yaml:"op"`
-	Field string `yaml:"field"`
-	As    string `yaml:"as"`
+	Op    Op     `yaml:"op" doc:"count, sum, min, max, avg, first, last or delta (last minus first)."`
+	Field string `yaml:"field" doc:"The field aggregated; none for count."`
+	As    string `yaml:"as" doc:"The output column's name."`
 }
 
 // Config configures an Operator.

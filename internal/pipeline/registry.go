@@ -1,0 +1,32 @@
+package pipeline
+
+import (
+	"slices"
+
+	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/sink"
+)
+
+// sinks are the sink types a config's sinks: entries name: a new sink is a
+// package with its Spec, and a line here.
+var sinks = []sink.Spec{
+	loader.Spec,
+}
+
+// SinkSpec finds a sink type by name.
+func SinkSpec(typ string) (sink.Spec, bool) {
+	i := slices.IndexFunc(sinks, func(s sink.Spec) bool { return s.Type == typ })
+	if i < 0 {
+		return sink.Spec{}, false
+	}
+	return sinks[i], true
+}
+
+// SinkTypes names the registered sink types.
+func SinkTypes() []string {
+	out := make([]string, len(sinks))
+	for i, s := range sinks {
+		out[i] = s.Type
+	}
+	return out
+}
