@@ -37,8 +37,9 @@ type Runner struct {
 
 	mu    sync.Mutex // guards parts against the group's callbacks
 	parts map[tp]*partition
-	// buffered is the bytes of every buffer, being filled or written.
-	buffered atomic.Int64
+	// buffered is the bytes of every buffer, being filled or written;
+	// queued, of those handed to the flusher.
+	buffered, queued atomic.Int64
 
 	queue   *queue
 	running atomic.Bool
@@ -297,9 +298,13 @@ func (r *Runner) flushDue() {
 }
 
 // shed flushes the largest buffers while the bytes buffered exceed the
-// memory limit: the files are simply smaller.
+// memory limit and the buffers being filled hold half of it or more: the
+// files are simply smaller. When it is the writes that hold the memory,
+// flushing small buffers would not help; the runner waits for the writes
+// instead (waitRoom).
 func (r *Runner) shed() {
-	for r.buffered.Load() > int64(r.cfg.MemoryLimit) {
+	limit := int64(r.cfg.MemoryLimit)
+	for r.buffered.Load() > limit && r.buffered.Load()-r.queued.Load() > limit/2 {
 		var largest *partition
 		for _, st := range r.parts {
 			if st.forced < 0 && st.rows > 0 && (largest == nil || st.bytes > largest.bytes) {
@@ -322,6 +327,11 @@ func (r *Runner) waitRoom(ctx context.Context) error {
 		r.mu.Lock()
 		r.shed()
 		r.mu.Unlock()
+		if r.queue.len() == 0 {
+			// What is left are ranges being reloaded exactly, which end
+			// only by reading on.
+			return ctx.Err()
+		}
 		if err := r.queue.waitChange(ctx); err != nil {
 			return err
 		}
@@ -341,6 +351,7 @@ func (r *Runner) flush(st *partition) {
 	rng := &Range{Topic: st.topic, Partition: st.partition, First: st.first, Last: st.last, Committed: st.committed,
 		Buffer: st.buf, Rows: st.rows, Bytes: st.bytes, Rejected: st.rejected, point: r.inject}
 	st.reset(st.last, r.sink.NewBuffer(st.topic, st.partition))
+	r.queued.Add(int64(rng.Bytes))
 	r.queue.push(rng)
 }
 
@@ -380,6 +391,7 @@ func (r *Runner) flusher(ctx context.Context) {
 		}
 		r.retry(ctx, j)
 		j.rng.Buffer.Release()
+		r.queued.Add(-int64(j.rng.Bytes))
 		r.buffered.Add(-int64(j.rng.Bytes))
 		r.metrics.buffered.Sub(float64(j.rng.Bytes))
 		r.queue.done(j)
@@ -429,10 +441,14 @@ func (r *Runner) write(ctx context.Context, rng *Range) error {
 	if err := r.inject(PointWritten); err != nil {
 		return err
 	}
-	if len(rng.Rejected) > 0 {
+	if len(rng.Rejected) > 0 && !rng.deadLettered {
+		// Before the commit, so that none is lost; once per range, so
+		// that a retried commit does not send them again. A crash between
+		// the two does: the runner's dead letters are at least once.
 		if err := r.cl.ProduceSync(ctx, rng.Rejected...).FirstErr(); err != nil {
 			return fmt.Errorf("dead letters of %s/%d: %w", rng.Topic, rng.Partition, err)
 		}
+		rng.deadLettered = true
 	}
 	if err := r.sink.Commit(ctx, rng); err != nil {
 		return err

@@ -111,8 +111,9 @@ type Range struct {
 	Rows, Bytes int
 	// Rejected are the dead letters of the range's records the sink could
 	// not take, written before the range is committed.
-	Rejected []*kgo.Record
-	point    func(string) error
+	Rejected     []*kgo.Record
+	deadLettered bool
+	point        func(string) error
 }
 
 // Point marks a crash point of a sink's Write; tests stop the runner there
