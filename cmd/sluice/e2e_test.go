@@ -179,7 +179,9 @@ func TestUpCollectTailSurvivesKill(t *testing.T) {
 	}
 	records := map[string]int64{}
 	for _, tp := range topics {
-		records[tp.Topic] = tp.Records
+		if tp.Records != nil {
+			records[tp.Topic] = *tp.Records
+		}
 	}
 	if records["sluice.raw"] != 3 || records["sluice.dlq"] != 1 {
 		t.Errorf("after kill -9 and restart: %v, want 3 raw and 1 dead letter", records)

@@ -15,10 +15,13 @@ import (
 	"github.com/sluicehq/sluice/internal/pipeline"
 )
 
-const topicsUsage = `Usage: sluice topics [--brokers host:port] [--json]
+const topicsUsage = `Usage: sluice topics [--brokers host:port] [--json] [--count-limit N]
 
-Lists the topics with their partitions, offsets and record counts. Without
---brokers it asks the embedded broker at --broker-addr.
+Lists the topics with their partitions, offsets and records. Offsets are
+offsets: on a transactional topic (sluice.enriched, the repartition topics)
+commit markers take offsets too, so records are counted by reading them,
+read committed, for topics of up to --count-limit offsets ('-' past it).
+Without --brokers it asks the embedded broker at --broker-addr.
 `
 
 type partitionInfo struct {
@@ -30,14 +33,20 @@ type partitionInfo struct {
 type topicInfo struct {
 	Topic      string          `json:"topic"`
 	Partitions []partitionInfo `json:"partitions"`
-	Records    int64           `json:"records"`
+	// Offsets is the offsets the partitions span, end minus start.
+	Offsets int64 `json:"offsets"`
+	// Records is the records counted, or absent when the topic is over
+	// the count limit.
+	Records *int64 `json:"records,omitempty"`
 }
 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pipeline.NewFlagSet("topics", topicsUsage, stderr)
 	pipeline.BrokerFlags(fs, "broker-addr")
 	var asJSON bool
+	limit := 1_000_000
 	fs.Bool(&asJSON, "json", "print JSON instead of a table")
+	fs.Int(&limit, "count-limit", "count the records of topics spanning up to this many offsets (0: every topic)")
 	logFlags(fs)
 	pipeline.KafkaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)
@@ -50,11 +59,30 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	topics, err := listTopics(ctx, kadm.NewClient(cl))
 	if err != nil {
 		return fmt.Errorf("%w (is Kafka running at %s?)", err, cfg.Kafka.Brokers[0])
+	}
+	spans := map[string]map[int32]bus.Span{}
+	for _, t := range topics {
+		if limit > 0 && t.Offsets > int64(limit) {
+			continue
+		}
+		spans[t.Topic] = map[int32]bus.Span{}
+		for _, p := range t.Partitions {
+			spans[t.Topic][p.Partition] = bus.Span{Start: p.Start, End: p.End}
+		}
+	}
+	counts, err := bus.CountRecords(ctx, cfg.Client("sluice-topics"), spans)
+	if err != nil {
+		return fmt.Errorf("count records: %w", err)
+	}
+	for i := range topics {
+		if n, ok := counts[topics[i].Topic]; ok {
+			topics[i].Records = &n
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -62,13 +90,17 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(topics)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tRECORDS\tEND OFFSETS")
+	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tRECORDS\tOFFSETS\tEND OFFSETS")
 	for _, t := range topics {
 		ends := make([]string, len(t.Partitions))
 		for i, p := range t.Partitions {
 			ends[i] = fmt.Sprintf("%d:%d", p.Partition, p.End)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", t.Topic, len(t.Partitions), t.Records, ends)
+		records := "-"
+		if t.Records != nil {
+			records = fmt.Sprint(*t.Records)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%v\n", t.Topic, len(t.Partitions), records, t.Offsets, ends)
 	}
 	return tw.Flush()
 }
@@ -98,7 +130,7 @@ func listTopics(ctx context.Context, adm *kadm.Client) ([]topicInfo, error) {
 			s, _ := starts.Lookup(name, p)
 			e, _ := ends.Lookup(name, p)
 			t.Partitions = append(t.Partitions, partitionInfo{Partition: p, Start: s.Offset, End: e.Offset})
-			t.Records += max(e.Offset-s.Offset, 0)
+			t.Offsets += max(e.Offset-s.Offset, 0)
 		}
 		slices.SortFunc(t.Partitions, func(a, b partitionInfo) int { return int(a.Partition - b.Partition) })
 		out = append(out, t)

@@ -16,7 +16,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -95,7 +97,7 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		kfake.DataDir(cfg.Dir),
 		kfake.DefaultNumPartitions(int(cfg.Partitions)),
 		kfake.AllowAutoTopicCreation(),
-		kfake.WithLogger(kfakeLogger{logger}),
+		kfake.WithLogger(&kfakeLogger{l: logger, seen: map[string]*repeat{}}),
 		// Room for the largest event the collector takes (16 MiB batches of
 		// events up to its body limit), like a cluster tuned for it.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
@@ -154,14 +156,46 @@ func lockDir(dir string) (*os.File, error) {
 }
 
 // kfakeLogger sends the broker's own warnings and errors to slog; its info
-// and debug logs describe every request and are too chatty to keep.
-type kfakeLogger struct{ l *slog.Logger }
+// and debug logs describe every request and are too chatty to keep. A
+// warning that repeats, such as a full disk failing every batch, is logged
+// once a health.LogEvery, with how many times it came.
+type kfakeLogger struct {
+	l    *slog.Logger
+	mu   sync.Mutex
+	seen map[string]*repeat // by format
+}
 
-func (k kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
-	switch level {
-	case kfake.LogLevelError:
-		k.l.Error("broker: " + fmt.Sprintf(msg, args...))
-	case kfake.LogLevelWarn:
-		k.l.Warn("broker: " + fmt.Sprintf(msg, args...))
+type repeat struct {
+	logged time.Time
+	times  int
+}
+
+func (k *kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
+	if level != kfake.LogLevelError && level != kfake.LogLevelWarn {
+		return
+	}
+	k.mu.Lock()
+	r := k.seen[msg]
+	if r == nil {
+		r = &repeat{}
+		k.seen[msg] = r
+	}
+	r.times++
+	now := time.Now()
+	if !r.logged.IsZero() && now.Sub(r.logged) < health.LogEvery {
+		k.mu.Unlock()
+		return
+	}
+	times := r.times
+	r.logged, r.times = now, 0
+	k.mu.Unlock()
+	attrs := []any{}
+	if times > 1 {
+		attrs = append(attrs, "times", times)
+	}
+	if level == kfake.LogLevelError {
+		k.l.Error("broker: "+fmt.Sprintf(msg, args...), attrs...)
+	} else {
+		k.l.Warn("broker: "+fmt.Sprintf(msg, args...), attrs...)
 	}
 }

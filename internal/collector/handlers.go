@@ -34,6 +34,11 @@ const (
 	errEventTooLarge       = "event_too_large"
 )
 
+// produceFaultExpiry is how long a collector stays unready after Kafka last
+// failed a write: with no traffic (a load balancer that stopped sending it
+// any), no write would show it works again.
+const produceFaultExpiry = 5 * time.Second
+
 // retryAfter is what a 503 tells clients to wait, in seconds.
 const retryAfter = "1"
 
@@ -56,7 +61,7 @@ func (c *Collector) unavailable(w http.ResponseWriter, r *http.Request, err erro
 	}
 	// While the broker is down every request fails: the fault is logged
 	// once a period, and the collector is not ready until a write succeeds.
-	c.Fault("produce", fmt.Errorf("kafka did not acknowledge; answering 503: %w", err))
+	c.FaultFor("produce", fmt.Errorf("kafka did not acknowledge; answering 503: %w", err), produceFaultExpiry)
 	w.Header().Set("Retry-After", retryAfter)
 	writeError(w, http.StatusServiceUnavailable, errBrokerUnavailable,
 		"the event store did not acknowledge the write in time; nothing in this request is confirmed stored; retry after the Retry-After delay")

@@ -13,8 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sort"
+		"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,9 +46,13 @@ type Reporter struct {
 	faulted atomic.Int32
 	sampled atomic.Int64
 
-	mu      sync.Mutex
-	state   State
-	faults  map[string]*fault
+	mu     sync.Mutex
+	state  State
+	faults map[string]*fault
+	// logged is when each kind of fault was last logged, kept after it
+	// clears, so that a fault that comes and goes many times a second
+	// (some writes failing, some not) is logged once a period too.
+	logged  map[string]time.Time
 	last    *Error
 	samples []sample // of done, a second or more apart, for the rate
 	details func() any
@@ -58,8 +61,12 @@ type Reporter struct {
 type fault struct {
 	err    error
 	since  time.Time
-	logged time.Time
-	seen   int // since it was last logged
+	seenAt time.Time // last reported
+	logged bool      // its start was logged
+	seen   int       // since it was last logged
+	// expire, when positive, clears the fault once it has not been
+	// reported for that long.
+	expire time.Duration
 }
 
 type sample struct {
@@ -75,7 +82,7 @@ type Error struct {
 
 // New is the health of the component name, logging to logger.
 func New(name string, logger *slog.Logger) *Reporter {
-	return &Reporter{name: name, logger: logger, now: time.Now, state: Starting, faults: map[string]*fault{}}
+	return &Reporter{name: name, logger: logger, now: time.Now, state: Starting, faults: map[string]*fault{}, logged: map[string]time.Time{}}
 }
 
 // Name is the component's name.
@@ -106,7 +113,12 @@ func (r *Reporter) State() State {
 // noun: kafka, storage, api) failing with err. It stays unready until
 // Clear(what); the fault is logged when it starts and once a LogEvery while
 // it lasts.
-func (r *Reporter) Fault(what string, err error) {
+func (r *Reporter) Fault(what string, err error) { r.FaultFor(what, err, 0) }
+
+// FaultFor is Fault for a fault that only requests reveal, such as Kafka
+// not taking writes: with no request to fail, nothing would clear it, so it
+// clears by itself once not reported for expire.
+func (r *Reporter) FaultFor(what string, err error, expire time.Duration) {
 	now := r.now()
 	r.mu.Lock()
 	r.last = &Error{Message: what + ": " + err.Error(), At: now}
@@ -116,21 +128,24 @@ func (r *Reporter) Fault(what string, err error) {
 		r.faults[what] = f
 		r.faulted.Add(1)
 	}
-	f.err = err
+	f.err, f.seenAt, f.expire = err, now, expire
 	f.seen++
-	log := f.logged.IsZero() || now.Sub(f.logged) >= LogEvery
+	last := r.logged[what]
+	log := last.IsZero() || now.Sub(last) >= LogEvery
 	var seen int
+	first := !f.logged
 	if log {
-		seen, f.seen, f.logged = f.seen, 0, now
+		seen, f.seen, f.logged = f.seen, 0, true
+		r.logged[what] = now
 	}
-	first := f.since.Equal(now)
+	since := f.since
 	r.mu.Unlock()
 	switch {
 	case log && first:
-		r.logger.Warn(what+" failing; will retry", "component", r.name, "err", err)
+		r.logger.Warn(what+" failing; will retry", "err", err)
 	case log:
-		r.logger.Warn(what+" still failing; retrying", "component", r.name, "err", err,
-			"for", now.Sub(f.since).Round(time.Second).String(), "times", seen)
+		r.logger.Warn(what+" still failing; retrying", "err", err,
+			"for", now.Sub(since).Round(time.Second).String(), "times", seen)
 	}
 }
 
@@ -146,8 +161,8 @@ func (r *Reporter) Clear(what string) {
 		r.faulted.Add(-1)
 	}
 	r.mu.Unlock()
-	if f != nil {
-		r.logger.Info(what+" recovered", "component", r.name, "after", r.now().Sub(f.since).Round(time.Millisecond).String())
+	if f != nil && f.logged {
+		r.logger.Info(what+" recovered", "after", r.now().Sub(f.since).Round(time.Millisecond).String())
 	}
 }
 
@@ -203,6 +218,13 @@ func (r *Reporter) readyLocked() error {
 	if r.state != Running {
 		return fmt.Errorf("%s is %s", r.name, r.state)
 	}
+	now := r.now()
+	for what, f := range r.faults {
+		if f.expire > 0 && now.Sub(f.seenAt) >= f.expire {
+			delete(r.faults, what)
+			r.faulted.Add(-1)
+		}
+	}
 	if len(r.faults) == 0 {
 		return nil
 	}
@@ -245,25 +267,33 @@ func (r *Reporter) Status() Status {
 	} else {
 		st.Ready = true
 	}
-	// The rate since the newest sample at least rateWindow old, or the
-	// oldest there is.
-	if i := slices.IndexFunc(r.samples, func(s sample) bool { return now.Sub(s.at) < rateWindow }); len(r.samples) > 0 {
-		from := r.samples[0]
-		if i > 0 {
-			from = r.samples[i-1]
-		} else if i < 0 {
-			from = r.samples[len(r.samples)-1]
-		}
-		if d := now.Sub(from.at).Seconds(); d > 0 {
-			st.RecordsPerSecond = float64(total-from.n) / d
-		}
-	}
+	st.RecordsPerSecond = rate(r.samples, total, now)
 	details := r.details
 	r.mu.Unlock()
 	if details != nil {
 		st.Details = details()
 	}
 	return st
+}
+
+// rate is the records a second over the last rateWindow. Records added
+// since the newest sample came within a second of it (a later Add would
+// have sampled), so long after it the rate is 0.
+func rate(samples []sample, total int64, now time.Time) float64 {
+	if len(samples) == 0 || now.Sub(samples[len(samples)-1].at) > rateWindow+time.Second {
+		return 0
+	}
+	base := samples[0]
+	for _, s := range samples {
+		if now.Sub(s.at) >= rateWindow {
+			base = s
+		}
+	}
+	d := now.Sub(base.at).Seconds()
+	if d < 1 {
+		return 0
+	}
+	return float64(total-base.n) / d
 }
 
 func unjoin(err error) []error {
