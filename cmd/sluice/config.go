@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/pipeline"
@@ -42,7 +43,8 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			errs := config.Errors(err)
 			for _, e := range errs {
-				fmt.Fprintf(stdout, "%s: %v\n", args[1], e)
+				msg := strings.TrimPrefix(e.Error(), "config "+args[1]+": ")
+				fmt.Fprintf(stdout, "%s: %s\n", args[1], msg)
 			}
 			return fmt.Errorf("%s: %d error(s)", args[1], len(errs))
 		}

@@ -393,6 +393,72 @@ func TestLakeRoundTrip(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "yellow_taxi_trip") {
 		t.Errorf("query --tables = %d:\n%s", code, out)
 	}
+
+	// The status API: every component running and ready, and every
+	// consumer group caught up, in records and in time.
+	var st struct {
+		Ready      bool `json:"ready"`
+		Components []struct {
+			Name    string `json:"name"`
+			State   string `json:"state"`
+			Ready   bool   `json:"ready"`
+			Records int64  `json:"records"`
+		} `json:"components"`
+		Groups []struct {
+			Group      string `json:"group"`
+			Lag        int64  `json:"lag"`
+			Partitions []struct {
+				LagSeconds float64 `json:"lag_seconds"`
+			} `json:"partitions"`
+		} `json:"consumer_groups"`
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.httpAddr + "/api/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Groups = nil
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		caughtUp := len(st.Groups) == 2
+		for _, g := range st.Groups {
+			caughtUp = caughtUp && g.Lag == 0
+		}
+		if st.Ready && caughtUp {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status not ready and caught up within 30s: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	records := map[string]int64{}
+	for _, c := range st.Components {
+		if c.State != "running" || !c.Ready {
+			t.Errorf("component %s is %s, ready %v", c.Name, c.State, c.Ready)
+		}
+		records[c.Name] = c.Records
+	}
+	if records["collector"] != int64(want.n) || records["enricher"] != int64(want.n) || records["sink.lake"] != int64(want.n) {
+		t.Errorf("records by component %v, want %d each", records, want.n)
+	}
+
+	// sluice.enriched is transactional: its commit markers take offsets,
+	// and topics counts its records by reading them.
+	out, _ = sluice(t, "topics", "--json", "--brokers", p.brokerAddr)
+	var topics []topicInfo
+	if err := json.Unmarshal([]byte(out), &topics); err != nil {
+		t.Fatalf("topics --json: %v: %s", err, out)
+	}
+	for _, tp := range topics {
+		if tp.Topic == "sluice.enriched" && (tp.Records == nil || *tp.Records != int64(want.n) || tp.Offsets <= int64(want.n)) {
+			t.Errorf("sluice.enriched: %d offsets, records %v; want %d records in more offsets", tp.Offsets, tp.Records, want.n)
+		}
+	}
 }
 
 // TestS3LakeEndToEnd runs `sluice up` with its lake in a bucket of an

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/replay"
@@ -135,6 +136,7 @@ func (e *env) runUntil(cfg Config, store lake.Storage, done func(*prometheus.Reg
 
 // running is an aggregator started by start.
 type running struct {
+	a      *Aggregator
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run has returned err
@@ -148,6 +150,8 @@ func (e *env) start(cfg Config, store lake.Storage) *running {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	r.a = a
+	a.SetState(health.Running) // as the app does
 	ctx, cancel := context.WithCancel(e.t.Context())
 	r.cancel = cancel
 	go func() {
@@ -410,6 +414,49 @@ func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
 		if diff := cmp.Diff(tableFiles(t, store), want); diff != "" {
 			t.Errorf("crash at write %d: files differ from the uninterrupted run (-got +want):\n%s", n, diff)
 		}
+	}
+}
+
+// TestFullDiskIsWaitedOut fills the lake's disk while the aggregator
+// writes windows: it stays up, says it is not ready and why, and when space
+// comes back writes every window, the lake then as an uninterrupted run's.
+func TestFullDiskIsWaitedOut(t *testing.T) {
+	e := newEnv(t, 1)
+	lines := mtaLines(t)
+	cfg := mtaConfig()
+	e.produce("mta-turnstile", lines[:len(lines)/3])
+	local, err := lake.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := &laketest.Full{Storage: local}
+	r := e.start(cfg, full)
+	eventually(t, "some windows written", func() bool { return counter(r.reg, "sluice_aggregator_windows_emitted_total", "") > 3 })
+	full.Fill(true)
+	e.produce("mta-turnstile", lines[len(lines)/3:])
+	eventually(t, "the aggregator unready for its output", func() bool {
+		err := r.a.Health().Ready()
+		return err != nil && strings.Contains(err.Error(), "output") && strings.Contains(err.Error(), "no space left on device")
+	})
+	time.Sleep(time.Second)
+	select {
+	case <-r.done:
+		t.Fatalf("the aggregator stopped on a full disk: %v", r.err)
+	default:
+	}
+	full.Fill(false)
+	eventually(t, "every record taken", func() bool { return consumed(len(lines))(r.reg) })
+	eventually(t, "ready again", func() bool { return r.a.Health().Ready() == nil })
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ref := cfg
+	ref.Group, ref.TransactionalID = "reference", "reference"
+	if err := e.runUntil(ref, e.store, consumed(len(lines))); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(tableFiles(t, local), tableFiles(t, e.store)); diff != "" {
+		t.Errorf("files after a full disk differ from an uninterrupted run's (-got +want):\n%s", diff)
 	}
 }
 

@@ -97,7 +97,7 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		kfake.DataDir(cfg.Dir),
 		kfake.DefaultNumPartitions(int(cfg.Partitions)),
 		kfake.AllowAutoTopicCreation(),
-		kfake.WithLogger(&kfakeLogger{l: logger, seen: map[string]*repeat{}}),
+		kfake.WithLogger(&kfakeLogger{l: logger, repeats: newRepeats()}),
 		// Room for the largest event the collector takes (16 MiB batches of
 		// events up to its body limit), like a cluster tuned for it.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
@@ -156,39 +156,20 @@ func lockDir(dir string) (*os.File, error) {
 }
 
 // kfakeLogger sends the broker's own warnings and errors to slog; its info
-// and debug logs describe every request and are too chatty to keep. A
-// warning that repeats, such as a full disk failing every batch, is logged
-// once a health.LogEvery, with how many times it came.
+// and debug logs describe every request and are too chatty to keep.
 type kfakeLogger struct {
-	l    *slog.Logger
-	mu   sync.Mutex
-	seen map[string]*repeat // by format
-}
-
-type repeat struct {
-	logged time.Time
-	times  int
+	l       *slog.Logger
+	repeats *repeats
 }
 
 func (k *kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
 	if level != kfake.LogLevelError && level != kfake.LogLevelWarn {
 		return
 	}
-	k.mu.Lock()
-	r := k.seen[msg]
-	if r == nil {
-		r = &repeat{}
-		k.seen[msg] = r
-	}
-	r.times++
-	now := time.Now()
-	if !r.logged.IsZero() && now.Sub(r.logged) < health.LogEvery {
-		k.mu.Unlock()
+	times, ok := k.repeats.log(msg)
+	if !ok {
 		return
 	}
-	times := r.times
-	r.logged, r.times = now, 0
-	k.mu.Unlock()
 	attrs := []any{}
 	if times > 1 {
 		attrs = append(attrs, "times", times)
@@ -198,4 +179,42 @@ func (k *kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
 	} else {
 		k.l.Warn("broker: "+fmt.Sprintf(msg, args...), attrs...)
 	}
+}
+
+// repeats keeps a warning that repeats, such as a full disk failing every
+// batch or a broker that does not answer every dial, to one line a
+// health.LogEvery, with how many times it came.
+type repeats struct {
+	mu   sync.Mutex
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	logged time.Time
+	times  int
+}
+
+func newRepeats() *repeats { return &repeats{seen: map[string]*repeat{}} }
+
+// log counts msg and says whether to log it now, with how many times it
+// came since it was last logged.
+func (r *repeats) log(msg string) (times int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.seen[msg]
+	if e == nil {
+		if len(r.seen) > 1000 {
+			clear(r.seen) // messages are formats: few, unless a client varies them
+		}
+		e = &repeat{}
+		r.seen[msg] = e
+	}
+	e.times++
+	now := time.Now()
+	if !e.logged.IsZero() && now.Sub(e.logged) < health.LogEvery {
+		return 0, false
+	}
+	times = e.times
+	e.logged, e.times = now, 0
+	return times, true
 }

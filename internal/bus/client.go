@@ -71,7 +71,7 @@ func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
-		kgo.WithLogger(kgoLogger{logger}),
+		kgo.WithLogger(kgoLogger{logger, newRepeats()}),
 	}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))
@@ -241,16 +241,29 @@ func Header(r *kgo.Record, key string) string {
 	return ""
 }
 
-// kgoLogger routes the client's warnings and errors to slog.
-type kgoLogger struct{ l *slog.Logger }
+// kgoLogger routes the client's warnings and errors to slog, a repeating
+// one (a broker that does not answer, every second) once a period.
+type kgoLogger struct {
+	l       *slog.Logger
+	repeats *repeats
+}
 
 func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	switch level {
-	case kgo.LogLevelError:
+	if level != kgo.LogLevelError && level != kgo.LogLevelWarn {
+		return
+	}
+	times, ok := k.repeats.log(msg)
+	if !ok {
+		return
+	}
+	if times > 1 {
+		keyvals = append(keyvals, "times", times)
+	}
+	if level == kgo.LogLevelError {
 		k.l.Error("kafka: "+msg, keyvals...)
-	case kgo.LogLevelWarn:
+	} else {
 		k.l.Warn("kafka: "+msg, keyvals...)
 	}
 }

@@ -24,10 +24,11 @@ func LoadFile(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	if err := DecodeYAML(b, v); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+	errs := Errors(DecodeYAML(b, v))
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("config %s: %w", path, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Prefix puts path before each of err's errors, the ones errors.Join
