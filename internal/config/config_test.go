@@ -23,7 +23,7 @@ type testSettings struct {
 
 type testInner struct {
 	Embedded `yaml:",inline"`
-	N            int `yaml:"n"`
+	N        int `yaml:"n"`
 }
 
 type Embedded struct {

@@ -408,4 +408,3 @@ func (l *listValue) Set(v string) error {
 }
 func (l *listValue) String() string { return strings.Join(*l, ",") }
 func (l *listValue) reset()         { *l = nil }
-

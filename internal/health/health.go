@@ -13,7 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-		"sort"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
