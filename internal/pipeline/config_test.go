@@ -237,3 +237,48 @@ func TestConfigurationReference(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsExamplesLoad reads every YAML example of the README and the docs
+// as a config file, and the demo's aggregations, so that none goes stale.
+func TestDocsExamplesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/*.md")
+	files = append(files, "../../README.md")
+	fence := regexp.MustCompile("(?s)( *)```yaml\n(.*?)\n *```")
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range fence.FindAllStringSubmatch(string(b), -1) {
+			indent, body := m[1], m[2]
+			var lines []string
+			for _, l := range strings.Split(body, "\n") {
+				lines = append(lines, strings.TrimPrefix(l, indent))
+			}
+			cfg := Default()
+			if err := cfg.LoadYAML([]byte(strings.Join(lines, "\n"))); err != nil {
+				t.Errorf("%s: a YAML example does not load: %v\n%s", f, err, body)
+				continue
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("%s: a YAML example is not valid: %v\n%s", f, err, body)
+			}
+			n++
+		}
+	}
+	if n < 3 {
+		t.Errorf("found %d YAML examples, want the README's and the docs'", n)
+	}
+	demo, err := os.ReadFile("../../cmd/sluice/demo-aggregations.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	if err := cfg.LoadYAML(demo); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil || len(cfg.Aggregations) != 3 {
+		t.Errorf("demo aggregations: %d, %v", len(cfg.Aggregations), err)
+	}
+}
