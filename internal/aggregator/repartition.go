@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -38,7 +39,7 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 				}
 			}
 		},
-		Fault:     func(err error) { a.Fault("kafka", err) },
+		Fault:     func(err error) { a.FaultFor("kafka", err, time.Minute) },
 		Recovered: func() { a.Clear("kafka") },
 	}.Run(ctx)
 }

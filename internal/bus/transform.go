@@ -32,8 +32,9 @@ type Transform struct {
 	// took; Aborted of each aborted one.
 	Committed func(n int)
 	Aborted   func()
-	// Fault is told of an error that keeps the loop from committing, and
-	// Recovered when a transaction commits after it.
+	// Fault is told of an error that keeps the loop from committing, again
+	// at least every retry.Backoff's bound while it lasts, and Recovered
+	// when a transaction commits after it.
 	Fault     func(err error)
 	Recovered func()
 }

@@ -254,34 +254,18 @@ type field struct {
 	sf    reflect.StructField
 }
 
-// structFields maps the YAML keys of t to its fields; `yaml:",inline"`
-// structs lend theirs, and `yaml:"-"` fields have none.
+// structFields maps the YAML keys of t to its fields.
 func structFields(t reflect.Type) map[string]field {
 	out := map[string]field{}
-	for i := range t.NumField() {
-		sf := t.Field(i)
-		if !sf.IsExported() && !sf.Anonymous {
-			continue
-		}
-		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if name == "-" || !sf.IsExported() && opts != "inline" {
-			continue
-		}
-		if opts == "inline" {
-			for k, f := range structFields(sf.Type) {
-				out[k] = field{index: append([]int{i}, f.index...), sf: f.sf}
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(sf.Name)
-		}
-		out[name] = field{index: []int{i}, sf: sf}
+	for _, f := range orderedFields(t) {
+		out[key(f.sf)] = f
 	}
 	return out
 }
 
-// orderedFields is structFields in declaration order.
+// orderedFields are the fields of t reachable by a YAML key, in
+// declaration order: `yaml:",inline"` structs lend theirs, and `yaml:"-"`
+// fields have none.
 func orderedFields(t reflect.Type) []field {
 	var out []field
 	for i := range t.NumField() {
@@ -378,16 +362,15 @@ func goTypeWord(t string) string {
 	return t
 }
 
+// describe is what a value of type t looks like, for errors.
 func describe(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
+	switch name := typeName(t); name {
+	case "boolean":
 		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+	case "integer":
 		return "a whole number"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
+	case "number", "string", "duration", "size":
+		return "a " + name
 	}
 	return "a value"
 }

@@ -181,7 +181,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 			e.Add(n)
 		},
 		Aborted:   e.metrics.aborts.Inc,
-		Fault:     func(err error) { e.Fault("kafka", err) },
+		Fault:     func(err error) { e.FaultFor("kafka", err, time.Minute) },
 		Recovered: func() { e.Clear("kafka") },
 	}.Run(ctx)
 }

@@ -92,9 +92,6 @@ func (r *Reporter) Name() string { return r.name }
 // it to the app.
 func (r *Reporter) Health() *Reporter { return r }
 
-// SetClock replaces time.Now, for tests.
-func (r *Reporter) SetClock(now func() time.Time) { r.now = now }
-
 // SetState moves the component to s.
 func (r *Reporter) SetState(s State) {
 	r.mu.Lock()

@@ -365,14 +365,7 @@ func (p *producer) pace(ctx context.Context, start time.Time, n int64, row []byt
 	if wait <= 0 {
 		return nil
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return retry.Sleep(ctx, wait)
 }
 
 // send delivers one request's events, retrying what may succeed later.

@@ -93,6 +93,10 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	return r, nil
 }
 
+// faultExpiry clears a fault not reported again for this long: longer than
+// the longest backoff between retries.
+const faultExpiry = time.Minute
+
 // Groups is the sink's consumer group, for the status API's lag.
 func (r *Runner) Groups() []string { return []string{r.cfg.Group} }
 
@@ -164,7 +168,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		})
 		if fetchErr != nil {
-			r.Fault("kafka", fetchErr)
+			// Polls go on while the broker is down, reporting it again; once
+			// they stop reporting it, it is over, records or not.
+			r.FaultFor("kafka", fetchErr, faultExpiry)
 		} else if fetches.NumRecords() > 0 {
 			r.Clear("kafka")
 		}
@@ -209,7 +215,7 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 			pos, err := r.sink.Resume(ctx, topic, p)
 			if err != nil {
 				// The group joins again, and this is called again.
-				r.Fault("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err))
+				r.FaultFor("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err), faultExpiry)
 				return nil, err
 			}
 			r.mu.Lock()
@@ -420,7 +426,10 @@ func (r *Runner) retry(ctx context.Context, j *job) {
 			return
 		}
 		r.metrics.writeFailures.Inc()
-		r.Fault("destination", err)
+		// Retries report it again at least every backoff's bound; a fault
+		// not reported for longer is over (its range moved to another
+		// instance, say) even if no write came after.
+		r.FaultFor("destination", err, faultExpiry)
 		wait := backoff.Next()
 		if attempt == 0 {
 			wait = min(wait, 100*time.Millisecond)
