@@ -60,7 +60,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		pipeline.CollectorFlags(fs)
 		pipeline.ProducerFlags(fs)
 		pipeline.LakeFlags(fs)
-		pipeline.LakeSinkFlags(fs)
+		pipeline.SinkFlags(fs, "*", "flush-rows", "flush-bytes", "flush-interval", "loader-memory")
 		pipeline.EnricherFlags(fs)
 		pipeline.SchemaFlags(fs)
 		cfg, err := parse(fs, args[1:])

@@ -12,10 +12,11 @@ const loaderUsage = `Usage: sluice loader lake --brokers host:port[,host:port] [
        sluice loader NAME --config FILE --brokers host:port[,host:port]
 
 Runs a sink alone: the sinks of the config that are named NAME or are of
-type NAME. 'sluice loader lake' consumes the loader topics with a consumer
-group and writes each event type as a Hive-partitioned Parquet table,
-exactly once; its flags set the first lake sink of the config (or the
-default one). Loaders sharing --loader-group share the partitions.
+type NAME (without --config, the one default sink, of type lake). 'sluice
+loader lake' consumes the loader topics with a consumer group and writes
+each event type as a Hive-partitioned Parquet table, exactly once. The
+flags set the settings of the sinks it runs. Loaders sharing --loader-group
+share the partitions.
 
 --ops-addr serves /metrics, /healthz, /readyz and the status API.
 `
@@ -35,9 +36,7 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	pipeline.KafkaFlags(fs)
 	pipeline.TopicFlags(fs)
 	pipeline.LakeFlags(fs)
-	if name == "lake" {
-		pipeline.LakeSinkFlags(fs)
-	}
+	pipeline.SinkFlags(fs, name)
 	pipeline.SchemaFlags(fs)
 	opsFlags(fs, "127.0.0.1:9464")
 	cfg, logger, err := setup(fs, args[1:], stderr)
@@ -47,9 +46,6 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if len(cfg.Kafka.Brokers) == 0 {
 		fs.Usage()
 		return errNoBrokers
-	}
-	if name == "lake" {
-		cfg.LakeSink()
 	}
 	return runProcess(ctx, cfg, pipeline.Shape{Sinks: []string{name}}, logger, nil)
 }

@@ -29,7 +29,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pipeline.ProducerFlags(fs)
 	pipeline.OpsFlags(fs, "pprof")
 	pipeline.LakeFlags(fs)
-	pipeline.LakeSinkFlags(fs)
+	// --loader-group and --loader-topics would make every sink alike: they
+	// belong to 'sluice loader NAME' and to the file.
+	pipeline.SinkFlags(fs, "*", "flush-rows", "flush-bytes", "flush-interval", "loader-memory")
 	pipeline.EnricherFlags(fs)
 	pipeline.SchemaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)

@@ -96,10 +96,17 @@ func (f *FlagSet[C]) SetDefaults(fn func(*C)) {
 // those flags.
 func (f *FlagSet[C]) Section(at func(*C) any, names ...string) {
 	t := reflect.TypeOf(at(&f.display)).Elem()
-	f.section(t, nil, at, names)
+	f.section(t, nil, func(c *C) []any { return []any{at(c)} }, names)
 }
 
-func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any, only []string) {
+// SectionEach is Section over several structs of one type, such as the
+// settings every sink of a list shares: a flag sets the setting in each of
+// at(c), which point to structs like proto.
+func (f *FlagSet[C]) SectionEach(proto any, at func(*C) []any, names ...string) {
+	f.section(reflect.TypeOf(proto).Elem(), nil, at, names)
+}
+
+func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) []any, only []string) {
 	for i := range t.NumField() {
 		sf := t.Field(i)
 		if !sf.IsExported() {
@@ -116,7 +123,14 @@ func (f *FlagSet[C]) section(t reflect.Type, index []int, at func(*C) any, only 
 			}
 			usage = strings.TrimSuffix(usage, ".")
 			f.bind(name, usage, func(c *C) flag.Value {
-				return valueOf(reflect.ValueOf(at(c)).Elem().FieldByIndex(idx))
+				var vs multiValue
+				for _, s := range at(c) {
+					vs = append(vs, valueOf(reflect.ValueOf(s).Elem().FieldByIndex(idx)))
+				}
+				if len(vs) == 1 {
+					return vs[0]
+				}
+				return vs
 			}, sf.Type.Kind() == reflect.Slice, nil)
 			continue
 		}
@@ -262,9 +276,47 @@ func (f *FlagSet[C]) Parse(args []string) (C, error) {
 func (b *binding[C]) apply(c *C, s string, fresh bool) error {
 	v := b.at(c)
 	if b.list && fresh {
-		v.(*listValue).reset()
+		resetList(v)
 	}
 	return v.Set(s)
+}
+
+func resetList(v flag.Value) {
+	switch v := v.(type) {
+	case *listValue:
+		v.reset()
+	case multiValue:
+		for _, e := range v {
+			resetList(e)
+		}
+	}
+}
+
+// multiValue sets one setting in several structs; it shows the first's.
+type multiValue []flag.Value
+
+func (m multiValue) Set(s string) error {
+	for _, v := range m {
+		if err := v.Set(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m multiValue) String() string {
+	if len(m) == 0 {
+		return ""
+	}
+	return m[0].String()
+}
+
+func (m multiValue) IsBoolFlag() bool {
+	if len(m) == 0 {
+		return false
+	}
+	b, ok := m[0].(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // EnvName is the environment variable of a flag: --http-addr is
@@ -287,7 +339,7 @@ func (b *binding[C]) String() string {
 func (b *binding[C]) Set(s string) error {
 	v := b.at(&b.f.scratch)
 	if b.list {
-		v.(*listValue).reset()
+		resetList(v)
 	}
 	if err := v.Set(s); err != nil {
 		return err

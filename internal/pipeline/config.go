@@ -121,7 +121,7 @@ func (c *Config) LakeURL() string {
 }
 
 // LakeSink is the settings of the first sink of type lake, made when there
-// is none; the lake loader's flags set them.
+// is none.
 func (c *Config) LakeSink() *loader.Config {
 	for _, s := range c.Sinks {
 		if s.Type == loader.Spec.Type {

@@ -130,7 +130,7 @@ func TestPrecedence(t *testing.T) {
 		fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{})
 		CollectorFlags(fs)
 		BrokerFlags(fs)
-		LakeSinkFlags(fs)
+		SinkFlags(fs, "*")
 		cfg, err := fs.Parse(args)
 		if err != nil {
 			t.Fatal(err)
@@ -171,7 +171,7 @@ func TestBadFlagValues(t *testing.T) {
 	} {
 		fs := NewFlagSet("test", "Usage: test", &bytes.Buffer{})
 		CollectorFlags(fs)
-		LakeSinkFlags(fs)
+		SinkFlags(fs, "*")
 		if _, err := fs.Parse(args); err == nil {
 			t.Errorf("Parse(%v) accepted a bad value", args)
 		}

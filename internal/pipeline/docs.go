@@ -42,7 +42,9 @@ none); sizes like ` + "`65536`" + `, ` + "`64KiB`" + `, ` + "`16MB`" + `, ` + "`
 		settings = append(settings, config.Describe(spec.Config(), "sinks[]")...)
 		writeTable(&b, "", settings)
 	}
-	b.WriteString("instance_id defaults to the host name; with no sinks: in the file, `sluice up` runs one sink of type lake.\n")
+	b.WriteString("instance_id defaults to the host name; with no sinks: in the file, `sluice up` runs one sink of type lake.\n" +
+		"The flags of the settings every sink shares set them in each sink the command runs: `sluice loader NAME` in the\n" +
+		"sinks named or of type NAME; `sluice up` in every sink, for the flush and memory flags only.\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/sink"
 )
 
 // FlagSet is a command's flags over Config.
@@ -60,8 +61,17 @@ func LakeFlags(fs *FlagSet, names ...string) {
 	fs.Section(func(c *Config) any { return &c.Lake }, names...)
 }
 
-// LakeSinkFlags offers the settings of the first lake sink (made when the
-// config has none).
-func LakeSinkFlags(fs *FlagSet, names ...string) {
-	fs.Section(func(c *Config) any { return c.LakeSink() }, names...)
+// SinkFlags offers the settings every sink shares (its topics, group, flush
+// policy and memory), set in each sink that is named name, or is of type
+// name (every sink for "*").
+func SinkFlags(fs *FlagSet, name string, names ...string) {
+	fs.SectionEach(&sink.Config{}, func(c *Config) []any {
+		var out []any
+		for _, s := range c.Sinks {
+			if rc, ok := s.Config.(sink.Settings); ok && s.selected([]string{name}) {
+				out = append(out, rc.Runner())
+			}
+		}
+		return out
+	}, names...)
 }
