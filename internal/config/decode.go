@@ -133,9 +133,14 @@ func decode(n *yaml.Node, v reflect.Value, path string) []error {
 		out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		var errs []error
 		for i, item := range n.Content {
+			elemPath := fmt.Sprintf("%s[%d]", path, i)
+			if item.Tag == nullTag {
+				errs = append(errs, pathErr(item, elemPath, "an empty entry: remove it, or give it its settings")...)
+				continue
+			}
 			elem := out.Index(i)
 			setDefaults(elem)
-			errs = append(errs, decode(item, elem, fmt.Sprintf("%s[%d]", path, i))...)
+			errs = append(errs, decode(item, elem, elemPath)...)
 		}
 		v.Set(out)
 		return errs

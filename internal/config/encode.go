@@ -39,8 +39,8 @@ func EncodeYAML(v any) ([]byte, error) {
 
 // EncodeNode is v as a YAML node; secret masks it.
 func EncodeNode(v reflect.Value, secret bool) *yaml.Node {
-	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-		if v.IsNil() {
+	for !v.IsValid() || v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if !v.IsValid() || v.IsNil() {
 			return &yaml.Node{Kind: yaml.ScalarNode, Tag: nullTag, Value: "null"}
 		}
 		v = v.Elem()

@@ -176,9 +176,12 @@ func (c *Config) Validate() error {
 			add(path+".name", fmt.Errorf("%q: another sink has this name", s.Name))
 		}
 		names[s.Name] = true
-		if v, ok := s.Config.(interface{ Validate() error }); ok {
-			add(path, v.Validate())
+		v, ok := s.Config.(interface{ Validate() error })
+		if !ok {
+			add(path, errors.New("a sink needs a type and its settings"))
+			continue
 		}
+		add(path, v.Validate())
 	}
 	aggs := map[string]bool{}
 	for i := range c.Aggregations {
