@@ -405,11 +405,12 @@ func (r *Runner) flusher(ctx context.Context) {
 }
 
 // retry writes a range until it is written, the runner stops, or its
-// partition is revoked: a destination that fails is a fault to wait out.
+// partition is revoked after a failed attempt: a destination that fails is
+// a fault to wait out.
 func (r *Runner) retry(ctx context.Context, j *job) {
 	var backoff retry.Backoff
 	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil || r.failed() != nil || j.revoked.Load() {
+		if ctx.Err() != nil || r.failed() != nil || attempt > 0 && j.revoked.Load() {
 			return
 		}
 		err := r.write(ctx, j.rng)
