@@ -157,6 +157,10 @@ func decode(n *yaml.Node, v reflect.Value, path string) []error {
 				errs = append(errs, pathErr(k, path, "key %q: %v", k.Value, cleanYAMLError(err))...)
 				continue
 			}
+			if val.Tag == nullTag {
+				errs = append(errs, pathErr(val, Join(path, k.Value), "no value: give it one, or remove the key")...)
+				continue
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			setDefaults(elem)
 			errs = append(errs, decode(val, elem, Join(path, k.Value))...)
