@@ -54,11 +54,23 @@ func Load(fsys fs.FS) (*Registry, error) {
 // stay in use.
 func (r *Registry) Reload() error {
 	schemas := make(map[Key]*entry)
-	// format stays an annotation, as JSON Schema 2020-12 has it by default:
-	// it types columns (date-time is a timestamp), and pattern is there to
-	// enforce a shape. Replayed times such as 2025-01-01T00:18:38 have no
-	// zone, which RFC 3339's date-time would refuse.
+	// Formats are asserted (date-time, date, time, email, uuid, uri, ...):
+	// a value that breaks its declared format is a violation, not a row
+	// that turns its column into text. date-time takes the times real data
+	// holds, not RFC 3339's alone: replayed times such as
+	// 2025-01-01T00:18:38 have no zone, and are UTC.
 	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	c.RegisterFormat(&jsonschema.Format{Name: "date-time", Validate: func(v any) error {
+		s, ok := v.(string)
+		if !ok {
+			return nil // format applies to strings only
+		}
+		if _, ok := row.ParseTime(s); !ok {
+			return errors.New("want RFC 3339, such as 2025-01-01T00:18:38Z, or the same without a zone (UTC)")
+		}
+		return nil
+	}})
 	err := fs.WalkDir(r.fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

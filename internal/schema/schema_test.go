@@ -91,6 +91,41 @@ func TestValidateGolden(t *testing.T) {
 	}
 }
 
+// TestFormatsAsserted: a value that breaks its declared format is a
+// violation, so it never lands in (and retypes) its column; times without a
+// zone, as replayed data has them, are date-times.
+func TestFormatsAsserted(t *testing.T) {
+	r, err := Load(fstest.MapFS{"checkout/1-0-0.json": {Data: []byte(`{"type":"object","properties":{
+		"ts":{"type":"string","format":"date-time"},"day":{"type":"string","format":"date"},
+		"email":{"type":"string","format":"email"},"order_id":{"type":"string","format":"uuid"},
+		"page":{"type":"string","format":"uri"}}}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := Key{"checkout", "1-0-0"}
+	for payload, bad := range map[string]string{
+		`{"ts":"2025-01-01T00:18:38Z","day":"2025-01-01","email":"a@b.co","order_id":"0199c5a4-0c66-7a4e-8b1b-2f1e4c0ad2a1","page":"https://shop.example/cart"}`: "",
+		`{"ts":"2025-01-01T00:18:38"}`:  "",
+		`{"ts":"2025-01-01 00:18:38"}`:  "",
+		`{"ts":"yesterday"}`:            "/payload/ts",
+		`{"day":"01/2025"}`:             "/payload/day",
+		`{"email":"nobody"}`:            "/payload/email",
+		`{"order_id":"12"}`:             "/payload/order_id",
+		`{"page":"not a uri at all"}`:   "/payload/page",
+	} {
+		errs, err := r.Validate(key, []byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case bad == "" && errs != nil:
+			t.Errorf("%s: %v, want valid", payload, errs)
+		case bad != "" && (len(errs) != 1 || errs[0].Path != bad):
+			t.Errorf("%s: %v, want one violation at %s", payload, errs, bad)
+		}
+	}
+}
+
 // TestBundledDataIsValid replays every bundled row, as `sluice replay`
 // makes them, through its schema: the real data must pass.
 func TestBundledDataIsValid(t *testing.T) {
