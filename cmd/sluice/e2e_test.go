@@ -459,6 +459,65 @@ func TestLakeRoundTrip(t *testing.T) {
 			t.Errorf("sluice.enriched: %d offsets, records %v; want %d records in more offsets", tp.Offsets, tp.Records, want.n)
 		}
 	}
+
+	// tail reads the transactional topic as any other: -n ends, and
+	// --follow shows what comes next.
+	tail := func(args ...string) []string {
+		t.Helper()
+		cmd := exec.Command(binary, append([]string{"tail", "sluice.enriched", "--brokers", p.brokerAddr}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("tail %v: %v", args, err)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("tail %v did not end within 20s", args)
+		}
+		return strings.Split(strings.TrimSpace(out.String()), "\n")
+	}
+	if lines := tail("-n", "5"); len(lines) != 5 || !strings.Contains(lines[4], "yellow_taxi_trip") {
+		t.Errorf("tail -n 5 of sluice.enriched printed %d lines:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	if lines := tail("--from-beginning"); len(lines) != want.n {
+		t.Errorf("tail --from-beginning of sluice.enriched printed %d lines, want %d", len(lines), want.n)
+	}
+	follow := exec.Command(binary, "tail", "sluice.enriched", "-n", "0", "--follow", "--brokers", p.brokerAddr)
+	followed, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Process.Kill()
+	seen := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(followed)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "followed-event") {
+				seen <- sc.Text()
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second) // tail has joined
+	if code, _ := postEvent(t, p.httpAddr, `{"event_type":"page_view","schema_version":"1-0-0","payload":{"url":"/followed-event"}}`); code != 200 {
+		t.Fatalf("collect = %d", code)
+	}
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Error("tail --follow of sluice.enriched did not show a new event within 20s")
+	}
 }
 
 // TestS3LakeEndToEnd runs `sluice up` with its lake in a bucket of an

@@ -64,7 +64,10 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("list offsets of %s: %w (is Kafka running at %s?)", topic, err, cfg.Kafka.Brokers[0])
 	}
-	ends, err := adm.ListEndOffsets(lctx, topic)
+	// Read committed, to the last stable offset: on a transactional topic
+	// (sluice.enriched) only committed records are events, and commit
+	// markers take offsets that are never read.
+	ends, err := adm.ListCommittedOffsets(lctx, topic)
 	if err != nil {
 		return fmt.Errorf("list offsets of %s: %w", topic, err)
 	}
@@ -76,7 +79,9 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	remaining := make(map[int32]int64) // records to read before the tail is printed
 	ends.Each(func(e kadm.ListedOffset) {
 		s, _ := starts.Lookup(topic, e.Partition)
-		first := max(s.Offset, e.Offset-int64(n))
+		// Twice n offsets back, and more, finds n records even where
+		// markers take every other offset.
+		first := max(s.Offset, e.Offset-2*int64(n)-2)
 		if fromStart {
 			first = s.Offset
 		}
@@ -86,7 +91,8 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	})
 	cl, err := bus.NewClient(cfg.Client("sluice-tail"), logger,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(250*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -94,16 +100,32 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	enc := json.NewEncoder(stdout)
 	var backlog []*kgo.Record
-	for len(remaining) > 0 || follow {
-		fetches := cl.PollFetches(ctx)
+	for round := 0; len(remaining) > 0 || follow; round++ {
+		pctx := ctx
+		var cancel context.CancelFunc = func() {}
+		if len(remaining) > 0 {
+			// A round with nothing read while some partitions still have
+			// offsets to go means those are markers or aborted records.
+			wait := 500 * time.Millisecond
+			if round == 0 {
+				wait = 10 * time.Second // connecting
+			}
+			pctx, cancel = context.WithTimeout(ctx, wait)
+		}
+		fetches := cl.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		cancel()
 		if ctx.Err() != nil {
 			break
 		}
-		if err := fetches.Err0(); err != nil {
+		if err := fetches.Err0(); err != nil && !timedOut {
 			return fmt.Errorf("fetch %s: %w", topic, err)
 		}
+		if fetches.NumRecords() == 0 && len(remaining) > 0 {
+			clear(remaining)
+		}
 		for _, r := range fetches.Records() {
-			if end, ok := remaining[r.Partition]; ok {
+			if end, ok := remaining[r.Partition]; ok && r.Offset < end {
 				backlog = append(backlog, r)
 				if r.Offset+1 >= end {
 					delete(remaining, r.Partition)
