@@ -130,6 +130,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		p.Close()
 		return err
 	}
+	remove, err := pipeline.WriteRunning(p)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	defer remove()
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stopPipeline := context.WithCancel(gctx)
 	defer stopPipeline()

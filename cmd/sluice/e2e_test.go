@@ -68,6 +68,25 @@ type proc struct {
 	httpAddr   string
 	brokerAddr string
 	exited     chan error
+	stdout     *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startUp runs `sluice up` on dir and waits until it logs its addresses.
@@ -76,7 +95,8 @@ func startUp(t *testing.T, dir string, extra ...string) *proc {
 	args := append([]string{"up", "--data-dir", dir, "--http-addr", "127.0.0.1:0",
 		"--broker-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
 	cmd := exec.Command(binary, args...)
-	cmd.Stdout = io.Discard
+	stdout := &lockedBuffer{}
+	cmd.Stdout = stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +104,7 @@ func startUp(t *testing.T, dir string, extra ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	p := &proc{cmd: cmd, exited: make(chan error, 1), stdout: stdout}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -202,6 +222,40 @@ func TestUpCollectTailSurvivesKill(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("sluice up did not stop within 30s of SIGTERM")
+	}
+}
+
+// TestHintsFindTheRunningUp: the banner's hints carry this process's data
+// directory, through which tail, topics and query find it whatever ports it
+// was given.
+func TestHintsFindTheRunningUp(t *testing.T) {
+	dir := t.TempDir()
+	p := startUp(t, dir)
+	if code, _ := postEvent(t, p.httpAddr, `{"event_type":"hinted","schema_version":"1","payload":{"n":1}}`); code != 200 {
+		t.Fatalf("collect = %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stdout.String(), "data dir") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	banner := p.stdout.String()
+	if !strings.Contains(banner, "sluice tail sluice.raw --follow --data-dir "+dir) || !strings.Contains(banner, p.brokerAddr) {
+		t.Errorf("the banner's hints do not find this process (broker %s):\n%s", p.brokerAddr, banner)
+	}
+	// No --brokers: the broker is found from the data directory, not
+	// dialled at the default 127.0.0.1:9092.
+	out, code := sluice(t, "tail", "sluice.raw", "-n", "1", "--data-dir", dir)
+	if code != 0 || !strings.Contains(out, `"event_type":"hinted"`) {
+		t.Errorf("tail --data-dir = %d:\n%s", code, out)
+	}
+	out, code = sluice(t, "topics", "--data-dir", dir)
+	if code != 0 || !strings.Contains(out, "sluice.raw") {
+		t.Errorf("topics --data-dir = %d:\n%s", code, out)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.exited
+	if _, err := os.Stat(filepath.Join(dir, "sluice.json")); !os.IsNotExist(err) {
+		t.Errorf("a stopped sluice up left its addresses behind: %v", err)
 	}
 }
 

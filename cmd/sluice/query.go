@@ -41,6 +41,9 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
+	if r, ok := pipeline.ReadRunning(cfg.Process.DataDir); ok && cfg.Lake.URL == "" {
+		cfg.Lake.URL = r.Lake // the lake of the sluice up running there
+	}
 	store, err := lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3)
 	if err != nil {
 		return err

@@ -77,6 +77,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Int(&rc.Retries, "retries", "retries of a failed request before its events count as failed")
 	fs.String(&failedOut, "failed-out", "write events that were not accepted to this NDJSON file, with the reason")
 	pipeline.BrokerFlags(fs, "broker-addr")
+	pipeline.ProcessFlags(fs, "data-dir")
 	logFlags(fs)
 	pipeline.KafkaFlags(fs)
 	cfg, logger, err := setup(fs, args, stderr)

@@ -19,7 +19,11 @@ const tailUsage = `Usage: sluice tail TOPIC [-n N] [--follow] [--from-beginning]
 
 Prints a topic's records as JSON lines: topic, partition, offset, timestamp,
 key, headers and value (as JSON when it is JSON). By default the last N
-records; --follow keeps printing new ones until Ctrl-C.
+records; --follow keeps printing new ones until Ctrl-C. Every topic is read
+committed: a transactional topic's aborted records are never shown.
+
+Without --brokers it asks the sluice up running on --data-dir
+(./sluice-data by default), else the embedded broker at --broker-addr.
 `
 
 type tailRecord struct {
@@ -35,6 +39,7 @@ type tailRecord struct {
 func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pipeline.NewFlagSet("tail", tailUsage, stderr)
 	pipeline.BrokerFlags(fs, "broker-addr")
+	pipeline.ProcessFlags(fs, "data-dir")
 	n := 10
 	var follow, fromStart bool
 	fs.Int(&n, "n", "how many of the newest records to print")

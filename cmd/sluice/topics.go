@@ -21,7 +21,8 @@ Lists the topics with their partitions, offsets and records. Offsets are
 offsets: on a transactional topic (sluice.enriched, the repartition topics)
 commit markers take offsets too, so records are counted by reading them,
 read committed, for topics of up to --count-limit offsets ('-' past it).
-Without --brokers it asks the embedded broker at --broker-addr.
+Without --brokers it asks the sluice up running on --data-dir
+(./sluice-data by default), else the embedded broker at --broker-addr.
 `
 
 type partitionInfo struct {
@@ -43,6 +44,7 @@ type topicInfo struct {
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pipeline.NewFlagSet("topics", topicsUsage, stderr)
 	pipeline.BrokerFlags(fs, "broker-addr")
+	pipeline.ProcessFlags(fs, "data-dir")
 	var asJSON bool
 	limit := 1_000_000
 	fs.Bool(&asJSON, "json", "print JSON instead of a table")

@@ -38,22 +38,38 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return runProcess(ctx, cfg, upShape, logger, func(p *pipeline.Process) {
-		printURLs(stdout, p)
-		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
-	})
+	p, err := pipeline.Build(ctx, cfg, upShape, logger)
+	if err != nil {
+		return err
+	}
+	remove, err := pipeline.WriteRunning(p)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	defer remove()
+	printURLs(stdout, p)
+	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
+	return p.Run(ctx)
 }
 
 // upShape is the whole pipeline in one process.
 var upShape = pipeline.Shape{Broker: true, Collector: true, Enricher: true, Sinks: []string{"*"}, Aggregations: true}
 
+// printURLs says where everything is, with commands to try that find this
+// process: through its data directory, which holds its addresses while it
+// runs (pipeline.WriteRunning).
 func printURLs(w io.Writer, p *pipeline.Process) {
 	cfg := p.Config
+	find := ""
+	if cfg.Process.DataDir != pipeline.Default().Process.DataDir {
+		find = " --data-dir " + cfg.Process.DataDir
+	}
 	fmt.Fprintf(w, "Sluice is up.\n"+
 		"  collector  http://%[1]s/api/v1/collect  (batch: /api/v1/collect/batch)\n"+
 		"  API docs   http://%[1]s/api/v1/docs/\n"+
 		"  status     http://%[1]s/api/v1/status  (metrics: /metrics)\n"+
-		"  kafka      %[2]s  (try: sluice tail %[3]s --follow)\n"+
-		"  lake       %[5]s  (try: sluice query --data-dir %[4]s --tables)\n"+
-		"  data dir   %[4]s\n", p.CollectorAddr, cfg.Kafka.Brokers[0], cfg.Topics.Raw, cfg.Process.DataDir, cfg.LakeURL())
+		"  kafka      %[2]s  (try: sluice tail %[3]s --follow%[6]s)\n"+
+		"  lake       %[5]s  (try: sluice query%[6]s --tables)\n"+
+		"  data dir   %[4]s\n", p.CollectorAddr, cfg.Kafka.Brokers[0], cfg.Topics.Raw, cfg.Process.DataDir, cfg.LakeURL(), find)
 }

@@ -381,13 +381,19 @@ func (c Config) Client(id string) bus.ClientConfig {
 	return cc
 }
 
-// BrokersOrLocal points a debugging command at the embedded broker's
-// address when no cluster is given, so that `sluice tail` works beside
-// `sluice up` with no flags.
+// BrokersOrLocal points a debugging command at the embedded broker when
+// no cluster is given: the one a `sluice up` running on the data directory
+// says it listens on, else broker.addr. So `sluice tail` works beside
+// `sluice up` with no flags, or with its --data-dir alone.
 func (c *Config) BrokersOrLocal() {
-	if len(c.Kafka.Brokers) == 0 {
-		c.Kafka.Brokers = []string{c.Broker.Addr}
+	if len(c.Kafka.Brokers) > 0 {
+		return
 	}
+	if r, ok := ReadRunning(c.Process.DataDir); ok && r.Broker != "" {
+		c.Kafka.Brokers = []string{r.Broker}
+		return
+	}
+	c.Kafka.Brokers = []string{c.Broker.Addr}
 }
 
 func newRegistry() *prometheus.Registry {
