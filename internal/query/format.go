@@ -130,6 +130,10 @@ func text(v any, typ string) string {
 
 func jsonValue(v any, typ string) any {
 	switch x := v.(type) {
+	case string:
+		if typ == "JSON" && json.Valid([]byte(x)) {
+			return json.RawMessage(x) // as the lake holds it, keys in order
+		}
 	case []byte:
 		return string(x)
 	case time.Time:

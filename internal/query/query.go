@@ -105,24 +105,57 @@ type Result struct {
 	Rows    [][]any
 }
 
-// Query runs one SQL statement and reads its whole result.
+// Query runs one SQL statement and reads its whole result. JSON columns
+// come back as their text, keys in the order the lake holds them: DuckDB's
+// driver would decode them into maps, whose order is lost.
 func (e *Engine) Query(ctx context.Context, q string) (Result, error) {
+	res, jsonCols, err := e.query(ctx, q, true)
+	if err != nil || len(jsonCols) == 0 {
+		return res, err
+	}
+	replace := make([]string, len(jsonCols))
+	for i, c := range jsonCols {
+		replace[i] = fmt.Sprintf("CAST(%s AS VARCHAR) AS %s", quoteIdent(c), quoteIdent(c))
+	}
+	wrapped := fmt.Sprintf("SELECT * REPLACE (%s) FROM (%s)", strings.Join(replace, ", "), strings.TrimRight(strings.TrimSpace(q), ";"))
+	text, _, err := e.query(ctx, wrapped, false)
+	if err != nil {
+		// Columns of one name twice, say: the maps will do.
+		res, _, err = e.query(ctx, q, false)
+		return res, err
+	}
+	for i := range text.Types {
+		text.Types[i] = res.Types[i]
+	}
+	return text, nil
+}
+
+// query runs q; with probe, it stops at the column types when some are
+// JSON, and names them.
+func (e *Engine) query(ctx context.Context, q string, probe bool) (Result, []string, error) {
 	rows, err := e.db.QueryContext(ctx, q)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	types, err := rows.ColumnTypes()
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	res := Result{Columns: cols, Types: make([]string, len(types))}
+	var jsonCols []string
 	for i, t := range types {
 		res.Types[i] = t.DatabaseTypeName()
+		if res.Types[i] == "JSON" {
+			jsonCols = append(jsonCols, cols[i])
+		}
+	}
+	if probe && len(jsonCols) > 0 {
+		return res, jsonCols, nil
 	}
 	for rows.Next() {
 		vals := make([]any, len(cols))
@@ -131,11 +164,11 @@ func (e *Engine) Query(ctx context.Context, q string) (Result, error) {
 			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
 		res.Rows = append(res.Rows, vals)
 	}
-	return res, rows.Err()
+	return res, nil, rows.Err()
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

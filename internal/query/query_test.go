@@ -90,6 +90,40 @@ func TestQueryLake(t *testing.T) {
 	}
 }
 
+// TestJSONKeepsKeyOrder: nested objects read back with their keys in the
+// order the event had them, in every format, and JSON functions still work.
+func TestJSONKeepsKeyOrder(t *testing.T) {
+	ctx := context.Background()
+	s, err := lake.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeLakeFile(t, s, lake.File{Table: "checkout", Date: "2025-01-01", Topic: "sluice.raw", Last: 0},
+		`{"event_type":"checkout","payload":{"items":[{"sku":"b","qty":2,"alpha":1}],"order":{"zeta":1,"alpha":{"y":1,"b":2}}}}`)
+	eng, err := Open(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	res, err := eng.Query(ctx, `SELECT items, "order", "order"->>'zeta' AS zeta FROM checkout;`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for format, want := range map[string]string{
+		"json":  `{"items":[{"sku":"b","qty":2,"alpha":1}],"order":{"zeta":1,"alpha":{"y":1,"b":2}},"zeta":"1"}` + "\n",
+		"csv":   "items,order,zeta\n\"[{\"\"sku\"\":\"\"b\"\",\"\"qty\"\":2,\"\"alpha\"\":1}]\",\"{\"\"zeta\"\":1,\"\"alpha\"\":{\"\"y\"\":1,\"\"b\"\":2}}\",1\n",
+		"table": "items                            order                             zeta\n[{\"sku\":\"b\",\"qty\":2,\"alpha\":1}]  {\"zeta\":1,\"alpha\":{\"y\":1,\"b\":2}}  1\n(1 row)\n",
+	} {
+		var buf bytes.Buffer
+		if err := Write(&buf, res, format); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, buf.String()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", format, diff)
+		}
+	}
+}
+
 func TestQueryEmptyLake(t *testing.T) {
 	s, _ := lake.NewLocal(t.TempDir())
 	eng, err := Open(context.Background(), s)
