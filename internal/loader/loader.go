@@ -232,8 +232,11 @@ func (l *Lake) types(table string, fields []row.Field) {
 		if !ok {
 			k, ok = fromSchema[f.Name]
 		}
-		if ok {
-			fields[i].Cell, _ = row.Coerce(f.Cell, k)
+		if !ok {
+			continue
+		}
+		if fields[i].Cell, ok = row.Coerce(f.Cell, k); !ok {
+			l.metrics.unconverted.WithLabelValues(table, f.Name).Inc()
 		}
 	}
 }

@@ -368,6 +368,9 @@ func TestColumnTypes(t *testing.T) {
 	if n := testutil.ToFloat64(l.metrics.conflicts.WithLabelValues("trip")); n != 1 {
 		t.Errorf("conflicts = %v, want 1 (code \"x\" is not a bigint)", n)
 	}
+	if n := testutil.ToFloat64(l.metrics.unconverted.WithLabelValues("trip", "code")); n != 1 {
+		t.Errorf("unconverted = %v, want 1 (code \"x\" is not a bigint)", n)
+	}
 }
 
 // TestSchemaColumnTypes types columns from the event's schema: a

@@ -9,8 +9,9 @@ import (
 type metrics struct {
 	rows       *prometheus.CounterVec
 	files      prometheus.Counter
-	conflicts  *prometheus.CounterVec
-	badRecords prometheus.Counter
+	conflicts   *prometheus.CounterVec
+	unconverted *prometheus.CounterVec
+	badRecords  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -24,11 +25,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_loader_type_conflicts_total", Help: "Values written as strings because their column's types conflicted, by table.",
 		}, []string{"table"}),
+		unconverted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_loader_unconverted_values_total",
+			Help: "Values that did not convert to the type their schema or table settings declare, kept as text, by table and column.",
+		}, []string{"table", "column"}),
 		badRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_loader_bad_records_total", Help: "Records that were not JSON objects, written to dead_letter.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.files, m.conflicts, m.badRecords} {
+	for _, c := range []prometheus.Collector{m.rows, m.files, m.conflicts, m.unconverted, m.badRecords} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register loader metrics: %w", err)
 		}
