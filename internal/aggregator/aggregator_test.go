@@ -677,3 +677,38 @@ func readRows(t *testing.T, data []byte) []map[string]any {
 	}
 	return rows
 }
+
+// TestMetricsFromTheStart: every outcome's counter is there at 0 before
+// the first event, and each task's watermark is a gauge of its own.
+func TestMetricsFromTheStart(t *testing.T) {
+	e := newEnv(t, 2)
+	r := e.start(mtaConfig(), e.store)
+	series := func(name string) map[string]float64 {
+		out := map[string]float64{}
+		mfs, _ := r.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var k []string
+				for _, l := range m.GetLabel() {
+					if l.GetName() != "aggregation" {
+						k = append(k, l.GetValue())
+					}
+				}
+				out[strings.Join(k, ",")] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	if got := series("sluice_aggregator_events_total"); len(got) != 5 || got["late"] != 0 {
+		t.Errorf("events before any: %v, want the five outcomes at 0", got)
+	}
+	lines := mtaLines(t)
+	e.produce("mta-turnstile", lines)
+	eventually(t, "every record taken", func() bool { return consumed(len(lines))(r.reg) })
+	if got := series("sluice_aggregator_task_watermark_seconds"); len(got) != 2 || got["0"] < 1.6e9 || got["1"] < 1.6e9 {
+		t.Errorf("task watermarks %v, want one for each of the 2 tasks, in 2023", got)
+	}
+}

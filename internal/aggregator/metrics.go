@@ -15,6 +15,8 @@ type metrics struct {
 	openWindows prometheus.Gauge
 	tasks       prometheus.Gauge
 	watermark   prometheus.Gauge
+	// taskWatermark is each task's, by partition of the tasks' topic.
+	taskWatermark *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
@@ -41,10 +43,19 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 			Name: "sluice_aggregator_tasks", ConstLabels: labels, Help: "Partitions this instance aggregates, as the consumer group shares them.",
 		}),
 		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "sluice_aggregator_watermark_seconds", ConstLabels: labels, Help: "The watermark, in Unix seconds of event time.",
+			Name: "sluice_aggregator_watermark_seconds", ConstLabels: labels, Help: "The least watermark of this instance's tasks, in Unix seconds of event time.",
 		}),
+		taskWatermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_aggregator_task_watermark_seconds", ConstLabels: labels,
+			Help: "Each task's watermark, in Unix seconds of event time, by task (a partition of the tasks' topic).",
+		}, []string{"task"}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.forced, m.openWindows, m.tasks, m.watermark} {
+	// Every outcome is there from the start, at 0, so that alerts and
+	// dashboards find it before the first event of its kind.
+	for _, o := range []string{"counted", "duplicate", "late", "invalid", "skipped"} {
+		m.events.WithLabelValues(o)
+	}
+	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.forced, m.openWindows, m.tasks, m.watermark, m.taskWatermark} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -301,6 +301,7 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
 		open += t.op.Open()
 		if w := t.op.Watermark(); !w.IsZero() {
 			wm = min(wm, w.UnixNano())
+			ts.metrics.taskWatermark.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(w.UnixNano()) / 1e9)
 		}
 		if f := t.op.Forced(); f > t.forced {
 			ts.metrics.forced.Add(float64(f - t.forced))

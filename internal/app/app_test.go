@@ -163,4 +163,19 @@ func TestOpsReadyAndStatus(t *testing.T) {
 	if code, _, h := get("/metrics"); code != 200 || !strings.Contains(h.Get("Content-Type"), "text/plain") {
 		t.Errorf("metrics = %d", code)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewOps(OpsConfig{}, p, reg, "pod-0", lag).LagCollector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	if got["sluice_consumer_group_lag"] != 7 || got["sluice_consumer_group_lag_seconds"] != 1.5 {
+		t.Errorf("lag metrics %v", got)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"sync"
 	"time"
 
@@ -235,4 +236,54 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("ops server: %w", err)
 	}
 	return nil
+}
+
+// LagCollector exports the lag of the process's consumer groups as
+// Prometheus gauges, read from Kafka at each scrape:
+// sluice_consumer_group_lag (offsets) and sluice_consumer_group_lag_seconds
+// (the age of the first unread record), by group, topic and partition.
+func (o *Ops) LagCollector() prometheus.Collector { return lagCollector{o} }
+
+type lagCollector struct{ o *Ops }
+
+var (
+	lagDesc = prometheus.NewDesc("sluice_consumer_group_lag",
+		"Offsets a consumer group of this process has yet to read, to the last stable offset (a partition with only transaction markers left is 0).",
+		[]string{"group", "topic", "partition"}, nil)
+	lagSecondsDesc = prometheus.NewDesc("sluice_consumer_group_lag_seconds",
+		"Age of the first record a consumer group of this process has yet to read (0 when caught up).",
+		[]string{"group", "topic", "partition"}, nil)
+)
+
+func (l lagCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- lagDesc
+	ch <- lagSecondsDesc
+}
+
+func (l lagCollector) Collect(ch chan<- prometheus.Metric) {
+	if l.o.lag == nil {
+		return
+	}
+	var groups []string
+	for _, c := range l.o.process.components {
+		if g, ok := c.(Grouped); ok {
+			groups = append(groups, g.Groups()...)
+		}
+	}
+	if len(groups) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lags, err := l.o.lag(ctx, groups)
+	if err != nil {
+		return // Kafka down: the components' health says so
+	}
+	for _, g := range lags {
+		for _, p := range g.Partitions {
+			part := strconv.Itoa(int(p.Partition))
+			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(p.Lag), g.Group, p.Topic, part)
+			ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, p.LagSeconds, g.Group, p.Topic, part)
+		}
+	}
 }

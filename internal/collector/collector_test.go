@@ -819,3 +819,15 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 		t.Error("the collector still accepts connections after shutdown")
 	}
 }
+
+// TestReasonCountersFromTheStart: every rejection reason's counter is there
+// at 0 before the first rejection, for alerts and dashboards.
+func TestReasonCountersFromTheStart(t *testing.T) {
+	h := newHarness(t, nil)
+	metrics := h.do("GET", "/metrics", nil).raw
+	for _, reason := range []string{"invalid_json", "missing_field", "wrong_type", "empty_field", "event_too_large"} {
+		if want := `sluice_collector_events_rejected_total{reason="` + reason + `"} 0`; !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

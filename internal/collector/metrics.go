@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/event"
 )
 
 type metrics struct {
@@ -61,6 +63,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_collector_produce_failures_total",
 			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error, client_gone).",
 		}, []string{"kind"}),
+	}
+	// Every reason is there from the start, at 0, so that alerts and
+	// dashboards find it before the first rejection of its kind.
+	for _, r := range []string{event.ReasonInvalidJSON, event.ReasonMissingField, event.ReasonWrongType, event.ReasonEmptyField, errEventTooLarge} {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, k := range []string{"timeout", "error", "client_gone"} {
+		m.produceFailures.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.inflightBytes, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {
 		if err := reg.Register(c); err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/event"
 )
 
 type metrics struct {
@@ -31,6 +33,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lookupMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_enricher_lookup_misses_total", Help: "Lookup joins that found no row, by event type and field.",
 		}, []string{"event_type", "field"}),
+	}
+	// Every reason is there from the start, at 0, so that alerts and
+	// dashboards find it before the first dead letter of its kind.
+	for _, r := range []string{event.ReasonInvalidJSON, event.ReasonMissingField, ReasonSchemaViolation, ReasonUnknownSchema,
+		ReasonLookupMiss, ReasonNotFound, ReasonFailed} {
+		m.dead.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.events, m.aborts, m.dead, m.unknown, m.lookupMisses} {
 		if err := reg.Register(c); err != nil {

@@ -117,6 +117,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		return nil, err
 	}
 	p.Ops = app.NewOps(cfg.Ops, p.Process, p.Registry, cfg.Process.InstanceID, lagOf(p.Process, cfg.Kafka))
+	p.Registry.MustRegister(p.Ops.LagCollector())
 
 	var schemas *schema.Registry
 	if shape.Enricher || len(sinks) > 0 {
