@@ -44,6 +44,7 @@ func commands() []command {
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},
 		{"forms-api", "serve form definitions at GET /forms/{id}, with injectable latency and failures", runFormsAPI},
 		{"config", "check a config file, print the effective config, or its reference", runConfig},
+		{"schemas", "list the JSON Schemas events are validated against", runSchemas},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "sluice", version)
 			return err

@@ -121,9 +121,14 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 
 	var schemas *schema.Registry
 	if shape.Enricher || len(sinks) > 0 {
-		if schemas, err = loadSchemas(cfg); err != nil {
+		if schemas, err = LoadSchemas(cfg); err != nil {
 			return nil, err
 		}
+		from := "the bundled schemas"
+		if cfg.Schemas != "" {
+			from = cfg.Schemas
+		}
+		logger.Info("schemas loaded", "schemas", len(schemas.Keys()), "from", from)
 		p.Add(&schemaWatcher{Reporter: health.New("schemas", logger), schemas: schemas, logger: logger})
 	}
 	if shape.Collector {
@@ -302,9 +307,9 @@ func TaxiZones(ctx context.Context) (*enrich.Lookup, error) {
 	return enrich.LoadLookup(ctx, path, "LocationID")
 }
 
-// loadSchemas loads the schema registry the config names, or the bundled
+// LoadSchemas loads the schema registry the config names, or the bundled
 // schemas.
-func loadSchemas(cfg Config) (*schema.Registry, error) {
+func LoadSchemas(cfg Config) (*schema.Registry, error) {
 	fsys := sample.Schemas()
 	if cfg.Schemas != "" {
 		fsys = os.DirFS(cfg.Schemas)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -37,6 +38,7 @@ type Registry struct {
 type entry struct {
 	schema  *jsonschema.Schema
 	columns map[string]row.Kind
+	file    string
 }
 
 // Load compiles every <event_type>/<schema_version>.json under fsys (for
@@ -99,7 +101,7 @@ func (r *Registry) Reload() error {
 		if err != nil {
 			return fmt.Errorf("schema %s: %w", p, err)
 		}
-		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc)}
+		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc), file: p}
 		return nil
 	})
 	if err != nil {
@@ -121,6 +123,43 @@ func (r *Registry) Keys() []Key {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	return keys
+}
+
+// Info describes a registered schema.
+type Info struct {
+	Key
+	// Draft is the JSON Schema draft it is read as: its $schema, else
+	// 2020-12.
+	Draft string `json:"draft"`
+	// File is its path in the registry's directory.
+	File string `json:"file"`
+	// Properties is how many top-level properties it declares.
+	Properties int `json:"properties"`
+}
+
+// Infos describes every schema loaded, sorted.
+func (r *Registry) Infos() []Info {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Info, 0, len(r.schemas))
+	for k, e := range r.schemas {
+		out = append(out, Info{Key: k, Draft: draftName(e.schema.DraftVersion), File: e.file, Properties: len(e.columns)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
+	return out
+}
+
+// Drafts are the JSON Schema drafts schemas may be written in.
+var Drafts = []string{"4", "6", "7", "2019-09", "2020-12"}
+
+func draftName(v int) string {
+	switch v {
+	case 2019:
+		return "2019-09"
+	case 2020:
+		return "2020-12"
+	}
+	return strconv.Itoa(v)
 }
 
 func (r *Registry) get(k Key) *entry {
