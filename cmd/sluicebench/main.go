@@ -197,7 +197,7 @@ func startCollector(ctx context.Context, dir string, bc bus.BrokerConfig, pc bus
 	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
 	reg := prometheus.NewRegistry()
 	proc := app.NewProcess(logger)
-	col, err := collector.New(ccfg, prod, logger, reg, app.NewOps(app.OpsConfig{}, proc, reg, ccfg.ID, nil))
+	col, err := collector.New(ccfg, prod, logger, reg, app.NewOps(app.OpsConfig{}, proc, reg, ccfg.ID, nil), nil)
 	if err != nil {
 		stop()
 		return nil, nil, err

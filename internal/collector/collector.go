@@ -23,8 +23,10 @@ import (
 
 	"github.com/sluicehq/sluice/internal/apidocs"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/httpapi"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 // Config configures a collector.
@@ -48,6 +50,9 @@ type Config struct {
 	// MaxInflightBytes bounds the request bodies held in memory at once.
 	// A request waits for room, which slows clients rather than growing.
 	MaxInflightBytes config.ByteSize `yaml:"max_inflight_bytes" flag:"max-inflight-bytes" doc:"Request bodies held in memory at once; more requests wait, which slows clients rather than growing."`
+	// Validation is envelope (the default) or schema: whether the collector
+	// also checks each payload against its schema before it answers.
+	Validation string `yaml:"validation" flag:"validation" doc:"What a 200 means. envelope (the default): the envelope is valid and the event is durable in Kafka; its payload is checked against its schema later, by the enricher, whose violations become dead letters. schema: the payload is also valid against its schema, checked before the answer, and an event that breaks it is answered 400 schema_violation with every violation (and dead-lettered)."`
 	// ProduceTimeout is how long a request waits for Kafka to acknowledge
 	// its events before it is answered 503.
 	ProduceTimeout time.Duration `yaml:"produce_timeout" flag:"produce-timeout" doc:"How long a request waits for Kafka's acknowledgement before it is answered 503 with Retry-After."`
@@ -71,6 +76,7 @@ func DefaultConfig() Config {
 		MaxBatchBytes:     16 << 20,
 		BatchMax:          10_000,
 		MaxInflightBytes:  256 << 20,
+		Validation:        ValidateEnvelope,
 		ProduceTimeout:    5 * time.Second,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -104,6 +110,9 @@ func (c Config) Validate() error {
 	if c.MaxInflightBytes < c.MaxBatchBytes || c.MaxInflightBytes < c.MaxBodyBytes {
 		errs = append(errs, config.Field("max_inflight_bytes", "max in-flight bytes %d must be at least the largest body limit", c.MaxInflightBytes))
 	}
+	if c.Validation != ValidateEnvelope && c.Validation != ValidateSchema {
+		errs = append(errs, config.Field("validation", "%q: want %s or %s", c.Validation, ValidateEnvelope, ValidateSchema))
+	}
 	if c.ProduceTimeout <= 0 {
 		errs = append(errs, config.Field("produce_timeout", "produce timeout must be positive"))
 	}
@@ -113,6 +122,26 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Validation modes.
+const (
+	ValidateEnvelope = "envelope"
+	ValidateSchema   = "schema"
+)
+
+// Schemas validates payloads against their schemas: the registry, for a
+// collector that validates at the edge.
+type Schemas interface {
+	Validate(k schema.Key, payload []byte) ([]event.FieldError, error)
+}
+
+// Edge is what a collector validating at the edge needs: the schemas, and
+// whether an event with no schema is refused (as the enricher would) or
+// passes.
+type Edge struct {
+	Schemas       Schemas
+	RejectUnknown bool
 }
 
 // Producer is the part of a Kafka client the collector writes through;
@@ -129,6 +158,7 @@ var _ Producer = (*kgo.Client)(nil)
 type Collector struct {
 	*health.Reporter
 	cfg      Config
+	edge     *Edge // set when cfg.Validation is schema
 	prod     Producer
 	logger   *slog.Logger
 	metrics  *metrics
@@ -143,10 +173,16 @@ type Collector struct {
 // New builds a collector that writes through prod. Metrics are registered
 // with reg. ops serves the process's ops endpoints (/metrics, /healthz,
 // /readyz, /api/v1/status, /debug/pprof/) beside the API; nil leaves them
-// out.
-func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Registerer, ops http.Handler) (*Collector, error) {
+// out. Validating at the edge (cfg.Validation schema) takes edge.
+func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Registerer, ops http.Handler, edge *Edge) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("collector config: %w", err)
+	}
+	if cfg.Validation == ValidateSchema && (edge == nil || edge.Schemas == nil) {
+		return nil, errors.New("collector config: validation schema needs the schema registry")
+	}
+	if cfg.Validation != ValidateSchema {
+		edge = nil
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -155,6 +191,7 @@ func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Register
 	c := &Collector{
 		Reporter: health.New("collector", logger),
 		cfg:      cfg,
+		edge:     edge,
 		prod:     prod,
 		logger:   logger,
 		metrics:  m,

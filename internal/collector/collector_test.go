@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -27,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 const tripEvent = `{"event_type":"yellow_taxi_trip","schema_version":"1-0-0","event_id":"trips.parquet:1",` +
@@ -49,6 +51,13 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 func newHarness(t *testing.T, mutate func(*Config)) *harness {
+	t.Helper()
+	return newEdgeHarness(t, mutate, nil)
+}
+
+// newEdgeHarness is newHarness with edge's schemas, for a collector that
+// validates at the edge.
+func newEdgeHarness(t *testing.T, mutate func(*Config), edge *Edge) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), addr: "127.0.0.1:0"}
 	h.startBroker()
@@ -73,7 +82,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 	h.reg = prometheus.NewRegistry()
 	// The collector serves its process's ops endpoints, as in sluice up.
 	proc := app.NewProcess(logger)
-	col, err := New(cfg, prod, logger, h.reg, app.NewOps(app.OpsConfig{}, proc, h.reg, "collector-test", nil))
+	col, err := New(cfg, prod, logger, h.reg, app.NewOps(app.OpsConfig{}, proc, h.reg, "collector-test", nil), edge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -829,5 +838,60 @@ func TestReasonCountersFromTheStart(t *testing.T) {
 		if want := `sluice_collector_events_rejected_total{reason="` + reason + `"} 0`; !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// TestEdgeValidation: with validation schema, a payload that breaks its
+// schema is answered 400 schema_violation with every violation, and
+// dead-lettered; a valid one is 200; in a batch each event is judged alone.
+// With the default (envelope), the same event is accepted.
+func TestEdgeValidation(t *testing.T) {
+	reg, err := schema.Load(fstest.MapFS{"checkout/1-0-0.json": {Data: []byte(`{"type":"object","required":["order_id","amount"],
+		"properties":{"order_id":{"type":"string"},"amount":{"type":"number","minimum":0},"ts":{"type":"string","format":"date-time"}}}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := `{"event_type":"checkout","schema_version":"1-0-0","payload":{"amount":-3,"ts":"yesterday"}}`
+	good := `{"event_type":"checkout","schema_version":"1-0-0","payload":{"order_id":"o-1","amount":42.5,"ts":"2025-01-01T10:00:00Z"}}`
+	unknown := `{"event_type":"refund","schema_version":"1-0-0","payload":{}}`
+
+	h := newEdgeHarness(t, func(c *Config) { c.Validation = ValidateSchema }, &Edge{Schemas: reg, RejectUnknown: true})
+	r := h.post("/api/v1/collect", bad)
+	if r.code != 400 || r.body["error"] != "schema_violation" {
+		t.Fatalf("bad event = %d %s", r.code, r.raw)
+	}
+	var paths []string
+	for _, d := range r.body["details"].([]any) {
+		paths = append(paths, d.(map[string]any)["path"].(string))
+	}
+	if diff := cmp.Diff([]string{"/payload", "/payload/amount", "/payload/ts"}, paths); diff != "" {
+		t.Errorf("violations (-want +got):\n%s\n%s", diff, r.raw)
+	}
+	if r := h.post("/api/v1/collect", good); r.code != 200 {
+		t.Errorf("good event = %d %s", r.code, r.raw)
+	}
+	if r := h.post("/api/v1/collect", unknown); r.code != 400 || r.body["error"] != "unknown_schema" {
+		t.Errorf("event with no schema = %d %s", r.code, r.raw)
+	}
+	r = h.do("POST", "/api/v1/collect/batch", []byte(good+"\n"+bad+"\n"), "Content-Type", "application/x-ndjson")
+	if r.code != 200 || r.body["accepted"] != float64(1) || r.body["rejected"] != float64(1) || !strings.Contains(r.raw, `"reason":"schema_violation"`) {
+		t.Errorf("batch = %d %s", r.code, r.raw)
+	}
+	dead := consume(t, h.addr, "sluice.dlq", 3)
+	reasons := map[string]int{}
+	for _, d := range dead {
+		reasons[string(d.Headers[1].Value)]++
+	}
+	if reasons["schema_violation"] != 2 || reasons["unknown_schema"] != 1 {
+		t.Errorf("dead letters by reason %v", reasons)
+	}
+
+	envelopeOnly := newHarness(t, nil)
+	if r := envelopeOnly.post("/api/v1/collect", bad); r.code != 200 {
+		t.Errorf("with validation envelope, a schema violation = %d %s, want 200 (the enricher judges it)", r.code, r.raw)
+	}
+	if _, err := New(func() Config { c := DefaultConfig(); c.ID, c.Validation = "x", ValidateSchema; return c }(), h.prod,
+		testLogger(t), prometheus.NewRegistry(), nil, nil); err == nil {
+		t.Error("validation schema without a registry was accepted")
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/httpapi"
+	"github.com/sluicehq/sluice/internal/schema"
 )
 
 // Request-level error codes. Event-level rejections use the event package's
@@ -82,6 +83,9 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 
 	now := c.now()
 	env, inv := event.Parse(body)
+	if inv == nil {
+		inv = c.checkSchema(env)
+	}
 	if inv != nil {
 		c.reject(w, r, inv, body, now, "the event")
 		return
@@ -104,6 +108,34 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	resp := append(append(make([]byte, 0, 64), `{"root_id":"`...), rb.rootIDs[0]...)
 	_, _ = w.Write(append(resp, "\"}\n"...))
+}
+
+// Reasons of the collector's schema checks, the enricher's own.
+const (
+	reasonSchemaViolation = "schema_violation"
+	reasonUnknownSchema   = "unknown_schema"
+)
+
+// checkSchema validates the payload of a valid envelope against its
+// schema, when the collector validates at the edge.
+func (c *Collector) checkSchema(env *event.Envelope) *event.Invalid {
+	if c.edge == nil {
+		return nil
+	}
+	key := schema.Key{EventType: env.EventType, Version: env.SchemaVersion}
+	errs, err := c.edge.Schemas.Validate(key, env.Payload())
+	switch {
+	case errors.Is(err, schema.ErrNoSchema):
+		if c.edge.RejectUnknown {
+			return &event.Invalid{Reason: reasonUnknownSchema, Errors: []event.FieldError{{Path: "/" + event.FieldSchemaVersion,
+				Message: fmt.Sprintf("no schema for %s; add schemas/%s/%s.json", key, env.EventType, env.SchemaVersion)}}}
+		}
+	case err != nil:
+		return &event.Invalid{Reason: reasonSchemaViolation, Errors: []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}}}
+	case len(errs) > 0:
+		return &event.Invalid{Reason: reasonSchemaViolation, Errors: errs}
+	}
+	return nil
 }
 
 // reject dead-letters a whole body that is not a valid event (or batch) and
@@ -199,6 +231,9 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			env, inv = it.elem.Parse()
 		default:
 			env, inv = event.Parse(it.data)
+		}
+		if inv == nil {
+			inv = c.checkSchema(env)
 		}
 		if inv != nil {
 			msg := inv.Error()

@@ -66,7 +66,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Every reason is there from the start, at 0, so that alerts and
 	// dashboards find it before the first rejection of its kind.
-	for _, r := range []string{event.ReasonInvalidJSON, event.ReasonMissingField, event.ReasonWrongType, event.ReasonEmptyField, errEventTooLarge} {
+	for _, r := range []string{event.ReasonInvalidJSON, event.ReasonMissingField, event.ReasonWrongType, event.ReasonEmptyField, errEventTooLarge,
+		reasonSchemaViolation, reasonUnknownSchema} {
 		m.rejected.WithLabelValues(r)
 	}
 	for _, k := range []string{"timeout", "error", "client_gone"} {

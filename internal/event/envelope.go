@@ -183,6 +183,9 @@ func requireString(inv *Invalid, v []byte, field string) string {
 	return ""
 }
 
+// Payload is the payload's raw JSON, as the client sent it.
+func (e *Envelope) Payload() []byte { return e.value(FieldPayload) }
+
 func (e *Envelope) value(key string) []byte {
 	for _, m := range e.members {
 		if m.key == key {

@@ -120,7 +120,8 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 	p.Registry.MustRegister(p.Ops.LagCollector())
 
 	var schemas *schema.Registry
-	if shape.Enricher || len(sinks) > 0 {
+	edge := shape.Collector && cfg.Collector.Validation == collector.ValidateSchema
+	if shape.Enricher || len(sinks) > 0 || edge {
 		if schemas, err = LoadSchemas(cfg); err != nil {
 			return nil, err
 		}
@@ -132,7 +133,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		p.Add(&schemaWatcher{Reporter: health.New("schemas", logger), schemas: schemas, logger: logger})
 	}
 	if shape.Collector {
-		if err := p.addCollector(cfg, logger); err != nil {
+		if err := p.addCollector(cfg, schemas, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -244,7 +245,7 @@ func startTimeout(cfg Config) time.Duration {
 }
 
 // addCollector builds the collector, on a producer of its own, listening.
-func (p *Process) addCollector(cfg Config, logger *slog.Logger) error {
+func (p *Process) addCollector(cfg Config, schemas *schema.Registry, logger *slog.Logger) error {
 	cc := cfg.collectorConfig()
 	pc := cfg.Producer
 	// One event may be as large as a body, plus the collector's fields.
@@ -254,7 +255,11 @@ func (p *Process) addCollector(cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	p.Defer(prod.Close)
-	col, err := collector.New(cc, prod, logger.With("component", "collector"), p.Registry, p.Ops)
+	var edge *collector.Edge
+	if schemas != nil {
+		edge = &collector.Edge{Schemas: schemas, RejectUnknown: cfg.Enricher.UnknownSchema == "reject"}
+	}
+	col, err := collector.New(cc, prod, logger.With("component", "collector"), p.Registry, p.Ops, edge)
 	if err != nil {
 		return err
 	}
