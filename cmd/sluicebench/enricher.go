@@ -109,13 +109,10 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ac := enrich.DefaultAPIConfig()
-	ac.URL = "http://" + apiAddr.String() + "/forms/{payload.form_id}"
-	api, err := enrich.NewAPI(ac, nil)
+	formPipeline, err := enricher.Forms("http://" + apiAddr.String() + "/forms/{payload.form_id}").Pipeline(enricher.Pipeline{})
 	if err != nil {
 		return err
 	}
-	formPipeline := enricher.Forms(api)
 	tripPipeline := enricher.TaxiZones(zones)
 	run := func(name, topic, eventType string, p enricher.Pipeline) (time.Duration, error) {
 		cfg := enricher.DefaultConfig()
@@ -166,6 +163,7 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
+	ac := enrich.DefaultAPIConfig()                  // the forms model's API settings
 	bound := float64(ac.PerHost) / latency.Seconds() // calls/s
 	reached := float64(calls) / window.Seconds()
 	fmt.Fprintf(out, "enricher benchmark: %d form events over %d form ids, forms API latency %v, API concurrency %d (per host %d);\n"+

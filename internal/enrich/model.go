@@ -15,43 +15,43 @@ import (
 // response, "retrieved_timestamp": …}, into rows of one or more tables.
 // Models are configuration: the form model (FormModel) is one, not code.
 type Model struct {
-	Tables []TableModel `yaml:"tables"`
+	Tables []TableModel `yaml:"tables" doc:"The tables the event becomes rows of, in order."`
 }
 
 // TableModel makes the rows of one table.
 type TableModel struct {
 	// Name is the lake table; rows carry it in their table header.
-	Name string `yaml:"name"`
+	Name string `yaml:"name" doc:"The lake table the rows go to."`
 	// From is the dotted path of the object that is the row, or of an
 	// array whose elements are rows ("" is the document itself).
-	From string `yaml:"from"`
+	From string `yaml:"from" doc:"Dotted path, in the document, of the object that is the row or of the array whose elements are rows: event.items. The document is {event: the payload, envelope: the event's other fields (root_id, collector_tstamp, event_type, ...), api: the API's answer when api is set, retrieved_timestamp}."`
 	// Nested is the dotted path, inside an element, of an array of
 	// elements of the same kind (a group's fields): they become rows too,
 	// with ParentColumn holding their parent's id.
-	Nested       string `yaml:"nested"`
-	ParentColumn string `yaml:"parent_column"`
-	IDField      string `yaml:"id_field"` // the element's id, for ParentColumn; default id
+	Nested       string `yaml:"nested" doc:"Dotted path, inside an element, of an array of elements of the same kind (a group's own fields): they become rows too."`
+	ParentColumn string `yaml:"parent_column" doc:"The column of a nested element's row that holds its parent's id."`
+	IDField      string `yaml:"id_field" doc:"The element's id field, for parent_column; default id."` // the element's id, for ParentColumn; default id
 	// Separator joins the names of nested objects' members: settings_language.
-	Separator string `yaml:"separator"`
+	Separator string `yaml:"separator" doc:"Joins the names of nested objects' members into column names (settings_language); default _."`
 	// Rename maps flattened names to column names (ref → reference).
-	Rename map[string]string `yaml:"rename"`
+	Rename map[string]string `yaml:"rename" doc:"Flattened names to column names: {ref: reference}."`
 	// Columns are always in the row, in this order, null when absent;
 	// with Rest, the other flattened fields follow.
-	Columns []string `yaml:"columns"`
-	Rest    bool     `yaml:"rest"`
+	Columns []string `yaml:"columns" doc:"Columns every row has, in this order, null when absent."`
+	Rest    bool     `yaml:"rest" doc:"After columns, the element's other fields, flattened."`
 	// Include adds values from elsewhere in the document: Path's value as
 	// column As.
-	Include []Include `yaml:"include"`
+	Include []Include `yaml:"include" doc:"Values from elsewhere in the document, each {path, as}: the parent event's keys, such as {path: envelope.root_id, as: checkout_id}."`
 	// Parent adds the row of an earlier table of the model (its first),
 	// every column prefixed with Prefix.
-	Parent       string `yaml:"parent"`
-	ParentPrefix string `yaml:"parent_prefix"`
+	Parent       string `yaml:"parent" doc:"An earlier table of the model whose (first) row's columns every row gets, prefixed with parent_prefix."`
+	ParentPrefix string `yaml:"parent_prefix" doc:"The prefix of the parent's columns."`
 }
 
 // Include is a value from elsewhere in the document.
 type Include struct {
-	Path string `yaml:"path"`
-	As   string `yaml:"as"`
+	Path string `yaml:"path" doc:"Dotted path in the document."`
+	As   string `yaml:"as" doc:"The column's name."`
 }
 
 // Field is a column of a row: its name and raw JSON value.

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/schema"
 )
 
@@ -66,8 +67,70 @@ type Pipeline struct {
 	API    *enrich.API
 	APIKey string
 	// Model, when set, turns the event into table rows; without one the
-	// event goes on as it is, its payload enriched.
-	Model *enrich.Model
+	// event goes on as it is, its payload enriched. With KeepEvent the
+	// event goes on too, before its rows.
+	Model     *enrich.Model
+	KeepEvent bool
+}
+
+// ModelConfig is an entry of models: in the config file: the events of one
+// type become rows of tables, such as a checkout's items a table of their
+// own. The bundled form model (form and form_field) is one such entry.
+type ModelConfig struct {
+	EventType string `yaml:"event_type" doc:"The event type the model applies to."`
+	// API, when set, is called for each event; its answer is in the
+	// model's document under APIAs.
+	API   string `yaml:"api" doc:"URL template of an HTTP API called for each event, such as http://forms:8090/forms/{payload.form_id}, with the enricher's retries, breaker and caches; its answer is in the document under api_as."`
+	APIAs string `yaml:"api_as" doc:"Where the API's answer is in the document."`
+	// KeepEvent sends the event on to its own table too.
+	KeepEvent    bool `yaml:"keep_event" doc:"Send the event on to its own table as well as its rows (true), or only its rows (false)."`
+	enrich.Model `yaml:",inline"`
+}
+
+// SetDefaults gives a new models entry the defaults.
+func (m *ModelConfig) SetDefaults() { *m = ModelConfig{APIAs: "api", KeepEvent: true} }
+
+// Validate reports a model the enricher cannot use.
+func (m ModelConfig) Validate() error {
+	var errs []error
+	if m.EventType == "" {
+		errs = append(errs, config.Field("event_type", "a model needs the event type it applies to"))
+	}
+	if len(m.Tables) == 0 {
+		errs = append(errs, config.Field("tables", "a model needs at least one table"))
+	}
+	for i, t := range m.Tables {
+		if t.Name == "" || lake.TableName(t.Name) != t.Name {
+			errs = append(errs, config.Field(fmt.Sprintf("tables[%d].name", i), "%q: want a snake_case table name, such as checkout_item", t.Name))
+		}
+	}
+	if m.API != "" {
+		ac := enrich.DefaultAPIConfig()
+		ac.URL = m.API
+		if _, err := enrich.NewAPI(ac, nil); err != nil {
+			errs = append(errs, config.Field("api", "%v", err))
+		}
+		if m.APIAs == "" {
+			errs = append(errs, config.Field("api_as", "the API's answer needs a name"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pipeline adds the model to p, the event type's pipeline (its joins).
+func (m ModelConfig) Pipeline(p Pipeline) (Pipeline, error) {
+	if m.API != "" {
+		ac := enrich.DefaultAPIConfig()
+		ac.URL = m.API
+		api, err := enrich.NewAPI(ac, nil)
+		if err != nil {
+			return p, fmt.Errorf("model of %s: %w", m.EventType, err)
+		}
+		p.API, p.APIKey = api, m.APIAs
+	}
+	model := m.Model
+	p.Model, p.KeepEvent = &model, m.KeepEvent
+	return p, nil
 }
 
 // Join is a lookup join and what a miss does: nulls (and a metric), or,
@@ -87,10 +150,11 @@ func TaxiZones(zones *enrich.Lookup) Pipeline {
 	}}
 }
 
-// Forms is the bundled form_event pipeline: each form's definition fetched
-// from api, and the event modelled into form and form_field rows.
-func Forms(api *enrich.API) Pipeline {
-	return Pipeline{API: api, APIKey: "form", Model: &enrich.FormModel}
+// Forms is the bundled form_event model: each form's definition fetched
+// from the forms API at url, and the event modelled into form and
+// form_field rows (the event itself does not go on).
+func Forms(url string) ModelConfig {
+	return ModelConfig{EventType: "form_event", API: url, APIAs: "form", Model: enrich.FormModel}
 }
 
 // DefaultConfig returns the documented defaults.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -18,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/formsapi"
@@ -259,5 +261,68 @@ func TestExactlyOnceAcrossRestarts(t *testing.T) {
 		if c := seen[fmt.Sprint(i)]; c != 1 {
 			t.Fatalf("event %d out %d times", i, c)
 		}
+	}
+}
+
+// TestModelUnnestsArrays: a models entry turns a checkout's items into rows
+// of checkout_item, each with the order's keys, and the checkout goes on to
+// its own table too.
+func TestModelUnnestsArrays(t *testing.T) {
+	cc, prod := startBroker(t)
+	var m ModelConfig
+	m.SetDefaults()
+	if err := config.DecodeYAML([]byte(`
+event_type: checkout
+tables:
+  - name: checkout_item
+    from: event.items
+    columns: [sku, qty, price]
+    include:
+      - {path: event.order_id, as: order_id}
+      - {path: envelope.root_id, as: checkout_root_id}
+      - {path: envelope.collector_tstamp, as: collector_tstamp}
+`), &m); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Pipeline(Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Pipelines = map[string]Pipeline{"checkout": p}
+	checkout := `{"event_type":"checkout","schema_version":"1-0-0","payload":{"order_id":"o-1","currency":"EUR","items":[{"sku":"a","qty":2,"price":3.5},{"sku":"b","qty":1,"price":10,"gift":true}]},"collector_tstamp":"2025-01-01T10:00:00.000000Z","root_id":"r-1"}`
+	if err := prod.ProduceSync(t.Context(), &kgo.Record{Topic: "sluice.raw", Value: []byte(checkout),
+		Headers: []kgo.RecordHeader{{Key: event.HeaderRootID, Value: []byte("r-1")}}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	schemas, err := schema.Load(fstest.MapFS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := New(cfg, cc, schemas, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- en.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var got []string
+	for _, r := range consume(t, cc, 3) {
+		got = append(got, bus.Header(r, "table")+" "+string(r.Value))
+	}
+	want := []string{
+		" " + checkout,
+		`checkout_item {"sku":"a","qty":2,"price":3.5,"order_id":"o-1","checkout_root_id":"r-1","collector_tstamp":"2025-01-01T10:00:00.000000Z"}`,
+		`checkout_item {"sku":"b","qty":1,"price":10,"order_id":"o-1","checkout_root_id":"r-1","collector_tstamp":"2025-01-01T10:00:00.000000Z"}`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("outputs (-want +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -86,17 +87,44 @@ func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
 	if p.Model == nil {
 		return []*kgo.Record{e.out(r, withPayload(top, payload), "")}
 	}
-	doc := fmt.Appendf(nil, `{"event":%s,%s:%s,"retrieved_timestamp":%s}`, payload,
-		event.AppendString(nil, p.APIKey), orNull(answer), event.AppendString(nil, event.FormatTime(e.now())))
+	doc := modelDocument(top, payload, p.APIKey, answer, e.now())
 	rows, err := p.Model.Rows(doc)
 	if err != nil {
 		return e.dead(r, ReasonFailed, []event.FieldError{{Path: "", Message: "model: " + err.Error()}})
 	}
-	outs := make([]*kgo.Record, 0, len(rows))
+	outs := make([]*kgo.Record, 0, len(rows)+1)
+	if p.KeepEvent {
+		outs = append(outs, e.out(r, withPayload(top, payload), ""))
+	}
 	for _, row := range rows {
 		outs = append(outs, e.out(r, row.JSON(), row.Table))
 	}
 	return outs
+}
+
+// modelDocument is what a model reads: {"event": the payload, "envelope":
+// the event's other members, the API's answer under apiKey, and
+// "retrieved_timestamp"}.
+func modelDocument(top []event.Member, payload []byte, apiKey string, answer []byte, now time.Time) []byte {
+	doc := append(append([]byte(`{"event":`), payload...), `,"envelope":{`...)
+	first := true
+	for _, m := range top {
+		if m.Is(event.FieldPayload) {
+			continue
+		}
+		if !first {
+			doc = append(doc, ',')
+		}
+		first = false
+		doc = append(append(append(doc, m.Key...), ':'), m.Value...)
+	}
+	doc = append(doc, '}')
+	if apiKey != "" {
+		doc = append(append(event.AppendString(append(doc, ','), apiKey), ':'), orNull(answer)...)
+	}
+	doc = append(doc, `,"retrieved_timestamp":`...)
+	doc = event.AppendString(doc, event.FormatTime(now))
+	return append(doc, '}')
 }
 
 func orNull(b []byte) []byte {

@@ -281,14 +281,10 @@ func newEnricher(ctx context.Context, cfg Config, schemas *schema.Registry, logg
 		return nil, err
 	}
 	ec.Pipelines = map[string]enricher.Pipeline{"yellow_taxi_trip": enricher.TaxiZones(zones)}
-	if ec.FormsAPI != "" {
-		ac := enrich.DefaultAPIConfig()
-		ac.URL = ec.FormsAPI
-		api, err := enrich.NewAPI(ac, nil)
-		if err != nil {
-			return nil, fmt.Errorf("enricher.forms_api: %w", err)
+	for _, m := range cfg.models() {
+		if ec.Pipelines[m.EventType], err = m.Pipeline(ec.Pipelines[m.EventType]); err != nil {
+			return nil, err
 		}
-		ec.Pipelines["form_event"] = enricher.Forms(api)
 	}
 	return enricher.New(ec, clientConfig(cfg, "sluice-enricher"), schemas, logger.With("component", "enricher"), reg)
 }

@@ -43,6 +43,8 @@ type Config struct {
 	// Sinks are the destinations events are loaded into, each of a
 	// registered type.
 	Sinks []Sink `yaml:"sinks" doc:"The sinks events are loaded into, each {type, name, ...its settings}. Default: one sink of type lake."`
+	// Models turn events into rows of tables (docs/models.md).
+	Models []enricher.ModelConfig `yaml:"models" doc:"Models the enricher applies: the events of a type become rows of tables, such as a checkout's items a table of their own (docs/models.md)."`
 	// Aggregations are the windowed aggregations (docs/aggregations.md).
 	Aggregations []aggregator.Config `yaml:"aggregations" doc:"The windowed aggregations (docs/aggregations.md)."`
 }
@@ -169,6 +171,18 @@ func (c *Config) Validate() error {
 	if !c.Enricher.Disabled {
 		add("enricher", c.enricherConfig().Validate())
 	}
+	modelled := map[string]bool{}
+	for i, m := range c.models() {
+		path := fmt.Sprintf("models[%d]", i)
+		if i >= len(c.Models) {
+			path = "enricher.forms_api"
+		}
+		if modelled[m.EventType] {
+			add(path+".event_type", fmt.Errorf("%q: another model has this event type; one model an event type", m.EventType))
+		}
+		modelled[m.EventType] = true
+		add(path, m.Validate())
+	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
 		path := fmt.Sprintf("sinks[%d]", i)
@@ -194,6 +208,16 @@ func (c *Config) Validate() error {
 		add(path, a.Validate())
 	}
 	return errors.Join(errs...)
+}
+
+// models are the models of the file, and the bundled form model when
+// enricher.forms_api names the forms API.
+func (c *Config) models() []enricher.ModelConfig {
+	ms := slices.Clone(c.Models)
+	if c.Enricher.FormsAPI != "" {
+		ms = append(ms, enricher.Forms(c.Enricher.FormsAPI))
+	}
+	return ms
 }
 
 // collectorConfig is the collector's settings with what the process gives
