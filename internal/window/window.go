@@ -166,6 +166,11 @@ type Operator struct {
 	// with nearly every event, and only passing this is worth a scan.
 	nextEnd int64
 	forced  int64 // windows written early by MaxOpen
+	// began is the wall clock of the first event (or watermark) this
+	// operator saw: idleness counts from when input began, not from when
+	// the aggregator started or a partition was last seen before a
+	// restart. Zero until then, when no partition is idle.
+	began int64
 }
 
 type windowKey struct {
@@ -208,11 +213,7 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 		p = &Partition{Max: math.MinInt64}
 		o.st.Partitions[e.Partition] = p
 	}
-	p.LastSeen = o.now().UnixNano()
-	p.Idle = false
-	if t > p.Max {
-		p.Max = t
-	}
+	o.seen(p, t)
 	size, slide := int64(o.cfg.Size), int64(o.cfg.slide())
 	last := floorDiv(t, slide) * slide // the latest window containing t
 	if last+size <= o.st.Watermark {
@@ -242,6 +243,30 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 	return Counted, Result{}
 }
 
+// Observe records that partition has reached event time t without an event
+// to count: a watermark its upstream broadcast, so that a task whose groups
+// get no events from a partition still sees it advance.
+func (o *Operator) Observe(partition int32, t time.Time) {
+	p := o.st.Partitions[partition]
+	if p == nil {
+		p = &Partition{Max: math.MinInt64}
+		o.st.Partitions[partition] = p
+	}
+	o.seen(p, t.UnixNano())
+}
+
+func (o *Operator) seen(p *Partition, t int64) {
+	now := o.now().UnixNano()
+	if o.began == 0 {
+		o.began = now
+	}
+	p.LastSeen = now
+	p.Idle = false
+	if t > p.Max {
+		p.Max = t
+	}
+}
+
 // Advance moves the watermark as far as the partitions allow and returns
 // the windows it completed, ordered by start, then group. Call it after
 // every Add, so that whether an event is late depends on the events before
@@ -254,7 +279,10 @@ func (o *Operator) Advance() []Result {
 	for _, p := range o.st.Partitions {
 		pw := sat(p.Max, -int64(o.cfg.Delay))
 		furthest = max(furthest, pw)
-		if o.cfg.IdleTimeout > 0 && now-p.LastSeen >= int64(o.cfg.IdleTimeout) {
+		// Quiet for the idle timeout since input began (or since its last
+		// event, if later): a partition with no events yet is not idle
+		// the moment the first event comes elsewhere.
+		if o.cfg.IdleTimeout > 0 && o.began > 0 && now-max(p.LastSeen, o.began) >= int64(o.cfg.IdleTimeout) {
 			p.Idle = true
 			continue
 		}

@@ -246,6 +246,57 @@ func TestIdlePartitionsAdvance(t *testing.T) {
 	})
 }
 
+// TestIdleCountsFromWhenInputBegan: an aggregator that started long before
+// its input (or restarted) does not judge the partitions that have yet to
+// send idle the moment the first one sends: idleness counts from when input
+// began, so a partition a little behind the others is not late.
+func TestIdleCountsFromWhenInputBegan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := newOp(t, Config{Size: 5 * time.Minute, Delay: 30 * time.Second, IdleTimeout: 5 * time.Second, Aggregates: []Aggregate{{Count, "", "n"}}})
+		o.Expect(0, 1, 2)
+		time.Sleep(time.Minute) // started, nothing yet
+		// Partition 0's fetch comes first, an hour of event time, then the
+		// others' from the same start.
+		for m := 0.0; m < 60; m++ {
+			e := ev(m, "g")
+			o.Add(e)
+			o.Advance()
+		}
+		var emitted []Result
+		for _, p := range []int32{1, 2} {
+			for m := 0.0; m < 60; m++ {
+				e := ev(m, "g")
+				e.Partition = p
+				if out, missed := o.Add(e); out != Counted {
+					t.Fatalf("partition %d minute %v: %v (missed %v), want counted", p, m, out, missed)
+				}
+				emitted = append(emitted, o.Advance()...)
+			}
+		}
+		// Every window that minute 58:30 closed, each with all 15 events.
+		if len(emitted) != 11 || emitted[0].Values[0] != 15 {
+			t.Errorf("emitted %v, want 11 windows of 15 events", rows(emitted))
+		}
+	})
+}
+
+// TestObserveAdvancesWithoutEvents: a partition's broadcast watermark moves
+// the operator's as its events would, counting nothing.
+func TestObserveAdvancesWithoutEvents(t *testing.T) {
+	o := newOp(t, Config{Size: 10 * time.Minute, Aggregates: []Aggregate{{Count, "", "n"}}})
+	o.Expect(0, 1)
+	o.Add(ev(1, "g"))
+	if got := o.Advance(); len(got) != 0 {
+		t.Fatalf("partition 1 holds the watermark: %v", rows(got))
+	}
+	o.Observe(0, at(30))
+	o.Observe(1, at(25))
+	got := rows(o.Advance())
+	if diff := cmp.Diff(got, []row{{[]string{"g"}, 0, 10, 1, []float64{1}}}); diff != "" {
+		t.Errorf("after both partitions' watermarks (-got +want):\n%s", diff)
+	}
+}
+
 // TestCheckpointResumes: a snapshot taken mid-stream, through JSON and
 // restored into a new operator, then the rest of the stream, gives what
 // the uninterrupted run gives.
