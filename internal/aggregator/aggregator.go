@@ -231,6 +231,9 @@ type Aggregator struct {
 	// of each aggregate's field (-1: none).
 	timeAt, groupAt, dedupeAt, keyAt, aggAt []int
 	ints                                    []bool // per aggregate: written as BIGINT
+	// tasks is how many partitions the repartition topic has: a watermark
+	// is broadcast to each.
+	tasks int32
 	logger                                  *slog.Logger
 	metrics                                 *metrics
 	now                                     func() time.Time
@@ -316,7 +319,7 @@ func (a *Aggregator) details() any {
 // Run aggregates until ctx is done: the repartitioner, unless the input is
 // keyed, and the tasks this instance is given.
 func (a *Aggregator) Run(ctx context.Context) error {
-	inputs, err := a.inputPartitions(ctx)
+	inputs, err := a.partitions(ctx, a.cfg.Topic)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the topic: a clean stop, as every other
@@ -343,6 +346,11 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if !a.cfg.Keyed {
+		// The watermark goes to every task: as many as the topic has,
+		// which may be other than partitions: says, if it was made before.
+		if a.tasks, err = a.partitions(ctx, source); err != nil {
+			return nil // stopped
+		}
 		g.Go(func() error { return a.repartition(gctx) })
 	}
 	g.Go(func() error { return a.aggregate(gctx, source, inputs) })
@@ -358,22 +366,22 @@ func (a *Aggregator) groupOpts(group string) []kgo.Opt {
 	return opts
 }
 
-// inputPartitions waits for the input topic to exist and counts its
+// partitions waits for a topic to exist and counts its
 // partitions.
-func (a *Aggregator) inputPartitions(ctx context.Context) (int32, error) {
+func (a *Aggregator) partitions(ctx context.Context, topic string) (int32, error) {
 	cl, err := bus.NewClient(a.cc, a.logger)
 	if err != nil {
 		return 0, err
 	}
 	defer cl.Close()
 	for {
-		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, a.cfg.Topic)
-		if err == nil && ends.Error() == nil && len(ends[a.cfg.Topic]) > 0 {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+		if err == nil && ends.Error() == nil && len(ends[topic]) > 0 {
 			a.Clear("input")
-			return int32(len(ends[a.cfg.Topic])), nil
+			return int32(len(ends[topic])), nil
 		}
 		if ctx.Err() == nil {
-			a.Fault("input", fmt.Errorf("waiting for the input topic %s to exist: %w", a.cfg.Topic, cmp.Or(err, ends.Error())))
+			a.Fault("input", fmt.Errorf("waiting for the topic %s to exist: %w", topic, cmp.Or(err, ends.Error())))
 		}
 		select {
 		case <-ctx.Done():

@@ -712,3 +712,51 @@ func TestMetricsFromTheStart(t *testing.T) {
 		t.Errorf("task watermarks %v, want one for each of the 2 tasks, in 2023", got)
 	}
 }
+
+// TestQuietGroupsWindowsClose: the input's progress reaches every task, so
+// the windows of a group that stops getting events close as the input
+// moves on, even when its task gets no event of another group.
+func TestQuietGroupsWindowsClose(t *testing.T) {
+	e := newEnv(t, 1)
+	cfg := Config{Name: "revenue_5m", Topic: "mta-turnstile", EventType: "checkout", Partitions: 2,
+		Time: Time{Fields: []string{"ts"}}, Window: Window{Size: 5 * time.Minute, Delay: 30 * time.Second},
+		GroupBy:            []string{"currency"},
+		Aggregates:         []window.Aggregate{{Op: window.Count, As: "orders"}, {Op: window.Sum, Field: "amount", As: "revenue"}},
+		CheckpointInterval: 50 * time.Millisecond}
+	// Two currencies whose groups live in the two tasks.
+	byKey := kgo.StickyKeyPartitioner(nil).ForTopic("x")
+	quiet, busy := "EUR", ""
+	for _, c := range []string{"USD", "GBP", "JPY", "CHF", "SEK"} {
+		if byKey.Partition(&kgo.Record{Key: []byte(c)}, 2) != byKey.Partition(&kgo.Record{Key: []byte(quiet)}, 2) {
+			busy = c
+			break
+		}
+	}
+	checkout := func(currency string, minute int) []byte {
+		return fmt.Appendf(nil, `{"event_type":"checkout","schema_version":"1-0-0","payload":{"currency":%q,"amount":10,"ts":"2025-01-01T10:%02d:00Z"}}`, currency, minute)
+	}
+	var values [][]byte
+	for m := range 10 {
+		values = append(values, checkout(quiet, m), checkout(busy, m))
+	}
+	for m := 10; m < 60; m++ {
+		values = append(values, checkout(busy, m))
+	}
+	e.produce("mta-turnstile", values)
+	r := e.start(cfg, e.store)
+	eventually(t, "the quiet currency's windows written", func() bool {
+		objs, _ := e.store.List(t.Context(), "agg_revenue_5m/")
+		for _, o := range objs {
+			b, _ := e.store.ReadObject(t.Context(), o.Path)
+			for _, row := range readRows(t, b) {
+				if row["currency"] == quiet && row["window_start"].(time.Time).Minute() == 5 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -260,6 +260,10 @@ func (ts *tasks) add(rec *kgo.Record) {
 		return // not ours (any more), or taken before a rebalance
 	}
 	t.next, t.dirty = rec.Offset+1, true
+	if len(rec.Headers) > 0 && rec.Headers[0].Key == headerWatermark {
+		ts.observe(t, rec)
+		return
+	}
 	f, at, dead := ts.read(rec)
 	if dead != nil {
 		t.dead = append(t.dead, dead)
@@ -287,6 +291,17 @@ func (ts *tasks) add(rec *kgo.Record) {
 			at.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
 	}
+	t.done = append(t.done, t.op.Advance()...)
+}
+
+// observe takes an input partition's broadcast watermark.
+func (ts *tasks) observe(t *task, rec *kgo.Record) {
+	ns, err := strconv.ParseInt(string(rec.Headers[0].Value), 10, 64)
+	src, err2 := strconv.ParseInt(bus.Header(rec, headerSource), 10, 32)
+	if err != nil || err2 != nil {
+		return // not ours to read: skipped, as an unknown record would be
+	}
+	t.op.Observe(int32(src), time.Unix(0, ns))
 	t.done = append(t.done, t.op.Advance()...)
 }
 
