@@ -74,6 +74,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Int(&max, "max", "stop each producer after this many rows (0: all)")
 	fs.Int(&rc.Batch, "batch", "events per request: 1 uses the single-event endpoint, more the batch endpoint")
 	fs.Int(&rc.Concurrency, "concurrency", "requests in flight per producer")
+	fs.Bool(&rc.Unordered, "unordered", "let the collector write concurrent requests in any order (by default it keeps each producer's order)")
 	fs.Int(&rc.Retries, "retries", "retries of a failed request before its events count as failed")
 	fs.String(&failedOut, "failed-out", "write events that were not accepted to this NDJSON file, with the reason")
 	pipeline.BrokerFlags(fs, "broker-addr")

@@ -164,6 +164,7 @@ type Collector struct {
 	metrics  *metrics
 	handler  http.Handler
 	inflight *semaphore.Weighted
+	seq      sequencer
 	now      func() time.Time
 
 	mu sync.Mutex

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -893,5 +895,48 @@ func TestEdgeValidation(t *testing.T) {
 	if _, err := New(func() Config { c := DefaultConfig(); c.ID, c.Validation = "x", ValidateSchema; return c }(), h.prod,
 		testLogger(t), prometheus.NewRegistry(), nil, nil); err == nil {
 		t.Error("validation schema without a registry was accepted")
+	}
+}
+
+// TestStreamOrder: requests of one stream (Sluice-Stream, Sluice-Sequence)
+// reach every partition in their numbered order, even when a later one
+// arrives first; a request without the headers is not held.
+func TestStreamOrder(t *testing.T) {
+	h := newHarness(t, nil)
+	batch := func(seq int) []byte {
+		var b []byte
+		for i := range 30 {
+			b = fmt.Appendf(b, `{"event_type":"t","schema_version":"1","payload":{"seq":%d,"i":%d}}`+"\n", seq, i)
+		}
+		return b
+	}
+	send := func(seq int) response {
+		return h.do("POST", "/api/v1/collect/batch", batch(seq), "Content-Type", "application/x-ndjson",
+			"Sluice-Stream", "replay-1", "Sluice-Sequence", strconv.Itoa(seq))
+	}
+	if r := send(1); r.code != 200 {
+		t.Fatalf("request 1 = %d %s", r.code, r.raw)
+	}
+	third := make(chan response, 1)
+	go func() { third <- send(3) }() // early: it must wait for 2
+	time.Sleep(300 * time.Millisecond)
+	if r := send(2); r.code != 200 {
+		t.Fatalf("request 2 = %d %s", r.code, r.raw)
+	}
+	if r := <-third; r.code != 200 {
+		t.Fatalf("request 3 = %d %s", r.code, r.raw)
+	}
+	last := map[int32]float64{} // by partition, the last (seq*1000 + i) seen
+	for _, rec := range consume(t, h.addr, "sluice.raw", 90) {
+		var ev struct {
+			Payload struct{ Seq, I float64 } `json:"payload"`
+		}
+		json.Unmarshal(rec.Value, &ev)
+		at := ev.Payload.Seq*1000 + ev.Payload.I
+		if at < last[rec.Partition] {
+			t.Fatalf("partition %d: seq %v event %v after seq %v: out of the stream's order",
+				rec.Partition, ev.Payload.Seq, ev.Payload.I, math.Floor(last[rec.Partition]/1000))
+		}
+		last[rec.Partition] = at
 	}
 }

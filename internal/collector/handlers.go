@@ -70,6 +70,8 @@ func (c *Collector) unavailable(w http.ResponseWriter, r *http.Request, err erro
 
 // collect handles POST /api/v1/collect: one envelope.
 func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
+	t := c.seq.turnOf(r)
+	defer t.done() // whatever the answer, the next request of its stream may go
 	if !jsonMedia(r.Header.Get("Content-Type")) {
 		c.metrics.requestRejected(errUnsupportedMedia)
 		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedMedia, "send Content-Type: application/json")
@@ -87,13 +89,13 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		inv = c.checkSchema(env)
 	}
 	if inv != nil {
-		c.reject(w, r, inv, body, now, "the event")
+		c.reject(w, r, t, inv, body, now, "the event")
 		return
 	}
 	rb := c.newRecordBuilder(1, len(body), now)
 	err := rb.raw(env)
 	if err == nil {
-		err = c.produce(r.Context(), rb.records()...)
+		err = c.produce(r.Context(), t, rb.records()...)
 	}
 	if err != nil {
 		if isTooLarge(err) {
@@ -141,11 +143,11 @@ func (c *Collector) checkSchema(env *event.Envelope) *event.Invalid {
 // reject dead-letters a whole body that is not a valid event (or batch) and
 // answers 400; if the dead letter cannot be confirmed, it answers 503 so
 // that the client retries and the failure is recorded.
-func (c *Collector) reject(w http.ResponseWriter, r *http.Request, inv *event.Invalid, body []byte, now time.Time, what string) {
+func (c *Collector) reject(w http.ResponseWriter, r *http.Request, t *turn, inv *event.Invalid, body []byte, now time.Time, what string) {
 	rb := c.newRecordBuilder(1, len(body), now)
 	rootID, err := rb.failed(inv.Reason, inv.Errors, body, now)
 	if err == nil {
-		err = c.produce(r.Context(), rb.records()...)
+		err = c.produce(r.Context(), t, rb.records()...)
 	}
 	if err != nil {
 		c.unavailable(w, r, err)
@@ -170,6 +172,8 @@ type batchError struct {
 // Each event stands alone: valid ones go to the raw topic and invalid ones to
 // the dead-letter topic, and the answer waits for every write.
 func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
+	t := c.seq.turnOf(r)
+	defer t.done() // whatever the answer, the next request of its stream may go
 	ct := r.Header.Get("Content-Type")
 	ndjson := ndjsonMedia(ct)
 	if !ndjson && !jsonMedia(ct) {
@@ -199,7 +203,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		elems, inv := event.SplitArray(body)
 		if inv != nil {
 			// The batch as a whole is unreadable: it is one failed event.
-			c.reject(w, r, inv, body, now, "the body")
+			c.reject(w, r, t, inv, body, now, "the body")
 			return
 		}
 		items = make([]item, len(elems))
@@ -253,7 +257,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := c.produce(r.Context(), rb.records()...); err != nil {
+	if err := c.produce(r.Context(), t, rb.records()...); err != nil {
 		c.unavailable(w, r, err)
 		return
 	}
@@ -312,12 +316,15 @@ var errProduceTimeout = errors.New("kafka did not acknowledge in time")
 // buffered record of a partition when one record's context is canceled, so a
 // client hanging up would fail other clients' events. They get their own
 // deadline, released once the last of them is done.
-func (c *Collector) produce(ctx context.Context, recs ...*kgo.Record) error {
+func (c *Collector) produce(ctx context.Context, t *turn, recs ...*kgo.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	start := c.now()
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ProduceTimeout)
+	// In a stream's order: after the records of its request before. The
+	// wait takes at most half the timeout, so that Kafka still has the rest.
+	t.wait(ctx, c.cfg.ProduceTimeout/2)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ProduceTimeout-c.now().Sub(start))
 	var pending atomic.Int64
 	pending.Store(int64(len(recs)))
 	done := make(chan error, len(recs))
@@ -330,6 +337,7 @@ func (c *Collector) produce(ctx context.Context, recs ...*kgo.Record) error {
 	for _, r := range recs {
 		c.prod.Produce(rctx, r, promise)
 	}
+	t.done() // handed over: each partition has them in order
 	// rctx is also canceled when the last promise fires, so the wait has a
 	// timer of its own.
 	timer := time.NewTimer(c.cfg.ProduceTimeout - c.now().Sub(start))

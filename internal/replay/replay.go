@@ -6,7 +6,9 @@ package replay
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,8 +44,12 @@ type Config struct {
 	// Batch is how many events a request carries: 1 uses the single-event
 	// endpoint, more the batch endpoint (as NDJSON).
 	Batch int
-	// Concurrency is each producer's requests in flight.
+	// Concurrency is each producer's requests in flight. They keep the
+	// file's order (ordered pipelining: each request is numbered, and the
+	// collector hands a request's events to Kafka only after the one
+	// before), unless Unordered.
 	Concurrency int
+	Unordered   bool
 	// Rate caps each producer's events per second (0: as fast as
 	// possible); Sleep waits after each row instead, as the seeds' producers
 	// do.
@@ -189,6 +195,7 @@ func Run(ctx context.Context, cfg Config, sources []*source.Source, stats []*Sta
 
 type producer struct {
 	cfg    Config
+	stream string // the requests' stream, for ordered pipelining
 	src    *source.Source
 	stats  *Stats
 	failed *failures
@@ -300,14 +307,29 @@ func (p *producer) run(ctx context.Context) error {
 	if p.cfg.Kafka != nil {
 		return p.runKafka(ctx)
 	}
-	reqs := make(chan [][]byte, p.cfg.Concurrency)
+	// The producer's requests are one stream, numbered in file order; the
+	// first goes alone, so that the collector knows the stream before the
+	// rest overlap.
+	if !p.cfg.Unordered && p.cfg.Concurrency > 1 {
+		p.stream = newStreamID()
+	}
+	reqs := make(chan request, p.cfg.Concurrency)
 	var senders sync.WaitGroup
-	for range p.cfg.Concurrency {
-		senders.Go(func() {
-			for events := range reqs {
-				p.send(ctx, events)
-			}
-		})
+	started := false
+	startSenders := func() {
+		started = true
+		for range p.cfg.Concurrency {
+			senders.Go(func() {
+				for r := range reqs {
+					p.send(ctx, r)
+				}
+			})
+		}
+	}
+	seq := uint64(0)
+	next := func(events [][]byte) request {
+		seq++
+		return request{events: events, seq: seq}
 	}
 	prefix := event.AppendString(nil, p.cfg.EventType)
 	head := fmt.Appendf(nil, `{"event_type":%s,"schema_version":%s,"event_id":`, prefix, event.AppendString(nil, p.cfg.SchemaVersion))
@@ -323,8 +345,14 @@ func (p *producer) run(ctx context.Context) error {
 		ev = append(append(append(ev, `,"payload":`...), row...), '}')
 		batch = append(batch, ev)
 		if len(batch) == p.cfg.Batch {
+			if !started {
+				p.send(ctx, next(batch))
+				startSenders()
+				batch = nil
+				return p.pace(ctx, start, n, row)
+			}
 			select {
-			case reqs <- batch:
+			case reqs <- next(batch):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -335,12 +363,29 @@ func (p *producer) run(ctx context.Context) error {
 	if errors.Is(err, errStop) {
 		err = nil
 	}
+	if !started {
+		startSenders()
+	}
 	if len(batch) > 0 && ctx.Err() == nil {
-		reqs <- batch // rows read before an error are still sent
+		reqs <- next(batch) // rows read before an error are still sent
 	}
 	close(reqs)
 	senders.Wait()
 	return err
+}
+
+// request is one request's events and its number in the producer's
+// stream.
+type request struct {
+	events [][]byte
+	seq    uint64
+}
+
+// newStreamID names a producer's stream of requests.
+func newStreamID() string {
+	b := make([]byte, 8)
+	crand.Read(b)
+	return "replay-" + hex.EncodeToString(b)
 }
 
 // pace waits as Rate, Sleep or TimeWarp ask after row n.
@@ -369,7 +414,8 @@ func (p *producer) pace(ctx context.Context, start time.Time, n int64, row []byt
 }
 
 // send delivers one request's events, retrying what may succeed later.
-func (p *producer) send(ctx context.Context, events [][]byte) {
+func (p *producer) send(ctx context.Context, r request) {
+	events := r.events
 	p.stats.Sent.Add(int64(len(events)))
 	url, ct := strings.TrimSuffix(p.cfg.Collector, "/")+"/api/v1/collect", "application/json"
 	body := events[0]
@@ -384,7 +430,7 @@ func (p *producer) send(ctx context.Context, events [][]byte) {
 			p.stats.Retried.Add(1)
 		}
 		began := time.Now()
-		res, retryAfter, err := p.post(ctx, url, ct, body)
+		res, retryAfter, err := p.post(ctx, url, ct, body, r.seq)
 		switch {
 		case ctx.Err() != nil:
 			p.fail(events, "canceled", "the replay was stopped before the collector answered")
@@ -447,12 +493,16 @@ type answer struct {
 	} `json:"errors"`
 }
 
-func (p *producer) post(ctx context.Context, url, ct string, body []byte) (answer, time.Duration, error) {
+func (p *producer) post(ctx context.Context, url, ct string, body []byte, seq uint64) (answer, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, 0, err
 	}
 	req.Header.Set("Content-Type", ct)
+	if p.stream != "" {
+		req.Header.Set("Sluice-Stream", p.stream)
+		req.Header.Set("Sluice-Sequence", strconv.FormatUint(seq, 10))
+	}
 	if p.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+p.cfg.APIKey)
 	}

@@ -6,11 +6,13 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -342,5 +344,77 @@ func TestBadRowsAreKept(t *testing.T) {
 	}
 	if stats[0].Rejected.Load() != 1 || stats[1].Rejected.Load() != 2 || stats[1].Rows.Load() != 4 {
 		t.Errorf("rejected %d and %d, rows %d", stats[0].Rejected.Load(), stats[1].Rejected.Load(), stats[1].Rows.Load())
+	}
+}
+
+// TestRequestsAreNumbered: a producer's concurrent requests are one stream
+// numbered in file order (the collector keeps that order), the first
+// answered before the rest are sent; --unordered sends no numbers.
+func TestRequestsAreNumbered(t *testing.T) {
+	for _, unordered := range []bool{false, true} {
+		type seen struct {
+			stream string
+			seq    int
+			first  int // the index of the request's first row
+		}
+		var (
+			mu       sync.Mutex
+			got      []seen
+			inflight int
+			overlap  bool // a request arrived while request 1 was in flight
+		)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var ev struct {
+				Payload struct{ I int } `json:"payload"`
+			}
+			line, _ := bufio.NewReader(r.Body).ReadBytes('\n')
+			json.Unmarshal(line, &ev)
+			seq, _ := strconv.Atoi(r.Header.Get("Sluice-Sequence"))
+			mu.Lock()
+			got = append(got, seen{r.Header.Get("Sluice-Stream"), seq, ev.Payload.I})
+			if inflight > 0 && len(got) == 2 {
+				overlap = true
+			}
+			inflight++
+			mu.Unlock()
+			io.Copy(io.Discard, r.Body)
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			inflight--
+			mu.Unlock()
+			json.NewEncoder(w).Encode(map[string]any{"accepted": 10})
+		}))
+		src, err := source.New(writeNDJSON(t, 400), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Collector, cfg.EventType, cfg.Batch, cfg.Concurrency, cfg.Unordered = srv.URL, "row", 10, 4, unordered
+		if err := Run(t.Context(), cfg, []*source.Source{src}, []*Stats{{}}); err != nil {
+			t.Fatal(err)
+		}
+		srv.Close()
+		if len(got) != 40 {
+			t.Fatalf("unordered=%v: %d requests, want 40", unordered, len(got))
+		}
+		if unordered {
+			for _, s := range got {
+				if s.stream != "" || s.seq != 0 {
+					t.Fatalf("--unordered sent stream %q sequence %d", s.stream, s.seq)
+				}
+			}
+			continue
+		}
+		if overlap {
+			t.Error("a second request was sent before the first was answered")
+		}
+		for _, s := range got {
+			if s.stream == "" || s.stream != got[0].stream {
+				t.Fatalf("requests in streams %q and %q, want one", got[0].stream, s.stream)
+			}
+			if s.first != (s.seq-1)*10 {
+				t.Errorf("request %d starts at row %d, want %d: the numbers do not follow the file", s.seq, s.first, (s.seq-1)*10)
+			}
+		}
 	}
 }
