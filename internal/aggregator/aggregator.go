@@ -233,10 +233,10 @@ type Aggregator struct {
 	ints                                    []bool // per aggregate: written as BIGINT
 	// tasks is how many partitions the repartition topic has: a watermark
 	// is broadcast to each.
-	tasks int32
-	logger                                  *slog.Logger
-	metrics                                 *metrics
-	now                                     func() time.Time
+	tasks   int32
+	logger  *slog.Logger
+	metrics *metrics
+	now     func() time.Time
 }
 
 // New builds an aggregator; prod writes results and dead letters.

@@ -7,8 +7,8 @@ import (
 )
 
 type metrics struct {
-	rows       *prometheus.CounterVec
-	files      prometheus.Counter
+	rows        *prometheus.CounterVec
+	files       prometheus.Counter
 	conflicts   *prometheus.CounterVec
 	unconverted *prometheus.CounterVec
 	badRecords  prometheus.Counter
