@@ -71,13 +71,14 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer noopStop()
 
-	run := func(addr string) (time.Duration, *replay.Stats, error) {
+	run := func(addr string, unordered bool) (time.Duration, *replay.Stats, error) {
 		src, err := source.New(file, "")
 		if err != nil {
 			return 0, nil, err
 		}
 		cfg := replay.DefaultConfig()
 		cfg.Collector, cfg.EventType, cfg.Batch, cfg.Concurrency = "http://"+addr, "yellow_taxi_trip", *batch, *concurrency
+		cfg.Unordered = unordered
 		st := new(replay.Stats)
 		start := time.Now()
 		err = replay.Run(ctx, cfg, []*source.Source{src}, []*replay.Stats{st})
@@ -86,13 +87,19 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return time.Since(start), st, err
 	}
-	noopTime, _, err := run(noopAddr.String())
+	noopTime, _, err := run(noopAddr.String(), false)
 	if err != nil {
 		return fmt.Errorf("replay to the no-op handler: %w", err)
 	}
-	colTime, st, err := run(colAddr.String())
+	colTime, st, err := run(colAddr.String(), false)
 	if err != nil {
 		return fmt.Errorf("replay to the collector: %w", err)
+	}
+	// The cost of keeping the file's order (ordered pipelining) is the
+	// difference from the same replay with requests independent.
+	freeTime, _, err := run(colAddr.String(), true)
+	if err != nil {
+		return fmt.Errorf("unordered replay to the collector: %w", err)
 	}
 	p50, p99 := st.Latency()
 	fmt.Fprintf(out, "replay benchmark: %d TLC rows (%d MB of NDJSON) in batches of %d, %d requests in flight\n\n",
@@ -101,7 +108,9 @@ func benchReplay(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintln(tw, "target\trows/s\ttime\t")
 	fmt.Fprintf(tw, "no-op HTTP handler\t%.0f\t%v\t\n", float64(*n)/noopTime.Seconds(), noopTime.Round(time.Millisecond))
 	fmt.Fprintf(tw, "collector (embedded broker, acks=all)\t%.0f\t%v\t\n", float64(*n)/colTime.Seconds(), colTime.Round(time.Millisecond))
+	fmt.Fprintf(tw, "collector, --unordered\t%.0f\t%v\t\n", float64(*n)/freeTime.Seconds(), freeTime.Round(time.Millisecond))
 	fmt.Fprintf(tw, "collector / no-op\t%.2f\t\t\n", noopTime.Seconds()/colTime.Seconds())
+	fmt.Fprintf(tw, "ordered / unordered\t%.2f\t\t\n", freeTime.Seconds()/colTime.Seconds())
 	tw.Flush()
 	fmt.Fprintf(out, "collector request latency p50 %v, p99 %v\n", p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond))
 	return nil
