@@ -19,7 +19,7 @@ import (
 
 const replayUsage = `Usage: sluice replay [flags] FILE|URL ...
 
-Sends each row of Parquet, CSV, CSV.gz or NDJSON files (local paths or
+Sends each row of Parquet, CSV or NDJSON files (plain or gzipped; local paths or
 http(s) URLs, streamed) as an event to the collector, one producer per file,
 in parallel. Each event has event_id <file name>:<row number>. Parquet
 timestamps become ISO 8601 strings (--time-format), integers stay integers,
@@ -61,7 +61,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.String(&rc.EventType, "event-type", "every event's event_type (a preset sets it)")
 	fs.String(&rc.SchemaVersion, "schema-version", "every event's schema_version")
 	fs.String(&schema, "schema", "CSV column types as name:type,... (string, int, float, bool, timestamp)")
-	fs.String(&format, "input-format", "the files' format when their names do not tell: parquet, csv, csv.gz or ndjson")
+	fs.String(&format, "input-format", "the files' format when their names do not tell: parquet, csv, csv.gz, ndjson or ndjson.gz")
 	fs.String(&to, "to", "where rows go: collector (as events) or kafka (as records, straight to --topic)")
 	fs.String(&rc.Topic, "topic", "with --to kafka, the topic to publish to")
 	fs.String(&rc.KeyField, "key-field", "with --to kafka, the row field that keys records (a preset sets one)")

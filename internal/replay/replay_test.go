@@ -261,6 +261,25 @@ func TestSourcesOverHTTP(t *testing.T) {
 	if src.Name != "t" {
 		t.Errorf("name %q, want t", src.Name)
 	}
+
+	gz.Reset()
+	zw = gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"a":1}` + "\n" + `{"a":2}` + "\n"))
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "e.ndjson.gz"), gz.Bytes(), 0o644)
+	if src, err = source.New(srv.URL+"/e.ndjson.gz", ""); err != nil {
+		t.Fatal(err)
+	}
+	rows = nil
+	if err := src.Rows(t.Context(), nil, func(_ int64, row []byte) error {
+		rows = append(rows, string(row))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{`{"a":1}`, `{"a":2}`}, rows); diff != "" || src.Name != "e" {
+		t.Errorf("ndjson.gz rows (-want +got):\n%s (name %q)", diff, src.Name)
+	}
 }
 
 // TestTimeWarp paces rows by their event time, sped up: 2 s of event time

@@ -19,7 +19,7 @@ import (
 )
 
 // Formats a source can be read in; the default comes from the name.
-var Formats = []string{"parquet", "csv", "csv.gz", "ndjson"}
+var Formats = []string{"parquet", "csv", "csv.gz", "ndjson", "ndjson.gz"}
 
 // Source is one file of rows, local or at an http(s) URL.
 type Source struct {
@@ -64,6 +64,8 @@ func New(location, format string) (*Source, error) {
 			format = "csv"
 		case strings.HasSuffix(lower, ".ndjson"), strings.HasSuffix(lower, ".jsonl"), strings.HasSuffix(lower, ".json"):
 			format = "ndjson"
+		case strings.HasSuffix(lower, ".ndjson.gz"), strings.HasSuffix(lower, ".jsonl.gz"), strings.HasSuffix(lower, ".json.gz"):
+			format = "ndjson.gz"
 		default:
 			return nil, fmt.Errorf("%s: cannot tell the format from the name; pass --input-format %s", location, strings.Join(Formats, "|"))
 		}
@@ -120,7 +122,8 @@ func (s *Source) Rows(ctx context.Context, progress func(Progress), fn func(n in
 	defer body.Close()
 	counted := &countingReader{r: body}
 	var r io.Reader = counted
-	if s.Format == "csv.gz" {
+	format, gzipped := strings.CutSuffix(s.Format, ".gz")
+	if gzipped {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.Location, err)
@@ -135,7 +138,7 @@ func (s *Source) Rows(ctx context.Context, progress func(Progress), fn func(n in
 		}
 		return nil
 	}
-	if s.Format == "ndjson" {
+	if format == "ndjson" {
 		return s.ndjsonRows(r, report, fn)
 	}
 	return s.csvRows(r, report, fn)
