@@ -36,9 +36,10 @@ type Registry struct {
 }
 
 type entry struct {
-	schema  *jsonschema.Schema
-	columns map[string]row.Kind
-	file    string
+	schema     *jsonschema.Schema
+	columns    map[string]row.Kind
+	properties int
+	file       string
 }
 
 // Load compiles every <event_type>/<schema_version>.json under fsys (for
@@ -101,7 +102,7 @@ func (r *Registry) Reload() error {
 		if err != nil {
 			return fmt.Errorf("schema %s: %w", p, err)
 		}
-		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc), file: p}
+		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc), properties: properties(doc), file: p}
 		return nil
 	})
 	if err != nil {
@@ -143,7 +144,7 @@ func (r *Registry) Infos() []Info {
 	defer r.mu.RUnlock()
 	out := make([]Info, 0, len(r.schemas))
 	for k, e := range r.schemas {
-		out = append(out, Info{Key: k, Draft: draftName(e.schema.DraftVersion), File: e.file, Properties: len(e.columns)})
+		out = append(out, Info{Key: k, Draft: draftName(e.schema.DraftVersion), File: e.file, Properties: e.properties})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
 	return out
@@ -261,6 +262,12 @@ func columns(doc any) map[string]row.Kind {
 		}
 	}
 	return out
+}
+
+// properties counts the top-level properties declared, typed or not.
+func properties(doc any) int {
+	props, _ := lookup(doc, "properties").(map[string]any)
+	return len(props)
 }
 
 func lookup(doc any, key string) any {

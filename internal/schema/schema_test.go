@@ -128,14 +128,14 @@ func TestFormatsAsserted(t *testing.T) {
 
 func TestInfos(t *testing.T) {
 	r, err := Load(fstest.MapFS{
-		"checkout/1-0-0.json": {Data: []byte(`{"type":"object","properties":{"order_id":{"type":"string"},"amount":{"type":"number"}}}`)},
+		"checkout/1-0-0.json": {Data: []byte(`{"type":"object","properties":{"order_id":{"type":"string"},"amount":{"type":"number"},"currency":{"enum":["EUR"]}}}`)},
 		"checkout/1-1-0.json": {Data: []byte(`{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"order_id":{"type":"string"}}}`)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Info{
-		{Key: Key{"checkout", "1-0-0"}, Draft: "2020-12", File: "checkout/1-0-0.json", Properties: 2},
+		{Key: Key{"checkout", "1-0-0"}, Draft: "2020-12", File: "checkout/1-0-0.json", Properties: 3},
 		{Key: Key{"checkout", "1-1-0"}, Draft: "7", File: "checkout/1-1-0.json", Properties: 1},
 	}
 	if diff := cmp.Diff(want, r.Infos()); diff != "" {
