@@ -666,6 +666,13 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 	// Types: whole-valued double columns stay doubles, integers stay integers.
 	out, _ = sluice(t, "query", "--data-dir", dir, "--format", "csv",
 		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag', 'tpep_pickup_datetime') ORDER BY 1`)
+	// A table the lake does not have: what it has, not DuckDB's guess.
+	cmd := exec.Command(binary, "query", "--data-dir", dir, "SELECT * FROM yellow_taxi_trips")
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "no table yellow_taxi_trips in the lake at") ||
+		!strings.Contains(string(msg), "which has tables yellow_taxi_trip") {
+		t.Errorf("query of a missing table = %v:\n%s", err, msg)
+	}
 	// The bundled yellow_taxi_trip schema makes the pickup time a timestamp.
 	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\ntpep_pickup_datetime,TIMESTAMP WITH TIME ZONE\n"; out != want {
 		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/lake"
@@ -86,13 +87,34 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	res, err := eng.Query(ctx, fs.Args()[0])
 	if err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "does not exist") && strings.Contains(msg, "Table") {
-			msg += " (see 'sluice query --tables')"
+		if m := missingTable.FindStringSubmatch(err.Error()); m != nil {
+			return noTable(ctx, eng, m[1], cfg.LakeURL())
 		}
-		return fmt.Errorf("%s", msg)
+		return err
 	}
 	return query.Write(stdout, res, format)
+}
+
+// missingTable is DuckDB's error for a name that is no view: a table of
+// the lake that has no files yet, or a typo.
+var missingTable = regexp.MustCompile(`Table with name ([^ ]+) does not exist`)
+
+// noTable says what the lake has instead of DuckDB's guess from its own
+// catalog.
+func noTable(ctx context.Context, eng *query.Engine, name, lakeURL string) error {
+	ts, err := eng.Tables(ctx)
+	if err != nil {
+		return fmt.Errorf("no table %s in the lake at %s", name, lakeURL)
+	}
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Name
+	}
+	has := "no tables yet"
+	if len(names) > 0 {
+		has = "tables " + strings.Join(names, ", ")
+	}
+	return fmt.Errorf("no table %s in the lake at %s, which has %s; a table appears with the loader's first flush of its rows (sinks' flush_interval, 10s by default)", name, lakeURL, has)
 }
 
 // safeName makes a URL usable as a directory name.

@@ -47,7 +47,11 @@ func runSchemas(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Schemas != "" {
 		from = cfg.Schemas
 	}
-	fmt.Fprintf(stdout, "%d schemas from %s; drafts read: %s\n\n", len(infos), from, strings.Join(schema.Drafts, ", "))
+	noun := "schemas"
+	if len(infos) == 1 {
+		noun = "schema"
+	}
+	fmt.Fprintf(stdout, "%d %s from %s; drafts read: %s\n\n", len(infos), noun, from, strings.Join(schema.Drafts, ", "))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EVENT TYPE\tVERSION\tDRAFT\tPROPERTIES\tFILE")
 	for _, in := range infos {
