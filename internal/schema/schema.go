@@ -63,6 +63,7 @@ func (r *Registry) Reload() error {
 	// holds, not RFC 3339's alone: replayed times such as
 	// 2025-01-01T00:18:38 have no zone, and are UTC.
 	c := jsonschema.NewCompiler()
+	c.UseLoader(jsonschema.SchemeURLLoader{"sluice": missingFile{}})
 	c.AssertFormat()
 	c.RegisterFormat(&jsonschema.Format{Name: "date-time", Validate: func(v any) error {
 		s, ok := v.(string)
@@ -74,6 +75,14 @@ func (r *Registry) Reload() error {
 		}
 		return nil
 	}})
+	// Every file is added before any is compiled, so that a schema's $ref
+	// may name another file of the registry ("../address/1-0-0.json").
+	type file struct {
+		path, url string
+		key       Key
+		doc       any
+	}
+	var files []file
 	err := fs.WalkDir(r.fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -81,7 +90,7 @@ func (r *Registry) Reload() error {
 		if d.IsDir() || !strings.HasSuffix(p, ".json") {
 			return nil
 		}
-		dir, file := path.Split(p)
+		dir, name := path.Split(p)
 		eventType := strings.Trim(dir, "/")
 		if eventType == "" || strings.Contains(eventType, "/") {
 			return fmt.Errorf("schema %s: want <event_type>/<schema_version>.json", p)
@@ -98,15 +107,18 @@ func (r *Registry) Reload() error {
 		if err := c.AddResource(url, doc); err != nil {
 			return fmt.Errorf("schema %s: %w", p, err)
 		}
-		sch, err := c.Compile(url)
-		if err != nil {
-			return fmt.Errorf("schema %s: %w", p, err)
-		}
-		schemas[Key{eventType, strings.TrimSuffix(file, ".json")}] = &entry{schema: sch, columns: columns(doc), properties: properties(doc), file: p}
+		files = append(files, file{p, url, Key{eventType, strings.TrimSuffix(name, ".json")}, doc})
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("load schemas: %w", err)
+	}
+	for _, f := range files {
+		sch, err := c.Compile(f.url)
+		if err != nil {
+			return fmt.Errorf("load schemas: schema %s: %w", f.path, err)
+		}
+		schemas[f.key] = &entry{schema: sch, columns: columns(f.doc), properties: properties(f.doc), file: f.path}
 	}
 	r.mu.Lock()
 	r.schemas = schemas
@@ -262,6 +274,14 @@ func columns(doc any) map[string]row.Kind {
 		}
 	}
 	return out
+}
+
+// missingFile answers for a $ref to a file the registry does not have;
+// nothing is fetched from elsewhere.
+type missingFile struct{}
+
+func (missingFile) Load(url string) (any, error) {
+	return nil, fmt.Errorf("%s is not in the schema directory", strings.TrimPrefix(url, "sluice:///"))
 }
 
 // properties counts the top-level properties declared, typed or not.

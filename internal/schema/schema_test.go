@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -213,5 +214,35 @@ func TestReloadKeepsOldOnError(t *testing.T) {
 	fsys["ev/1-1-0.json"] = &fstest.MapFile{Data: []byte(`{"type":"object"}`)}
 	if err := r.Reload(); err != nil || len(r.Keys()) != 2 {
 		t.Errorf("reload: %v, keys %v", err, r.Keys())
+	}
+}
+
+// TestRefsAcrossFiles: a schema may $ref another file of the registry,
+// whatever the order they are read in, and a $ref to a file it does not
+// have fails the load, naming both.
+func TestRefsAcrossFiles(t *testing.T) {
+	r, err := Load(fstest.MapFS{
+		"a_checkout/1-0-0.json": {Data: []byte(`{"type":"object","properties":{"ship_to":{"$ref":"../z_address/1-0-0.json"},"amount":{"$ref":"#/$defs/money"}},"$defs":{"money":{"type":"number","minimum":0}}}`)},
+		"z_address/1-0-0.json":  {Data: []byte(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, payload := range []string{`{"ship_to":{"city":"Lyon"},"amount":3}`, `{"ship_to":{},"amount":-1}`} {
+		errs, err := r.Validate(Key{"a_checkout", "1-0-0"}, []byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range errs {
+			got = append(got, e.Path)
+		}
+	}
+	if diff := cmp.Diff([]string{"/payload/amount", "/payload/ship_to"}, got); diff != "" {
+		t.Errorf("violations (-want +got):\n%s", diff)
+	}
+	_, err = Load(fstest.MapFS{"a/1-0-0.json": {Data: []byte(`{"$ref":"../nope/1-0-0.json"}`)}})
+	if err == nil || !strings.Contains(err.Error(), "a/1-0-0.json") || !strings.Contains(err.Error(), "nope/1-0-0.json is not in the schema directory") {
+		t.Errorf("load with a dangling $ref: %v", err)
 	}
 }
