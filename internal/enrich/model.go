@@ -4,6 +4,7 @@
 package enrich
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"strings"
@@ -25,6 +26,9 @@ type TableModel struct {
 	// From is the dotted path of the object that is the row, or of an
 	// array whose elements are rows ("" is the document itself).
 	From string `yaml:"from" doc:"Dotted path, in the document, of the object that is the row or of the array whose elements are rows: event.items. The document is {event: the payload, envelope: the event's other fields (root_id, collector_tstamp, event_type, ...), api: the API's answer when api is set, retrieved_timestamp}."`
+	// Optional lets an event have nothing (or null) at From: no rows,
+	// rather than a failed event.
+	Optional bool `yaml:"optional" doc:"The event may have nothing, or null, at from: it then has no rows of this table. Otherwise such an event is an enrichment_failed dead letter."`
 	// Nested is the dotted path, inside an element, of an array of
 	// elements of the same kind (a group's fields): they become rows too,
 	// with ParentColumn holding their parent's id.
@@ -91,6 +95,9 @@ func (m Model) Rows(doc []byte) ([]Row, error) {
 			sep = "_"
 		}
 		src := lookup(doc, t.From)
+		if t.Optional && (src == nil || bytes.Equal(src, null)) {
+			continue
+		}
 		if src == nil {
 			return nil, fmt.Errorf("table %s: nothing at %q", t.Name, t.From)
 		}

@@ -194,3 +194,35 @@ func FuzzFormModel(f *testing.F) {
 		}
 	})
 }
+
+// TestOptionalArray: with optional, an event with no items, or null ones,
+// has no rows of the table; without it, it fails, saying where.
+func TestOptionalArray(t *testing.T) {
+	items := TableModel{Name: "checkout_item", From: "event.items", Columns: []string{"sku"}}
+	for doc, want := range map[string]int{
+		`{"event":{"items":[{"sku":"a"},{"sku":"b"}]}}`: 2,
+		`{"event":{"items":[]}}`:                         0,
+		`{"event":{"items":null}}`:                       0,
+		`{"event":{}}`:                                   0,
+	} {
+		optional := items
+		optional.Optional = true
+		rows, err := Model{Tables: []TableModel{optional}}.Rows([]byte(doc))
+		if err != nil || len(rows) != want {
+			t.Errorf("optional, %s: %d rows, %v; want %d", doc, len(rows), err, want)
+		}
+		rows, err = Model{Tables: []TableModel{items}}.Rows([]byte(doc))
+		switch {
+		case doc == `{"event":{}}`:
+			if err == nil || !strings.Contains(err.Error(), `nothing at "event.items"`) {
+				t.Errorf("required, %s: %v, want nothing at event.items", doc, err)
+			}
+		case doc == `{"event":{"items":null}}`:
+			if err == nil {
+				t.Errorf("required, %s: no error", doc)
+			}
+		case err != nil || len(rows) != want:
+			t.Errorf("required, %s: %d rows, %v; want %d", doc, len(rows), err, want)
+		}
+	}
+}

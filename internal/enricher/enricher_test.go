@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -324,5 +327,38 @@ tables:
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("outputs (-want +got):\n%s", diff)
+	}
+}
+
+// TestDocumentedFormModel: the form model written out in docs/models.md is
+// the one enricher.forms_api adds, so that copying it gives the same
+// tables.
+func TestDocumentedFormModel(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/models.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
+		if !strings.Contains(m[1], "form_event") {
+			continue
+		}
+		found = true
+		var file struct {
+			Models []ModelConfig `yaml:"models"`
+		}
+		if err := config.DecodeYAML([]byte(m[1]), &file); err != nil {
+			t.Fatal(err)
+		}
+		if len(file.Models) != 1 {
+			t.Fatalf("%d models in the form example", len(file.Models))
+		}
+		want := Forms(file.Models[0].API)
+		if diff := cmp.Diff(want, file.Models[0]); diff != "" {
+			t.Errorf("docs/models.md's form model is not the bundled one (-bundled +doc):\n%s", diff)
+		}
+	}
+	if !found {
+		t.Error("docs/models.md shows no form model")
 	}
 }

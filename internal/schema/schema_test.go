@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -244,5 +245,40 @@ func TestRefsAcrossFiles(t *testing.T) {
 	_, err = Load(fstest.MapFS{"a/1-0-0.json": {Data: []byte(`{"$ref":"../nope/1-0-0.json"}`)}})
 	if err == nil || !strings.Contains(err.Error(), "a/1-0-0.json") || !strings.Contains(err.Error(), "nope/1-0-0.json is not in the schema directory") {
 		t.Errorf("load with a dangling $ref: %v", err)
+	}
+}
+
+// TestDocsSchemasCompile: every JSON Schema shown in docs/ compiles, and
+// the example of docs/schemas.md is the tutorial's file it says it is.
+func TestDocsSchemasCompile(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/*.md")
+	fence := regexp.MustCompile("(?s)```json\n(.*?\n)```")
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range fence.FindAllStringSubmatch(string(b), -1) {
+			if !strings.Contains(m[1], `"$schema"`) {
+				continue
+			}
+			n++
+			if _, err := Load(fstest.MapFS{"example/1-0-0.json": {Data: []byte(m[1])}}); err != nil {
+				t.Errorf("%s: a schema does not compile: %v\n%s", f, err, m[1])
+			}
+			if filepath.Base(f) == "schemas.md" {
+				want, err := os.ReadFile("../../docs/tutorial/schemas/checkout/1-0-0.json")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(string(want), m[1]); diff != "" {
+					t.Errorf("docs/schemas.md's example is not docs/tutorial/schemas/checkout/1-0-0.json (-file +doc):\n%s", diff)
+				}
+			}
+		}
+	}
+	if n < 2 {
+		t.Errorf("found %d schemas in docs/, want the tutorial's and schemas.md's", n)
 	}
 }
