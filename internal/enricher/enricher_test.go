@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -29,6 +30,30 @@ import (
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
 )
+
+// startEnricher runs an enricher until the test ends or stop is called,
+// and fails the test if it returns an error.
+func startEnricher(t *testing.T, cfg Config, cc bus.ClientConfig, schemas *schema.Registry) (stop func()) {
+	t.Helper()
+	en, err := New(cfg, cc, schemas, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- en.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -92,19 +117,7 @@ func TestEnrichEveryOutcome(t *testing.T) {
 		}
 	}
 
-	en, err := New(cfg, cc, schemas, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- en.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	startEnricher(t, cfg, cc, schemas)
 
 	// 1 trip + 1 page view + the form's 9 rows enriched; 3 dead letters.
 	got := consume(t, cc, 11+3)
@@ -244,18 +257,9 @@ func TestExactlyOnceAcrossRestarts(t *testing.T) {
 		cancel()
 		t.Logf("round %d committed %v aborted %v", round, testutil.ToFloat64(en.metrics.events), testutil.ToFloat64(en.metrics.aborts))
 	}
-	en, err := New(cfg, cc, schemas, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- en.Run(ctx) }()
+	stop := startEnricher(t, cfg, cc, schemas)
 	got := consume(t, cc, n)
-	cancel()
-	if err := <-done; err != nil {
-		t.Error(err)
-	}
+	stop()
 	seen := map[string]int{}
 	for _, r := range got {
 		seen[bus.Header(r, event.HeaderRootID)]++
@@ -305,17 +309,7 @@ tables:
 	if err != nil {
 		t.Fatal(err)
 	}
-	en, err := New(cfg, cc, schemas, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- en.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	startEnricher(t, cfg, cc, schemas)
 	var got []string
 	for _, r := range consume(t, cc, 3) {
 		got = append(got, bus.Header(r, "table")+" "+string(r.Value))
