@@ -93,7 +93,7 @@ func checkouts(n int) []byte {
 // TestTutorialData: docs/tutorial/checkouts.ndjson.gz is what checkouts
 // makes (go test -run TestTutorialData -update rewrites it).
 func TestTutorialData(t *testing.T) {
-	const file = "../../docs/tutorial/checkouts.ndjson.gz"
+	file := filepath.Join(repoDir, "docs/tutorial/checkouts.ndjson.gz")
 	want := checkouts(2000)
 	if *update {
 		if err := os.WriteFile(file, want, 0o644); err != nil {
