@@ -201,9 +201,9 @@ func TestOptionalArray(t *testing.T) {
 	items := TableModel{Name: "checkout_item", From: "event.items", Columns: []string{"sku"}}
 	for doc, want := range map[string]int{
 		`{"event":{"items":[{"sku":"a"},{"sku":"b"}]}}`: 2,
-		`{"event":{"items":[]}}`:                         0,
-		`{"event":{"items":null}}`:                       0,
-		`{"event":{}}`:                                   0,
+		`{"event":{"items":[]}}`:                        0,
+		`{"event":{"items":null}}`:                      0,
+		`{"event":{}}`:                                  0,
 	} {
 		optional := items
 		optional.Optional = true
