@@ -101,7 +101,12 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	for run := range *runs {
 		// Each run loads the topic again into a lake of its own, under a
 		// consumer group of its own.
-		store, err := lake.NewLocal(filepath.Join(dir, fmt.Sprintf("lake-%d", run)))
+		lakeDir := filepath.Join(dir, fmt.Sprintf("lake-%d", run))
+		store, err := lake.NewLocal(lakeDir)
+		if err != nil {
+			return err
+		}
+		cat, err := lake.OpenCatalog(ctx, lakeDir, lake.CatalogConfig{}, lake.S3Config{})
 		if err != nil {
 			return err
 		}
@@ -115,12 +120,13 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 		}
-		took, err := loadOnce(ctx, cc, store, fmt.Sprintf("bench-%d", run), ends, schemas, logger, profile)
+		took, err := loadOnce(ctx, cc, store, cat, fmt.Sprintf("bench-%d", run), ends, schemas, logger, profile)
+		cat.Close()
 		if err != nil {
 			return err
 		}
 		loaderTimes = append(loaderTimes, took)
-		objs, err := store.List(ctx, "yellow_taxi_trip/")
+		objs, err := store.List(ctx, "yellow_taxi_trip/data/")
 		if err != nil {
 			return err
 		}
@@ -182,13 +188,13 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 
 // loadOnce runs a loader on store until it has loaded the topic up to ends,
 // and returns how long that took from its partitions' assignment.
-func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, group string, ends kadm.ListedOffsets,
+func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat *lake.Catalog, group string, ends kadm.ListedOffsets,
 	schemas loader.Schemas, logger *slog.Logger, cpuProfile string) (time.Duration, error) {
 	cfg := loader.DefaultConfig()
 	cfg.Group = group
 	cfg.Topics = []string{"sluice.raw"} // the events as the collector wrote them
 	reg := prometheus.NewRegistry()
-	lakeSink, err := loader.New(cfg, store, "sluice.dlq", schemas, logger, reg)
+	lakeSink, err := loader.New(cfg, store, cat, "sluice.dlq", schemas, logger, reg)
 	if err != nil {
 		return 0, err
 	}

@@ -85,8 +85,9 @@ func PutBytes(ctx context.Context, s Storage, path string, b []byte) error {
 
 // Config says where the lake is.
 type Config struct {
-	URL string   `yaml:"url" flag:"lake" doc:"The lake: a directory, or s3://bucket/prefix. Default: <data_dir>/lake. S3 credentials come from the AWS_* variables, the shared credentials file or the instance role."`
-	S3  S3Config `yaml:",inline"`
+	URL     string        `yaml:"url" flag:"lake" doc:"The lake: a directory, or s3://bucket/prefix. Default: <data_dir>/lake. S3 credentials come from the AWS_* variables, the shared credentials file or the instance role."`
+	S3      S3Config      `yaml:",inline"`
+	Catalog CatalogConfig `yaml:",inline"`
 }
 
 // Open opens the lake at url: a local directory, or s3://bucket/prefix

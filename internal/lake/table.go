@@ -141,66 +141,175 @@ func (f namedNode) Value(base reflect.Value) reflect.Value {
 // plain with a 1 MiB bound.
 const dictMaxBytes = 64 << 10
 
-// WriteParquet writes the buffer as a zstd-compressed Parquet file and
-// returns how many values were written as strings because their column's
-// types conflicted.
-//
-// It writes column by column, as Parquet stores them, each column's cells
-// in chunks of values that alias the buffer's memory.
+// WriteParquet writes the buffer as a zstd-compressed Parquet file, each
+// column typed by the values it holds, and returns how many values were
+// written as strings because their column's types conflicted. It is the
+// plain-file export; tables of the catalog are written by WriteDataFile.
 func (b *Buffer) WriteParquet(w io.Writer) (conflicts int, err error) {
-	group := columnGroup{Group: make(parquet.Group, len(b.order))}
-	for _, c := range b.order {
-		n := node(c.kind())
-		if c.kind() != row.KindBool {
-			// Event columns mostly repeat few values (vendors, zones,
-			// flags, amounts): dictionaries make them several times
-			// smaller, as in DuckDB's and Spark's files. A column of
-			// unique values outgrows dictMaxBytes and goes on plain.
-			n = parquet.Encoded(n, &parquet.RLEDictionary)
+	cols := make([]fileColumn, len(b.order))
+	for i, c := range b.order {
+		cols[i] = fileColumn{name: c.name, kind: c.kind(), c: c}
+	}
+	if _, err := b.writeParquet(w, cols); err != nil {
+		return 0, err
+	}
+	return b.conflicts(), nil
+}
+
+// FileColumn is a column of a table's data file: its field id and type in
+// the table's schema.
+type FileColumn struct {
+	Name string
+	ID   int
+	Kind row.Kind
+}
+
+// DataFile is what WriteDataFile reports of the file it wrote.
+type DataFile struct {
+	Rows  int64
+	Bytes int64
+	// Nulls and Values count each column's nulls and values, by field id,
+	// for the table's file statistics.
+	Nulls, Values map[int]int64
+	// Unconverted counts values that did not fit their column's type and
+	// were written as null; the loader types values before they are
+	// buffered, so it is 0 unless a schema changed underneath.
+	Unconverted int
+}
+
+// WriteDataFile writes the buffer as a data file of a catalog table: the
+// columns cols names, each under its field id and as its type in the
+// table's schema (buffer columns that cols does not name are not
+// written), then the event_date column dateID, holding day (days since
+// the Unix epoch) in every row. Readers find columns by field id, so a
+// column renamed later still reads.
+func (b *Buffer) WriteDataFile(w io.Writer, cols []FileColumn, dateID int, day int32) (DataFile, error) {
+	fc := make([]fileColumn, 0, len(cols)+1)
+	for _, col := range cols {
+		c := b.cols[col.Name]
+		if c == nil {
+			continue
 		}
-		group.Group[c.name] = parquet.Optional(n)
-		group.order = append(group.order, c.name)
+		fc = append(fc, fileColumn{name: col.Name, id: col.ID, kind: col.Kind, c: c})
+	}
+	fc = append(fc, fileColumn{name: EventDate, id: dateID, date: true, day: day})
+	cw := &countingWriter{w: w}
+	stats, err := b.writeParquet(cw, fc)
+	stats.Bytes = cw.n
+	return stats, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// fileColumn is a column to write: a buffer column as kind, or a date
+// that every row holds.
+type fileColumn struct {
+	name string
+	id   int
+	kind row.Kind
+	c    *column
+	date bool
+	day  int32
+}
+
+func (f fileColumn) node() parquet.Node {
+	if f.date {
+		return parquet.Optional(parquet.Date())
+	}
+	n := node(f.kind)
+	if f.kind != row.KindBool {
+		// Event columns mostly repeat few values (vendors, zones,
+		// flags, amounts): dictionaries make them several times
+		// smaller, as in DuckDB's and Spark's files. A column of
+		// unique values outgrows dictMaxBytes and goes on plain.
+		n = parquet.Encoded(n, &parquet.RLEDictionary)
+	}
+	n = parquet.Optional(n)
+	if f.id > 0 {
+		n = parquet.FieldID(n, f.id)
+	}
+	return n
+}
+
+// writeParquet writes cols column by column, as Parquet stores them, each
+// column's cells in chunks of values that alias the buffer's memory.
+func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) {
+	stats := DataFile{Rows: int64(b.rows), Nulls: map[int]int64{}, Values: map[int]int64{}}
+	group := columnGroup{Group: make(parquet.Group, len(cols))}
+	for _, f := range cols {
+		group.Group[f.name] = f.node()
+		group.order = append(group.order, f.name)
 	}
 	schema := parquet.NewSchema("sluice", group)
 	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes))
 	if err != nil {
-		return 0, fmt.Errorf("parquet writer config: %w", err)
+		return stats, fmt.Errorf("parquet writer config: %w", err)
 	}
 	pw := parquet.NewWriter(w, cfg)
 	writers := pw.ColumnWriters()
 	const chunk = 4096
 	values := make([]parquet.Value, 0, chunk)
-	var text []byte // conflicting values as text, for one chunk
-	for j, f := range schema.Fields() {
-		c := b.cols[f.Name()]
-		kind := c.kind()
-		it := cells{c: c}
+	var text []byte // values converted to text, for one chunk
+	for j, f := range cols {
+		var it cells
+		if f.c != nil {
+			it = cells{c: f.c}
+		}
+		nulls := int64(0)
 		for r := 0; r < b.rows; r++ {
-			cell := it.next()
 			var v parquet.Value
-			switch {
-			case cell.Kind == row.KindNull:
-				v = parquet.NullValue().Level(0, 0, j)
-			case kind == row.KindString && cell.Kind != row.KindString:
-				start := len(text)
-				text = cell.AppendText(text)
-				v = parquet.ByteArrayValue(text[start:]).Level(0, 1, j)
-			default:
-				v = value(cell, kind).Level(0, 1, j)
+			if f.date {
+				v = parquet.Int32Value(f.day).Level(0, 1, j)
+			} else {
+				cell := it.next()
+				if cell.Kind != row.KindNull && cell.Kind != f.kind && !(cell.Kind == row.KindInt && f.kind == row.KindFloat) {
+					if f.kind == row.KindString && f.id == 0 {
+						// A conflict in a plain file: the value as text.
+						start := len(text)
+						text = cell.AppendText(text)
+						cell = row.Cell{Kind: row.KindString, B: text[start:]}
+					} else if c, ok := row.Coerce(cell, f.kind); ok {
+						start := len(text)
+						text = append(text, c.B...)
+						c.B = text[start:]
+						cell = c
+					} else {
+						stats.Unconverted++
+						cell = row.Cell{}
+					}
+				}
+				if cell.Kind == row.KindNull {
+					v = parquet.NullValue().Level(0, 0, j)
+					nulls++
+				} else {
+					v = value(cell, f.kind).Level(0, 1, j)
+				}
 			}
 			values = append(values, v)
 			if len(values) == chunk || r == b.rows-1 {
 				if _, err := writers[j].WriteRowValues(values); err != nil {
-					return 0, fmt.Errorf("write parquet column %s: %w", c.name, err)
+					return stats, fmt.Errorf("write parquet column %s: %w", f.name, err)
 				}
 				values, text = values[:0], text[:0]
 			}
 		}
+		if f.id > 0 {
+			stats.Nulls[f.id], stats.Values[f.id] = nulls, int64(b.rows)
+		}
 	}
 	if err := pw.Close(); err != nil {
-		return 0, fmt.Errorf("close parquet: %w", err)
+		return stats, fmt.Errorf("close parquet: %w", err)
 	}
-	return b.conflicts(), nil
+	return stats, nil
 }
 
 // value converts a non-null cell to its column's type.

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/internal/lake"
@@ -14,45 +13,26 @@ import (
 // local lake whose disk can fill up.
 func TestConformance(t *testing.T) {
 	sinktest.Run(t, func(t *testing.T) *sinktest.Destination {
-		local, err := lake.NewLocal(t.TempDir())
+		dir := t.TempDir()
+		local, err := lake.NewLocal(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
+		cat := openCatalog(t, dir, lake.CatalogConfig{}, lake.S3Config{})
 		store := &laketest.Full{Storage: local}
 		cfg := DefaultConfig()
 		cfg.Topics = []string{sinktest.Topic}
 		return &sinktest.Destination{
 			New: func(t *testing.T, env sink.Env) sink.Sink {
-				l, err := New(cfg, store, env.DLQTopic, nil, env.Logger, env.Metrics)
+				l, err := New(cfg, store, cat, env.DLQTopic, nil, env.Logger, env.Metrics)
 				if err != nil {
 					t.Fatal(err)
 				}
 				return l
 			},
 			Held: func(t *testing.T) map[string]int {
-				counts := map[string]int{}
-				objs, err := local.List(t.Context(), "")
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, o := range objs {
-					if strings.HasPrefix(o.Path, "_sluice/") {
-						continue
-					}
-					if _, ok := lake.ParseFile(o.Path); !ok {
-						t.Errorf("stray object in the lake: %s", o.Path)
-						continue
-					}
-					data, err := local.ReadObject(t.Context(), o.Path)
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, r := range laketest.ReadParquet(t, data) {
-						id, _ := r["root_id"].(string)
-						counts[id]++
-					}
-				}
-				return counts
+				e := &env{t: t, store: local, cat: cat}
+				return e.lakeIDs()
 			},
 			Stop:   store.Fill,
 			Points: Points,

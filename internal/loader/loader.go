@@ -1,14 +1,24 @@
 // Package loader is the lake sink: on the sink runner (package sink), it
-// lands events as Parquet (or CSV.gz, Avro) tables in the lake, exactly
-// once, across crashes and rebalances.
+// lands events as Apache Iceberg tables of the lake's catalog (or as
+// plain CSV.gz and Avro export files), exactly once, across crashes and
+// rebalances.
 //
 // Its part of exactly-once (see docs/lake.md): a range of a partition's
-// records is written as one file per table and date it touches, all named
-// by the range. Before the files, Write records the range as pending in the
-// lake; Commit then records its last offset as committed. Resume reads that
-// record, so a restart after a cut-short write reloads exactly the pending
-// range and rewrites the same file names with the same rows: no record is
-// in two files, none is lost.
+// records is written as one data file per table and date it touches, all
+// named by the range. Before the files, Write records the range as pending
+// in the lake; then each table's files are committed to the catalog as one
+// snapshot whose summary carries the Kafka offsets the table holds, and a
+// table that already holds the range (a commit that went through before a
+// crash) is left alone. Commit then records the range's last offset as
+// committed. Resume reads that record (or, without one, the offsets of the
+// tables' current snapshots), so a restart after a cut-short write reloads
+// exactly the pending range and commits it only where it is missing: no
+// record is in a table twice, none is lost.
+//
+// Types are stable: a column's type is the table schema's, set by the
+// JSON Schema or the first non-null value, and never changed by a load. A
+// value that does not fit its column's type sends its event to the
+// dead-letter topic with reason type_mismatch, never into a string.
 package loader
 
 import (
@@ -24,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/iceberg-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -39,7 +50,7 @@ import (
 // Spec registers the lake sink.
 var Spec = sink.Spec{
 	Type: "lake",
-	Doc: "Lands each event type as a table of the lake (Hive-partitioned Parquet by default, or CSV.gz or Avro), " +
+	Doc: "Lands each event type as an Apache Iceberg table of the lake's catalog (or as plain CSV.gz or Avro export files), " +
 		"and dead letters as the dead_letter table, exactly once (docs/lake.md).",
 	Config: func() any {
 		c := DefaultConfig()
@@ -51,7 +62,7 @@ var Spec = sink.Spec{
 		if env.Schemas != nil {
 			schemas = env.Schemas
 		}
-		return New(*c, env.Lake, env.DLQTopic, schemas, env.Logger, env.Metrics)
+		return New(*c, env.Lake, env.Catalog, env.DLQTopic, schemas, env.Logger, env.Metrics)
 	},
 }
 
@@ -64,7 +75,7 @@ type Config struct {
 
 // Table configures one lake table.
 type Table struct {
-	Format    string `yaml:"format" doc:"File format: parquet (the default), csv.gz or avro."`
+	Format    string `yaml:"format" doc:"parquet (the default): an Iceberg table of the catalog; csv.gz or avro: plain export files, outside the catalog."`
 	TimeField string `yaml:"time_field" doc:"The field whose UTC date partitions the table (event_date); default collector_tstamp, failed_at for dead_letter."`
 	// Columns gives columns exact types; others are typed from their
 	// schema, or their JSON values.
@@ -98,10 +109,15 @@ type Schemas interface {
 	Columns(schema.Key) map[string]row.Kind
 }
 
+// ReasonTypeMismatch is the dead letter of an event with a value that does
+// not fit its column's type in the table.
+const ReasonTypeMismatch = "type_mismatch"
+
 // Lake is the lake sink.
 type Lake struct {
 	cfg      Config
 	store    lake.Storage
+	cat      *lake.Catalog
 	dlqTopic string
 	schemas  Schemas
 	logger   *slog.Logger
@@ -118,25 +134,38 @@ type Lake struct {
 
 	mu   sync.Mutex
 	rows map[string]int64 // written, by table, for the status API
+
+	// typesMu guards types, which Add reads and Write and Resume update.
+	typesMu sync.Mutex
+	types   map[string]*columnTypes // by catalog table
+}
+
+// columnTypes is a table's column types: those of its schema in the
+// catalog, and those set since by the first non-null value of a new
+// column, to be added to the schema by the next write.
+type columnTypes struct {
+	kinds map[string]row.Kind
+	// added are the columns not yet in the catalog's schema.
+	added map[string]bool
 }
 
 var _ sink.Sink = (*Lake)(nil)
 
-// New builds the lake sink over store; records of dlqTopic land in
-// dead_letter.
-func New(cfg Config, store lake.Storage, dlqTopic string, schemas Schemas, logger *slog.Logger, reg prometheus.Registerer) (*Lake, error) {
+// New builds the lake sink over store and its catalog; records of
+// dlqTopic land in dead_letter.
+func New(cfg Config, store lake.Storage, cat *lake.Catalog, dlqTopic string, schemas Schemas, logger *slog.Logger, reg prometheus.Registerer) (*Lake, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("lake sink config: %w", err)
 	}
-	if store == nil {
+	if store == nil || cat == nil {
 		return nil, errors.New("lake sink: no lake")
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	return &Lake{cfg: cfg, store: store, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
-		now: time.Now, rows: map[string]int64{}}, nil
+	return &Lake{cfg: cfg, store: store, cat: cat, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
+		now: time.Now, rows: map[string]int64{}, types: map[string]*columnTypes{}}, nil
 }
 
 // Details is what the status API shows of the lake sink: the rows written
@@ -147,17 +176,115 @@ func (l *Lake) Details() any {
 	return map[string]any{"lake": l.store.String(), "rows": maps.Clone(l.rows)}
 }
 
-// Resume reads a partition's progress from the lake.
+// Resume reads a partition's progress from the lake: its record of the
+// last range, or, when there is none (a lake whose bookkeeping was lost,
+// or loaded by another tool), the offsets of the catalog tables' current
+// snapshots. It also reads the tables' column types, which another
+// instance may have changed.
 func (l *Lake) Resume(ctx context.Context, topic string, partition int32) (sink.Position, error) {
 	prog, err := lake.ReadProgress(ctx, l.store, topic, partition)
 	if err != nil {
 		return sink.Position{}, err
 	}
+	names, err := l.cat.Names(ctx)
+	if err != nil {
+		return sink.Position{}, err
+	}
+	fromTables := int64(-1)
+	for _, name := range names {
+		t, err := l.cat.Load(ctx, name)
+		if err != nil {
+			return sink.Position{}, err
+		}
+		l.learn(name, t.Schema())
+		offsets, err := lake.TableOffsets(t)
+		if err != nil {
+			return sink.Position{}, err
+		}
+		if o, ok := offsets[lake.OffsetKey(topic, partition)]; ok {
+			fromTables = max(fromTables, o)
+		}
+	}
 	pos := sink.Position{Committed: prog.Committed, Pending: -1}
 	if prog.Pending != nil {
 		pos.Pending = prog.Pending.Last
 	}
+	if prog.Committed < 0 && prog.Pending == nil && fromTables >= 0 {
+		l.logger.Warn("no progress record: resuming from the tables' snapshots", "topic", topic, "partition", partition, "offset", fromTables)
+		pos.Committed = fromTables
+	}
 	return pos, nil
+}
+
+// learn takes a table's column types from its schema in the catalog.
+func (l *Lake) learn(table string, sc *iceberg.Schema) {
+	l.typesMu.Lock()
+	defer l.typesMu.Unlock()
+	ct := l.types[table]
+	if ct == nil {
+		ct = &columnTypes{kinds: map[string]row.Kind{}, added: map[string]bool{}}
+		l.types[table] = ct
+	}
+	for _, f := range sc.Fields() {
+		if k, ok := lake.Kind(f); ok {
+			ct.kinds[f.Name] = k
+			delete(ct.added, f.Name)
+		}
+	}
+}
+
+// check gives a row of a catalog table its columns' types: each value is
+// converted to its column's type, and a new column takes the type of its
+// first non-null value (a null never sets one). A value that does not fit
+// rejects the row, as type_mismatch, except in dead_letter, whose rows
+// must land: there it is kept as text.
+func (l *Lake) check(table string, fields []row.Field) error {
+	l.typesMu.Lock()
+	defer l.typesMu.Unlock()
+	ct := l.types[table]
+	if ct == nil {
+		ct = &columnTypes{kinds: map[string]row.Kind{}, added: map[string]bool{}}
+		l.types[table] = ct
+	}
+	var errs []event.FieldError
+	for i, f := range fields {
+		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
+			continue
+		}
+		k, ok := ct.kinds[f.Name]
+		switch {
+		case !ok:
+			ct.kinds[f.Name], ct.added[f.Name] = f.Cell.Kind, true
+			continue
+		case f.Cell.Kind == k:
+			continue
+		case ct.added[f.Name] && k == row.KindInt && f.Cell.Kind == row.KindFloat:
+			// Not in the schema yet: integers then fractions are doubles.
+			ct.kinds[f.Name] = row.KindFloat
+			continue
+		}
+		if c, ok := row.Coerce(f.Cell, k); ok {
+			fields[i].Cell = c
+			continue
+		}
+		if table == lake.DeadLetterTable {
+			fields[i].Cell, _ = row.Coerce(row.Cell{Kind: row.KindString, B: f.Cell.AppendText(nil)}, k)
+			continue
+		}
+		errs = append(errs, mismatch(table, f, k))
+	}
+	if len(errs) > 0 {
+		l.metrics.mismatches.WithLabelValues(table).Inc()
+		return &sink.Reject{Reason: ReasonTypeMismatch, Errors: errs}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 type tableDate struct{ table, date string }
@@ -189,7 +316,16 @@ func (b *buffer) Release() {
 func (b *buffer) Add(r *kgo.Record) (int, error) {
 	l := b.l
 	table, date, fields := l.route(r)
-	l.types(table, fields)
+	errs := l.typeFields(table, fields)
+	if l.inCatalog(table) {
+		if len(errs) > 0 && table != lake.DeadLetterTable {
+			l.metrics.mismatches.WithLabelValues(table).Inc()
+			return 0, &sink.Reject{Reason: ReasonTypeMismatch, Errors: errs}
+		}
+		if err := l.check(table, fields); err != nil {
+			return 0, err
+		}
+	}
 	k := tableDate{table, date}
 	buf := b.tables[k]
 	if buf == nil {
@@ -202,9 +338,16 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	return buf.Bytes() - before, nil
 }
 
-// types gives the row's columns the types its schema and its table's
-// settings say, the table's first.
-func (l *Lake) types(table string, fields []row.Field) {
+// inCatalog reports whether a table is one of the catalog's, rather than
+// plain export files.
+func (l *Lake) inCatalog(table string) bool {
+	f := l.cfg.Tables[table].Format
+	return f == "" || f == "parquet"
+}
+
+// typeFields gives the row's columns the types its schema and its table's
+// settings say, the table's first, and returns the values that do not fit.
+func (l *Lake) typeFields(table string, fields []row.Field) (errs []event.FieldError) {
 	var fromSchema map[string]row.Kind
 	if l.schemas != nil {
 		var et, ver []byte
@@ -225,7 +368,7 @@ func (l *Lake) types(table string, fields []row.Field) {
 	}
 	fromTable := l.cfg.Tables[table].Columns
 	if len(fromSchema) == 0 && len(fromTable) == 0 {
-		return
+		return nil
 	}
 	for i, f := range fields {
 		k, ok := fromTable[f.Name]
@@ -237,8 +380,15 @@ func (l *Lake) types(table string, fields []row.Field) {
 		}
 		if fields[i].Cell, ok = row.Coerce(f.Cell, k); !ok {
 			l.metrics.unconverted.WithLabelValues(table, f.Name).Inc()
+			errs = append(errs, mismatch(table, f, k))
 		}
 	}
+	return errs
+}
+
+func mismatch(table string, f row.Field, k row.Kind) event.FieldError {
+	return event.FieldError{Path: "/" + f.Name,
+		Message: fmt.Sprintf("%s %s does not fit the column's type, %s, in table %s", f.Cell.Kind, truncate(f.Cell.Text(), 64), k, table)}
 }
 
 // route turns a record into its table, event date and row.
@@ -364,8 +514,8 @@ const (
 // Points are every crash point of a lake flush, in order.
 var Points = []string{PointPending, PointMidFiles, sink.PointWritten, sink.PointCommitted}
 
-// Write records the range as pending, then writes its files; see the
-// package comment for why in this order.
+// Write records the range as pending, then writes its files and commits
+// each catalog table's; see the package comment for why in this order.
 func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 	b := r.Buffer.(*buffer)
 	rng := lake.Range{First: r.First, Last: r.Last}
@@ -378,11 +528,25 @@ func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 	keys := slices.SortedFunc(maps.Keys(b.tables), func(a, b tableDate) int {
 		return cmp.Or(strings.Compare(a.table, b.table), strings.Compare(a.date, b.date))
 	})
-	for i, k := range keys {
-		buf := b.tables[k]
-		f := lake.File{Table: k.table, Date: k.date, Topic: r.Topic, Partition: r.Partition, First: r.First, Last: r.Last,
-			Ext: cmp.Or(l.cfg.Tables[k.table].Format, lake.Formats[0])}
-		if err := l.writeFile(ctx, f, buf); err != nil {
+	for i := 0; i < len(keys); {
+		table := keys[i].table
+		j := i
+		for j < len(keys) && keys[j].table == table {
+			j++
+		}
+		var err error
+		if l.inCatalog(table) {
+			err = l.writeTable(ctx, r, table, keys[i:j], b)
+		} else {
+			for _, k := range keys[i:j] {
+				f := lake.File{Table: k.table, Date: k.date, Topic: r.Topic, Partition: r.Partition, First: r.First, Last: r.Last,
+					Ext: l.cfg.Tables[k.table].Format}
+				if err = l.writeFile(ctx, f, b.tables[k]); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
 			return err
 		}
 		if i == 0 {
@@ -390,8 +554,80 @@ func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 				return err
 			}
 		}
+		i = j
 	}
 	return nil
+}
+
+// writeTable writes a range's data files of one catalog table, a file per
+// event date, and commits them as one snapshot. A table that already holds
+// the range is left alone: this is a rewrite after a crash, and its files
+// were committed.
+func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys []tableDate, b *buffer) error {
+	t, err := l.cat.Load(ctx, table)
+	if errors.Is(err, lake.ErrNoTable) {
+		t, err = l.cat.Create(ctx, table, l.newColumns(table, keys, b))
+	}
+	if err != nil {
+		return err
+	}
+	offsets, err := lake.TableOffsets(t)
+	if err != nil {
+		return err
+	}
+	key := lake.OffsetKey(r.Topic, r.Partition)
+	if o, ok := offsets[key]; ok && o >= r.Last {
+		return nil
+	}
+	if cols := l.newColumns(table, keys, b); len(cols) > 0 {
+		if t, err = l.cat.AddColumns(ctx, table, cols); err != nil {
+			return err
+		}
+	}
+	l.learn(table, t.Schema())
+	name := fmt.Sprintf("%s-%d-%d-%d.parquet", r.Topic, r.Partition, r.First, r.Last)
+	var files []iceberg.DataFile
+	for _, k := range keys {
+		df, stats, err := l.cat.WriteFile(ctx, l.store, t, k.date, name, b.tables[k])
+		if err != nil {
+			return err
+		}
+		l.metrics.files.Inc()
+		if stats.Unconverted > 0 {
+			l.metrics.conflicts.WithLabelValues(table).Add(float64(stats.Unconverted))
+			l.logger.Warn("values did not fit their column's type, written as null", "table", table,
+				"file", df.FilePath(), "values", stats.Unconverted)
+		}
+		files = append(files, df)
+	}
+	start := time.Now()
+	if _, err := l.cat.Append(ctx, table, files, lake.Offsets{key: r.Last}); err != nil {
+		return err
+	}
+	l.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// newColumns are the columns of a range's rows of a table that its schema
+// lacks, with the types their first values set, in the order they appear.
+func (l *Lake) newColumns(table string, keys []tableDate, b *buffer) []lake.Column {
+	l.typesMu.Lock()
+	defer l.typesMu.Unlock()
+	ct := l.types[table]
+	if ct == nil {
+		return nil
+	}
+	var cols []lake.Column
+	seen := map[string]bool{}
+	for _, k := range keys {
+		for _, c := range b.tables[k].Columns() {
+			if ct.added[c.Name] && !seen[c.Name] {
+				seen[c.Name] = true
+				cols = append(cols, lake.Column{Name: c.Name, Kind: ct.kinds[c.Name]})
+			}
+		}
+	}
+	return cols
 }
 
 // Commit records the range's last offset as the partition's committed

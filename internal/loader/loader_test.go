@@ -2,15 +2,22 @@ package loader
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -36,16 +43,36 @@ type env struct {
 	broker *bus.Broker
 	cc     bus.ClientConfig
 	store  lake.Storage
+	cat    *lake.Catalog
+	sent   int // events sent by send
+}
+
+// fileFirst is the first offset of a data file named <topic>-<partition>-<first>-<last>.parquet.
+func fileFirst(p string) int64 {
+	parts := strings.Split(strings.TrimSuffix(path.Base(p), ".parquet"), "-")
+	n, _ := strconv.ParseInt(parts[len(parts)-2], 10, 64)
+	return n
 }
 
 // newEnv starts a broker and a local lake.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	store, err := lake.NewLocal(t.TempDir())
+	dir := t.TempDir()
+	store, err := lake.NewLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, store)
+	return newEnvOn(t, store, openCatalog(t, dir, lake.CatalogConfig{}, lake.S3Config{}))
+}
+
+func openCatalog(t *testing.T, url string, cc lake.CatalogConfig, s3 lake.S3Config) *lake.Catalog {
+	t.Helper()
+	cat, err := lake.OpenCatalog(t.Context(), url, cc, s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return cat
 }
 
 // newS3Env starts a broker and a lake in a bucket of the in-process S3
@@ -53,22 +80,24 @@ func newEnv(t *testing.T) *env {
 func newS3Env(t *testing.T) *env {
 	t.Helper()
 	endpoint, bucket := s3test.Bucket(t)
-	store, err := lake.NewS3("s3://"+bucket+"/lake", lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
-		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey})
+	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
+		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+	url := "s3://" + bucket + "/lake"
+	store, err := lake.NewS3(url, s3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, store)
+	return newEnvOn(t, store, openCatalog(t, url, lake.CatalogConfig{URI: filepath.Join(t.TempDir(), "catalog.db")}, s3))
 }
 
-func newEnvOn(t *testing.T, store lake.Storage) *env {
+func newEnvOn(t *testing.T, store lake.Storage, cat *lake.Catalog) *env {
 	t.Helper()
 	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	e := &env{t: t, broker: b, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, store: store}
+	e := &env{t: t, broker: b, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, store: store, cat: cat}
 	cl := e.producer()
 	defer cl.Close()
 	if err := bus.EnsureTopics(t.Context(), cl, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
@@ -130,7 +159,7 @@ func (e *env) loader(mutate func(*Config)) (*sink.Runner, *Lake) {
 		mutate(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	l, err := New(cfg, e.store, "sluice.dlq", nil, testLogger(e.t), reg)
+	l, err := New(cfg, e.store, e.cat, "sluice.dlq", nil, testLogger(e.t), reg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -169,30 +198,32 @@ func (e *env) waitLoaded(topics ...string) {
 	}
 }
 
-// lakeIDs counts each root_id across every data file, and checks that no
-// temporary file is left where a query could see it.
+// lakeIDs counts each root_id across the catalog tables' current
+// snapshots, and checks that every data file in the lake is one of theirs:
+// none is left where a later commit or a reader of the files could take
+// it.
 func (e *env) lakeIDs() map[string]int {
 	e.t.Helper()
 	counts := make(map[string]int)
+	names, err := e.cat.Names(e.t.Context())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	referenced := map[string]bool{}
+	for _, name := range names {
+		for _, row := range laketest.TableRows(e.t, e.store, e.cat, name) {
+			id, _ := row["root_id"].(string)
+			counts[id]++
+			referenced[row["_file"].(string)] = true
+		}
+	}
 	objs, err := e.store.List(context.Background(), "")
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	for _, o := range objs {
-		if strings.HasPrefix(o.Path, "_sluice/") {
-			continue
-		}
-		if _, ok := lake.ParseFile(o.Path); !ok {
-			e.t.Errorf("stray object in the lake: %s", o.Path)
-			continue
-		}
-		data, err := e.store.ReadObject(context.Background(), o.Path)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		for _, row := range laketest.ReadParquet(e.t, data) {
-			id, _ := row["root_id"].(string)
-			counts[id]++
+		if strings.Contains(o.Path, "/data/") && !referenced[o.Path] {
+			e.t.Errorf("data file in no snapshot: %s", o.Path)
 		}
 	}
 	return counts
@@ -217,10 +248,10 @@ func run(t *testing.T, l *sink.Runner) (stop func() error) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	return func() error {
+	return sync.OnceValue(func() error {
 		cancel()
 		return <-done
-	}
+	})
 }
 
 func TestLoadRoundTrip(t *testing.T) {
@@ -234,29 +265,19 @@ func TestLoadRoundTrip(t *testing.T) {
 	}
 	e.checkExactlyOnce(ids)
 
-	tables, err := lake.Tables(t.Context(), e.store)
+	names, err := e.cat.Names(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"yellow_taxi_trip", "page_view", "dead_letter"} {
-		if len(tables[want]) == 0 {
-			t.Errorf("no files for table %s (have %v)", want, keys(tables))
+	if diff := gocmp.Diff([]string{"dead_letter", "page_view", "yellow_taxi_trip"}, names); diff != "" {
+		t.Errorf("tables (-want +got):\n%s", diff)
+	}
+	jan2 := int32(time.Date(2025, 1, 2, 0, 0, 0, 0, time.UTC).Unix() / 86400)
+	for _, r := range laketest.TableRows(t, e.store, e.cat, "page_view") {
+		if r["event_date"] != jan2 || !strings.Contains(r["_file"].(string), "/event_date=2025-01-02/") {
+			t.Errorf("page_view row in %s has event_date %v: want 2025-01-02 (from collector_tstamp)", r["_file"], r["event_date"])
 		}
 	}
-	for _, o := range tables["page_view"] {
-		f, _ := lake.ParseFile(o.Path)
-		if f.Date != "2025-01-02" {
-			t.Errorf("page_view file %s: want event_date=2025-01-02 (from collector_tstamp)", o.Path)
-		}
-	}
-}
-
-func keys[M ~map[string]V, V any](m M) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // TestCrashAtEveryPoint stops the loader at each dangerous point of a
@@ -332,44 +353,130 @@ func TestTableSettings(t *testing.T) {
 		t.Errorf("event dates %v, want 2024-12-31 and 2025-01-01 from the pickup field", dates)
 	}
 	if _, err := New(Config{Config: sink.Config{Topics: []string{"x"}, Group: "g", FlushRows: 1, FlushBytes: 1, FlushInterval: 1, MemoryLimit: 1},
-		Tables: map[string]Table{"t": {Format: "orc"}}}, e.store, "sluice.dlq", nil, testLogger(t), prometheus.NewRegistry()); err == nil {
+		Tables: map[string]Table{"t": {Format: "orc"}}}, e.store, e.cat, "sluice.dlq", nil, testLogger(t), prometheus.NewRegistry()); err == nil {
 		t.Error("an unknown table format was accepted")
 	}
 }
 
 // TestColumnTypes gives a table's columns exact types: strings become
-// timestamps and integers doubles, and a value that does not fit is kept as
-// a string and counted, never lost.
+// timestamps and integers doubles, and an event with a value that does not
+// fit is sent to the dead-letter topic as type_mismatch, never kept as a
+// string.
 func TestColumnTypes(t *testing.T) {
 	e := newEnv(t)
-	cl := e.producer()
-	for i, v := range []string{`"pickup":"2025-01-01T00:18:38","fare":10,"code":"7"`, `"pickup":"2025-01-02 01:00:00","fare":2.5,"code":"x"`} {
-		ev := fmt.Sprintf(`{"event_type":"trip","schema_version":"1","payload":{%s},"collector_tstamp":"2026-01-01T00:00:00.000000Z","root_id":"c%d"}`, v, i)
-		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: "sluice.raw", Value: []byte(ev)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cl.Close()
+	e.send(`"pickup":"2025-01-01T00:18:38","fare":10,"code":"7"`, `"pickup":"2025-01-02 01:00:00","fare":2.5,"code":"x"`)
 	r, l := e.loader(func(c *Config) {
 		c.Tables = map[string]Table{"trip": {Columns: map[string]row.Kind{"pickup": row.KindTimestamp, "fare": row.KindFloat, "code": row.KindInt}}}
 	})
 	stop := run(t, r)
 	e.waitLoaded("sluice.raw")
+	e.waitLoaded("sluice.dlq")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	got := e.columnTypes("trip")
-	want := map[string]string{"pickup": "TIMESTAMP", "fare": "DOUBLE", "code": "STRING"}
+	want := map[string]string{"pickup": "TIMESTAMP", "fare": "DOUBLE", "code": "INT(64"}
 	for col, typ := range want {
 		if !strings.HasPrefix(got[col], typ) {
 			t.Errorf("column %s is %s, want %s", col, got[col], typ)
 		}
 	}
-	if n := testutil.ToFloat64(l.metrics.conflicts.WithLabelValues("trip")); n != 1 {
-		t.Errorf("conflicts = %v, want 1 (code \"x\" is not a bigint)", n)
+	if n := testutil.ToFloat64(l.metrics.mismatches.WithLabelValues("trip")); n != 1 {
+		t.Errorf("mismatches = %v, want 1 (code \"x\" is not a bigint)", n)
 	}
-	if n := testutil.ToFloat64(l.metrics.unconverted.WithLabelValues("trip", "code")); n != 1 {
-		t.Errorf("unconverted = %v, want 1 (code \"x\" is not a bigint)", n)
+	e.checkDeadLetter("c1", ReasonTypeMismatch, "/code")
+}
+
+// send writes events of type trip with the given payloads, root ids c0,
+// c1 and so on, to one partition, in order.
+func (e *env) send(payloads ...string) {
+	e.t.Helper()
+	cl := e.producer()
+	defer cl.Close()
+	for i, p := range payloads {
+		ev := fmt.Sprintf(`{"event_type":"trip","schema_version":"1","payload":{%s},"collector_tstamp":"2026-01-01T00:00:00.000000Z","root_id":"c%d"}`, p, e.sent)
+		e.sent++
+		_ = i
+		if err := cl.ProduceSync(e.t.Context(), &kgo.Record{Topic: "sluice.raw", Key: []byte("k"), Value: []byte(ev),
+			Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "c%d", e.sent-1)}}}).FirstErr(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// checkDeadLetter checks that dead_letter holds the event with root id id,
+// for reason, at path.
+func (e *env) checkDeadLetter(id, reason, path string) {
+	e.t.Helper()
+	for _, r := range laketest.TableRows(e.t, e.store, e.cat, lake.DeadLetterTable) {
+		if r["root_id"] == id {
+			if r["reason"] != reason || !strings.Contains(fmt.Sprint(r["errors"]), `"path":"`+path+`"`) {
+				e.t.Errorf("dead letter of %s: reason %v, errors %v; want %s at %s", id, r["reason"], r["errors"], reason, path)
+			}
+			return
+		}
+	}
+	e.t.Errorf("no dead letter of %s", id)
+}
+
+// TestTypesAreStable loads a table in flushes, each waited for: a column
+// that is null in a whole flush keeps its type; a null never sets one; a
+// value of another type dead-letters its event and the type stays; and a
+// field that appears later is a new column.
+func TestTypesAreStable(t *testing.T) {
+	e := newEnv(t)
+	r, l := e.loader(nil)
+	stop := run(t, r)
+	defer stop()
+	flush := func(payloads ...string) map[string]string {
+		e.send(payloads...)
+		e.waitLoaded("sluice.raw")
+		e.waitLoaded("sluice.dlq")
+		return e.columnTypes("trip")
+	}
+	flush(`"n":1,"flag":true,"note":null`, `"n":2,"flag":false,"note":null`)
+	types := flush(`"n":3,"flag":null,"note":null`)
+	if !strings.HasPrefix(types["flag"], "BOOLEAN") {
+		t.Errorf("flag, null in the whole flush, was written as %s, want BOOLEAN", types["flag"])
+	}
+	if _, ok := types["note"]; ok {
+		t.Errorf("note, never anything but null, is a column of type %s", types["note"])
+	}
+	types = flush(`"n":"four","flag":true`, `"n":5,"flag":true,"note":"hello","zone":"Z1"`)
+	for col, want := range map[string]string{"n": "INT(64", "flag": "BOOLEAN", "note": "STRING", "zone": "STRING"} {
+		if !strings.HasPrefix(types[col], want) {
+			t.Errorf("column %s was written as %s, want %s", col, types[col], want)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkDeadLetter("c3", ReasonTypeMismatch, "/n")
+	if n := testutil.ToFloat64(l.metrics.mismatches.WithLabelValues("trip")); n != 1 {
+		t.Errorf("mismatches = %v, want 1", n)
+	}
+
+	tbl, err := e.cat.Load(t.Context(), "trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema []string
+	for _, f := range tbl.Schema().Fields() {
+		if !slices.Contains([]string{"n", "flag", "note", "zone"}, f.Name) {
+			continue
+		}
+		schema = append(schema, f.Name+" "+f.Type.String())
+	}
+	if diff := gocmp.Diff([]string{"n long", "flag boolean", "note string", "zone string"}, schema); diff != "" {
+		t.Errorf("schema (-want +got):\n%s", diff)
+	}
+	var ns []any
+	for _, r := range laketest.TableRows(t, e.store, e.cat, "trip") {
+		ns = append(ns, r["n"])
+	}
+	slices.SortFunc(ns, func(a, b any) int { return cmp.Compare(a.(int64), b.(int64)) })
+	if diff := gocmp.Diff([]any{int64(1), int64(2), int64(3), int64(5)}, ns); diff != "" {
+		t.Errorf("n (-want +got):\n%s", diff)
 	}
 }
 
@@ -408,14 +515,16 @@ func TestSchemaColumnTypes(t *testing.T) {
 	}
 }
 
-// columnTypes reads the Parquet types of the columns of a table's one file.
+// columnTypes reads the Parquet types of the columns of a table's last
+// data file.
 func (e *env) columnTypes(table string) map[string]string {
 	e.t.Helper()
-	objs, err := e.store.List(e.t.Context(), table+"/")
-	if err != nil || len(objs) != 1 {
-		e.t.Fatalf("%s files %v (%v), want one", table, objs, err)
+	objs, err := e.store.List(e.t.Context(), table+"/data/")
+	if err != nil || len(objs) == 0 {
+		e.t.Fatalf("%s files %v (%v), want some", table, objs, err)
 	}
-	data, err := e.store.ReadObject(e.t.Context(), objs[0].Path)
+	slices.SortFunc(objs, func(a, b lake.Object) int { return cmp.Compare(fileFirst(a.Path), fileFirst(b.Path)) })
+	data, err := e.store.ReadObject(e.t.Context(), objs[len(objs)-1].Path)
 	if err != nil {
 		e.t.Fatal(err)
 	}

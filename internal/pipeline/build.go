@@ -145,15 +145,20 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		p.Add(e)
 	}
 	var store lake.Storage
+	var cat *lake.Catalog
 	if len(sinks) > 0 || shape.Aggregations {
 		if store, err = lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3); err != nil {
 			return nil, err
 		}
+		if cat, err = lake.OpenCatalog(ctx, cfg.LakeURL(), cfg.Catalog(), cfg.Lake.S3); err != nil {
+			return nil, err
+		}
+		p.Defer(func() { cat.Close() })
 	}
 	for _, s := range sinks {
 		spec, _ := SinkSpec(s.Type)
 		env := sink.Env{Logger: logger, Metrics: p.Registry, Kafka: clientConfig(cfg, "sluice-sink-"+s.Name),
-			DLQTopic: cfg.Topics.DLQ, Lake: store, Schemas: schemas}
+			DLQTopic: cfg.Topics.DLQ, Lake: store, Catalog: cat, Schemas: schemas}
 		r, err := sink.Build(s.Name, spec, s.Config, env)
 		if err != nil {
 			return nil, err

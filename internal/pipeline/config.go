@@ -12,8 +12,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -120,6 +122,16 @@ func (c *Config) LakeURL() string {
 		return c.Lake.URL
 	}
 	return c.Process.DataDir + "/lake"
+}
+
+// Catalog is the lake's catalog settings, its database defaulting to
+// <data_dir>/catalog.db for a lake on S3 (a lake on disk keeps its own).
+func (c *Config) Catalog() lake.CatalogConfig {
+	cc := c.Lake.Catalog
+	if cc.URI == "" && strings.HasPrefix(c.LakeURL(), "s3://") {
+		cc.URI = filepath.Join(c.Process.DataDir, "catalog.db")
+	}
+	return cc
 }
 
 // LakeSink is the settings of the first sink of type lake, made when there

@@ -199,6 +199,8 @@ type Env struct {
 	DLQTopic string
 	// Lake is the process's lake, for sinks that write to it.
 	Lake lake.Storage
+	// Catalog is the lake's Iceberg catalog.
+	Catalog *lake.Catalog
 	// Schemas is the process's schema registry.
 	Schemas *schema.Registry
 }

@@ -1,0 +1,430 @@
+package lake
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/catalog"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
+	_ "github.com/mattn/go-sqlite3" // the embedded catalog's database
+
+	"github.com/sluicehq/sluice/internal/row"
+)
+
+// CatalogConfig says where the lake's Iceberg catalog is.
+type CatalogConfig struct {
+	// URI is the SQLite file of the embedded SQL catalog, the one that
+	// PyIceberg's SqlCatalog, Spark's and Trino's JDBC catalogs open too.
+	URI       string `yaml:"catalog_uri" flag:"catalog-uri" doc:"The Iceberg SQL catalog's SQLite file. Default: <lake>/catalog.db for a lake on disk, <data_dir>/catalog.db for a lake on S3."`
+	Name      string `yaml:"catalog_name" flag:"catalog-name" doc:"The catalog's name, as other engines must name it to see the same tables."`
+	Namespace string `yaml:"namespace" flag:"namespace" doc:"The Iceberg namespace of the lake's tables."`
+}
+
+// DefaultCatalogName and DefaultNamespace name the embedded catalog and
+// the namespace of the lake's tables in it: PyIceberg opens them as
+// SqlCatalog("sluice", ...).load_table("sluice.<table>").
+const (
+	DefaultCatalogName = "sluice"
+	DefaultNamespace   = "sluice"
+)
+
+// ErrNoTable is returned for a table the catalog does not hold.
+var ErrNoTable = errors.New("no such table")
+
+// Catalog is the lake's Iceberg catalog. Every Parquet table of the lake is
+// an Iceberg v2 table in it, at <lake>/<table>: data files under data/,
+// partitioned by event_date, and metadata under metadata/. A table changes
+// only by a commit to the catalog, which swaps its metadata whole, so a
+// reader sees a table before a change or after it, never half of it.
+type Catalog struct {
+	cat  *sqlcat.Catalog
+	db   *sql.DB
+	ns   table.Identifier
+	root string // the lake's URI: file:///dir or s3://bucket/prefix
+}
+
+// OpenCatalog opens the catalog of the lake at lakeURL (a directory or an
+// s3:// URL, reached with s3), creating its database and namespace on
+// first use.
+func OpenCatalog(ctx context.Context, lakeURL string, cfg CatalogConfig, s3 S3Config) (*Catalog, error) {
+	root, err := lakeRoot(lakeURL)
+	if err != nil {
+		return nil, err
+	}
+	uri := cfg.URI
+	if uri == "" {
+		if strings.HasPrefix(root, "s3://") {
+			return nil, fmt.Errorf("lake %s: a lake on S3 needs catalog_uri, the catalog's database file", lakeURL)
+		}
+		uri = filepath.Join(strings.TrimPrefix(root, "file://"), "catalog.db")
+	}
+	if err := os.MkdirAll(filepath.Dir(uri), 0o755); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", uri, err)
+	}
+	// WAL and a busy timeout: the loader, the aggregator and a query share
+	// the file, and a writer waits for another rather than failing.
+	db, err := sql.Open("sqlite3", "file:"+uri+"?_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", uri, err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = DefaultCatalogName
+	}
+	props := iceberg.Properties{
+		"init_catalog_tables":   "true",
+		"warehouse":             root,
+		sqlcat.SchemaVersionKey: sqlcat.SchemaVersionV1,
+	}
+	if strings.HasPrefix(root, "s3://") {
+		maps.Copy(props, s3Props(s3))
+	}
+	cat, err := sqlcat.NewCatalog(name, db, sqlcat.SQLite, props)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("catalog %s: %w", uri, err)
+	}
+	ns := table.Identifier{cfg.Namespace}
+	if cfg.Namespace == "" {
+		ns = table.Identifier{DefaultNamespace}
+	}
+	c := &Catalog{cat: cat, db: db, ns: ns, root: root}
+	if err := c.ensureNamespace(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("catalog %s: %w", uri, err)
+	}
+	return c, nil
+}
+
+// lakeRoot is the lake's location as Iceberg writes it in metadata.
+func lakeRoot(lakeURL string) (string, error) {
+	if strings.HasPrefix(lakeURL, "s3://") {
+		return strings.TrimRight(lakeURL, "/"), nil
+	}
+	dir, err := filepath.Abs(strings.TrimPrefix(lakeURL, "file://"))
+	if err != nil {
+		return "", fmt.Errorf("lake %s: %w", lakeURL, err)
+	}
+	return "file://" + dir, nil
+}
+
+func (c *Catalog) ensureNamespace(ctx context.Context) error {
+	ok, err := c.cat.CheckNamespaceExists(ctx, c.ns)
+	if err != nil || ok {
+		return err
+	}
+	err = c.cat.CreateNamespace(ctx, c.ns, nil)
+	if errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
+		return nil
+	}
+	return err
+}
+
+// Close releases the catalog's database.
+func (c *Catalog) Close() error { return c.cat.Close() }
+
+// Root is the lake's location, as the catalog's metadata names it.
+func (c *Catalog) Root() string { return c.root }
+
+// Path is a table file's path in the lake's Storage, from its location.
+func (c *Catalog) Path(location string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(location, c.root), "/")
+}
+
+// Names lists the catalog's tables, sorted.
+func (c *Catalog) Names(ctx context.Context) ([]string, error) {
+	var names []string
+	for id, err := range c.cat.ListTables(ctx, c.ns) {
+		if err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		names = append(names, id[len(id)-1])
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (c *Catalog) ident(name string) table.Identifier {
+	return append(slices.Clone(c.ns), name)
+}
+
+// Load reads a table's current metadata; ErrNoTable when there is none.
+func (c *Catalog) Load(ctx context.Context, name string) (*table.Table, error) {
+	t, err := c.cat.LoadTable(ctx, c.ident(name))
+	if errors.Is(err, catalog.ErrNoSuchTable) {
+		return nil, fmt.Errorf("table %s: %w", name, ErrNoTable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load table %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// EventDate is the column every table is partitioned by: the UTC date of
+// its event time.
+const EventDate = "event_date"
+
+// Column is a table column as the loader and the aggregator write it.
+type Column struct {
+	Name string
+	Kind row.Kind
+}
+
+// Create makes a table with cols, then event_date, partitioned by
+// event_date; when another writer made it first, that table is returned.
+func (c *Catalog) Create(ctx context.Context, name string, cols []Column) (*table.Table, error) {
+	fields := make([]iceberg.NestedField, 0, len(cols)+1)
+	for i, col := range cols {
+		fields = append(fields, newField(i+1, col))
+	}
+	dateID := len(fields) + 1
+	fields = append(fields, iceberg.NestedField{ID: dateID, Name: EventDate, Type: iceberg.PrimitiveTypes.Date,
+		Doc: "The UTC date of the event time: the table's partition."})
+	spec := iceberg.NewPartitionSpec(iceberg.PartitionField{SourceIDs: []int{dateID}, FieldID: 1000, Name: EventDate,
+		Transform: iceberg.IdentityTransform{}})
+	_, err := c.cat.CreateTable(ctx, c.ident(name), iceberg.NewSchema(0, fields...),
+		catalog.WithLocation(c.root+"/"+name), catalog.WithPartitionSpec(&spec),
+		catalog.WithProperties(iceberg.Properties{
+			"format-version":                  "2",
+			"write.parquet.compression-codec": "zstd",
+			"created-by":                      "sluice",
+		}))
+	if err != nil && !errors.Is(err, catalog.ErrTableAlreadyExists) {
+		return nil, fmt.Errorf("create table %s: %w", name, err)
+	}
+	return c.Load(ctx, name)
+}
+
+// jsonDoc marks string columns that hold JSON text: Iceberg v2 has no
+// JSON type, and readers here make them JSON again.
+const jsonDoc = "JSON"
+
+func newField(id int, col Column) iceberg.NestedField {
+	f := iceberg.NestedField{ID: id, Name: col.Name, Type: IcebergType(col.Kind)}
+	if col.Kind == row.KindJSON {
+		f.Doc = jsonDoc
+	}
+	return f
+}
+
+// IcebergType is the Iceberg type of a kind of value.
+func IcebergType(k row.Kind) iceberg.Type {
+	switch k {
+	case row.KindBool:
+		return iceberg.PrimitiveTypes.Bool
+	case row.KindInt:
+		return iceberg.PrimitiveTypes.Int64
+	case row.KindFloat:
+		return iceberg.PrimitiveTypes.Float64
+	case row.KindTimestamp:
+		return iceberg.PrimitiveTypes.TimestampTz
+	}
+	return iceberg.PrimitiveTypes.String
+}
+
+// Kind is the kind of value a table column holds; ok is false for types
+// Sluice does not write, such as a nested struct another engine added.
+func Kind(f iceberg.NestedField) (k row.Kind, ok bool) {
+	switch f.Type.(type) {
+	case iceberg.BooleanType:
+		return row.KindBool, true
+	case iceberg.Int32Type, iceberg.Int64Type:
+		return row.KindInt, true
+	case iceberg.Float32Type, iceberg.Float64Type:
+		return row.KindFloat, true
+	case iceberg.TimestampTzType, iceberg.TimestampType:
+		return row.KindTimestamp, true
+	case iceberg.StringType:
+		if f.Doc == jsonDoc {
+			return row.KindJSON, true
+		}
+		return row.KindString, true
+	}
+	return row.KindNull, false
+}
+
+// AddColumns adds new optional columns to a table, unless another writer
+// has added them first, and returns the table as committed. A column that
+// exists keeps its type: types never change by a load.
+func (c *Catalog) AddColumns(ctx context.Context, name string, cols []Column) (*table.Table, error) {
+	return c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+		sc := t.Schema()
+		var add []Column
+		for _, col := range cols {
+			if _, ok := sc.FindFieldByName(col.Name); !ok {
+				add = append(add, col)
+			}
+		}
+		if len(add) == 0 {
+			return nil, nil
+		}
+		tx := t.NewTransaction()
+		u := tx.UpdateSchema(true, false)
+		for _, col := range add {
+			f := newField(0, col)
+			u.AddColumn([]string{col.Name}, f.Type, f.Doc, false, nil)
+		}
+		if err := u.Commit(); err != nil {
+			return nil, fmt.Errorf("add columns to %s: %w", name, err)
+		}
+		return tx, nil
+	})
+}
+
+// Offsets is what a table holds of Kafka partitions: by "topic/partition",
+// the last offset whose rows are in it. Every snapshot the loader commits
+// carries the whole map in its summary, as Iceberg's Kafka Connect sink
+// does, so the current snapshot alone says where each partition stands.
+type Offsets map[string]int64
+
+// offsetsKey is the snapshot summary property that holds Offsets.
+const offsetsKey = "sluice.offsets"
+
+// OffsetKey names a topic-partition in Offsets.
+func OffsetKey(topic string, partition int32) string {
+	return topic + "/" + strconv.Itoa(int(partition))
+}
+
+// TableOffsets reads the offsets of a table's current snapshot.
+func TableOffsets(t *table.Table) (Offsets, error) {
+	out := Offsets{}
+	s := t.CurrentSnapshot()
+	if s == nil || s.Summary == nil {
+		return out, nil
+	}
+	v, ok := s.Summary.Properties[offsetsKey]
+	if !ok {
+		return out, nil
+	}
+	if err := json.Unmarshal([]byte(v), &out); err != nil {
+		return nil, fmt.Errorf("table %s: snapshot %d: %s is corrupt: %w", t.Identifier(), s.SnapshotID, offsetsKey, err)
+	}
+	return out, nil
+}
+
+// Append commits files to a table as one snapshot that records set in its
+// offsets. When the table already holds those offsets (a commit that went
+// through before a crash), it does nothing and returns false.
+func (c *Catalog) Append(ctx context.Context, name string, files []iceberg.DataFile, set Offsets) (bool, error) {
+	appended := false
+	_, err := c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+		offsets, err := TableOffsets(t)
+		if err != nil {
+			return nil, err
+		}
+		done := true
+		for k, last := range set {
+			if got, ok := offsets[k]; !ok || got < last {
+				done = false
+			}
+		}
+		if done {
+			return nil, nil
+		}
+		maps.Copy(offsets, set)
+		b, err := json.Marshal(offsets)
+		if err != nil {
+			return nil, err
+		}
+		tx := t.NewTransaction()
+		if err := tx.AddDataFiles(ctx, files, iceberg.Properties{offsetsKey: string(b)}, table.WithoutDuplicateCheck()); err != nil {
+			return nil, fmt.Errorf("append to %s: %w", name, err)
+		}
+		appended = true
+		return tx, nil
+	})
+	return appended, err
+}
+
+// retry runs change against the table's current metadata and commits its
+// transaction, again over the new metadata when another writer committed
+// first (optimistic concurrency, as every Iceberg writer does). A nil
+// transaction is nothing to commit.
+func (c *Catalog) retry(ctx context.Context, name string, change func(*table.Table) (*table.Transaction, error)) (*table.Table, error) {
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		t, err := c.Load(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		tx, err := change(t)
+		if err != nil || tx == nil {
+			return t, err
+		}
+		t, err = tx.Commit(ctx)
+		if err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, table.ErrCommitFailed) || attempt == 20 {
+			return nil, fmt.Errorf("commit to %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// WriteFile writes buf as a data file of table t, for the rows of one
+// event date (YYYY-MM-DD), at <table>/data/event_date=<date>/<name> in
+// store, and returns it ready to be appended. Columns are written as t's
+// schema types them; buf's columns that the schema lacks are not written,
+// so the caller adds them first (AddColumns).
+func (c *Catalog) WriteFile(ctx context.Context, store Storage, t *table.Table, date, name string, buf *Buffer) (iceberg.DataFile, DataFile, error) {
+	day, err := time.Parse(time.DateOnly, date)
+	if err != nil {
+		return nil, DataFile{}, fmt.Errorf("event date %q: %w", date, err)
+	}
+	days := int32(day.Unix() / 86400)
+	sc := t.Schema()
+	var cols []FileColumn
+	dateID := 0
+	for _, f := range sc.Fields() {
+		if f.Name == EventDate {
+			dateID = f.ID
+			continue
+		}
+		if k, ok := Kind(f); ok {
+			cols = append(cols, FileColumn{Name: f.Name, ID: f.ID, Kind: k})
+		}
+	}
+	if dateID == 0 {
+		return nil, DataFile{}, fmt.Errorf("table %s has no %s column", t.Identifier(), EventDate)
+	}
+	rel := c.Path(t.Location()) + "/data/" + EventDate + "=" + date + "/" + name
+	var stats DataFile
+	if err := Put(ctx, store, rel, func(w io.Writer) (err error) {
+		stats, err = buf.WriteDataFile(w, cols, dateID, days)
+		return err
+	}); err != nil {
+		return nil, stats, err
+	}
+	spec := t.Spec()
+	partition := map[int]any{}
+	for _, f := range spec.Fields() {
+		if len(f.SourceIDs) == 1 && f.SourceIDs[0] == dateID {
+			partition[f.FieldID] = iceberg.Date(days)
+		}
+	}
+	b, err := iceberg.NewDataFileBuilder(spec, iceberg.EntryContentData, c.root+"/"+rel, iceberg.ParquetFile,
+		partition, nil, nil, stats.Rows, stats.Bytes)
+	if err != nil {
+		return nil, stats, fmt.Errorf("data file %s: %w", rel, err)
+	}
+	return b.NullValueCounts(stats.Nulls).ValueCounts(stats.Values).Build(), stats, nil
+}
