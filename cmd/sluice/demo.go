@@ -255,7 +255,12 @@ func demo(ctx context.Context, p *pipeline.Process, fapi *formsapi.Server, kafka
 	if err != nil {
 		return err
 	}
-	eng, err := query.Open(ctx, local)
+	cat, err := lake.OpenCatalog(ctx, p.Config.LakeURL(), p.Config.Catalog(), p.Config.Lake.S3)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	eng, err := query.Open(ctx, local, cat, query.Options{})
 	if err != nil {
 		return err
 	}

@@ -739,8 +739,13 @@ func TestReplayCSVAndNDJSON(t *testing.T) {
 	check("mta_turnstile", `SELECT count(*) AS n, sum("ENTRIES"::BIGINT) AS entries, sum("EXITS"::BIGINT) AS exits, count(DISTINCT "UNIT") AS units,
 		min("DATE") AS d0, max("TIME") AS t1, count(DISTINCT "STATION") AS stations`,
 		fmt.Sprintf(`(SELECT * FROM read_csv('%s', %s) UNION ALL SELECT * FROM read_csv('%s', %s))`, csvPath, names, csvPath, names))
-	check("reading", `SELECT count(*) AS n, sum(temp) AS temp, count(DISTINCT sensor) AS sensors, count(ok) FILTER (WHERE ok) AS oks, count(note) AS notes`,
+	check("reading", `SELECT count(*) AS n, sum(temp) AS temp, count(DISTINCT sensor) AS sensors, count(ok) FILTER (WHERE ok) AS oks`,
 		fmt.Sprintf(`read_json('%s', format = 'newline_delimited')`, ndPath))
+	// note is null in every event: a null never sets a column's type, so
+	// the table has no such column until a value arrives.
+	if out, err := exec.Command(binary, "query", "--data-dir", dir, `SELECT count(note) FROM reading`).CombinedOutput(); err == nil || !strings.Contains(string(out), `"note" not found`) {
+		t.Errorf("a column of nulls only: query = %v:\n%s", err, out)
+	}
 	out, _ := sluice(t, "query", "--data-dir", dir, "--format", "csv", `SELECT count(DISTINCT event_id) FROM mta_turnstile`)
 	if strings.TrimSpace(out) != "count(DISTINCT event_id)\n10000" {
 		t.Errorf("distinct event ids: %q, want 10000 (file name:row)", out)
@@ -770,7 +775,11 @@ func TestLoaderMemoryBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	const total = 300 << 20
-	const bound = 256 << 20
+	// The bound is over the binary's own footprint, measured here: its
+	// code and the libraries' start-up (Iceberg's alone is tens of MB)
+	// are not buffering.
+	idle := peakRSS(t, exec.Command(binary, "loader", "lake", "--help"))
+	bound := idle + 200<<20
 	// Random padding compresses as real payloads do, not a thousandfold.
 	rnd := make([]byte, 450)
 	var sent int
@@ -819,20 +828,36 @@ func TestLoaderMemoryBounded(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	peak := vmHWM(t, cmd.Process.Pid)
+	t.Logf("loaded %d MB with --loader-memory 8MiB: peak RSS %d MB (%d MB idle)", sent>>20, peak>>20, idle>>20)
+	if peak == 0 || peak > bound {
+		t.Errorf("peak RSS %d MB for %d MB of data, over the %d MB bound: memory is not bounded", peak>>20, sent>>20, bound>>20)
+	}
+}
+
+// peakRSS runs cmd to its end and returns its peak resident memory.
+func peakRSS(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return int(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
+}
+
+// vmHWM is a running process's peak resident memory, in bytes.
+func vmHWM(t *testing.T, pid int) int {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var peakKB int
+	var kb int
 	for _, line := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &peakKB)
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
 		}
 	}
-	t.Logf("loaded %d MB with --loader-memory 8MiB: peak RSS %d MB", sent>>20, peakKB>>10)
-	if peakKB == 0 || peakKB<<10 > bound {
-		t.Errorf("peak RSS %d MB for %d MB of data, over the %d MB bound: memory is not bounded", peakKB>>10, sent>>20, bound>>20)
-	}
+	return kb << 10
 }
 
 // TestDemo runs `sluice demo --exit` as a new user would, twice on the same

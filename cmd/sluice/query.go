@@ -8,21 +8,25 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/pipeline"
 	"github.com/sluicehq/sluice/internal/query"
 )
 
-const queryUsage = `Usage: sluice query [--data-dir DIR | --lake URL] [--format table|csv|json] "SQL"
+const queryUsage = `Usage: sluice query [--data-dir DIR | --lake URL] [--format table|csv|json] [--as-of SNAPSHOT|TIME] "SQL"
        sluice query --tables
 
-Runs SQL over the lake with embedded DuckDB. Every lake table is a view of
-the same name, with event_date as a column, for example:
+Runs SQL over the lake with embedded DuckDB. Every table of the lake's
+Iceberg catalog is a view of the same name over its current snapshot, with
+event_date as a column, for example:
 
   sluice query "SELECT event_type, count(*) FROM yellow_taxi_trip GROUP BY 1"
 
-It reads the files as they are, so it works while 'sluice up' is running.
+A snapshot is a table whole, so it works while 'sluice up' is running, and
+--as-of reads every table as it was at a time (2025-01-01T12:00:00Z) or at
+a snapshot id (see --tables and 'sluice lake history').
 `
 
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -31,8 +35,10 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pipeline.LakeFlags(fs)
 	format := "table"
 	var tables bool
+	var asOf string
 	fs.String(&format, "format", "output format: table, csv or json (JSON lines)")
-	fs.Bool(&tables, "tables", "list the tables with their files, bytes and rows")
+	fs.Bool(&tables, "tables", "list the tables with their snapshots, files, bytes and rows")
+	fs.String(&asOf, "as-of", "read the tables as of a snapshot id or a time (RFC 3339 or a date)")
 	logFlags(fs)
 	cfg, _, err := setup(fs, args, stderr)
 	if err != nil {
@@ -59,7 +65,12 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	eng, err := query.Open(ctx, local)
+	cat, err := lake.OpenCatalog(ctx, cfg.LakeURL(), cfg.Catalog(), cfg.Lake.S3)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	eng, err := query.Open(ctx, local, cat, query.Options{AsOf: asOf})
 	if err != nil {
 		return err
 	}
@@ -72,13 +83,19 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if format == "json" {
 			return json.NewEncoder(stdout).Encode(ts)
 		}
-		res := query.Result{Columns: []string{"table", "format", "rows", "files", "bytes"}}
+		res := query.Result{Columns: []string{"table", "format", "rows", "files", "bytes", "snapshot", "committed", "snapshots"}}
 		for _, t := range ts {
-			var rows any = t.Rows
+			var rows, snap, at, snaps any = t.Rows, nil, nil, nil
 			if t.Rows < 0 {
 				rows = nil
 			}
-			res.Rows = append(res.Rows, []any{t.Name, t.Format, rows, t.Files, t.Bytes})
+			if t.Snapshot != 0 {
+				snap, at = t.Snapshot, t.SnapshotTime.Format(time.RFC3339)
+			}
+			if t.Format == "iceberg" {
+				snaps = t.Snapshots
+			}
+			res.Rows = append(res.Rows, []any{t.Name, t.Format, rows, t.Files, t.Bytes, snap, at, snaps})
 		}
 		if len(ts) == 0 {
 			fmt.Fprintf(stderr, "the lake at %s has no tables yet\n", cfg.LakeURL())

@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -260,10 +261,13 @@ func (l *Local) Delete(_ context.Context, p string) error {
 	return nil
 }
 
-// Mirror copies a lake's data files into a local directory, fetching only
-// files it does not have yet (a file's name fixes its content, since it
-// names the offset range it holds) and removing files the lake no longer
-// has. Readers that can only read local files, such as DuckDB without its
+// dataFileRE matches the data files of catalog tables.
+var dataFileRE = regexp.MustCompile(`^[^/]+/data/.+\.parquet$`)
+
+// Mirror copies a lake's data files (of its catalog tables and its export
+// tables) into a local directory, fetching only files it does not have yet
+// (a file's name fixes its content, since it names the offset range it
+// holds) and removing files the lake no longer has. Readers that can only read local files, such as DuckDB without its
 // httpfs extension, query the mirror.
 func Mirror(ctx context.Context, src Storage, dir string) (*Local, error) {
 	dst, err := NewLocal(dir)
@@ -284,7 +288,7 @@ func Mirror(ctx context.Context, src Storage, dir string) (*Local, error) {
 	}
 	keep := make(map[string]bool, len(want))
 	for _, o := range want {
-		if _, ok := ParseFile(o.Path); !ok {
+		if _, ok := ParseFile(o.Path); !ok && !dataFileRE.MatchString(o.Path) {
 			continue
 		}
 		keep[o.Path] = true

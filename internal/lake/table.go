@@ -222,11 +222,11 @@ type fileColumn struct {
 }
 
 func (f fileColumn) node() parquet.Node {
-	if f.date {
-		return parquet.Optional(parquet.Date())
-	}
 	n := node(f.kind)
-	if f.kind != row.KindBool {
+	switch {
+	case f.date:
+		n = parquet.Date()
+	case f.kind != row.KindBool:
 		// Event columns mostly repeat few values (vendors, zones,
 		// flags, amounts): dictionaries make them several times
 		// smaller, as in DuckDB's and Spark's files. A column of

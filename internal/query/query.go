@@ -1,8 +1,11 @@
-// Package query runs SQL over the lake with embedded DuckDB. Each lake table
-// is a view of the same name over its Parquet files (Hive partitioning, so
-// event_date is a column; union_by_name, so files written before a column
-// existed read it as null). Nothing is downloaded at run time: DuckDB's
-// parquet and json extensions are built into the library.
+// Package query runs SQL over the lake with embedded DuckDB. Each table of
+// the lake's Iceberg catalog is a view of the same name over the data
+// files of its current snapshot (or of the snapshot a time travel names),
+// as iceberg-go plans them; columns are read by field id, so a renamed
+// column still reads and a file written before a column existed reads it
+// as null. Plain export tables (CSV.gz) are views over their files, with
+// Hive partitioning. Nothing is downloaded at run time: DuckDB's parquet
+// and json extensions are built into the library.
 package query
 
 import (
@@ -11,11 +14,16 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
 	_ "github.com/duckdb/duckdb-go/v2" // registers the "duckdb" driver
 
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // Engine is an in-memory DuckDB with a view per lake table.
@@ -26,20 +34,28 @@ type Engine struct {
 
 // Table is a lake table as the engine sees it.
 type Table struct {
-	Name   string `json:"table"`
-	Format string `json:"format"`
-	Files  int    `json:"files"`
-	Bytes  int64  `json:"bytes"`
-	Rows   int64  `json:"rows"` // -1 when the table cannot be read here
+	Name     string `json:"table"`
+	Format   string `json:"format"`
+	Files    int    `json:"files"`
+	Bytes    int64  `json:"bytes"`
+	Rows     int64  `json:"rows"`               // -1 when the table cannot be read here
+	Snapshot int64  `json:"snapshot,omitempty"` // the Iceberg snapshot read
+	// SnapshotTime is when that snapshot was committed.
+	SnapshotTime *time.Time `json:"snapshot_time,omitempty"`
+	// Snapshots is how many snapshots the table keeps, for time travel.
+	Snapshots int `json:"snapshots,omitempty"`
 }
 
-// Open starts DuckDB over a local lake (a remote one is read through
-// lake.Mirror).
-func Open(ctx context.Context, local *lake.Local) (*Engine, error) {
-	files, err := lake.Tables(ctx, local)
-	if err != nil {
-		return nil, err
-	}
+// Options say what the engine reads.
+type Options struct {
+	// AsOf reads every catalog table as of a snapshot id, or as of a time
+	// (RFC 3339, or a date): the snapshot current then.
+	AsOf string
+}
+
+// Open starts DuckDB over a lake whose files are on local disk (a remote
+// one is read through lake.Mirror) and its catalog.
+func Open(ctx context.Context, local *lake.Local, cat *lake.Catalog, opts Options) (*Engine, error) {
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
 		return nil, fmt.Errorf("start duckdb: %w", err)
@@ -47,7 +63,157 @@ func Open(ctx context.Context, local *lake.Local) (*Engine, error) {
 	// One connection: views live in the connection's catalog.
 	db.SetMaxOpenConns(1)
 	e := &Engine{db: db}
+	if err := e.openCatalog(ctx, local, cat, opts); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := e.openFiles(ctx, local); err != nil {
+		db.Close()
+		return nil, err
+	}
+	slices.SortFunc(e.tables, func(a, b Table) int { return strings.Compare(a.Name, b.Name) })
+	return e, nil
+}
+
+// openCatalog makes a view of each catalog table.
+func (e *Engine) openCatalog(ctx context.Context, local *lake.Local, cat *lake.Catalog, opts Options) error {
+	names, err := cat.Names(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		tbl, err := cat.Load(ctx, name)
+		if err != nil {
+			return err
+		}
+		t := Table{Name: name, Format: "iceberg", Snapshots: len(tbl.Metadata().Snapshots())}
+		snap, err := asOf(tbl, opts.AsOf)
+		if err != nil {
+			return fmt.Errorf("table %s: %w", name, err)
+		}
+		sc := tbl.Schema()
+		var files []string
+		if snap != nil {
+			t.Snapshot = snap.SnapshotID
+			at := time.UnixMilli(snap.TimestampMs).UTC()
+			t.SnapshotTime = &at
+			if s, ok := tbl.Schemas()[snapshotSchema(snap)]; ok {
+				sc = s
+			}
+			tasks, err := tbl.Scan(table.WithSnapshotID(snap.SnapshotID)).PlanFiles(ctx)
+			if err != nil {
+				return fmt.Errorf("plan %s: %w", name, err)
+			}
+			for _, task := range tasks {
+				files = append(files, local.Root()+"/"+cat.Path(task.File.FilePath()))
+				t.Bytes += task.File.FileSizeBytes()
+				t.Rows += task.File.Count()
+			}
+		}
+		t.Files = len(files)
+		if _, err := e.db.ExecContext(ctx, icebergView(name, sc, files)); err != nil {
+			return fmt.Errorf("create view %s: %w", name, err)
+		}
+		e.tables = append(e.tables, t)
+	}
+	return nil
+}
+
+func snapshotSchema(s *table.Snapshot) int {
+	if s.SchemaID != nil {
+		return *s.SchemaID
+	}
+	return -1
+}
+
+// asOf is the table's snapshot to read: the current one, or the one at
+// or before when (a snapshot id or a time); nil when the table has none.
+func asOf(tbl *table.Table, when string) (*table.Snapshot, error) {
+	if when == "" {
+		return tbl.CurrentSnapshot(), nil
+	}
+	if id, err := strconv.ParseInt(when, 10, 64); err == nil && len(when) > 10 {
+		if s := tbl.SnapshotByID(id); s != nil {
+			return s, nil
+		}
+		return nil, fmt.Errorf("no snapshot %d", id)
+	}
+	at, ok := row.ParseTime(when)
+	if !ok {
+		return nil, fmt.Errorf("--as-of %q: want a snapshot id or a time such as 2025-01-01T12:00:00Z", when)
+	}
+	return tbl.SnapshotAsOf(at.UnixMilli(), true), nil
+}
+
+// icebergView is the view of a table: its columns read by field id from
+// files, or no rows when there are none.
+func icebergView(name string, sc *iceberg.Schema, files []string) string {
+	var cols, entries []string
+	for _, f := range sc.Fields() {
+		typ := duckType(f.Type)
+		if typ == "" {
+			continue // a type Sluice does not write, such as a struct
+		}
+		col := quoteIdent(f.Name)
+		switch {
+		case len(files) == 0:
+			col = fmt.Sprintf("CAST(NULL AS %s) AS %s", typ, col)
+		case f.Doc == "JSON":
+			col = fmt.Sprintf("CAST(%s AS JSON) AS %s", col, col)
+		}
+		cols = append(cols, col)
+		entries = append(entries, fmt.Sprintf("%d: {name: %s, type: '%s', default_value: NULL}", f.ID, quoteString(f.Name), typ))
+	}
+	if len(files) == 0 {
+		return fmt.Sprintf("CREATE VIEW %s AS SELECT %s WHERE false", quoteIdent(name), strings.Join(cols, ", "))
+	}
+	quoted := make([]string, len(files))
+	for i, f := range files {
+		quoted[i] = quoteString(f)
+	}
+	return fmt.Sprintf("CREATE VIEW %s AS SELECT %s FROM read_parquet([%s], schema = MAP {%s})", quoteIdent(name),
+		strings.Join(cols, ", "), strings.Join(quoted, ", "), strings.Join(entries, ", "))
+}
+
+// duckType is DuckDB's name of an Iceberg primitive type, or "".
+func duckType(t iceberg.Type) string {
+	switch t := t.(type) {
+	case iceberg.BooleanType:
+		return "BOOLEAN"
+	case iceberg.Int32Type:
+		return "INTEGER"
+	case iceberg.Int64Type:
+		return "BIGINT"
+	case iceberg.Float32Type:
+		return "FLOAT"
+	case iceberg.Float64Type:
+		return "DOUBLE"
+	case iceberg.DecimalType:
+		return fmt.Sprintf("DECIMAL(%d, %d)", t.Precision(), t.Scale())
+	case iceberg.DateType:
+		return "DATE"
+	case iceberg.TimestampTzType:
+		return "TIMESTAMPTZ"
+	case iceberg.TimestampType:
+		return "TIMESTAMP"
+	case iceberg.StringType:
+		return "VARCHAR"
+	case iceberg.BinaryType:
+		return "BLOB"
+	}
+	return ""
+}
+
+// openFiles makes a view of each plain export table.
+func (e *Engine) openFiles(ctx context.Context, local *lake.Local) error {
+	files, err := lake.Tables(ctx, local)
+	if err != nil {
+		return err
+	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if slices.ContainsFunc(e.tables, func(t Table) bool { return t.Name == name }) {
+			continue
+		}
 		t := Table{Name: name, Files: len(files[name])}
 		for _, o := range files[name] {
 			t.Bytes += o.Size
@@ -69,13 +235,13 @@ func Open(ctx context.Context, local *lake.Local) (*Engine, error) {
 		}
 		t.Format = f.Ext
 		stmt := fmt.Sprintf(`CREATE VIEW %s AS SELECT * FROM %s`, quoteIdent(name), reader)
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("create view %s: %w", name, err)
+		if _, err := e.db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("create view %s: %w", name, err)
 		}
+		t.Rows = -2 // counted by Tables
 		e.tables = append(e.tables, t)
 	}
-	return e, nil
+	return nil
 }
 
 // Close stops DuckDB.
@@ -89,6 +255,9 @@ func (e *Engine) Tables(ctx context.Context) ([]Table, error) {
 			out[i].Rows = -1
 			continue
 		}
+		if out[i].Format == "iceberg" {
+			continue // counted from the manifests
+		}
 		if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM "+quoteIdent(out[i].Name)).Scan(&out[i].Rows); err != nil {
 			return nil, fmt.Errorf("count %s: %w", out[i].Name, err)
 		}
@@ -96,7 +265,9 @@ func (e *Engine) Tables(ctx context.Context) ([]Table, error) {
 	return out, nil
 }
 
-func (e *Engine) queryable(t Table) bool { return t.Format == "parquet" || t.Format == "csv.gz" }
+func (e *Engine) queryable(t Table) bool {
+	return t.Format == "iceberg" || t.Format == "parquet" || t.Format == "csv.gz"
+}
 
 // Result is a query's columns and rows, values as DuckDB's driver gives them.
 type Result struct {
@@ -172,3 +343,5 @@ func (e *Engine) query(ctx context.Context, q string, probe bool) (Result, []str
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteString(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }

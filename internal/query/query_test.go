@@ -3,22 +3,24 @@ package query
 import (
 	"bytes"
 	"context"
+	"path"
 	"strings"
 	"testing"
 
+	"github.com/apache/iceberg-go"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/row"
 )
 
-// writeLakeFile writes events as one lake file.
-func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) {
+// writeLakeFile writes events as one lake file: a plain export file, or
+// for parquet a data file of the catalog's table, committed.
+func writeLakeFile(t *testing.T, s lake.Storage, cat *lake.Catalog, f lake.File, events ...string) {
 	t.Helper()
 	if f.Ext == "" {
 		f.Ext = "parquet"
 	}
-	t.Helper()
 	var r row.Rower
 	b := lake.NewBuffer()
 	for _, ev := range events {
@@ -27,6 +29,27 @@ func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) 
 			t.Fatal(err)
 		}
 		b.Append(row)
+	}
+	if f.Ext == "parquet" {
+		var cols []lake.Column
+		for _, c := range b.Columns() {
+			cols = append(cols, lake.Column{Name: c.Name, Kind: c.Cell.Kind})
+		}
+		if _, err := cat.Create(t.Context(), f.Table, cols); err != nil {
+			t.Fatal(err)
+		}
+		tbl, err := cat.AddColumns(t.Context(), f.Table, cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		df, _, err := cat.WriteFile(t.Context(), s, tbl, f.Date, path.Base(f.Path()), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cat.Append(t.Context(), f.Table, []iceberg.DataFile{df}, lake.Offsets{lake.OffsetKey(f.Topic, f.Partition): f.Last}); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
 	w, err := s.Create(context.Background(), f.Path())
 	if err != nil {
@@ -40,21 +63,34 @@ func writeLakeFile(t *testing.T, s lake.Storage, f lake.File, events ...string) 
 	}
 }
 
-func TestQueryLake(t *testing.T) {
-	ctx := context.Background()
-	s, err := lake.NewLocal(t.TempDir())
+// newLake makes an empty lake on disk, with its catalog.
+func newLake(t *testing.T) (*lake.Local, *lake.Catalog) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := lake.NewLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cat, err := lake.OpenCatalog(t.Context(), dir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return s, cat
+}
+
+func TestQueryLake(t *testing.T) {
+	ctx := context.Background()
+	s, cat := newLake(t)
 	f := lake.File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 0, First: 0, Last: 1, Ext: "parquet"}
-	writeLakeFile(t, s, f,
+	writeLakeFile(t, s, cat, f,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.000000Z","payload":{"fare":10.5,"zone":"JFK"}}`,
 		`{"event_type":"trip","collector_tstamp":"2025-01-01T01:00:00.000000Z","payload":{"fare":2,"zone":null}}`)
 	// A later file adds a column: older rows read it as null.
 	f.Date, f.First, f.Last = "2025-01-02", 2, 2
-	writeLakeFile(t, s, f, `{"event_type":"trip","collector_tstamp":"2025-01-02T00:00:00.000000Z","payload":{"fare":1,"tip":3}}`)
+	writeLakeFile(t, s, cat, f, `{"event_type":"trip","collector_tstamp":"2025-01-02T00:00:00.000000Z","payload":{"fare":1,"tip":3}}`)
 
-	eng, err := Open(ctx, s)
+	eng, err := Open(ctx, s, cat, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +99,7 @@ func TestQueryLake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tables) != 1 || tables[0].Name != "trip" || tables[0].Rows != 3 || tables[0].Files != 2 || tables[0].Format != "parquet" {
+	if len(tables) != 1 || tables[0].Name != "trip" || tables[0].Rows != 3 || tables[0].Files != 2 || tables[0].Format != "iceberg" {
 		t.Errorf("Tables() = %+v", tables)
 	}
 	res, err := eng.Query(ctx, `SELECT event_date, count(*) AS n, sum(fare) AS fare, count(tip) AS tips,
@@ -94,13 +130,10 @@ func TestQueryLake(t *testing.T) {
 // order the event had them, in every format, and JSON functions still work.
 func TestJSONKeepsKeyOrder(t *testing.T) {
 	ctx := context.Background()
-	s, err := lake.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeLakeFile(t, s, lake.File{Table: "checkout", Date: "2025-01-01", Topic: "sluice.raw", Last: 0},
+	s, cat := newLake(t)
+	writeLakeFile(t, s, cat, lake.File{Table: "checkout", Date: "2025-01-01", Topic: "sluice.raw", Last: 0},
 		`{"event_type":"checkout","payload":{"items":[{"sku":"b","qty":2,"alpha":1}],"order":{"zeta":1,"alpha":{"y":1,"b":2}}}}`)
-	eng, err := Open(ctx, s)
+	eng, err := Open(ctx, s, cat, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +158,8 @@ func TestJSONKeepsKeyOrder(t *testing.T) {
 }
 
 func TestQueryEmptyLake(t *testing.T) {
-	s, _ := lake.NewLocal(t.TempDir())
-	eng, err := Open(context.Background(), s)
+	s, cat := newLake(t)
+	eng, err := Open(context.Background(), s, cat, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +171,11 @@ func TestQueryEmptyLake(t *testing.T) {
 
 func TestQueryCSVAndAvroTables(t *testing.T) {
 	ctx := context.Background()
-	s, _ := lake.NewLocal(t.TempDir())
-	writeLakeFile(t, s, lake.File{Table: "agg", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 1, Ext: "csv.gz"},
+	s, cat := newLake(t)
+	writeLakeFile(t, s, cat, lake.File{Table: "agg", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 1, Ext: "csv.gz"},
 		`{"station":"59 ST","entries":12}`, `{"station":"TIMES SQ","entries":30}`)
-	writeLakeFile(t, s, lake.File{Table: "arch", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 0, Ext: "avro"}, `{"a":1}`)
-	eng, err := Open(ctx, s)
+	writeLakeFile(t, s, cat, lake.File{Table: "arch", Date: "2025-01-01", Topic: "t", Partition: 0, First: 0, Last: 0, Ext: "avro"}, `{"a":1}`)
+	eng, err := Open(ctx, s, cat, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
