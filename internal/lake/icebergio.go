@@ -78,7 +78,9 @@ func (s storageIO) ReadFile(name string) ([]byte, error) {
 	return b, err
 }
 
-func (s storageIO) Remove(name string) error { return s.store.Delete(context.Background(), s.path(name)) }
+func (s storageIO) Remove(name string) error {
+	return s.store.Delete(context.Background(), s.path(name))
+}
 
 func (s storageIO) WriteFile(name string, p []byte) error {
 	return PutBytes(context.Background(), s.store, s.path(name), p)
@@ -108,9 +110,9 @@ func (f *memFile) Stat() (iofs.FileInfo, error) { return memInfo{f}, nil }
 
 type memInfo struct{ f *memFile }
 
-func (i memInfo) Name() string         { return i.f.name }
-func (i memInfo) Size() int64          { return i.f.size }
-func (i memInfo) Mode() iofs.FileMode  { return 0o444 }
-func (i memInfo) ModTime() time.Time   { return time.Time{} }
-func (i memInfo) IsDir() bool          { return false }
-func (i memInfo) Sys() any             { return nil }
+func (i memInfo) Name() string        { return i.f.name }
+func (i memInfo) Size() int64         { return i.f.size }
+func (i memInfo) Mode() iofs.FileMode { return 0o444 }
+func (i memInfo) ModTime() time.Time  { return time.Time{} }
+func (i memInfo) IsDir() bool         { return false }
+func (i memInfo) Sys() any            { return nil }
