@@ -189,6 +189,11 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 	if err != nil {
 		return 0, 0, err
 	}
+	cat, err := lake.OpenCatalog(ctx, lakeDir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cat.Close()
 	cols := []aggregator.Column{{Name: "C/A", Type: "string"}, {Name: "UNIT", Type: "string"}, {Name: "SCP", Type: "string"},
 		{Name: "STATION", Type: "string"}, {Name: "LINENAME", Type: "string"}, {Name: "DIVISION", Type: "string"},
 		{Name: "DATE", Type: "string"}, {Name: "TIME", Type: "string"}, {Name: "DESC", Type: "string"},
@@ -202,7 +207,7 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 			{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
 			{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}}
 	reg := prometheus.NewRegistry()
-	a, err := aggregator.New(cfg, cc, prod, store, logger, reg)
+	a, err := aggregator.New(cfg, cc, prod, store, cat, logger, reg)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -27,11 +27,13 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/apache/iceberg-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -223,6 +225,7 @@ type Aggregator struct {
 	cfg    Config
 	cc     bus.ClientConfig
 	store  lake.Storage
+	cat    *lake.Catalog
 	prod   *kgo.Client
 	parse  parser
 	layout string
@@ -239,8 +242,10 @@ type Aggregator struct {
 	now     func() time.Time
 }
 
-// New builds an aggregator; prod writes results and dead letters.
-func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, logger *slog.Logger, reg prometheus.Registerer) (*Aggregator, error) {
+// New builds an aggregator; prod writes results and dead letters, and
+// results are committed to the table agg_<name> of the lake's catalog (or
+// written as CSV.gz files beside it).
+func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, cat *lake.Catalog, logger *slog.Logger, reg prometheus.Registerer) (*Aggregator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -251,7 +256,7 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	cfg.Group = cmp.Or(cfg.Group, "sluice-aggregator-"+cfg.Name)
 	cfg.TransactionalID = cmp.Or(cfg.TransactionalID, "sluice-aggregator-"+cfg.Name)
 	logger = logger.With("aggregation", cfg.Name)
-	a := &Aggregator{Reporter: health.New("aggregator."+cfg.Name, logger), cfg: cfg, cc: cc, store: store, prod: prod,
+	a := &Aggregator{Reporter: health.New("aggregator."+cfg.Name, logger), cfg: cfg, cc: cc, store: store, cat: cat, prod: prod,
 		layout: TimeLayout(cfg.Time.Layout), slots: slots{}, logger: logger, now: time.Now}
 	at := func(names []string) []int {
 		out := make([]int, len(names))
@@ -460,8 +465,8 @@ func (c *Config) File(task int32, start, end time.Time) lake.File {
 		First: start.Unix(), Last: end.Unix(), Ext: cmp.Or(c.Output.Format, "parquet")}
 }
 
-// writeWindow writes one window's results, all of one task, as one file.
-func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []window.Result) error {
+// windowBuffer is one window's results, all of one task, as rows.
+func (a *Aggregator) windowBuffer(results []window.Result) *lake.Buffer {
 	buf := lake.NewBuffer()
 	var fields []row.Field
 	for _, res := range results {
@@ -477,11 +482,95 @@ func (a *Aggregator) writeWindow(ctx context.Context, task int32, results []wind
 		}
 		buf.Append(fields)
 	}
-	f := a.cfg.File(task, results[0].Start, results[0].End)
-	return lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
-		_, err := buf.Write(w, a.cfg.Output.Format)
+	return buf
+}
+
+// columns are the result table's columns, typed whatever a window holds.
+func (a *Aggregator) columns() []lake.Column {
+	var cols []lake.Column
+	for _, g := range a.cfg.GroupBy {
+		cols = append(cols, lake.Column{Name: g, Kind: row.KindString})
+	}
+	cols = append(cols, lake.Column{Name: "window_start", Kind: row.KindTimestamp}, lake.Column{Name: "window_end", Kind: row.KindTimestamp})
+	for i, ag := range a.cfg.Aggregates {
+		k := row.KindFloat
+		if a.ints[i] {
+			k = row.KindInt
+		}
+		cols = append(cols, lake.Column{Name: ag.As, Kind: k})
+	}
+	return cols
+}
+
+// writeWindows writes a task's completed windows, each window one file, and
+// commits them to the table as one snapshot. The snapshot records the
+// task's last window start: a task restored from an older checkpoint emits
+// its windows again, and those the table holds are not written twice.
+// Windows of a task complete in the order of their starts.
+func (a *Aggregator) writeWindows(ctx context.Context, task int32, results []window.Result) error {
+	if a.cfg.Output.Format != "parquet" {
+		for i := 0; i < len(results); {
+			j := windowEnd(results, i)
+			f := a.cfg.File(task, results[i].Start, results[i].End)
+			if err := lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
+				_, err := a.windowBuffer(results[i:j]).Write(w, a.cfg.Output.Format)
+				return err
+			}); err != nil {
+				return err
+			}
+			i = j
+		}
+		return nil
+	}
+	name := a.cfg.Table()
+	t, err := a.cat.Load(ctx, name)
+	if errors.Is(err, lake.ErrNoTable) {
+		t, err = a.cat.Create(ctx, name, a.columns())
+	}
+	if err != nil {
 		return err
-	})
+	}
+	offsets, err := lake.TableOffsets(t)
+	if err != nil {
+		return err
+	}
+	key := lake.OffsetKey("window", task)
+	done, ok := offsets[key]
+	if !ok {
+		done = math.MinInt64
+	}
+	var files []iceberg.DataFile
+	last := done
+	for i := 0; i < len(results); {
+		j := windowEnd(results, i)
+		start := results[i].Start
+		if start.Unix() <= done {
+			i = j
+			continue
+		}
+		f := a.cfg.File(task, start, results[i].End)
+		df, _, err := a.cat.WriteFile(ctx, a.store, t, f.Date, path.Base(f.Path()), a.windowBuffer(results[i:j]))
+		if err != nil {
+			return err
+		}
+		files = append(files, df)
+		last = max(last, start.Unix())
+		i = j
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	_, err = a.cat.Append(ctx, name, files, lake.Offsets{key: last})
+	return err
+}
+
+// windowEnd is where the results of the window starting results[i] end.
+func windowEnd(results []window.Result, i int) int {
+	j := i
+	for j < len(results) && results[j].Start.Equal(results[i].Start) {
+		j++
+	}
+	return j
 }
 
 func (a *Aggregator) cell(i int, v float64) row.Cell {

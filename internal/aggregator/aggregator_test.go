@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -60,6 +61,33 @@ type env struct {
 	cc    bus.ClientConfig
 	prod  *kgo.Client
 	store lake.Storage
+	// cats are the catalogs of the lakes, by their storage and storages
+	// that wrap it.
+	cats map[lake.Storage]*lake.Catalog
+}
+
+// newLake makes a lake on disk with its catalog; wrappers are storages
+// over it that the tests inject faults with.
+func (e *env) newLake(wrap ...func(lake.Storage) lake.Storage) (*lake.Local, []lake.Storage) {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	local, err := lake.NewLocal(dir)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cat, err := lake.OpenCatalog(e.t.Context(), dir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cat.Close() })
+	e.cats[local] = cat
+	var wrapped []lake.Storage
+	for _, w := range wrap {
+		s := w(local)
+		e.cats[s] = cat
+		wrapped = append(wrapped, s)
+	}
+	return local, wrapped
 }
 
 func newEnv(t *testing.T, partitions int32) *env {
@@ -78,11 +106,9 @@ func newEnv(t *testing.T, partitions int32) *env {
 	if err := bus.EnsureTopics(t.Context(), prod, partitions, 1, "mta-turnstile", "sluice.dlq", "sluice.agg.turnstile_4h"); err != nil {
 		t.Fatal(err)
 	}
-	store, err := lake.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, cc: cc, prod: prod, store: store}
+	e := &env{t: t, cc: cc, prod: prod, cats: map[lake.Storage]*lake.Catalog{}}
+	e.store, _ = e.newLake()
+	return e
 }
 
 // mtaLines is the bundled MTA week as a live feed would send it: in
@@ -146,7 +172,7 @@ type running struct {
 func (e *env) start(cfg Config, store lake.Storage) *running {
 	e.t.Helper()
 	r := &running{reg: prometheus.NewRegistry(), done: make(chan struct{})}
-	a, err := New(cfg, e.cc, e.prod, store, testLogger(e.t), r.reg)
+	a, err := New(cfg, e.cc, e.prod, store, e.cats[store], testLogger(e.t), r.reg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -285,14 +311,11 @@ func reference(t *testing.T, lines [][]byte, delay time.Duration, partitions int
 	return out
 }
 
-// lakeRows reads every window file of the table back, as reference does.
-func lakeRows(t *testing.T, store lake.Storage) []string {
+// lakeRows reads every row of the table back, as reference does.
+func (e *env) lakeRows(t *testing.T, store lake.Storage) []string {
 	t.Helper()
 	var out []string
-	for path, rows := range tableFiles(t, store) {
-		if _, ok := lake.ParseFile(path); !ok {
-			t.Errorf("%s: not a data file of the lake layout", path)
-		}
+	for _, rows := range e.tableFiles(t, store) {
 		for _, r := range rows {
 			out = append(out, fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%v|%v|%v", r["C/A"], r["UNIT"], r["SCP"], r["STATION"],
 				r["LINENAME"], r["DIVISION"], r["DATE"], r["DESC"], r["window_start"].(time.Time).UTC().Format(time.RFC3339),
@@ -303,20 +326,50 @@ func lakeRows(t *testing.T, store lake.Storage) []string {
 	return out
 }
 
-// tableFiles reads each data file of the table.
-func tableFiles(t *testing.T, store lake.Storage) map[string][]map[string]any {
+// tableFiles reads each data file of the table's current snapshot, and
+// checks that no other is in the lake.
+func (e *env) tableFiles(t *testing.T, store lake.Storage) map[string][]map[string]any {
 	t.Helper()
-	objs, err := store.List(t.Context(), "agg_turnstile_4h/")
+	return e.filesOf(t, store, "agg_turnstile_4h", true)
+}
+
+// filesOf reads each data file of a table's current snapshot; strict
+// checks that no other is in the lake, which holds once the aggregators
+// are done.
+func (e *env) filesOf(t *testing.T, store lake.Storage, table string, strict bool) map[string][]map[string]any {
+	t.Helper()
+	cat := e.cats[store]
+	out := map[string][]map[string]any{}
+	tbl, err := cat.Load(t.Context(), table)
+	if errors.Is(err, lake.ErrNoTable) {
+		return out
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]map[string]any{}
-	for _, o := range objs {
-		b, err := store.ReadObject(t.Context(), o.Path)
+	tasks, err := tbl.Scan().PlanFiles(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		p := cat.Path(task.File.FilePath())
+		b, err := store.ReadObject(t.Context(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[o.Path] = readRows(t, b)
+		out[p] = readRows(t, b)
+	}
+	if !strict {
+		return out
+	}
+	objs, err := store.List(t.Context(), table+"/data/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if _, ok := out[o.Path]; !ok {
+			t.Errorf("data file in no snapshot: %s", o.Path)
+		}
 	}
 	return out
 }
@@ -354,7 +407,7 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 	if len(want) < 500 {
 		t.Fatalf("the reference has %d windows; the sample should give hundreds", len(want))
 	}
-	if diff := cmp.Diff(lakeRows(t, e.store), want); diff != "" {
+	if diff := cmp.Diff(e.lakeRows(t, e.store), want); diff != "" {
 		t.Errorf("lake rows (-got +want):\n%s", diff)
 	}
 }
@@ -391,27 +444,27 @@ func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
 	if err := e.runUntil(cfg, e.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := tableFiles(t, e.store)
+	want := e.tableFiles(t, e.store)
 	if len(want) < 20 {
 		t.Fatalf("uninterrupted run wrote %d files; want dozens", len(want))
 	}
 	for _, n := range []int64{0, 1, 2, 5, 13, 29, int64(len(want)) - 1} {
-		store, err := lake.NewLocal(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		flaky := &flakyStorage{Storage: store}
+		var flaky *flakyStorage
+		store, _ := e.newLake(func(s lake.Storage) lake.Storage {
+			flaky = &flakyStorage{Storage: s}
+			return flaky
+		})
 		flaky.ok.Store(n)
-		err = e.runUntil(cfg, flaky, func(*prometheus.Registry) bool { return false })
+		err := e.runUntil(cfg, flaky, func(*prometheus.Registry) bool { return false })
 		if !errors.Is(err, errKilled) {
 			t.Fatalf("crash at write %d: Run returned %v, want the injected failure", n, err)
 		}
 		// The restarted run is done when the lake matches; if it never
 		// does, the diff below says how it differs.
-		if err := e.runUntil(cfg, store, func(*prometheus.Registry) bool { return sameFiles(t, store, want)() }); err != nil {
+		if err := e.runUntil(cfg, store, func(*prometheus.Registry) bool { return e.sameFiles(t, store, want)() }); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(tableFiles(t, store), want); diff != "" {
+		if diff := cmp.Diff(e.tableFiles(t, store), want); diff != "" {
 			t.Errorf("crash at write %d: files differ from the uninterrupted run (-got +want):\n%s", n, diff)
 		}
 	}
@@ -425,11 +478,11 @@ func TestFullDiskIsWaitedOut(t *testing.T) {
 	lines := mtaLines(t)
 	cfg := mtaConfig()
 	e.produce("mta-turnstile", lines[:len(lines)/3])
-	local, err := lake.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := &laketest.Full{Storage: local}
+	var full *laketest.Full
+	local, _ := e.newLake(func(s lake.Storage) lake.Storage {
+		full = &laketest.Full{Storage: s}
+		return full
+	})
 	r := e.start(cfg, full)
 	eventually(t, "some windows written", func() bool { return counter(r.reg, "sluice_aggregator_windows_emitted_total", "") > 3 })
 	full.Fill(true)
@@ -455,21 +508,21 @@ func TestFullDiskIsWaitedOut(t *testing.T) {
 	if err := e.runUntil(ref, e.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(tableFiles(t, local), tableFiles(t, e.store)); diff != "" {
+	if diff := cmp.Diff(e.tableFiles(t, local), e.tableFiles(t, e.store)); diff != "" {
 		t.Errorf("files after a full disk differ from an uninterrupted run's (-got +want):\n%s", diff)
 	}
 }
 
 // sameFiles says when the table's files are want's.
-func sameFiles(t *testing.T, store lake.Storage, want map[string][]map[string]any) func() bool {
+func (e *env) sameFiles(t *testing.T, store lake.Storage, want map[string][]map[string]any) func() bool {
 	return func() bool {
 		// Reading every file on every poll would starve the aggregator
 		// under the race detector: first the names alone.
-		objs, err := store.List(t.Context(), "agg_turnstile_4h/")
+		objs, err := store.List(t.Context(), "agg_turnstile_4h/data/")
 		if err != nil || len(objs) != len(want) {
 			return false
 		}
-		return cmp.Equal(tableFiles(t, store), want)
+		return cmp.Equal(e.filesOf(t, store, "agg_turnstile_4h", false), want)
 	}
 }
 
@@ -484,11 +537,12 @@ func TestTwoInstancesEqualOne(t *testing.T) {
 	if err := one.runUntil(mtaConfig(), one.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := tableFiles(t, one.store)
+	want := one.tableFiles(t, one.store)
 	tasks := map[int32]bool{}
-	for path := range want {
-		f, _ := lake.ParseFile(path)
-		tasks[f.Partition] = true
+	for p := range want {
+		var task int32
+		fmt.Sscanf(path.Base(p), "window-%d-", &task)
+		tasks[task] = true
 	}
 	if len(tasks) != 4 {
 		t.Fatalf("one instance wrote files of %d tasks, want 4", len(tasks))
@@ -520,8 +574,8 @@ func TestTwoInstancesEqualOne(t *testing.T) {
 	}
 	eventually(t, "a takes over b's tasks", func() bool { return gauge(a.reg, "sluice_aggregator_tasks") == 4 })
 	two.produce("mta-turnstile", lines[half:])
-	eventually(t, "the lake matches one instance's", sameFiles(t, two.store, want))
-	if diff := cmp.Diff(tableFiles(t, two.store), want); diff != "" {
+	eventually(t, "the lake matches one instance's", two.sameFiles(t, two.store, want))
+	if diff := cmp.Diff(two.tableFiles(t, two.store), want); diff != "" {
 		t.Errorf("two instances' files (-got +want):\n%s", diff)
 	}
 }
@@ -597,18 +651,16 @@ func TestJSONEnvelopes(t *testing.T) {
 	if err := e.runUntil(cfg, e.store, consumed(5)); err != nil {
 		t.Fatal(err)
 	}
-	objs, err := e.store.List(t.Context(), "agg_trips_15m/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var paths []string
 	var got []map[string]any
-	for _, o := range objs {
-		paths = append(paths, o.Path)
-		b, _ := e.store.ReadObject(t.Context(), o.Path)
-		got = append(got, readRows(t, b)...)
+	for p, rows := range e.filesOf(t, e.store, "agg_trips_15m", true) {
+		paths = append(paths, p)
+		for _, r := range rows {
+			delete(r, "event_date")
+			got = append(got, r)
+		}
 	}
-	wantPaths := []string{"agg_trips_15m/event_date=2025-01-01/window-0-1735689600-1735690500.parquet"}
+	wantPaths := []string{"agg_trips_15m/data/event_date=2025-01-01/window-0-1735689600-1735690500.parquet"}
 	if diff := cmp.Diff(paths, wantPaths); diff != "" {
 		t.Errorf("files (-got +want):\n%s", diff)
 	}
@@ -745,10 +797,8 @@ func TestQuietGroupsWindowsClose(t *testing.T) {
 	e.produce("mta-turnstile", values)
 	r := e.start(cfg, e.store)
 	eventually(t, "the quiet currency's windows written", func() bool {
-		objs, _ := e.store.List(t.Context(), "agg_revenue_5m/")
-		for _, o := range objs {
-			b, _ := e.store.ReadObject(t.Context(), o.Path)
-			for _, row := range readRows(t, b) {
+		for _, rows := range e.filesOf(t, e.store, "agg_revenue_5m", false) {
+			for _, row := range rows {
 				if row["currency"] == quiet && row["window_start"].(time.Time).Minute() == 5 {
 					return true
 				}

@@ -398,18 +398,15 @@ func encode(cp checkpoint) ([]byte, error) {
 	return append(append(b, state...), '}'), nil
 }
 
-// emit writes each completed window of a task as one file of the table,
-// then the results to the output topic.
+// emit writes a task's completed windows to the table, then the results
+// to the output topic.
 func (ts *tasks) emit(ctx context.Context, task int32, results []window.Result) error {
-	var recs []*kgo.Record
+	if err := ts.writeWindows(ctx, task, results); err != nil {
+		return err
+	}
+	recs := make([]*kgo.Record, 0, len(results))
 	for i := 0; i < len(results); {
-		j := i
-		for j < len(results) && results[j].Start.Equal(results[i].Start) {
-			j++
-		}
-		if err := ts.writeWindow(ctx, task, results[i:j]); err != nil {
-			return err
-		}
+		j := windowEnd(results, i)
 		for _, res := range results[i:j] {
 			recs = append(recs, ts.resultRecord(res))
 		}

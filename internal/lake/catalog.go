@@ -349,6 +349,13 @@ func (c *Catalog) Append(ctx context.Context, name string, files []iceberg.DataF
 	return appended, err
 }
 
+// conflict reports whether a commit failed because another writer
+// committed first. The SQL catalog reports a stale base as a failed
+// requirement, which iceberg-go does not wrap as ErrCommitFailed.
+func conflict(err error) bool {
+	return errors.Is(err, table.ErrCommitFailed) || strings.HasPrefix(err.Error(), "requirement failed:")
+}
+
 // retry runs change against the table's current metadata and commits its
 // transaction, again over the new metadata when another writer committed
 // first (optimistic concurrency, as every Iceberg writer does). A nil
@@ -368,7 +375,7 @@ func (c *Catalog) retry(ctx context.Context, name string, change func(*table.Tab
 		if err == nil {
 			return t, nil
 		}
-		if !errors.Is(err, table.ErrCommitFailed) || attempt == 20 {
+		if !conflict(err) || attempt == 20 {
 			return nil, fmt.Errorf("commit to %s: %w", name, err)
 		}
 		select {

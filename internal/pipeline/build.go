@@ -173,7 +173,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		p.Defer(prod.Close)
 		for i := range cfg.Aggregations {
 			ac := cfg.aggregationConfig(i)
-			a, err := aggregator.New(ac, clientConfig(cfg, "sluice-aggregator-"+ac.Name), prod, store, logger.With("component", "aggregator"), p.Registry)
+			a, err := aggregator.New(ac, clientConfig(cfg, "sluice-aggregator-"+ac.Name), prod, store, cat, logger.With("component", "aggregator"), p.Registry)
 			if err != nil {
 				return nil, fmt.Errorf("aggregations[%d]: %w", i, err)
 			}
