@@ -20,19 +20,26 @@ build:
 # race detector, and gives each fuzz target a short run.
 test: test-deps vet unit fuzz
 
+# PyIceberg reads the lake in the interoperability test, as another
+# engine would.
+PYICEBERG ?= $(HOME)/.cache/sluice/pyiceberg
+
 test-deps:
 	@command -v $(GO) >/dev/null || { echo "Go is required: https://go.dev/dl/"; exit 1; }
 	@command -v kcat >/dev/null || { \
 		echo "installing kcat (Debian package) for the Kafka interoperability test"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
+	@$(PYICEBERG)/bin/python -c 'import pyiceberg.catalog.sql, pyarrow' 2>/dev/null || { \
+		echo "installing PyIceberg (PyPI) into $(PYICEBERG) for the Iceberg interoperability test"; \
+		python3 -m venv $(PYICEBERG) && $(PYICEBERG)/bin/pip install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0"; }
 	$(GO) mod download
 
 vet:
 	$(GO) vet ./...
 
 unit:
-	SLUICE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 15m ./...
+	SLUICE_REQUIRE_TOOLS=1 SLUICE_PYICEBERG_PYTHON=$(PYICEBERG)/bin/python $(GO) test -race -count=1 -timeout 15m ./...
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:

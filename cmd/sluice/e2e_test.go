@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -884,6 +885,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("run %d: the demo took %v, over a minute", run, took)
 		}
 	}
+	t.Run("pyiceberg", func(t *testing.T) { pyicebergReads(t, dir) })
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep"), 0o644)
 	c := exec.Command(binary, "demo", "--exit", "--data-dir", other, "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0")
@@ -893,6 +895,81 @@ func TestDemo(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(other, "precious.txt")); err != nil {
 		t.Errorf("the demo touched a directory it did not make: %v", err)
+	}
+}
+
+// pyicebergReads opens every table of the lake in dir with PyIceberg,
+// through the same SQL catalog, and checks that it reads the rows, and the
+// column types and values, that sluice query reads.
+func pyicebergReads(t *testing.T, dir string) {
+	python := os.Getenv("SLUICE_PYICEBERG_PYTHON")
+	if python == "" {
+		python = filepath.Join(os.Getenv("HOME"), ".cache/sluice/pyiceberg/bin/python")
+	}
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
+			t.Fatalf("PyIceberg is not installed at %s (make test-deps installs it)", python)
+		}
+		t.Skipf("PyIceberg is not installed at %s: run make test-deps", python)
+	}
+	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/pyiceberg_read.py"), filepath.Join(dir, "lake"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pyiceberg: %v\n%s", err, stderr.String())
+	}
+	type column struct {
+		Type   string `json:"type"`
+		Values int64  `json:"values"`
+	}
+	var py map[string]struct {
+		Rows    int64             `json:"rows"`
+		Columns map[string]column `json:"columns"`
+	}
+	if err := json.Unmarshal(out, &py); err != nil {
+		t.Fatalf("pyiceberg output: %v\n%s", err, out)
+	}
+	// Iceberg's types as DuckDB and Arrow name them.
+	arrow := map[string]string{"BIGINT": "int64", "DOUBLE": "double", "VARCHAR": "string", "JSON": "string",
+		"BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "timestamp[us, tz=UTC]", "DATE": "date32[day]"}
+	for _, table := range []string{"yellow_taxi_trip", "mta_turnstile", "form", "form_field", "dead_letter", "agg_turnstile_daily", "agg_trips_by_zone_15m"} {
+		got, ok := py[table]
+		if !ok {
+			t.Errorf("PyIceberg does not see table %s (it sees %v)", table, slices.Sorted(maps.Keys(py)))
+			continue
+		}
+		desc, code := sluice(t, "query", "--data-dir", dir, "--format", "json", "SELECT column_name, column_type FROM (DESCRIBE "+table+")")
+		if code != 0 {
+			t.Fatalf("describe %s = %d", table, code)
+		}
+		want := map[string]column{}
+		var counts []string
+		for _, line := range strings.Split(strings.TrimSpace(desc), "\n") {
+			var c struct{ ColumnName, ColumnType string }
+			json.Unmarshal([]byte(line), &struct {
+				Name *string `json:"column_name"`
+				Type *string `json:"column_type"`
+			}{&c.ColumnName, &c.ColumnType})
+			want[c.ColumnName] = column{Type: arrow[c.ColumnType]}
+			counts = append(counts, fmt.Sprintf("count(%q) AS %q", c.ColumnName, c.ColumnName))
+		}
+		vals, code := sluice(t, "query", "--data-dir", dir, "--format", "json", "SELECT count(*) AS _rows, "+strings.Join(counts, ", ")+" FROM "+table)
+		if code != 0 {
+			t.Fatalf("count %s = %d", table, code)
+		}
+		var n map[string]int64
+		json.Unmarshal([]byte(vals), &n)
+		for name, c := range want {
+			c.Values = n[name]
+			want[name] = c
+		}
+		if n["_rows"] != got.Rows || got.Rows == 0 {
+			t.Errorf("%s: PyIceberg reads %d rows, sluice query %d", table, got.Rows, n["_rows"])
+		}
+		if diff := cmp.Diff(want, got.Columns); diff != "" {
+			t.Errorf("%s: columns as sluice query reads them (-) and PyIceberg (+):\n%s", table, diff)
+		}
 	}
 }
 
