@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"errors"
 	"io"
+	"maps"
 	"log/slog"
 	"path"
 	"path/filepath"
@@ -118,11 +120,17 @@ func (e *env) producer() *kgo.Client {
 // record that is not JSON; it returns the ids every table must hold.
 func (e *env) produce(n int) (ids map[string]bool) {
 	e.t.Helper()
+	return e.produceFrom(0, n)
+}
+
+// produceFrom is produce with ids from from on.
+func (e *env) produceFrom(from, n int) (ids map[string]bool) {
+	e.t.Helper()
 	cl := e.producer()
 	defer cl.Close()
 	ids = make(map[string]bool)
 	var recs []*kgo.Record
-	for i := range n {
+	for i := from; i < from+n; i++ {
 		id := fmt.Sprintf("id-%05d", i)
 		typ := []string{"yellow_taxi_trip", "PageView"}[i%2]
 		// Two days, so files land in two event_date partitions.
@@ -134,14 +142,15 @@ func (e *env) produce(n int) (ids map[string]bool) {
 		ids[id] = true
 	}
 	for i := range 5 {
-		id := fmt.Sprintf("dlq-%d", i)
+		id := fmt.Sprintf("dlq-%d-%d", from, i)
 		v := fmt.Sprintf(`{"stage":"collector","reason":"missing_field","errors":[{"path":"/payload","message":"payload is required"}],"failed_at":"2025-01-01T00:00:00.000000Z","root_id":%q,"original":{"event_type":"x"}}`, id)
 		recs = append(recs, &kgo.Record{Topic: "sluice.dlq", Key: []byte(id), Value: []byte(v)})
 		ids[id] = true
 	}
+	bad := fmt.Sprintf("bad-%d", from)
 	recs = append(recs, &kgo.Record{Topic: "sluice.raw", Key: []byte("bad"), Value: []byte("not json"),
-		Headers: []kgo.RecordHeader{{Key: "root_id", Value: []byte("bad-1")}}})
-	ids["bad-1"] = true
+		Headers: []kgo.RecordHeader{{Key: "root_id", Value: []byte(bad)}}})
+	ids[bad] = true
 	if err := cl.ProduceSync(e.t.Context(), recs...).FirstErr(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -537,4 +546,88 @@ func (e *env) columnTypes(table string) map[string]string {
 		got[f.Name()] = f.Type().String()
 	}
 	return got
+}
+
+// TestCompactionDuringLoading compacts the tables again and again while
+// the loader writes them in small flushes: a reader never sees a row twice
+// or a row count go down, the loader never writes a range twice, and at
+// the end every event is in the lake once, in fewer files.
+func TestCompactionDuringLoading(t *testing.T) {
+	e := newEnv(t)
+	r, _ := e.loader(func(c *Config) { c.FlushRows = 20; c.FlushInterval = 20 * time.Millisecond })
+	stop := run(t, r)
+	defer stop()
+	ids := map[string]bool{}
+	done, stopCompacting := make(chan struct{}), make(chan struct{})
+	var compactions, rewritten int
+	go func() {
+		defer close(done)
+		last := 0
+		for ctx := t.Context(); ctx.Err() == nil; {
+			for _, table := range []string{"yellow_taxi_trip", "page_view"} {
+				res, err := e.cat.Compact(ctx, e.store, table, 1<<20)
+				if err != nil && !errors.Is(err, lake.ErrNoTable) && !strings.Contains(err.Error(), "run it again") {
+					t.Errorf("compact %s: %v", table, err)
+					return
+				}
+				if res.FilesBefore > 0 {
+					compactions++
+					rewritten += res.FilesBefore
+				}
+			}
+			seen := map[string]bool{}
+			rows := 0
+			for _, table := range []string{"yellow_taxi_trip", "page_view"} {
+				if _, err := e.cat.Load(ctx, table); err != nil {
+					continue
+				}
+				for _, row := range laketest.TableRows(t, e.store, e.cat, table) {
+					id := row["root_id"].(string)
+					if seen[id] {
+						t.Errorf("a reader sees %s twice", id)
+					}
+					seen[id] = true
+					rows++
+				}
+			}
+			if rows < last {
+				t.Errorf("a reader saw %d rows after %d", rows, last)
+			}
+			last = rows
+			select {
+			case <-stopCompacting:
+				return
+			default:
+			}
+		}
+	}()
+	for range 4 {
+		maps.Copy(ids, e.produceFrom(len(ids), 300))
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	close(stopCompacting)
+	<-done
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if compactions == 0 {
+		t.Fatal("no compaction happened while the loader wrote")
+	}
+	// A fresh loader resumes after compactions: it writes nothing twice.
+	r2, _ := e.loader(nil)
+	stop2 := run(t, r2)
+	time.Sleep(500 * time.Millisecond)
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	// The files compactions replaced are in old snapshots only: expiring
+	// those removes them, and no snapshot-less file stays.
+	for _, table := range []string{"yellow_taxi_trip", "page_view"} {
+		if n, err := e.cat.Expire(t.Context(), table, 0, 1); err != nil || n == 0 {
+			t.Errorf("expire %s: %d snapshots, %v", table, n, err)
+		}
+	}
+	e.checkExactlyOnce(ids)
+	t.Logf("%d compactions rewrote %d files", compactions, rewritten)
 }

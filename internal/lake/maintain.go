@@ -1,0 +1,311 @@
+package lake
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+	"github.com/google/uuid"
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/sluicehq/sluice/internal/row"
+)
+
+// Upkeep of catalog tables: compaction, snapshot expiry and orphan
+// removal. Each is safe while loaders write: it commits optimistically and
+// starts again over a table another writer changed, and it never removes
+// what the current snapshot needs. A compaction's snapshot carries the
+// table's Kafka offsets forward, so a loader that rewrites a range after a
+// crash still finds it committed.
+
+// Compaction is what Compact did to a table.
+type Compaction struct {
+	Table string
+	// Partitions is how many event dates were compacted.
+	Partitions int
+	// FilesBefore and FilesAfter count the files rewritten and written.
+	FilesBefore, FilesAfter int
+	Rows                    int64
+	BytesBefore, BytesAfter int64
+}
+
+// Compact bin-packs a table's data files smaller than target into files of
+// about target bytes, per event date, and swaps them in with one snapshot.
+// Rows and their values are unchanged; a reader sees the old files or the
+// new ones, never both or neither.
+func (c *Catalog) Compact(ctx context.Context, store Storage, name string, target int64) (Compaction, error) {
+	res := Compaction{Table: name}
+	t, err := c.Load(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	if t.CurrentSnapshot() == nil {
+		return res, nil
+	}
+	tasks, err := t.Scan().PlanFiles(ctx)
+	if err != nil {
+		return res, fmt.Errorf("plan %s: %w", name, err)
+	}
+	byDate := map[string][]iceberg.DataFile{}
+	for _, task := range tasks {
+		f := task.File
+		if f.FileSizeBytes() >= target/2 || len(task.DeleteFiles) > 0 {
+			continue // big enough, or with deletes Sluice does not write
+		}
+		date := partitionDate(f.FilePath())
+		if date == "" {
+			continue
+		}
+		byDate[date] = append(byDate[date], f)
+	}
+	var remove, add []iceberg.DataFile
+	for _, date := range slices.Sorted(maps.Keys(byDate)) {
+		files := byDate[date]
+		if len(files) < 2 {
+			continue
+		}
+		res.Partitions++
+		// Files in bins of about target bytes, in their order in the
+		// table, so that rows stay near their neighbours.
+		slices.SortFunc(files, func(a, b iceberg.DataFile) int { return strings.Compare(a.FilePath(), b.FilePath()) })
+		for len(files) > 0 {
+			n, size := 0, int64(0)
+			for n < len(files) && (n == 0 || size+files[n].FileSizeBytes() <= target) {
+				size += files[n].FileSizeBytes()
+				n++
+			}
+			bin := files[:n]
+			files = files[n:]
+			if len(bin) < 2 {
+				continue
+			}
+			df, err := c.rewrite(ctx, store, t, date, bin)
+			if err != nil {
+				return res, err
+			}
+			remove = append(remove, bin...)
+			add = append(add, df)
+			for _, f := range bin {
+				res.FilesBefore++
+				res.BytesBefore += f.FileSizeBytes()
+				res.Rows += f.Count()
+			}
+			res.FilesAfter++
+			res.BytesAfter += df.FileSizeBytes()
+		}
+	}
+	if len(add) == 0 {
+		return res, nil
+	}
+	gone := map[string]bool{}
+	for _, f := range remove {
+		gone[f.FilePath()] = true
+	}
+	_, err = c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+		// Another writer may have appended since: its files stay. One
+		// that removed a file this compaction rewrote wins, and this
+		// compaction's files are left for orphan removal.
+		tasks, err := t.Scan().PlanFiles(ctx)
+		if err != nil {
+			return nil, err
+		}
+		found := 0
+		for _, task := range tasks {
+			if gone[task.File.FilePath()] {
+				found++
+			}
+		}
+		if found != len(remove) {
+			return nil, fmt.Errorf("compact %s: another writer changed the files being compacted; run it again", name)
+		}
+		props, err := carriedSummary(t)
+		if err != nil {
+			return nil, err
+		}
+		tx := t.NewTransaction()
+		if err := tx.ReplaceDataFilesWithDataFiles(ctx, remove, add, props); err != nil {
+			return nil, fmt.Errorf("compact %s: %w", name, err)
+		}
+		return tx, nil
+	})
+	return res, err
+}
+
+// carriedSummary is what a snapshot that changes no rows keeps of the
+// current one: its Kafka offsets.
+func carriedSummary(t *table.Table) (iceberg.Properties, error) {
+	props := iceberg.Properties{}
+	if s := t.CurrentSnapshot(); s != nil && s.Summary != nil {
+		if v, ok := s.Summary.Properties[offsetsKey]; ok {
+			props[offsetsKey] = v
+		}
+	}
+	return props, nil
+}
+
+// partitionDate is the event date in a data file's path, or "".
+func partitionDate(p string) string {
+	_, rest, ok := strings.Cut(p, "/"+EventDate+"=")
+	if !ok || len(rest) < len(time.DateOnly) {
+		return ""
+	}
+	return rest[:len(time.DateOnly)]
+}
+
+// rewrite reads files of one event date of t into one new data file.
+func (c *Catalog) rewrite(ctx context.Context, store Storage, t *table.Table, date string, files []iceberg.DataFile) (iceberg.DataFile, error) {
+	buf := NewBuffer()
+	defer buf.Reset()
+	kinds := map[int]FileColumn{}
+	for _, f := range t.Schema().Fields() {
+		if k, ok := Kind(f); ok && f.Name != EventDate {
+			kinds[f.ID] = FileColumn{Name: f.Name, ID: f.ID, Kind: k}
+		}
+	}
+	for _, f := range files {
+		data, err := store.ReadObject(ctx, c.Path(f.FilePath()))
+		if err != nil {
+			return nil, fmt.Errorf("compact: %w", err)
+		}
+		if err := ReadDataFile(data, kinds, buf); err != nil {
+			return nil, fmt.Errorf("compact %s: %w", f.FilePath(), err)
+		}
+	}
+	name := "compacted-" + uuid.NewString() + ".parquet"
+	df, _, err := c.WriteFile(ctx, store, t, date, name, buf)
+	return df, err
+}
+
+// ReadDataFile appends the rows of a data file to buf: the columns whose
+// field ids cols holds, typed as they say. Files without field ids (from
+// another writer) are read by column name.
+func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) error {
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return err
+	}
+	byName := map[string]FileColumn{}
+	for _, c := range cols {
+		byName[c.Name] = c
+	}
+	leaves := pf.Schema().Fields()
+	want := make([]*FileColumn, len(leaves))
+	for i, f := range leaves {
+		if c, ok := cols[f.ID()]; ok && f.ID() > 0 {
+			want[i] = &c
+		} else if c, ok := byName[f.Name()]; ok && f.ID() == 0 {
+			want[i] = &c
+		}
+	}
+	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
+	defer r.Close()
+	rows := make([]parquet.Row, 256)
+	var fields []row.Field
+	for {
+		n, err := r.ReadRows(rows)
+		for _, pr := range rows[:n] {
+			fields = fields[:0]
+			for _, v := range pr {
+				col := want[v.Column()]
+				if col == nil || v.IsNull() {
+					continue
+				}
+				fields = append(fields, row.Field{Name: col.Name, Cell: cellOf(v, col.Kind)})
+			}
+			buf.Append(fields)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func cellOf(v parquet.Value, k row.Kind) row.Cell {
+	switch v.Kind() {
+	case parquet.Boolean:
+		return row.Cell{Kind: row.KindBool, I: b2i(v.Boolean())}
+	case parquet.Int32:
+		return row.Cell{Kind: row.KindInt, I: int64(v.Int32())}
+	case parquet.Int64:
+		if k == row.KindTimestamp {
+			return row.Cell{Kind: row.KindTimestamp, I: v.Int64()}
+		}
+		return row.Cell{Kind: row.KindInt, I: v.Int64()}
+	case parquet.Float:
+		return row.Cell{Kind: row.KindFloat, F: float64(v.Float())}
+	case parquet.Double:
+		return row.Cell{Kind: row.KindFloat, F: v.Double()}
+	}
+	kind := row.KindString
+	if k == row.KindJSON {
+		kind = row.KindJSON
+	}
+	return row.Cell{Kind: kind, B: v.ByteArray()}
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Expire removes a table's snapshots older than olderThan, keeping at
+// least the last retain, and the files only they referenced; it returns
+// how many snapshots it removed.
+func (c *Catalog) Expire(ctx context.Context, name string, olderThan time.Duration, retain int) (int, error) {
+	removed := 0
+	_, err := c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+		before := len(t.Metadata().Snapshots())
+		cutoff := time.Now().Add(-olderThan).UnixMilli()
+		old := 0
+		for _, s := range t.Metadata().Snapshots() {
+			if s.TimestampMs < cutoff {
+				old++
+			}
+		}
+		if old == 0 || before <= retain {
+			return nil, nil
+		}
+		removed = min(old, before-retain)
+		tx := t.NewTransaction()
+		if err := tx.ExpireSnapshots(table.WithOlderThan(olderThan), table.WithRetainLast(retain)); err != nil {
+			return nil, fmt.Errorf("expire %s: %w", name, err)
+		}
+		return tx, nil
+	})
+	return removed, err
+}
+
+// Orphans removes (or, with dryRun, lists) the files under a table's
+// location that no snapshot or metadata of it references and that are
+// older than olderThan: files of writes that never committed, and of
+// compactions that lost to another writer. The grace period keeps files
+// of commits in flight.
+func (c *Catalog) Orphans(ctx context.Context, name string, olderThan time.Duration, dryRun bool) ([]string, error) {
+	t, err := c.Load(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	res, err := t.DeleteOrphanFiles(ctx, table.WithFilesOlderThan(olderThan), table.WithDryRun(dryRun))
+	if err != nil {
+		return nil, fmt.Errorf("orphans of %s: %w", name, err)
+	}
+	out := make([]string, len(res.OrphanFileLocations))
+	for i, l := range res.OrphanFileLocations {
+		out[i] = c.Path(l)
+	}
+	slices.Sort(out)
+	return out, nil
+}
