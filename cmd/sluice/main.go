@@ -39,6 +39,7 @@ func commands() []command {
 		{"loader", "run a sink against a Kafka cluster ('sluice loader lake')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
+		{"lake", "look after the lake's Iceberg tables: history, schema, compact, expire, orphans, migrate", runLake},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},

@@ -1,6 +1,10 @@
 package lake_test
 
 import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/apache/iceberg-go"
@@ -79,5 +83,86 @@ func TestCatalogAppend(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, laketest.ReadParquet(t, data)); diff != "" {
 		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+}
+
+// TestMigrate turns a lake of the layout before the catalog into catalog
+// tables: a column that one file holds only as nulls (written then as
+// strings) takes the type of its values, rows are unchanged, old files are
+// gone, and a second run does nothing. A loader refuses the old lake until
+// then.
+func TestMigrate(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	store, err := lake.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := func(f lake.File, rows ...[]row.Field) {
+		buf := lake.NewBuffer()
+		for _, r := range rows {
+			buf.Append(r)
+		}
+		if err := lake.Put(ctx, store, f.Path(), func(w io.Writer) error { _, err := buf.Write(w, f.Ext); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flag := func(v *bool) row.Field {
+		if v == nil {
+			return row.Field{Name: "flag"}
+		}
+		return row.Field{Name: "flag", Cell: row.Cell{Kind: row.KindBool, I: map[bool]int64{false: 0, true: 1}[*v]}}
+	}
+	yes := true
+	n := func(i int64) row.Field { return row.Field{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: i}} }
+	legacy(lake.File{Table: "trip", Date: "2025-01-01", Topic: "raw", Partition: 0, First: 0, Last: 1, Ext: "parquet"},
+		[]row.Field{n(1), flag(nil)}, []row.Field{n(2), flag(nil)})
+	legacy(lake.File{Table: "trip", Date: "2025-01-02", Topic: "raw", Partition: 0, First: 2, Last: 2, Ext: "parquet"},
+		[]row.Field{n(3), flag(&yes)})
+	legacy(lake.File{Table: "export", Date: "2025-01-02", Topic: "raw", Partition: 0, First: 3, Last: 3, Ext: "csv.gz"},
+		[]row.Field{n(4)})
+
+	if err := lake.CheckLayout(ctx, store); err == nil || !strings.Contains(err.Error(), "sluice lake migrate") {
+		t.Fatalf("CheckLayout of an old lake = %v, want the way to migrate it", err)
+	}
+	cat, err := lake.OpenCatalog(ctx, dir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	for run, want := range []int{2, 0} {
+		got, err := lake.Migrate(ctx, store, cat)
+		if err != nil || got != want {
+			t.Fatalf("run %d: Migrate = %d, %v; want %d files", run, got, err, want)
+		}
+	}
+	if err := lake.CheckLayout(ctx, store); err != nil {
+		t.Errorf("CheckLayout after migrating: %v", err)
+	}
+	tbl, err := cat.Load(ctx, "trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema []string
+	for _, f := range tbl.Schema().Fields() {
+		schema = append(schema, f.Name+" "+f.Type.String())
+	}
+	if diff := cmp.Diff([]string{"n long", "flag boolean", "event_date date"}, schema); diff != "" {
+		t.Errorf("schema (-want +got):\n%s", diff)
+	}
+	var got []string
+	for _, r := range laketest.TableRows(t, store, cat, "trip") {
+		got = append(got, fmt.Sprintf("%v %v %v", r["n"], r["flag"], r["event_date"]))
+	}
+	slices.Sort(got)
+	if diff := cmp.Diff([]string{"1 <nil> 20089", "2 <nil> 20089", "3 true 20090"}, got); diff != "" {
+		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+	offsets, _ := lake.TableOffsets(tbl)
+	if diff := cmp.Diff(lake.Offsets{"raw/0": 2}, offsets); diff != "" {
+		t.Errorf("offsets (-want +got):\n%s", diff)
+	}
+	if _, err := store.ReadObject(ctx, "export/event_date=2025-01-02/raw-0-3-3.csv.gz"); err != nil {
+		t.Errorf("the CSV.gz export table was touched: %v", err)
 	}
 }

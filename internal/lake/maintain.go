@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/sluicehq/sluice/internal/row"
 )
@@ -308,4 +310,185 @@ func (c *Catalog) Orphans(ctx context.Context, name string, olderThan time.Durat
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// legacyFiles are the Parquet files of the layout before the catalog:
+// <table>/event_date=<date>/<topic>-<partition>-<first>-<last>.parquet.
+// (CSV.gz and Avro export tables keep that layout.)
+func legacyFiles(ctx context.Context, store Storage) (map[string][]File, error) {
+	tables, err := Tables(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]File{}
+	for name, objs := range tables {
+		for _, o := range objs {
+			if f, ok := ParseFile(o.Path); ok && f.Ext == "parquet" {
+				out[name] = append(out[name], f)
+			}
+		}
+	}
+	return out, nil
+}
+
+// CheckLayout refuses a lake that holds Parquet tables of the layout
+// before the catalog, whose files a loader would leave out of its tables,
+// and says how to migrate them.
+func CheckLayout(ctx context.Context, store Storage) error {
+	old, err := legacyFiles(ctx, store)
+	if err != nil {
+		return err
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(old))
+	return fmt.Errorf("the lake at %s holds tables written before Sluice kept them in an Iceberg catalog (%s); "+
+		"run 'sluice lake migrate --lake %s' once, with nothing loading, to make them catalog tables", store, strings.Join(names, ", "), store)
+}
+
+// Migrate makes the Parquet tables of the layout before the catalog into
+// catalog tables: each file is rewritten, with field ids and the types the
+// table settles on, as a data file of its table, committed with the Kafka
+// offsets it holds, and then removed. A column's type is that of its
+// values across the files; a file whose column holds only nulls does not
+// set it. It returns how many files it migrated; run again, it carries on
+// where it stopped.
+func Migrate(ctx context.Context, store Storage, cat *Catalog) (int, error) {
+	old, err := legacyFiles(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	migrated := 0
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		files := old[name]
+		slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path(), b.Path()) })
+		// The columns and their types, from the values of every file.
+		var cols []Column
+		at := map[string]int{}
+		for _, f := range files {
+			buf, err := readLegacy(ctx, store, f, nil)
+			if err != nil {
+				return migrated, err
+			}
+			for _, c := range buf.Columns() {
+				if c.Name == EventDate || c.Cell.Kind == row.KindNull {
+					continue
+				}
+				i, ok := at[c.Name]
+				switch {
+				case !ok:
+					at[c.Name] = len(cols)
+					cols = append(cols, Column{Name: c.Name, Kind: c.Cell.Kind})
+				case cols[i].Kind != c.Cell.Kind && (cols[i].Kind == row.KindInt && c.Cell.Kind == row.KindFloat ||
+					cols[i].Kind == row.KindString && buf.cols[c.Name].seen == 0):
+					cols[i].Kind = c.Cell.Kind
+				case cols[i].Kind != c.Cell.Kind && !(cols[i].Kind == row.KindFloat && c.Cell.Kind == row.KindInt) && buf.cols[c.Name].seen != 0:
+					cols[i].Kind = row.KindString // values of two types: text keeps them all
+				}
+			}
+			buf.Reset()
+		}
+		t, err := cat.Load(ctx, name)
+		if errors.Is(err, ErrNoTable) {
+			t, err = cat.Create(ctx, name, cols)
+		}
+		if err != nil {
+			return migrated, err
+		}
+		if t, err = cat.AddColumns(ctx, name, cols); err != nil {
+			return migrated, err
+		}
+		offsets, err := TableOffsets(t)
+		if err != nil {
+			return migrated, err
+		}
+		kinds := map[string]row.Kind{}
+		for _, f := range t.Schema().Fields() {
+			if k, ok := Kind(f); ok {
+				kinds[f.Name] = k
+			}
+		}
+		for _, f := range files {
+			key := OffsetKey(f.Topic, f.Partition)
+			if o, ok := offsets[key]; ok && o >= f.Last {
+				continue // migrated before a stop: only the old file is left
+			}
+			buf, err := readLegacy(ctx, store, f, kinds)
+			if err != nil {
+				return migrated, err
+			}
+			df, _, err := cat.WriteFile(ctx, store, t, f.Date, path.Base(f.Path()), buf)
+			buf.Reset()
+			if err != nil {
+				return migrated, err
+			}
+			if _, err := cat.Append(ctx, name, []iceberg.DataFile{df}, Offsets{key: f.Last}); err != nil {
+				return migrated, err
+			}
+			if err := store.Delete(ctx, f.Path()); err != nil {
+				return migrated, err
+			}
+			migrated++
+		}
+		// Files whose rows a commit already holds, left by a stop.
+		for _, f := range files {
+			if o, ok := offsets[OffsetKey(f.Topic, f.Partition)]; ok && o >= f.Last {
+				if err := store.Delete(ctx, f.Path()); err != nil {
+					return migrated, err
+				}
+			}
+		}
+	}
+	return migrated, nil
+}
+
+// readLegacy reads a file of the layout before the catalog into a buffer,
+// its columns typed as kinds says, or by their Parquet types.
+func readLegacy(ctx context.Context, store Storage, f File, kinds map[string]row.Kind) (*Buffer, error) {
+	data, err := store.ReadObject(ctx, f.Path())
+	if err != nil {
+		return nil, err
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Path(), err)
+	}
+	cols := map[int]FileColumn{}
+	for i, leaf := range pf.Schema().Fields() {
+		k, ok := kinds[leaf.Name()]
+		if !ok {
+			k = parquetKind(leaf)
+		}
+		cols[-1-i] = FileColumn{Name: leaf.Name(), Kind: k}
+	}
+	buf := NewBuffer()
+	if err := ReadDataFile(data, cols, buf); err != nil {
+		buf.Reset()
+		return nil, fmt.Errorf("%s: %w", f.Path(), err)
+	}
+	return buf, nil
+}
+
+// parquetKind is the kind of value a Parquet column of the old layout
+// holds, from its type.
+func parquetKind(f parquet.Field) row.Kind {
+	t := f.Type()
+	if lt := t.LogicalType(); lt != nil {
+		switch lt.Value.(type) {
+		case *format.TimestampType:
+			return row.KindTimestamp
+		case *format.JsonType:
+			return row.KindJSON
+		}
+	}
+	switch t.Kind() {
+	case parquet.Boolean:
+		return row.KindBool
+	case parquet.Int32, parquet.Int64:
+		return row.KindInt
+	case parquet.Float, parquet.Double:
+		return row.KindFloat
+	}
+	return row.KindString
 }

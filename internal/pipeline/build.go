@@ -150,6 +150,9 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		if store, err = lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3); err != nil {
 			return nil, err
 		}
+		if err := lake.CheckLayout(ctx, store); err != nil {
+			return nil, err
+		}
 		if cat, err = lake.OpenCatalog(ctx, cfg.LakeURL(), cfg.Catalog(), cfg.Lake.S3); err != nil {
 			return nil, err
 		}

@@ -81,13 +81,20 @@ func (e *Engine) openCatalog(ctx context.Context, local *lake.Local, cat *lake.C
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		tbl, err := cat.Load(ctx, name)
-		if err != nil {
+	tables := make([]*table.Table, len(names))
+	for i, name := range names {
+		if tables[i], err = cat.Load(ctx, name); err != nil {
 			return err
 		}
+	}
+	when, err := resolveAsOf(tables, opts.AsOf)
+	if err != nil {
+		return err
+	}
+	for i, name := range names {
+		tbl := tables[i]
 		t := Table{Name: name, Format: "iceberg", Snapshots: len(tbl.Metadata().Snapshots())}
-		snap, err := asOf(tbl, opts.AsOf)
+		snap, err := asOf(tbl, when)
 		if err != nil {
 			return fmt.Errorf("table %s: %w", name, err)
 		}
@@ -126,23 +133,44 @@ func snapshotSchema(s *table.Snapshot) int {
 	return -1
 }
 
-// asOf is the table's snapshot to read: the current one, or the one at
-// or before when (a snapshot id or a time); nil when the table has none.
-func asOf(tbl *table.Table, when string) (*table.Snapshot, error) {
+// asOfTime is when the tables are read: the latest, a time, or the time
+// of a snapshot and that snapshot itself for its table.
+type asOfTime struct {
+	latest   bool
+	ms       int64
+	snapshot int64
+}
+
+// resolveAsOf reads --as-of: a snapshot id (of one table: the others are
+// read as they were when it was committed) or a time.
+func resolveAsOf(tables []*table.Table, when string) (asOfTime, error) {
 	if when == "" {
-		return tbl.CurrentSnapshot(), nil
+		return asOfTime{latest: true}, nil
 	}
 	if id, err := strconv.ParseInt(when, 10, 64); err == nil && len(when) > 10 {
-		if s := tbl.SnapshotByID(id); s != nil {
-			return s, nil
+		for _, t := range tables {
+			if s := t.SnapshotByID(id); s != nil {
+				return asOfTime{ms: s.TimestampMs, snapshot: id}, nil
+			}
 		}
-		return nil, fmt.Errorf("no snapshot %d", id)
+		return asOfTime{}, fmt.Errorf("--as-of %d: no table has that snapshot (see sluice lake history TABLE)", id)
 	}
 	at, ok := row.ParseTime(when)
 	if !ok {
-		return nil, fmt.Errorf("--as-of %q: want a snapshot id or a time such as 2025-01-01T12:00:00Z", when)
+		return asOfTime{}, fmt.Errorf("--as-of %q: want a snapshot id or a time such as 2025-01-01T12:00:00Z", when)
 	}
-	return tbl.SnapshotAsOf(at.UnixMilli(), true), nil
+	return asOfTime{ms: at.UnixMilli()}, nil
+}
+
+// asOf is the table's snapshot to read at when; nil when it had none.
+func asOf(tbl *table.Table, when asOfTime) (*table.Snapshot, error) {
+	if when.latest {
+		return tbl.CurrentSnapshot(), nil
+	}
+	if s := tbl.SnapshotByID(when.snapshot); when.snapshot != 0 && s != nil {
+		return s, nil
+	}
+	return tbl.SnapshotAsOf(when.ms, true), nil
 }
 
 // icebergView is the view of a table: its columns read by field id from
