@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -29,6 +30,27 @@ import (
 
 // assigned reports whether the loader whose metrics reg holds has
 // partitions assigned.
+// commitP99 is the upper bound of the histogram bucket that holds the
+// 99th percentile of the loader's commit latency (data files written to
+// snapshot committed), and how many commits it counts.
+func commitP99(reg *prometheus.Registry) (bound float64, n uint64) {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "sluice_loader_commit_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		n = h.GetSampleCount()
+		for _, b := range h.GetBucket() {
+			if float64(b.GetCumulativeCount()) >= 0.99*float64(n) {
+				return b.GetUpperBound(), n
+			}
+		}
+		return math.Inf(1), n
+	}
+	return 0, 0
+}
+
 func assigned(reg *prometheus.Registry) bool {
 	return metricValue(reg, "sluice_sink_assigned_partitions") > 0
 }
@@ -98,6 +120,8 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 
 	var loaderTimes, duckTimes []time.Duration
 	var loaderBytes, loaderFiles int64
+	var commitBound float64 // the largest p99 bucket bound of the runs
+	var commitCount uint64
 	for run := range *runs {
 		// Each run loads the topic again into a lake of its own, under a
 		// consumer group of its own.
@@ -120,12 +144,13 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 		}
-		took, err := loadOnce(ctx, cc, store, cat, fmt.Sprintf("bench-%d", run), ends, schemas, logger, profile)
+		took, p99, commits, err := loadOnce(ctx, cc, store, cat, fmt.Sprintf("bench-%d", run), ends, schemas, logger, profile)
 		cat.Close()
 		if err != nil {
 			return err
 		}
 		loaderTimes = append(loaderTimes, took)
+		commitBound, commitCount = max(commitBound, p99), commitCount+commits
 		objs, err := store.List(ctx, "yellow_taxi_trip/data/")
 		if err != nil {
 			return err
@@ -183,24 +208,28 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 		float64(*n)/jsonTime.Seconds(), jsonTime.Round(time.Millisecond))
 	fmt.Fprintf(tw, "loader / DuckDB COPY\t%.2f\t\t\t%.2f\t\n", duckTime.Seconds()/loaderTime.Seconds(), float64(loaderBytes)/float64(st.Size()))
 	fmt.Fprintf(tw, "loader / DuckDB read_json + COPY\t%.2f\t\t\t\t\n", jsonTime.Seconds()/loaderTime.Seconds())
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\ncommit latency (data files written → snapshot committed to the catalog), %d commits: p99 ≤ %gs\n", commitCount, commitBound)
+	return nil
 }
 
 // loadOnce runs a loader on store until it has loaded the topic up to ends,
 // and returns how long that took from its partitions' assignment.
 func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat *lake.Catalog, group string, ends kadm.ListedOffsets,
-	schemas loader.Schemas, logger *slog.Logger, cpuProfile string) (time.Duration, error) {
+	schemas loader.Schemas, logger *slog.Logger, cpuProfile string) (took time.Duration, p99 float64, commits uint64, err error) {
 	cfg := loader.DefaultConfig()
 	cfg.Group = group
 	cfg.Topics = []string{"sluice.raw"} // the events as the collector wrote them
 	reg := prometheus.NewRegistry()
 	lakeSink, err := loader.New(cfg, store, cat, "sluice.dlq", schemas, logger, reg)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	l, err := sink.New("lake", cfg.Config, lakeSink, sink.Env{Logger: logger, Metrics: reg, Kafka: cc, DLQTopic: "sluice.dlq"})
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -217,18 +246,18 @@ func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat 
 		select {
 		case err := <-done:
 			done <- err
-			return 0, fmt.Errorf("loader stopped: %w", err)
+			return 0, 0, 0, fmt.Errorf("loader stopped: %w", err)
 		case <-time.After(time.Millisecond):
 		}
 	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -240,14 +269,15 @@ func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat 
 			caughtUp = caughtUp && err == nil && p.Committed >= o.Offset-1
 		})
 		if caughtUp {
-			return time.Since(start), nil
+			p99, commits := commitP99(reg)
+			return time.Since(start), p99, commits, nil
 		}
 		select {
 		case err := <-done:
 			done <- err
-			return 0, fmt.Errorf("loader stopped: %w", err)
+			return 0, 0, 0, fmt.Errorf("loader stopped: %w", err)
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, 0, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
