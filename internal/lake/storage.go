@@ -1,15 +1,23 @@
-// Package lake is Sluice's data lake: Hive-partitioned Parquet tables on a
-// local disk or in object storage, readable by DuckDB, Trino, Spark and
-// Athena without Sluice.
+// Package lake is Sluice's data lake: Apache Iceberg tables on a local
+// disk or in object storage, in a catalog (Iceberg's SQL catalog on a
+// SQLite file) that PyIceberg, Spark, Trino and DuckDB read without Sluice.
 //
-// A table is a directory of files named by the Kafka offset range they hold:
+// A table is a directory of Parquet data files with Iceberg field ids,
+// partitioned by event date and named by the Kafka offset range they hold,
+// and of Iceberg metadata:
 //
-//	<lake>/<table>/event_date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet
+//	<lake>/<table>/data/event_date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet
+//	<lake>/<table>/metadata/...
 //
-// Files appear only when complete (a rename on disk, a single PUT on S3), so
-// a reader never sees a partial file. The bookkeeping that makes loads
-// exactly-once lives beside the tables under _sluice/, which no table glob
-// matches.
+// The guarantee: a table changes only by a commit to the catalog, which
+// swaps its metadata whole, so a reader sees a table before a change or
+// after it; each snapshot carries the Kafka offsets the table holds, so a
+// writer that commits a range again after a crash finds it there and
+// commits nothing twice. Files appear only when complete (a rename on
+// disk, a single PUT on S3). The loader's own bookkeeping lives beside the
+// tables under _sluice/. Tables written as CSV.gz or Avro exports keep the
+// plain layout <lake>/<table>/event_date=YYYY-MM-DD/<range>.<ext>, outside
+// the catalog.
 package lake
 
 import (

@@ -131,6 +131,7 @@ type Lake struct {
 	names  names
 	// schemaKey is the last row's schema, kept to spare its strings.
 	schemaKey schema.Key
+	shape     shape
 
 	mu   sync.Mutex
 	rows map[string]int64 // written, by table, for the status API
@@ -147,6 +148,18 @@ type columnTypes struct {
 	kinds map[string]row.Kind
 	// added are the columns not yet in the catalog's schema.
 	added map[string]bool
+	// version counts changes of kinds, for shapes made of them.
+	version int
+}
+
+// shape is the last row's column types by field position: rows of a table
+// mostly repeat their fields in order, so most fields find their type here
+// without a map lookup. Only the runner's goroutine, in Add, uses it.
+type shape struct {
+	table   string
+	version int
+	names   []string
+	kinds   []row.Kind
 }
 
 var _ sink.Sink = (*Lake)(nil)
@@ -231,6 +244,7 @@ func (l *Lake) learn(table string, sc *iceberg.Schema) {
 			delete(ct.added, f.Name)
 		}
 	}
+	ct.version++
 }
 
 // check gives a row of a catalog table its columns' types: each value is
@@ -246,21 +260,38 @@ func (l *Lake) check(table string, fields []row.Field) error {
 		ct = &columnTypes{kinds: map[string]row.Kind{}, added: map[string]bool{}}
 		l.types[table] = ct
 	}
+	sh := &l.shape
+	if sh.table != table || sh.version != ct.version {
+		sh.table, sh.version, sh.names, sh.kinds = table, ct.version, sh.names[:0], sh.kinds[:0]
+	}
 	var errs []event.FieldError
 	for i, f := range fields {
 		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
 			continue
 		}
-		k, ok := ct.kinds[f.Name]
+		var k row.Kind
+		ok := i < len(sh.names) && sh.names[i] == f.Name
+		if ok {
+			k = sh.kinds[i]
+		} else {
+			k, ok = ct.kinds[f.Name]
+			if ok && i == len(sh.names) {
+				sh.names, sh.kinds = append(sh.names, f.Name), append(sh.kinds, k)
+			}
+		}
 		switch {
 		case !ok:
 			ct.kinds[f.Name], ct.added[f.Name] = f.Cell.Kind, true
+			ct.version++
+			sh.version = ct.version
 			continue
 		case f.Cell.Kind == k:
 			continue
 		case ct.added[f.Name] && k == row.KindInt && f.Cell.Kind == row.KindFloat:
 			// Not in the schema yet: integers then fractions are doubles.
 			ct.kinds[f.Name] = row.KindFloat
+			ct.version++
+			sh.table = "" // made again by the next row
 			continue
 		}
 		if c, ok := row.Coerce(f.Cell, k); ok {
