@@ -196,11 +196,11 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	}
 	loaderTime, duckTime, jsonTime := median(loaderTimes), median(duckTimes), median(jsonTimes)
 
-	fmt.Fprintf(out, "loader benchmark: %d TLC trip events (%d MB of JSON) from the embedded broker to Parquet (zstd), median of %d runs\n\n",
+	fmt.Fprintf(out, "loader benchmark: %d TLC trip events (%d MB of JSON) from the embedded broker to Iceberg tables (Parquet, zstd), median of %d runs\n\n",
 		*n, int64(len(values))*int64(len(values[0]))>>20, *runs)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "writer\trows/s\ttime\tfiles\tbytes\t")
-	fmt.Fprintf(tw, "sluice loader (Kafka → JSON → Parquet, exactly once)\t%.0f\t%v\t%d\t%d\t\n",
+	fmt.Fprintf(tw, "sluice loader (Kafka → JSON → Iceberg, exactly once)\t%.0f\t%v\t%d\t%d\t\n",
 		float64(*n)/loaderTime.Seconds(), loaderTime.Round(time.Millisecond), loaderFiles, loaderBytes)
 	fmt.Fprintf(tw, "DuckDB COPY (table in memory → Parquet)\t%.0f\t%v\t1\t%d\t\n",
 		float64(*n)/duckTime.Seconds(), duckTime.Round(time.Millisecond), st.Size())
