@@ -797,6 +797,26 @@ func TestReplayCSVAndNDJSON(t *testing.T) {
 	}
 }
 
+// testBroker starts an embedded broker with topics of 3 partitions each,
+// and a producer to it, both stopped when the test ends.
+func testBroker(t *testing.T, topics ...string) (*bus.Broker, *kgo.Client) {
+	t.Helper()
+	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, topics...); err != nil {
+		t.Fatal(err)
+	}
+	return b, prod
+}
+
 // TestLoaderMemoryBounded floods `sluice loader lake` with far more data
 // than its --loader-memory: its peak RSS stays under a fixed bound well
 // below the data size (buffering it all would take several times the
@@ -806,19 +826,7 @@ func TestLoaderMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("floods the loader with 300 MB")
 	}
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
-		t.Fatal(err)
-	}
+	b, prod := testBroker(t, "sluice.raw", "sluice.dlq")
 	const total = 300 << 20
 	// The bound is over the binary's own footprint, measured here: its
 	// code and the libraries' start-up (Iceberg's alone is tens of MB)
@@ -1155,19 +1163,7 @@ func TestEnricherKill9ExactlyOnce(t *testing.T) {
 // reads them through the catalog, and no data file is left that no
 // snapshot holds.
 func TestLoaderKill9ExactlyOnce(t *testing.T) {
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
-		t.Fatal(err)
-	}
+	b, prod := testBroker(t, "sluice.raw", "sluice.dlq")
 	const n = 30_000
 	var recs []*kgo.Record
 	for i := range n {

@@ -229,15 +229,22 @@ func (l *Lake) Resume(ctx context.Context, topic string, partition int32) (sink.
 	return pos, nil
 }
 
-// learn takes a table's column types from its schema in the catalog.
-func (l *Lake) learn(table string, sc *iceberg.Schema) {
-	l.typesMu.Lock()
-	defer l.typesMu.Unlock()
+// tableTypes is a table's column types, made empty the first time; the
+// caller holds typesMu.
+func (l *Lake) tableTypes(table string) *columnTypes {
 	ct := l.types[table]
 	if ct == nil {
 		ct = &columnTypes{kinds: map[string]row.Kind{}, added: map[string]bool{}}
 		l.types[table] = ct
 	}
+	return ct
+}
+
+// learn takes a table's column types from its schema in the catalog.
+func (l *Lake) learn(table string, sc *iceberg.Schema) {
+	l.typesMu.Lock()
+	defer l.typesMu.Unlock()
+	ct := l.tableTypes(table)
 	for _, f := range sc.Fields() {
 		if k, ok := lake.Kind(f); ok {
 			ct.kinds[f.Name] = k
@@ -255,11 +262,7 @@ func (l *Lake) learn(table string, sc *iceberg.Schema) {
 func (l *Lake) check(table string, fields []row.Field) error {
 	l.typesMu.Lock()
 	defer l.typesMu.Unlock()
-	ct := l.types[table]
-	if ct == nil {
-		ct = &columnTypes{kinds: map[string]row.Kind{}, added: map[string]bool{}}
-		l.types[table] = ct
-	}
+	ct := l.tableTypes(table)
 	sh := &l.shape
 	if sh.table != table || sh.version != ct.version {
 		sh.table, sh.version, sh.names, sh.kinds = table, ct.version, sh.names[:0], sh.kinds[:0]
