@@ -189,7 +189,14 @@ func (c *Catalog) rewrite(ctx context.Context, store Storage, t *table.Table, da
 // ReadDataFile appends the rows of a data file to buf: the columns whose
 // field ids cols holds, typed as they say. Files without field ids (from
 // another writer) are read by column name.
-func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) error {
+func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error) {
+	defer func() {
+		// The Parquet reader trusts lengths in the file it reads: a
+		// damaged file must be an error here, not a crash of the process.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unreadable Parquet file: %v", r)
+		}
+	}()
 	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return err
