@@ -188,7 +188,7 @@ func (c *Catalog) rewrite(ctx context.Context, store Storage, t *table.Table, da
 
 // ReadDataFile appends the rows of a data file to buf: the columns whose
 // field ids cols holds, typed as they say. Files without field ids (from
-// another writer) are read by column name.
+// another writer), and columns of cols without an id, are read by name.
 func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error) {
 	defer func() {
 		// The Parquet reader trusts lengths in the file it reads: a
@@ -210,7 +210,8 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 	for i, f := range leaves {
 		if c, ok := cols[f.ID()]; ok && f.ID() > 0 {
 			want[i] = &c
-		} else if c, ok := byName[f.Name()]; ok && f.ID() == 0 {
+		} else if c, ok := byName[f.Name()]; ok && (f.ID() == 0 || c.ID <= 0) {
+			// A file without ids, or read by name (migration).
 			want[i] = &c
 		}
 	}
@@ -473,7 +474,7 @@ func readLegacy(ctx context.Context, store Storage, f File, kinds map[string]row
 		if !ok {
 			k = parquetKind(leaf)
 		}
-		cols[-1-i] = FileColumn{Name: leaf.Name(), Kind: k}
+		cols[-1-i] = FileColumn{Name: leaf.Name(), Kind: k} // no id: read by name
 	}
 	buf := NewBuffer()
 	if err := ReadDataFile(data, cols, buf); err != nil {
