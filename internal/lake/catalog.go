@@ -201,6 +201,10 @@ func (c *Catalog) Create(ctx context.Context, name string, cols []Column) (*tabl
 			"format-version":                  "2",
 			"write.parquet.compression-codec": "zstd",
 			"created-by":                      "sluice",
+			// A commit writes a new metadata file: without these, a
+			// table loaded every few seconds keeps every one of them.
+			table.MetadataDeleteAfterCommitEnabledKey: "true",
+			table.MetadataPreviousVersionsMaxKey:      "20",
 		}))
 	if err != nil && !errors.Is(err, catalog.ErrTableAlreadyExists) {
 		return nil, fmt.Errorf("create table %s: %w", name, err)

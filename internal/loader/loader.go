@@ -71,6 +71,10 @@ type Config struct {
 	sink.Config `yaml:",inline"`
 	// Tables holds per-table settings; tables not named take the defaults.
 	Tables map[string]Table `yaml:"tables" doc:"Per-table settings, by table name; other tables take the defaults."`
+	// Every flush is a snapshot of each table it touches: kept for ever,
+	// they would make every commit slower (the metadata lists them all).
+	SnapshotMaxAge   time.Duration `yaml:"snapshot_max_age" doc:"Snapshots of the catalog tables older than this are expired by the loader (time travel reaches this far back), keeping at least snapshot_min_count; 0 keeps them all (then run sluice lake expire)."`
+	SnapshotMinCount int           `yaml:"snapshot_min_count" doc:"Snapshots of each catalog table the loader's expiry always keeps."`
 }
 
 // Table configures one lake table.
@@ -84,7 +88,7 @@ type Table struct {
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	c := Config{Config: sink.DefaultConfig()}
+	c := Config{Config: sink.DefaultConfig(), SnapshotMaxAge: 24 * time.Hour, SnapshotMinCount: 100}
 	c.Group = "sluice-loader-lake"
 	return c
 }
@@ -95,6 +99,12 @@ func (c *Config) SetDefaults() { *c = DefaultConfig() }
 // Validate reports a configuration the lake sink cannot start with.
 func (c Config) Validate() error {
 	errs := []error{c.Config.Validate()}
+	if c.SnapshotMaxAge < 0 {
+		errs = append(errs, config.Field("snapshot_max_age", "%v: want 0 (keep every snapshot) or a positive duration", c.SnapshotMaxAge))
+	}
+	if c.SnapshotMinCount < 1 {
+		errs = append(errs, config.Field("snapshot_min_count", "%d: want at least 1", c.SnapshotMinCount))
+	}
 	for name, t := range c.Tables {
 		if t.Format != "" && !lake.ValidFormat(t.Format) {
 			errs = append(errs, config.Field("tables."+name+".format", "%q: want one of %s", t.Format, strings.Join(lake.Formats, ", ")))
@@ -639,6 +649,17 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 		return err
 	}
 	l.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+	// Expiry runs once the table holds a hundred snapshots more than it
+	// keeps, so that its cost is spread over as many flushes.
+	if age, keep := l.cfg.SnapshotMaxAge, l.cfg.SnapshotMinCount; age > 0 && len(t.Metadata().Snapshots()) > keep+100 {
+		n, err := l.cat.Expire(ctx, table, age, keep)
+		if err != nil {
+			// The data is committed: expiry is upkeep, tried again later.
+			l.logger.Warn("snapshot expiry failed; the next flushes try again", "table", table, "err", err)
+		} else if n > 0 {
+			l.logger.Info("snapshots expired", "table", table, "snapshots", n, "older_than", age)
+		}
+	}
 	return nil
 }
 

@@ -631,3 +631,43 @@ func TestCompactionDuringLoading(t *testing.T) {
 	e.checkExactlyOnce(ids)
 	t.Logf("%d compactions rewrote %d files", compactions, rewritten)
 }
+
+// TestSnapshotsExpire loads a table in many small flushes: the loader
+// expires old snapshots as it goes, so their number and the metadata
+// files stay bounded, and no row is lost with them.
+func TestSnapshotsExpire(t *testing.T) {
+	e := newEnv(t)
+	ids := e.produce(900)
+	r, _ := e.loader(func(c *Config) {
+		c.FlushRows, c.FlushInterval = 2, time.Millisecond
+		c.SnapshotMaxAge, c.SnapshotMinCount = time.Nanosecond, 10
+	})
+	stop := run(t, r)
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExactlyOnce(ids)
+	tbl, err := e.cat.Load(t.Context(), "yellow_taxi_trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, _ := strconv.Atoi(tbl.CurrentSnapshot().Summary.Properties["total-records"])
+	made := tbl.Metadata().LastSequenceNumber()
+	if n := len(tbl.Metadata().Snapshots()); made <= 110 || n > 10+100 || total != 450 {
+		t.Errorf("%d snapshots made, %d kept holding %d rows; want over 110 made, at most 110 kept, holding 450", made, n, total)
+	}
+	metadata, err := e.store.List(t.Context(), "yellow_taxi_trip/metadata/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsons := 0
+	for _, o := range metadata {
+		if strings.HasSuffix(o.Path, ".metadata.json") {
+			jsons++
+		}
+	}
+	if jsons > 21 {
+		t.Errorf("%d metadata files kept, want at most 21", jsons)
+	}
+}
