@@ -649,9 +649,9 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 		return err
 	}
 	l.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-	// Expiry runs once the table holds a hundred snapshots more than it
-	// keeps, so that its cost is spread over as many flushes.
-	if age, keep := l.cfg.SnapshotMaxAge, l.cfg.SnapshotMinCount; age > 0 && len(t.Metadata().Snapshots()) > keep+100 {
+	// Expiry runs once the table holds twice the snapshots it keeps, so
+	// that its cost is spread over as many flushes.
+	if age, keep := l.cfg.SnapshotMaxAge, l.cfg.SnapshotMinCount; age > 0 && len(t.Metadata().Snapshots()) > 2*keep {
 		n, err := l.cat.Expire(ctx, table, age, keep)
 		if err != nil {
 			// The data is committed: expiry is upkeep, tried again later.
