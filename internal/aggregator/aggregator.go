@@ -513,7 +513,9 @@ func (a *Aggregator) writeWindows(ctx context.Context, task int32, results []win
 			j := windowEnd(results, i)
 			f := a.cfg.File(task, results[i].Start, results[i].End)
 			if err := lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
-				_, err := a.windowBuffer(results[i:j]).Write(w, a.cfg.Output.Format)
+				buf := a.windowBuffer(results[i:j])
+				defer buf.Reset()
+				_, err := buf.Write(w, a.cfg.Output.Format)
 				return err
 			}); err != nil {
 				return err
@@ -549,7 +551,9 @@ func (a *Aggregator) writeWindows(ctx context.Context, task int32, results []win
 			continue
 		}
 		f := a.cfg.File(task, start, results[i].End)
-		df, _, err := a.cat.WriteFile(ctx, a.store, t, f.Date, path.Base(f.Path()), a.windowBuffer(results[i:j]))
+		buf := a.windowBuffer(results[i:j])
+		df, _, err := a.cat.WriteFile(ctx, a.store, t, f.Date, path.Base(f.Path()), buf)
+		buf.Reset() // its memory back to the pools, for the next window
 		if err != nil {
 			return err
 		}
@@ -560,7 +564,7 @@ func (a *Aggregator) writeWindows(ctx context.Context, task int32, results []win
 	if len(files) == 0 {
 		return nil
 	}
-	_, err = a.cat.Append(ctx, name, files, lake.Offsets{key: last})
+	_, _, err = a.cat.Append(ctx, t, files, lake.Offsets{key: last})
 	return err
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 	_ "github.com/mattn/go-sqlite3" // the embedded catalog's database
 
+	"github.com/sluicehq/sluice/internal/retry"
 	"github.com/sluicehq/sluice/internal/row"
 )
 
@@ -133,11 +134,9 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 	return err
 }
 
-// Close releases the catalog's database.
-func (c *Catalog) Close() error { return c.cat.Close() }
-
-// Root is the lake's location, as the catalog's metadata names it.
-func (c *Catalog) Root() string { return c.root }
+// Close releases the catalog's database (the SQL catalog does not close a
+// handle it was given).
+func (c *Catalog) Close() error { return errors.Join(c.cat.Close(), c.db.Close()) }
 
 // Path is a table file's path in the lake's Storage, from its location.
 func (c *Catalog) Path(location string) string {
@@ -260,11 +259,13 @@ func Kind(f iceberg.NestedField) (k row.Kind, ok bool) {
 	return row.KindNull, false
 }
 
-// AddColumns adds new optional columns to a table, unless another writer
-// has added them first, and returns the table as committed. A column that
-// exists keeps its type: types never change by a load.
-func (c *Catalog) AddColumns(ctx context.Context, name string, cols []Column) (*table.Table, error) {
-	return c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+// AddColumns adds new optional columns to table t (as the caller loaded
+// it), unless another writer has added them first, and returns the table as
+// committed. A column that exists keeps its type: types never change by a
+// load.
+func (c *Catalog) AddColumns(ctx context.Context, t *table.Table, cols []Column) (*table.Table, error) {
+	name := tableName(t)
+	return c.retry(ctx, name, t, func(t *table.Table) (*table.Transaction, error) {
 		sc := t.Schema()
 		var add []Column
 		for _, col := range cols {
@@ -319,12 +320,13 @@ func TableOffsets(t *table.Table) (Offsets, error) {
 	return out, nil
 }
 
-// Append commits files to a table as one snapshot that records set in its
-// offsets. When the table already holds those offsets (a commit that went
-// through before a crash), it does nothing and returns false.
-func (c *Catalog) Append(ctx context.Context, name string, files []iceberg.DataFile, set Offsets) (bool, error) {
-	appended := false
-	_, err := c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+// Append commits files to table t (as the caller loaded it) as one
+// snapshot that records set in its offsets, and returns the table as
+// committed. When the table already holds those offsets (a commit that went
+// through before a crash), it does nothing and appended is false.
+func (c *Catalog) Append(ctx context.Context, t *table.Table, files []iceberg.DataFile, set Offsets) (_ *table.Table, appended bool, err error) {
+	name := tableName(t)
+	t, err = c.retry(ctx, name, t, func(t *table.Table) (*table.Transaction, error) {
 		offsets, err := TableOffsets(t)
 		if err != nil {
 			return nil, err
@@ -350,7 +352,13 @@ func (c *Catalog) Append(ctx context.Context, name string, files []iceberg.DataF
 		appended = true
 		return tx, nil
 	})
-	return appended, err
+	return t, appended, err
+}
+
+// tableName is a table's name in the namespace.
+func tableName(t *table.Table) string {
+	id := t.Identifier()
+	return id[len(id)-1]
 }
 
 // conflict reports whether a commit failed because another writer
@@ -360,17 +368,23 @@ func conflict(err error) bool {
 	return errors.Is(err, table.ErrCommitFailed) || strings.HasPrefix(err.Error(), "requirement failed:")
 }
 
-// retry runs change against the table's current metadata and commits its
+// retry runs change against the table's metadata and commits its
 // transaction, again over the new metadata when another writer committed
-// first (optimistic concurrency, as every Iceberg writer does). A nil
-// transaction is nothing to commit.
-func (c *Catalog) retry(ctx context.Context, name string, change func(*table.Table) (*table.Transaction, error)) (*table.Table, error) {
-	wait := 10 * time.Millisecond
+// first (optimistic concurrency, as every Iceberg writer does). The first
+// attempt runs on base, the table as the caller loaded it, when there is
+// one. A nil transaction is nothing to commit.
+func (c *Catalog) retry(ctx context.Context, name string, base *table.Table, change func(*table.Table) (*table.Transaction, error)) (*table.Table, error) {
+	// Jittered, so that writers that lost to each other spread out.
+	backoff := retry.Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 	for attempt := 1; ; attempt++ {
-		t, err := c.Load(ctx, name)
-		if err != nil {
-			return nil, err
+		t := base
+		if t == nil {
+			var err error
+			if t, err = c.Load(ctx, name); err != nil {
+				return nil, err
+			}
 		}
+		base = nil
 		tx, err := change(t)
 		if err != nil || tx == nil {
 			return t, err
@@ -382,12 +396,9 @@ func (c *Catalog) retry(ctx context.Context, name string, change func(*table.Tab
 		if !conflict(err) || attempt == 20 {
 			return nil, fmt.Errorf("commit to %s: %w", name, err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		case <-time.After(wait):
+		if err := backoff.Wait(ctx, 0); err != nil {
+			return nil, err
 		}
-		wait = min(2*wait, time.Second)
 	}
 }
 

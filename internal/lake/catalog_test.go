@@ -45,7 +45,8 @@ func TestCatalogAppend(t *testing.T) {
 		t.Errorf("rows = %d, want 2", stats.Rows)
 	}
 	for i, want := range []bool{true, false} {
-		ok, err := cat.Append(ctx, "trip", []iceberg.DataFile{df}, lake.Offsets{"raw/0": 1})
+		var ok bool
+		tbl, ok, err = cat.Append(ctx, tbl, []iceberg.DataFile{df}, lake.Offsets{"raw/0": 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -111,7 +111,7 @@ func (c *Catalog) Compact(ctx context.Context, store Storage, name string, targe
 	for _, f := range remove {
 		gone[f.FilePath()] = true
 	}
-	_, err = c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+	_, err = c.retry(ctx, name, nil, func(t *table.Table) (*table.Transaction, error) {
 		// Another writer may have appended since: its files stay. One
 		// that removed a file this compaction rewrote wins, and this
 		// compaction's files are left for orphan removal.
@@ -128,12 +128,8 @@ func (c *Catalog) Compact(ctx context.Context, store Storage, name string, targe
 		if found != len(remove) {
 			return nil, fmt.Errorf("compact %s: another writer changed the files being compacted; run it again", name)
 		}
-		props, err := carriedSummary(t)
-		if err != nil {
-			return nil, err
-		}
 		tx := t.NewTransaction()
-		if err := tx.ReplaceDataFilesWithDataFiles(ctx, remove, add, props); err != nil {
+		if err := tx.ReplaceDataFilesWithDataFiles(ctx, remove, add, carriedSummary(t)); err != nil {
 			return nil, fmt.Errorf("compact %s: %w", name, err)
 		}
 		return tx, nil
@@ -143,14 +139,14 @@ func (c *Catalog) Compact(ctx context.Context, store Storage, name string, targe
 
 // carriedSummary is what a snapshot that changes no rows keeps of the
 // current one: its Kafka offsets.
-func carriedSummary(t *table.Table) (iceberg.Properties, error) {
+func carriedSummary(t *table.Table) iceberg.Properties {
 	props := iceberg.Properties{}
 	if s := t.CurrentSnapshot(); s != nil && s.Summary != nil {
 		if v, ok := s.Summary.Properties[offsetsKey]; ok {
 			props[offsetsKey] = v
 		}
 	}
-	return props, nil
+	return props
 }
 
 // partitionDate is the event date in a data file's path, or "".
@@ -276,7 +272,7 @@ func b2i(b bool) int64 {
 // how many snapshots it removed.
 func (c *Catalog) Expire(ctx context.Context, name string, olderThan time.Duration, retain int) (int, error) {
 	removed := 0
-	_, err := c.retry(ctx, name, func(t *table.Table) (*table.Transaction, error) {
+	_, err := c.retry(ctx, name, nil, func(t *table.Table) (*table.Transaction, error) {
 		before := len(t.Metadata().Snapshots())
 		cutoff := time.Now().Add(-olderThan).UnixMilli()
 		old := 0
@@ -410,7 +406,7 @@ func Migrate(ctx context.Context, store Storage, cat *Catalog) (int, error) {
 		if err != nil {
 			return migrated, err
 		}
-		if t, err = cat.AddColumns(ctx, name, cols); err != nil {
+		if t, err = cat.AddColumns(ctx, t, cols); err != nil {
 			return migrated, err
 		}
 		offsets, err := TableOffsets(t)
@@ -437,7 +433,7 @@ func Migrate(ctx context.Context, store Storage, cat *Catalog) (int, error) {
 			if err != nil {
 				return migrated, err
 			}
-			if _, err := cat.Append(ctx, name, []iceberg.DataFile{df}, Offsets{key: f.Last}); err != nil {
+			if t, _, err = cat.Append(ctx, t, []iceberg.DataFile{df}, Offsets{key: f.Last}); err != nil {
 				return migrated, err
 			}
 			if err := store.Delete(ctx, f.Path()); err != nil {

@@ -266,10 +266,10 @@ func (l *Lake) learn(table string, sc *iceberg.Schema) {
 
 // check gives a row of a catalog table its columns' types: each value is
 // converted to its column's type, and a new column takes the type of its
-// first non-null value (a null never sets one). A value that does not fit
-// rejects the row, as type_mismatch, except in dead_letter, whose rows
-// must land: there it is kept as text.
-func (l *Lake) check(table string, fields []row.Field) error {
+// first non-null value (a null never sets one). It returns the values that
+// do not fit, except in dead_letter, whose rows must land: there such a
+// value is kept as text.
+func (l *Lake) check(table string, fields []row.Field) (errs []event.FieldError) {
 	l.typesMu.Lock()
 	defer l.typesMu.Unlock()
 	ct := l.tableTypes(table)
@@ -277,7 +277,6 @@ func (l *Lake) check(table string, fields []row.Field) error {
 	if sh.table != table || sh.version != ct.version {
 		sh.table, sh.version, sh.names, sh.kinds = table, ct.version, sh.names[:0], sh.kinds[:0]
 	}
-	var errs []event.FieldError
 	for i, f := range fields {
 		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
 			continue
@@ -317,11 +316,7 @@ func (l *Lake) check(table string, fields []row.Field) error {
 		}
 		errs = append(errs, mismatch(table, f, k))
 	}
-	if len(errs) > 0 {
-		l.metrics.mismatches.WithLabelValues(table).Inc()
-		return &sink.Reject{Reason: ReasonTypeMismatch, Errors: errs}
-	}
-	return nil
+	return errs
 }
 
 func truncate(s string, n int) string {
@@ -362,12 +357,13 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	table, date, fields := l.route(r)
 	errs := l.typeFields(table, fields)
 	if l.inCatalog(table) {
+		// A row rejected for its declared types sets no column's type.
+		if len(errs) == 0 || table == lake.DeadLetterTable {
+			errs = append(errs, l.check(table, fields)...)
+		}
 		if len(errs) > 0 && table != lake.DeadLetterTable {
 			l.metrics.mismatches.WithLabelValues(table).Inc()
 			return 0, &sink.Reject{Reason: ReasonTypeMismatch, Errors: errs}
-		}
-		if err := l.check(table, fields); err != nil {
-			return 0, err
 		}
 	}
 	k := tableDate{table, date}
@@ -608,9 +604,10 @@ func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 // the range is left alone: this is a rewrite after a crash, and its files
 // were committed.
 func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys []tableDate, b *buffer) error {
+	cols := l.newColumns(table, keys, b)
 	t, err := l.cat.Load(ctx, table)
 	if errors.Is(err, lake.ErrNoTable) {
-		t, err = l.cat.Create(ctx, table, l.newColumns(table, keys, b))
+		t, err = l.cat.Create(ctx, table, cols)
 	}
 	if err != nil {
 		return err
@@ -623,10 +620,10 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 	if o, ok := offsets[key]; ok && o >= r.Last {
 		return nil
 	}
-	if cols := l.newColumns(table, keys, b); len(cols) > 0 {
-		if t, err = l.cat.AddColumns(ctx, table, cols); err != nil {
-			return err
-		}
+	// AddColumns commits nothing for columns the table has, such as
+	// those it was just created with.
+	if t, err = l.cat.AddColumns(ctx, t, cols); err != nil {
+		return err
 	}
 	l.learn(table, t.Schema())
 	name := fmt.Sprintf("%s-%d-%d-%d.parquet", r.Topic, r.Partition, r.First, r.Last)
@@ -645,7 +642,7 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 		files = append(files, df)
 	}
 	start := time.Now()
-	if _, err := l.cat.Append(ctx, table, files, lake.Offsets{key: r.Last}); err != nil {
+	if t, _, err = l.cat.Append(ctx, t, files, lake.Offsets{key: r.Last}); err != nil {
 		return err
 	}
 	l.metrics.commitSeconds.Observe(time.Since(start).Seconds())

@@ -94,10 +94,7 @@ func (e *Engine) openCatalog(ctx context.Context, local *lake.Local, cat *lake.C
 	for i, name := range names {
 		tbl := tables[i]
 		t := Table{Name: name, Format: "iceberg", Snapshots: len(tbl.Metadata().Snapshots())}
-		snap, err := asOf(tbl, when)
-		if err != nil {
-			return fmt.Errorf("table %s: %w", name, err)
-		}
+		snap := asOf(tbl, when)
 		sc := tbl.Schema()
 		var files []string
 		if snap != nil {
@@ -133,10 +130,9 @@ func snapshotSchema(s *table.Snapshot) int {
 	return -1
 }
 
-// asOfTime is when the tables are read: the latest, a time, or the time
-// of a snapshot and that snapshot itself for its table.
+// asOfTime is when the tables are read: a time, or the time of a snapshot
+// and that snapshot itself for its table; the zero value is the latest.
 type asOfTime struct {
-	latest   bool
 	ms       int64
 	snapshot int64
 }
@@ -145,7 +141,7 @@ type asOfTime struct {
 // read as they were when it was committed) or a time.
 func resolveAsOf(tables []*table.Table, when string) (asOfTime, error) {
 	if when == "" {
-		return asOfTime{latest: true}, nil
+		return asOfTime{}, nil
 	}
 	if id, err := strconv.ParseInt(when, 10, 64); err == nil && len(when) > 10 {
 		for _, t := range tables {
@@ -163,14 +159,14 @@ func resolveAsOf(tables []*table.Table, when string) (asOfTime, error) {
 }
 
 // asOf is the table's snapshot to read at when; nil when it had none.
-func asOf(tbl *table.Table, when asOfTime) (*table.Snapshot, error) {
-	if when.latest {
-		return tbl.CurrentSnapshot(), nil
+func asOf(tbl *table.Table, when asOfTime) *table.Snapshot {
+	if when == (asOfTime{}) {
+		return tbl.CurrentSnapshot()
 	}
 	if s := tbl.SnapshotByID(when.snapshot); when.snapshot != 0 && s != nil {
-		return s, nil
+		return s
 	}
-	return tbl.SnapshotAsOf(when.ms, true), nil
+	return tbl.SnapshotAsOf(when.ms, true)
 }
 
 // icebergView is the view of a table: its columns read by field id from
@@ -266,7 +262,6 @@ func (e *Engine) openFiles(ctx context.Context, local *lake.Local) error {
 		if _, err := e.db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("create view %s: %w", name, err)
 		}
-		t.Rows = -2 // counted by Tables
 		e.tables = append(e.tables, t)
 	}
 	return nil

@@ -35,10 +35,11 @@ func writeLakeFile(t *testing.T, s lake.Storage, cat *lake.Catalog, f lake.File,
 		for _, c := range b.Columns() {
 			cols = append(cols, lake.Column{Name: c.Name, Kind: c.Cell.Kind})
 		}
-		if _, err := cat.Create(t.Context(), f.Table, cols); err != nil {
+		tbl, err := cat.Create(t.Context(), f.Table, cols)
+		if err != nil {
 			t.Fatal(err)
 		}
-		tbl, err := cat.AddColumns(t.Context(), f.Table, cols)
+		tbl, err = cat.AddColumns(t.Context(), tbl, cols)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +47,7 @@ func writeLakeFile(t *testing.T, s lake.Storage, cat *lake.Catalog, f lake.File,
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cat.Append(t.Context(), f.Table, []iceberg.DataFile{df}, lake.Offsets{lake.OffsetKey(f.Topic, f.Partition): f.Last}); err != nil {
+		if _, _, err := cat.Append(t.Context(), tbl, []iceberg.DataFile{df}, lake.Offsets{lake.OffsetKey(f.Topic, f.Partition): f.Last}); err != nil {
 			t.Fatal(err)
 		}
 		return
