@@ -234,6 +234,11 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 		if err != nil {
 			return err
 		}
+		if n == 0 {
+			// A damaged file can make the reader return nothing, for
+			// ever, without an error.
+			return errors.New("unreadable Parquet file: no rows read and no end")
+		}
 	}
 }
 
