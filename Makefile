@@ -21,7 +21,8 @@ build:
 test: test-deps vet unit fuzz
 
 # PyIceberg reads the lake in the interoperability test, as another
-# engine would.
+# engine would; Apache Iceberg's REST catalog (testenv/iceberg-rest) holds
+# the tables in the REST catalog tests.
 PYICEBERG ?= $(HOME)/.cache/sluice/pyiceberg
 
 test-deps:
@@ -33,6 +34,11 @@ test-deps:
 	@$(PYICEBERG)/bin/python -c 'import pyiceberg.catalog.sql, pyarrow' 2>/dev/null || { \
 		echo "installing PyIceberg (PyPI) into $(PYICEBERG) for the Iceberg interoperability test"; \
 		python3 -m venv $(PYICEBERG) && $(PYICEBERG)/bin/pip install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0"; }
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+		echo "installing Java and Maven (Debian packages) for the Iceberg REST catalog test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless maven >/dev/null; }
+	testenv/iceberg-rest/fetch
 	$(GO) mod download
 
 vet:

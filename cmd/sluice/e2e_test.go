@@ -30,6 +30,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/catalogtest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -623,15 +624,31 @@ func TestLakeRoundTrip(t *testing.T) {
 }
 
 // TestS3LakeEndToEnd runs `sluice up` with its lake in a bucket of an
-// in-process S3 server, then queries it with `sluice query --lake s3://`.
+// in-process S3 server, its tables in the embedded catalog or in a real
+// Iceberg REST catalog, then queries it with `sluice query --lake s3://`.
 func TestS3LakeEndToEnd(t *testing.T) {
-	endpoint, bucket := s3test.Bucket(t)
+	for _, catalog := range []string{"sql", "rest"} {
+		t.Run(catalog, func(t *testing.T) {
+			endpoint, bucket := s3test.Bucket(t)
+			var catFlags []string
+			if catalog == "rest" {
+				cc := catalogtest.REST(t, endpoint)
+				catFlags = []string{"--catalog-uri", cc.URI, "--namespace", cc.Namespace}
+			}
+			s3LakeEndToEnd(t, endpoint, bucket, catFlags)
+		})
+	}
+}
+
+func s3LakeEndToEnd(t *testing.T, endpoint, bucket string, catFlags []string) {
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
 	t.Setenv("AWS_REGION", s3test.Region)
 	lakeURL := "s3://" + bucket + "/lake"
 	dir := t.TempDir()
-	p := startUp(t, dir, "--lake", lakeURL, "--s3-endpoint", endpoint, "--s3-path-style", "--flush-interval", "200ms")
+	lakeFlags := slices.Concat([]string{"--lake", lakeURL, "--s3-endpoint", endpoint, "--s3-path-style"}, catFlags)
+	p := startUp(t, dir, slices.Concat(lakeFlags, []string{"--flush-interval", "200ms"})...)
+	lakeFlags = slices.Concat([]string{"--data-dir", dir}, lakeFlags)
 	for i := range 20 {
 		code, _ := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i))
 		if code != 200 {
@@ -640,8 +657,7 @@ func TestS3LakeEndToEnd(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, code := sluice(t, "query", "--data-dir", dir, "--lake", lakeURL, "--s3-endpoint", endpoint, "--s3-path-style",
-			"--format", "csv", "SELECT count(*), sum(n) FROM page_view")
+		out, code := sluice(t, slices.Concat([]string{"query"}, lakeFlags, []string{"--format", "csv", "SELECT count(*), sum(n) FROM page_view"})...)
 		if code == 0 && strings.TrimSpace(out) == "count_star(),sum(n)\n20,190" {
 			break
 		}
@@ -650,11 +666,21 @@ func TestS3LakeEndToEnd(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	// The lake commands work through the same catalog.
+	out, code := sluice(t, slices.Concat([]string{"lake", "history"}, lakeFlags, []string{"page_view"})...)
+	if code != 0 || !strings.Contains(out, "append") {
+		t.Errorf("sluice lake history page_view: exit %d\n%s", code, out)
+	}
+	if len(catFlags) > 0 {
+		if _, err := os.Stat(filepath.Join(dir, "catalog.db")); err == nil {
+			t.Error("a lake with a REST catalog made an embedded catalog too")
+		}
+	}
 	// The wrong bucket is reported at start, with what to check.
 	c := exec.Command(binary, "query", "--lake", "s3://no-such-bucket/x", "--s3-endpoint", endpoint, "--s3-path-style", "SELECT 1")
-	out, _ := c.CombinedOutput()
-	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "no-such-bucket") {
-		t.Errorf("query of a missing bucket: exit %d\n%s", c.ProcessState.ExitCode(), out)
+	out2, _ := c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out2), "no-such-bucket") {
+		t.Errorf("query of a missing bucket: exit %d\n%s", c.ProcessState.ExitCode(), out2)
 	}
 }
 

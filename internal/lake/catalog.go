@@ -17,6 +17,7 @@ import (
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
+	"github.com/apache/iceberg-go/catalog/rest"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	"github.com/apache/iceberg-go/table"
 	_ "github.com/mattn/go-sqlite3" // the embedded catalog's database
@@ -28,10 +29,22 @@ import (
 // CatalogConfig says where the lake's Iceberg catalog is.
 type CatalogConfig struct {
 	// URI is the SQLite file of the embedded SQL catalog, the one that
-	// PyIceberg's SqlCatalog, Spark's and Trino's JDBC catalogs open too.
-	URI       string `yaml:"catalog_uri" flag:"catalog-uri" doc:"The Iceberg SQL catalog's SQLite file. Default: <lake>/catalog.db for a lake on disk, <data_dir>/catalog.db for a lake on S3."`
+	// PyIceberg's SqlCatalog, Spark's and Trino's JDBC catalogs open too, or
+	// the http(s) URL of a REST catalog.
+	URI       string `yaml:"catalog_uri" flag:"catalog-uri" doc:"The Iceberg catalog: the SQLite file of the embedded SQL catalog, or the http(s):// URL of an Iceberg REST catalog (Polaris, Nessie, Lakekeeper, Unity, Glue's REST endpoint), which needs a lake on S3. Default: <lake>/catalog.db for a lake on disk, <data_dir>/catalog.db for a lake on S3."`
 	Name      string `yaml:"catalog_name" flag:"catalog-name" doc:"The catalog's name, as other engines must name it to see the same tables."`
 	Namespace string `yaml:"namespace" flag:"namespace" doc:"The Iceberg namespace of the lake's tables."`
+	// The REST catalog's settings. Secrets may come from the environment
+	// instead, as a Kubernetes secret gives them.
+	Warehouse   string `yaml:"catalog_warehouse" flag:"catalog-warehouse" doc:"REST catalog: the warehouse to ask for (Polaris's catalog name, Lakekeeper's warehouse, the AWS account id for Glue). Default: none."`
+	Credential  string `yaml:"catalog_credential" secret:"true" doc:"REST catalog: OAuth2 client credentials, client_id:client_secret, exchanged for a token. Default: SLUICE_CATALOG_CREDENTIAL."`
+	Token       string `yaml:"catalog_token" secret:"true" doc:"REST catalog: a bearer token. Default: SLUICE_CATALOG_TOKEN."`
+	SigningName string `yaml:"catalog_signing_name" flag:"catalog-signing-name" doc:"REST catalog: sign requests with AWS SigV4 for this service (glue for Glue's Iceberg endpoint, s3tables for S3 Tables), in the lake's S3 region with the AWS credentials of the environment. Default: no signing."`
+}
+
+// REST reports whether the catalog is a REST catalog.
+func (c CatalogConfig) REST() bool {
+	return strings.HasPrefix(c.URI, "http://") || strings.HasPrefix(c.URI, "https://")
 }
 
 // DefaultCatalogName and DefaultNamespace name the embedded catalog and
@@ -51,63 +64,111 @@ var ErrNoTable = errors.New("no such table")
 // only by a commit to the catalog, which swaps its metadata whole, so a
 // reader sees a table before a change or after it, never half of it.
 type Catalog struct {
-	cat  *sqlcat.Catalog
-	db   *sql.DB
+	cat  catalog.Catalog
+	db   *sql.DB // the SQL catalog's database; nil for a REST catalog
 	ns   table.Identifier
 	root string // the lake's URI: file:///dir or s3://bucket/prefix
 }
 
 // OpenCatalog opens the catalog of the lake at lakeURL (a directory or an
-// s3:// URL, reached with s3), creating its database and namespace on
-// first use.
+// s3:// URL, reached with s3), creating its namespace on first use, and
+// the embedded catalog's database.
 func OpenCatalog(ctx context.Context, lakeURL string, cfg CatalogConfig, s3 S3Config) (*Catalog, error) {
 	root, err := lakeRoot(lakeURL)
 	if err != nil {
 		return nil, err
 	}
-	uri := cfg.URI
-	if uri == "" {
-		if strings.HasPrefix(root, "s3://") {
-			return nil, fmt.Errorf("lake %s: a lake on S3 needs catalog_uri, the catalog's database file", lakeURL)
-		}
-		uri = filepath.Join(strings.TrimPrefix(root, "file://"), "catalog.db")
-	}
-	if err := os.MkdirAll(filepath.Dir(uri), 0o755); err != nil {
-		return nil, fmt.Errorf("catalog %s: %w", uri, err)
-	}
-	// WAL and a busy timeout: the loader, the aggregator and a query share
-	// the file, and a writer waits for another rather than failing.
-	db, err := sql.Open("sqlite3", "file:"+uri+"?_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("catalog %s: %w", uri, err)
-	}
 	name := cfg.Name
 	if name == "" {
 		name = DefaultCatalogName
-	}
-	props := iceberg.Properties{
-		"init_catalog_tables":   "true",
-		"warehouse":             root,
-		sqlcat.SchemaVersionKey: sqlcat.SchemaVersionV1,
-	}
-	if strings.HasPrefix(root, "s3://") {
-		maps.Copy(props, s3Props(s3))
-	}
-	cat, err := sqlcat.NewCatalog(name, db, sqlcat.SQLite, props)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("catalog %s: %w", uri, err)
 	}
 	ns := table.Identifier{cfg.Namespace}
 	if cfg.Namespace == "" {
 		ns = table.Identifier{DefaultNamespace}
 	}
-	c := &Catalog{cat: cat, db: db, ns: ns, root: root}
+	c := &Catalog{ns: ns, root: root}
+	if cfg.REST() {
+		err = c.openREST(ctx, name, cfg, s3)
+	} else {
+		err = c.openSQL(name, cfg, s3)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", cfg.URI, err)
+	}
 	if err := c.ensureNamespace(ctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("catalog %s: %w", uri, err)
+		return nil, fmt.Errorf("catalog %s: %w", cfg.URI, err)
 	}
 	return c, nil
+}
+
+func (c *Catalog) openSQL(name string, cfg CatalogConfig, s3 S3Config) error {
+	uri := cfg.URI
+	if uri == "" {
+		if strings.HasPrefix(c.root, "s3://") {
+			return errors.New("a lake on S3 needs catalog_uri: the embedded catalog's database file, or a REST catalog's URL")
+		}
+		uri = filepath.Join(strings.TrimPrefix(c.root, "file://"), "catalog.db")
+	}
+	if err := os.MkdirAll(filepath.Dir(uri), 0o755); err != nil {
+		return err
+	}
+	// WAL and a busy timeout: the loader, the aggregator and a query share
+	// the file, and a writer waits for another rather than failing.
+	db, err := sql.Open("sqlite3", "file:"+uri+"?_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		return err
+	}
+	props := iceberg.Properties{
+		"init_catalog_tables":   "true",
+		"warehouse":             c.root,
+		sqlcat.SchemaVersionKey: sqlcat.SchemaVersionV1,
+	}
+	if strings.HasPrefix(c.root, "s3://") {
+		maps.Copy(props, s3Props(s3))
+	}
+	cat, err := sqlcat.NewCatalog(name, db, sqlcat.SQLite, props)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	c.cat, c.db = cat, db
+	return nil
+}
+
+// openREST connects to a REST catalog. The catalog writes table metadata
+// itself, so the lake must be where it can reach: S3. Data files and
+// manifests are written with the lake's S3 settings, which the catalog's
+// own (vended credentials, endpoints) override for the tables it names.
+func (c *Catalog) openREST(ctx context.Context, name string, cfg CatalogConfig, s3 S3Config) error {
+	if !strings.HasPrefix(c.root, "s3://") {
+		return fmt.Errorf("a REST catalog needs a lake on S3 (lake.url: s3://bucket/prefix), where the catalog writes table metadata; the lake is %s", c.root)
+	}
+	env := func(v, name string) string {
+		if v == "" {
+			return os.Getenv(name)
+		}
+		return v
+	}
+	opts := []rest.Option{rest.WithAdditionalProps(s3Props(s3))}
+	if cfg.Warehouse != "" {
+		opts = append(opts, rest.WithWarehouseLocation(cfg.Warehouse))
+	}
+	if cred := env(cfg.Credential, "SLUICE_CATALOG_CREDENTIAL"); cred != "" {
+		opts = append(opts, rest.WithCredential(cred))
+	}
+	if token := env(cfg.Token, "SLUICE_CATALOG_TOKEN"); token != "" {
+		opts = append(opts, rest.WithOAuthToken(token))
+	}
+	if cfg.SigningName != "" {
+		opts = append(opts, rest.WithSigV4RegionSvc(s3.fromEnv().Region, cfg.SigningName))
+	}
+	cat, err := rest.NewCatalog(ctx, name, cfg.URI, opts...)
+	if err != nil {
+		return err
+	}
+	c.cat = cat
+	return nil
 }
 
 // lakeRoot is the lake's location as Iceberg writes it in metadata.
@@ -136,7 +197,21 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 
 // Close releases the catalog's database (the SQL catalog does not close a
 // handle it was given).
-func (c *Catalog) Close() error { return errors.Join(c.cat.Close(), c.db.Close()) }
+func (c *Catalog) Close() error {
+	err := closeCatalog(c.cat)
+	if c.db != nil {
+		err = errors.Join(err, c.db.Close())
+	}
+	return err
+}
+
+// closeCatalog closes what the catalog holds open, when it holds any.
+func closeCatalog(cat catalog.Catalog) error {
+	if cl, ok := cat.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
+}
 
 // Path is a table file's path in the lake's Storage, from its location.
 func (c *Catalog) Path(location string) string {
@@ -362,10 +437,14 @@ func tableName(t *table.Table) string {
 }
 
 // conflict reports whether a commit failed because another writer
-// committed first. The SQL catalog reports a stale base as a failed
-// requirement, which iceberg-go does not wrap as ErrCommitFailed.
+// committed first, or may not have happened: a REST catalog that answers
+// 5xx may have committed. Every change re-reads the table before it
+// commits again (an append finds its offsets there), so retrying either
+// is safe. The SQL catalog reports a stale base as a failed requirement,
+// which iceberg-go does not wrap as ErrCommitFailed.
 func conflict(err error) bool {
-	return errors.Is(err, table.ErrCommitFailed) || strings.HasPrefix(err.Error(), "requirement failed:")
+	return errors.Is(err, table.ErrCommitFailed) || errors.Is(err, rest.ErrCommitStateUnknown) ||
+		strings.HasPrefix(err.Error(), "requirement failed:")
 }
 
 // retry runs change against the table's metadata and commits its

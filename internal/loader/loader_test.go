@@ -28,6 +28,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/catalogtest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/row"
@@ -90,6 +91,20 @@ func newS3Env(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	return newEnvOn(t, store, openCatalog(t, url, lake.CatalogConfig{URI: filepath.Join(t.TempDir(), "catalog.db")}, s3))
+}
+
+// newRESTEnv is newS3Env with the tables in a real Iceberg REST catalog.
+func newRESTEnv(t *testing.T) *env {
+	t.Helper()
+	endpoint, bucket := s3test.Bucket(t)
+	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
+		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+	url := "s3://" + bucket + "/lake"
+	store, err := lake.NewS3(url, s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newEnvOn(t, store, openCatalog(t, url, catalogtest.REST(t, endpoint), s3))
 }
 
 func newEnvOn(t *testing.T, store lake.Storage, cat *lake.Catalog) *env {
@@ -294,7 +309,7 @@ func TestLoadRoundTrip(t *testing.T) {
 // record must be in exactly one file.
 func TestCrashAtEveryPoint(t *testing.T) {
 	for _, point := range Points {
-		for lakeKind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "s3": newS3Env} {
+		for lakeKind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "s3": newS3Env, "rest": newRESTEnv} {
 			t.Run(lakeKind+"/"+point, func(t *testing.T) { crashAt(t, newEnv(t), point) })
 		}
 	}
@@ -553,7 +568,12 @@ func (e *env) columnTypes(table string) map[string]string {
 // or a row count go down, the loader never writes a range twice, and at
 // the end every event is in the lake once, in fewer files.
 func TestCompactionDuringLoading(t *testing.T) {
-	e := newEnv(t)
+	for kind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "rest": newRESTEnv} {
+		t.Run(kind, func(t *testing.T) { compactDuringLoading(t, newEnv(t)) })
+	}
+}
+
+func compactDuringLoading(t *testing.T, e *env) {
 	r, _ := e.loader(func(c *Config) { c.FlushRows = 20; c.FlushInterval = 20 * time.Millisecond })
 	stop := run(t, r)
 	defer stop()
@@ -636,7 +656,12 @@ func TestCompactionDuringLoading(t *testing.T) {
 // expires old snapshots as it goes, so their number and the metadata
 // files stay bounded, and no row is lost with them.
 func TestSnapshotsExpire(t *testing.T) {
-	e := newEnv(t)
+	for kind, newEnv := range map[string]func(*testing.T) *env{"local": newEnv, "rest": newRESTEnv} {
+		t.Run(kind, func(t *testing.T) { snapshotsExpire(t, newEnv(t)) })
+	}
+}
+
+func snapshotsExpire(t *testing.T, e *env) {
 	ids := e.produce(150)
 	r, _ := e.loader(func(c *Config) {
 		c.FlushRows, c.FlushInterval = 2, time.Millisecond
