@@ -7,7 +7,8 @@ GO        ?= go
 FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatch:150000 \
                 ./internal/event:FuzzValid:300000 ./internal/event:FuzzObjectMembers:150000 \
                 ./internal/source:FuzzRows:60000 ./internal/enrich:FuzzFormModel:100000 \
-                ./internal/aggregator:FuzzParse:50000 ./internal/pipeline:FuzzConfig:40000
+                ./internal/aggregator:FuzzParse:50000 ./internal/pipeline:FuzzConfig:40000 \
+                ./internal/lake:FuzzReadDataFile:40000
 
 .PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
 

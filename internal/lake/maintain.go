@@ -3,6 +3,7 @@ package lake
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -193,6 +194,9 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 			err = fmt.Errorf("unreadable Parquet file: %v", r)
 		}
 	}()
+	if err := checkFooter(data); err != nil {
+		return err
+	}
 	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return err
@@ -240,6 +244,20 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 			return errors.New("unreadable Parquet file: no rows read and no end")
 		}
 	}
+}
+
+// checkFooter refuses a file whose footer claims more bytes than the file
+// has: the Parquet reader allocates what the footer's length says (up to
+// 4 GiB) before it looks.
+func checkFooter(data []byte) error {
+	const tail = 8 // footer length (4 bytes, little endian), then PAR1
+	if len(data) < 4+tail || string(data[:4]) != "PAR1" || string(data[len(data)-4:]) != "PAR1" {
+		return errors.New("not a Parquet file: no PAR1 at its start and end")
+	}
+	if n := binary.LittleEndian.Uint32(data[len(data)-tail:]); int64(n) > int64(len(data)-4-tail) {
+		return fmt.Errorf("damaged Parquet file: its footer claims %d bytes of a %d-byte file", n, len(data))
+	}
+	return nil
 }
 
 func cellOf(v parquet.Value, k row.Kind) row.Cell {
