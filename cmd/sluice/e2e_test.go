@@ -1004,6 +1004,7 @@ func pyicebergReads(t *testing.T, dir string) {
 	var py map[string]struct {
 		Rows    int64             `json:"rows"`
 		Columns map[string]column `json:"columns"`
+		Pruning []string          `json:"pruning"`
 	}
 	if err := json.Unmarshal(out, &py); err != nil {
 		t.Fatalf("pyiceberg output: %v\n%s", err, out)
@@ -1047,6 +1048,9 @@ func pyicebergReads(t *testing.T, dir string) {
 		}
 		if diff := cmp.Diff(want, got.Columns); diff != "" {
 			t.Errorf("%s: columns as sluice query reads them (-) and PyIceberg (+):\n%s", table, diff)
+		}
+		for _, p := range got.Pruning {
+			t.Errorf("%s: PyIceberg, skipping files by their bounds, reads %s", table, p)
 		}
 	}
 }

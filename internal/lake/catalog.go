@@ -1,6 +1,7 @@
 package lake
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -8,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
@@ -527,5 +530,84 @@ func (c *Catalog) WriteFile(ctx context.Context, store Storage, t *table.Table, 
 	if err != nil {
 		return nil, stats, fmt.Errorf("data file %s: %w", rel, err)
 	}
-	return b.NullValueCounts(stats.Nulls).ValueCounts(stats.Values).Build(), stats, nil
+	lower, upper := map[int][]byte{}, map[int][]byte{}
+	for id, lo := range stats.Lower {
+		f, ok := t.Schema().FindFieldByID(id)
+		if !ok {
+			continue
+		}
+		if b, ok := boundBytes(f.Type, lo, false); ok {
+			lower[id] = b
+		}
+		if b, ok := boundBytes(f.Type, stats.Upper[id], true); ok {
+			upper[id] = b
+		}
+	}
+	return b.NullValueCounts(stats.Nulls).ValueCounts(stats.Values).
+		LowerBoundValues(lower).UpperBoundValues(upper).Build(), stats, nil
+}
+
+// boundChars is how many characters of a string bound the manifests keep,
+// Iceberg's default (write.metadata.metrics.default truncate(16)): ids and
+// JSON would otherwise make manifests as large as the data.
+const boundChars = 16
+
+// boundBytes is a file's lower or upper bound of a column of type t, in
+// Iceberg's single-value serialisation; ok is false when there is none to
+// give: a string whose upper bound cannot be cut short, a type Sluice does
+// not bound.
+func boundBytes(t iceberg.Type, c row.Cell, upper bool) (_ []byte, ok bool) {
+	var lit iceberg.Literal
+	switch t.(type) {
+	case iceberg.BooleanType:
+		lit = iceberg.BoolLiteral(c.I != 0)
+	case iceberg.Int32Type:
+		if c.I < math.MinInt32 || c.I > math.MaxInt32 {
+			return nil, false
+		}
+		lit = iceberg.Int32Literal(int32(c.I))
+	case iceberg.Int64Type:
+		lit = iceberg.Int64Literal(c.I)
+	case iceberg.Float32Type:
+		lit = iceberg.Float32Literal(float32(c.F))
+	case iceberg.Float64Type:
+		lit = iceberg.Float64Literal(c.F)
+	case iceberg.DateType:
+		lit = iceberg.DateLiteral(iceberg.Date(c.I))
+	case iceberg.TimestampType, iceberg.TimestampTzType:
+		lit = iceberg.TimestampLiteral(iceberg.Timestamp(c.I))
+	case iceberg.StringType:
+		return stringBound(c.B, upper)
+	default:
+		return nil, false
+	}
+	b, err := lit.MarshalBinary()
+	return b, err == nil
+}
+
+// stringBound cuts a string bound to boundChars characters: a lower bound
+// is its prefix; an upper bound is its prefix with the last character
+// that can be incremented incremented, so it stays above every value.
+func stringBound(s []byte, upper bool) ([]byte, bool) {
+	if !utf8.Valid(s) {
+		return nil, false
+	}
+	if utf8.RuneCount(s) <= boundChars {
+		return bytes.Clone(s), true
+	}
+	runes := []rune(string(s))[:boundChars]
+	if !upper {
+		return []byte(string(runes)), true
+	}
+	for i := len(runes) - 1; i >= 0; i-- {
+		next := runes[i] + 1
+		if next >= 0xD800 && next <= 0xDFFF {
+			next = 0xE000 // past the surrogates, which UTF-8 cannot hold
+		}
+		if next <= utf8.MaxRune {
+			runes[i] = next
+			return []byte(string(runes[:i+1])), true
+		}
+	}
+	return nil, false
 }

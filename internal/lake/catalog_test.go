@@ -72,6 +72,16 @@ func TestCatalogAppend(t *testing.T) {
 	if len(tasks) != 1 || tasks[0].File.Count() != 2 {
 		t.Fatalf("planned %d files, want one of 2 rows", len(tasks))
 	}
+	// The manifest bounds each column by its values, nulls left out, as
+	// Iceberg serialises them (little-endian doubles and days).
+	f8 := func(f float64) []byte { b, _ := iceberg.Float64Literal(f).MarshalBinary(); return b }
+	day, _ := iceberg.DateLiteral(20089).MarshalBinary()
+	if diff := cmp.Diff(map[int][]byte{1: f8(2.5), 3: day}, tasks[0].File.LowerBoundValues()); diff != "" {
+		t.Errorf("lower bounds (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[int][]byte{1: f8(12), 3: day}, tasks[0].File.UpperBoundValues()); diff != "" {
+		t.Errorf("upper bounds (-want +got):\n%s", diff)
+	}
 	data, err := store.ReadObject(ctx, cat.Path(tasks[0].File.FilePath()))
 	if err != nil {
 		t.Fatal(err)

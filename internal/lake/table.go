@@ -1,9 +1,12 @@
 package lake
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
+	"strconv"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -141,6 +144,9 @@ func (f namedNode) Value(base reflect.Value) reflect.Value {
 // plain with a 1 MiB bound.
 const dictMaxBytes = 64 << 10
 
+// pageBytes is the page buffer's size; pageWindow must hold a page.
+const pageBytes = 1 << 20
+
 // WriteParquet writes the buffer as a zstd-compressed Parquet file, each
 // column typed by the values it holds, and returns how many values were
 // written as strings because their column's types conflicted. It is the
@@ -171,6 +177,10 @@ type DataFile struct {
 	// Nulls and Values count each column's nulls and values, by field id,
 	// for the table's file statistics.
 	Nulls, Values map[int]int64
+	// Lower and Upper are each column's least and greatest non-null value
+	// (NaN left out), by field id, for engines to skip the file; strings
+	// are whole here, and cut to Iceberg's length when serialised.
+	Lower, Upper map[int]row.Cell
 	// Unconverted counts values that did not fit their column's type and
 	// were written as null; the loader types values before they are
 	// buffered, so it is 0 unless a schema changed underneath.
@@ -213,12 +223,42 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // fileColumn is a column to write: a buffer column as kind, or a date
 // that every row holds.
 type fileColumn struct {
-	name string
-	id   int
-	kind row.Kind
-	c    *column
-	date bool
-	day  int32
+	name  string
+	id    int
+	kind  row.Kind
+	c     *column
+	date  bool
+	day   int32
+	plain bool // mostly distinct values: no dictionary
+}
+
+// sampleRows is how many of a column's first values decide whether it is
+// dictionary-encoded.
+const sampleRows = 1024
+
+// distinct reports whether most of the column's first values differ (ids,
+// exact times), so that a dictionary would hold nearly every value twice:
+// once in it and once as an index. Such a column was twice the size of
+// DuckDB's plain one.
+func (c *column) distinct() bool {
+	seen := make(map[string]struct{}, sampleRows)
+	it := cells{c: c}
+	values := 0
+	for r := 0; r < c.n && values < sampleRows; r++ {
+		cell := it.next()
+		switch cell.Kind {
+		case row.KindNull:
+			continue
+		case row.KindString, row.KindJSON:
+			seen[string(cell.B)] = struct{}{}
+		case row.KindFloat:
+			seen[strconv.FormatUint(math.Float64bits(cell.F), 36)] = struct{}{}
+		default:
+			seen[strconv.FormatInt(cell.I, 36)] = struct{}{}
+		}
+		values++
+	}
+	return values >= 64 && len(seen) > values*3/4
 }
 
 func (f fileColumn) node() parquet.Node {
@@ -226,7 +266,7 @@ func (f fileColumn) node() parquet.Node {
 	switch {
 	case f.date:
 		n = parquet.Date()
-	case f.kind != row.KindBool:
+	case f.kind != row.KindBool && !f.plain:
 		// Event columns mostly repeat few values (vendors, zones,
 		// flags, amounts): dictionaries make them several times
 		// smaller, as in DuckDB's and Spark's files. A column of
@@ -243,14 +283,23 @@ func (f fileColumn) node() parquet.Node {
 // writeParquet writes cols column by column, as Parquet stores them, each
 // column's cells in chunks of values that alias the buffer's memory.
 func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) {
-	stats := DataFile{Rows: int64(b.rows), Nulls: map[int]int64{}, Values: map[int]int64{}}
+	stats := DataFile{Rows: int64(b.rows), Nulls: map[int]int64{}, Values: map[int]int64{},
+		Lower: map[int]row.Cell{}, Upper: map[int]row.Cell{}}
 	group := columnGroup{Group: make(parquet.Group, len(cols))}
-	for _, f := range cols {
+	for i, f := range cols {
+		if f.c != nil && !f.date {
+			f.plain = f.c.distinct()
+			cols[i] = f
+		}
 		group.Group[f.name] = f.node()
 		group.order = append(group.order, f.name)
 	}
 	schema := parquet.NewSchema("sluice", group)
-	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes))
+	// Pages of up to a MiB: each page is compressed on its own, and
+	// zstd finds the repeats of a column across a large one; with
+	// parquet-go's 256 KiB a page held 25,000 ints and the files were
+	// twice DuckDB's.
+	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes), parquet.PageBufferSize(pageBytes))
 	if err != nil {
 		return stats, fmt.Errorf("parquet writer config: %w", err)
 	}
@@ -265,6 +314,7 @@ func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) 
 			it = cells{c: f.c}
 		}
 		nulls := int64(0)
+		var bounds bounds
 		for r := 0; r < b.rows; r++ {
 			var v parquet.Value
 			if f.date {
@@ -292,6 +342,9 @@ func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) 
 					nulls++
 				} else {
 					v = value(cell, f.kind).Level(0, 1, j)
+					if f.id > 0 {
+						bounds.add(cell, f.kind)
+					}
 				}
 			}
 			values = append(values, v)
@@ -304,12 +357,59 @@ func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) 
 		}
 		if f.id > 0 {
 			stats.Nulls[f.id], stats.Values[f.id] = nulls, int64(b.rows)
+			if f.date && b.rows > 0 {
+				day := row.Cell{Kind: row.KindInt, I: int64(f.day)}
+				stats.Lower[f.id], stats.Upper[f.id] = day, day
+			} else if bounds.set {
+				stats.Lower[f.id], stats.Upper[f.id] = bounds.lo, bounds.hi
+			}
 		}
 	}
 	if err := pw.Close(); err != nil {
 		return stats, fmt.Errorf("close parquet: %w", err)
 	}
 	return stats, nil
+}
+
+// bounds is a column's least and greatest value so far, as its column's
+// kind. String bounds are copies: the cells alias memory that is reused.
+type bounds struct {
+	set    bool
+	lo, hi row.Cell
+}
+
+func (b *bounds) add(c row.Cell, k row.Kind) {
+	switch k {
+	case row.KindFloat:
+		f := c.F
+		if c.Kind == row.KindInt {
+			f = float64(c.I)
+		}
+		if math.IsNaN(f) {
+			return
+		}
+		if !b.set || f < b.lo.F {
+			b.lo = row.Cell{Kind: k, F: f}
+		}
+		if !b.set || f > b.hi.F {
+			b.hi = row.Cell{Kind: k, F: f}
+		}
+	case row.KindString, row.KindJSON:
+		if !b.set || bytes.Compare(c.B, b.lo.B) < 0 {
+			b.lo = row.Cell{Kind: k, B: append(b.lo.B[:0], c.B...)}
+		}
+		if !b.set || bytes.Compare(c.B, b.hi.B) > 0 {
+			b.hi = row.Cell{Kind: k, B: append(b.hi.B[:0], c.B...)}
+		}
+	default: // bool, int, timestamp
+		if !b.set || c.I < b.lo.I {
+			b.lo = row.Cell{Kind: k, I: c.I}
+		}
+		if !b.set || c.I > b.hi.I {
+			b.hi = row.Cell{Kind: k, I: c.I}
+		}
+	}
+	b.set = true
 }
 
 // value converts a non-null cell to its column's type.

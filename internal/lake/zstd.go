@@ -17,8 +17,8 @@ type pageZstd struct {
 	encoders, decoders sync.Pool
 }
 
-// pageWindow is at least parquet-go's page buffer size (256 KiB).
-const pageWindow = 1 << 20
+// pageWindow is more than a page (pageBytes, plus the page's levels).
+const pageWindow = 2 * pageBytes
 
 var parquetZstd = new(pageZstd)
 
