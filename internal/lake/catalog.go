@@ -218,6 +218,10 @@ func closeCatalog(cat catalog.Catalog) error {
 
 // Path is a table file's path in the lake's Storage, from its location.
 func (c *Catalog) Path(location string) string {
+	if dir, ok := strings.CutPrefix(c.root, "file://"); ok {
+		// Iceberg's local file IO names files by path, without the scheme.
+		location = strings.TrimPrefix(strings.TrimPrefix(location, "file://"), dir)
+	}
 	return strings.TrimPrefix(strings.TrimPrefix(location, c.root), "/")
 }
 

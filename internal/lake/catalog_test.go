@@ -3,16 +3,20 @@ package lake_test
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/iceberg-go"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluicehq/sluice/internal/catalogtest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/row"
+	"github.com/sluicehq/sluice/internal/s3test"
 )
 
 // TestCatalogAppend commits a data file with the offsets it holds, and
@@ -175,5 +179,93 @@ func TestMigrate(t *testing.T) {
 	}
 	if _, err := store.ReadObject(ctx, "export/event_date=2025-01-02/raw-0-3-3.csv.gz"); err != nil {
 		t.Errorf("the CSV.gz export table was touched: %v", err)
+	}
+}
+
+// TestOrphans removes the files under a table that no snapshot
+// references, a write that never committed, once they are older than the
+// grace period, on every kind of lake: on disk, and on S3 with the
+// embedded catalog or a REST catalog.
+func TestOrphans(t *testing.T) {
+	for _, kind := range []string{"local", "s3", "rest"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx := t.Context()
+			var (
+				url   = t.TempDir()
+				cc    lake.CatalogConfig
+				s3cfg lake.S3Config
+				store lake.Storage
+				err   error
+			)
+			if kind == "local" {
+				store, err = lake.NewLocal(url)
+			} else {
+				endpoint, bucket := s3test.Bucket(t)
+				s3cfg = lake.S3Config{Endpoint: endpoint, Region: s3test.Region, PathStyle: true,
+					AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+				cc.URI = filepath.Join(url, "catalog.db")
+				if kind == "rest" {
+					cc = catalogtest.REST(t, endpoint)
+				}
+				url = "s3://" + bucket + "/lake"
+				store, err = lake.NewS3(url, s3cfg)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat, err := lake.OpenCatalog(ctx, url, cc, s3cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cat.Close()
+			tbl, err := cat.Create(ctx, "trip", []lake.Column{{Name: "n", Kind: row.KindInt}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			write := func(name string) iceberg.DataFile {
+				buf := lake.NewBuffer()
+				buf.Append([]row.Field{{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: 1}}})
+				df, _, err := cat.WriteFile(ctx, store, tbl, "2025-01-01", name, buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return df
+			}
+			if _, _, err = cat.Append(ctx, tbl, []iceberg.DataFile{write("raw-0-0-0.parquet")}, lake.Offsets{"raw/0": 0}); err != nil {
+				t.Fatal(err)
+			}
+			write("raw-0-1-1.parquet") // written, never committed
+			orphan := "trip/data/event_date=2025-01-01/raw-0-1-1.parquet"
+
+			// Within the grace period, it may be a commit in flight.
+			if got, err := cat.Orphans(ctx, "trip", time.Hour, false); err != nil || len(got) != 0 {
+				t.Fatalf("orphans older than an hour = %v, %v; want none", got, err)
+			}
+			time.Sleep(1100 * time.Millisecond) // S3 keeps times to the second
+			got, err := cat.Orphans(ctx, "trip", time.Millisecond, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{orphan}, got); diff != "" {
+				t.Fatalf("orphans (-want +got):\n%s", diff)
+			}
+			if _, err := cat.Orphans(ctx, "trip", time.Millisecond, false); err != nil {
+				t.Fatal(err)
+			}
+			objs, err := store.List(ctx, "trip/data/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(objs) != 1 || objs[0].Path != "trip/data/event_date=2025-01-01/raw-0-0-0.parquet" {
+				t.Errorf("data files after orphan removal: %v, want the committed one only", objs)
+			}
+			tbl, err = cat.Load(ctx, "trip")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rows := laketest.TableRows(t, store, cat, "trip"); len(rows) != 1 {
+				t.Errorf("the table reads %d rows after orphan removal, want 1", len(rows))
+			}
+		})
 	}
 }

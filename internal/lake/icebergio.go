@@ -7,6 +7,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -56,7 +57,10 @@ type storageIO struct {
 	root  string
 }
 
-var _ icebergio.WriteFileIO = storageIO{}
+var (
+	_ icebergio.WriteFileIO = storageIO{}
+	_ icebergio.ListableIO  = storageIO{}
+)
 
 func (s storageIO) path(name string) string { return strings.TrimPrefix(name, s.root) }
 
@@ -85,6 +89,46 @@ func (s storageIO) Remove(name string) error {
 func (s storageIO) WriteFile(name string, p []byte) error {
 	return PutBytes(context.Background(), s.store, s.path(name), p)
 }
+
+// WalkDir lists the objects under root, each with its size and time, as
+// orphan removal wants them; it reports files only, as S3 has no
+// directories.
+func (s storageIO) WalkDir(root string, fn iofs.WalkDirFunc) error {
+	prefix := strings.TrimSuffix(s.path(root), "/")
+	if prefix != "" {
+		prefix += "/"
+	}
+	objs, err := s.store.List(context.Background(), prefix)
+	if err != nil {
+		return fn(root, nil, err)
+	}
+	for _, o := range objs {
+		name := s.root + o.Path
+		if err := fn(name, objectEntry{o}, nil); err != nil {
+			if errors.Is(err, iofs.SkipDir) || errors.Is(err, iofs.SkipAll) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+type objectEntry struct{ o Object }
+
+func (e objectEntry) Name() string                 { return path.Base(e.o.Path) }
+func (e objectEntry) IsDir() bool                  { return false }
+func (e objectEntry) Type() iofs.FileMode          { return 0 }
+func (e objectEntry) Info() (iofs.FileInfo, error) { return objectInfo(e), nil }
+
+type objectInfo struct{ o Object }
+
+func (i objectInfo) Name() string        { return path.Base(i.o.Path) }
+func (i objectInfo) Size() int64         { return i.o.Size }
+func (i objectInfo) Mode() iofs.FileMode { return 0o444 }
+func (i objectInfo) ModTime() time.Time  { return i.o.Modified }
+func (i objectInfo) IsDir() bool         { return false }
+func (i objectInfo) Sys() any            { return nil }
 
 // Create buffers the object and writes it whole on Close.
 func (s storageIO) Create(name string) (icebergio.FileWriter, error) {

@@ -323,12 +323,6 @@ func (c *Catalog) Expire(ctx context.Context, name string, olderThan time.Durati
 // compactions that lost to another writer. The grace period keeps files
 // of commits in flight.
 func (c *Catalog) Orphans(ctx context.Context, name string, olderThan time.Duration, dryRun bool) ([]string, error) {
-	if strings.HasPrefix(c.root, "s3://") {
-		// The grace period needs files' ages, which the lake's S3 listing
-		// does not carry yet: without it, files of commits in flight
-		// would go.
-		return nil, errors.New("orphan removal on an S3 lake is not supported yet (it needs the files' ages to spare commits in flight)")
-	}
 	t, err := c.Load(ctx, name)
 	if err != nil {
 		return nil, err

@@ -179,7 +179,7 @@ func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
 		if o.Err != nil {
 			return nil, fmt.Errorf("list %s%s: %w", s.url, prefix, o.Err)
 		}
-		out = append(out, Object{Path: strings.TrimPrefix(o.Key, s.prefix), Size: o.Size})
+		out = append(out, Object{Path: strings.TrimPrefix(o.Key, s.prefix), Size: o.Size, Modified: o.LastModified})
 	}
 	return out, nil
 }

@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // ErrNotExist is returned for an object that is not there.
@@ -38,8 +39,9 @@ var ErrNotExist = errors.New("object does not exist")
 
 // Object is a stored object's path, relative to the lake root, and size.
 type Object struct {
-	Path string
-	Size int64
+	Path     string
+	Size     int64
+	Modified time.Time // when it was written: orphan removal spares young files
 }
 
 // Writer writes one object. Nothing is visible until Commit returns;
@@ -247,7 +249,7 @@ func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
 		if err != nil {
 			return nil // removed while listing
 		}
-		out = append(out, Object{Path: rel, Size: info.Size()})
+		out = append(out, Object{Path: rel, Size: info.Size(), Modified: info.ModTime()})
 		return nil
 	})
 	if err != nil {
