@@ -25,9 +25,9 @@ import (
 )
 
 var (
-	once      sync.Once
-	serverURL string
-	startErr  error
+	once     sync.Once
+	shared   *Server
+	startErr error
 )
 
 // LibDir is where testenv/iceberg-rest/fetch puts the server's jars.
@@ -46,35 +46,42 @@ func source() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "testenv", "iceberg-rest", "RestCatalog.java")
 }
 
-func start(s3Endpoint string) (string, error) {
+// Server is a REST catalog process. Its database outlives a Kill, so a
+// Restart is the same catalog, on the same port, as after a crash.
+type Server struct {
+	URL  string
+	dir  string
+	port string
+	s3   string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+}
+
+func launch(dir, port, s3Endpoint string) (*Server, error) {
 	java, err := exec.LookPath("java")
 	if err != nil {
-		return "", fmt.Errorf("java is not on PATH: %w", err)
+		return nil, fmt.Errorf("java is not on PATH: %w", err)
 	}
 	lib := LibDir()
 	if jars, _ := filepath.Glob(filepath.Join(lib, "iceberg-core-*-tests.jar")); len(jars) == 0 {
-		return "", fmt.Errorf("the REST catalog's jars are not in %s: run testenv/iceberg-rest/fetch (make test-deps)", lib)
-	}
-	dir, err := os.MkdirTemp("", "sluice-iceberg-rest")
-	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("the REST catalog's jars are not in %s: run testenv/iceberg-rest/fetch (make test-deps)", lib)
 	}
 	cmd := exec.Command(java, "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", filepath.Join(lib, "*"), source(),
-		"0", filepath.Join(dir, "catalog.db"), "s3://warehouse/",
+		port, filepath.Join(dir, "catalog.db"), "s3://warehouse/",
 		"s3.endpoint="+s3Endpoint, "s3.path-style-access=true", "client.region="+s3test.Region,
 		"s3.access-key-id="+s3test.AccessKey, "s3.secret-access-key="+s3test.SecretKey)
 	// The server lives as long as the test process, and no longer; it
-	// removes its database when it stops.
+	// removes its database when it stops on a signal other than KILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.Dir = dir
-	var log bytes.Buffer
-	cmd.Stderr = &log
+	log := new(bytes.Buffer)
+	cmd.Stderr = log
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start the REST catalog: %w", err)
+		return nil, fmt.Errorf("start the REST catalog: %w", err)
 	}
 	ready := make(chan string, 1)
 	go func() {
@@ -89,14 +96,36 @@ func start(s3Endpoint string) (string, error) {
 	select {
 	case u, ok := <-ready:
 		if ok {
-			return u, nil
+			return &Server{URL: u, dir: dir, port: u[strings.LastIndex(u, ":")+1:], s3: s3Endpoint, cmd: cmd, log: log}, nil
 		}
 	case <-time.After(2 * time.Minute):
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	os.RemoveAll(dir)
-	return "", fmt.Errorf("the REST catalog did not start; its log:\n%s", tail(log.String(), 3000))
+	return nil, fmt.Errorf("the REST catalog did not start; its log:\n%s", tail(log.String(), 3000))
+}
+
+// Kill stops the server at once, as a crash or a lost machine would.
+func (s *Server) Kill() {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+// Restart starts the killed server again, on its port, with its database.
+func (s *Server) Restart() error {
+	n, err := launch(s.dir, s.port, s.s3)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.log = n.cmd, n.log
+	return nil
+}
+
+// Config is the settings of a lake whose tables this catalog holds, in a
+// namespace of the test's own.
+func (s *Server) Config(t testing.TB) lake.CatalogConfig {
+	ns := strings.ToLower(strings.NewReplacer("/", "_", "-", "_", " ", "_").Replace(t.Name()))
+	return lake.CatalogConfig{URI: s.URL, Namespace: fmt.Sprintf("%s_%d", ns, time.Now().UnixNano()%1e9)}
 }
 
 func tail(s string, n int) string {
@@ -106,21 +135,47 @@ func tail(s string, n int) string {
 	return s
 }
 
-// REST returns the settings of a REST catalog for a lake on the
-// in-process S3 server at s3Endpoint (from s3test.Bucket), with a
-// namespace of the test's own. The test is skipped when the server's jars
-// or Java are missing, unless SLUICE_REQUIRE_TOOLS is set (as make test
-// sets it), when it fails.
+// need skips the test when the server cannot start for want of Java or
+// its jars, unless SLUICE_REQUIRE_TOOLS is set (as make test sets it),
+// when it fails.
+func need(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
+		t.Fatalf("Iceberg REST catalog: %v", err)
+	}
+	t.Skipf("Iceberg REST catalog: %v", err)
+}
+
+// REST returns the settings of the test process's REST catalog for a lake
+// on the in-process S3 server at s3Endpoint (from s3test.Bucket), with a
+// namespace of the test's own.
 func REST(t testing.TB, s3Endpoint string) lake.CatalogConfig {
 	t.Helper()
-	endpoint := s3Endpoint
-	once.Do(func() { serverURL, startErr = start(endpoint) })
-	if startErr != nil {
-		if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
-			t.Fatalf("Iceberg REST catalog: %v", startErr)
+	once.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-iceberg-rest")
+		if err != nil {
+			startErr = err
+			return
 		}
-		t.Skipf("Iceberg REST catalog: %v", startErr)
+		if shared, startErr = launch(dir, "0", s3Endpoint); startErr != nil {
+			os.RemoveAll(dir)
+		}
+	})
+	if startErr != nil {
+		need(t, startErr)
 	}
-	ns := strings.ToLower(strings.NewReplacer("/", "_", "-", "_", " ", "_").Replace(t.Name()))
-	return lake.CatalogConfig{URI: serverURL, Namespace: fmt.Sprintf("%s_%d", ns, time.Now().UnixNano()%1e9)}
+	return shared.Config(t)
+}
+
+// Start runs a REST catalog of the test's own, for tests that kill it;
+// it is removed when the test ends.
+func Start(t testing.TB, s3Endpoint string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := launch(dir, "0", s3Endpoint)
+	if err != nil {
+		need(t, err)
+	}
+	t.Cleanup(s.Kill)
+	return s
 }

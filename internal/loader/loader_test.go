@@ -341,6 +341,49 @@ func crashAt(t *testing.T, e *env, point string) {
 	e.checkExactlyOnce(ids)
 }
 
+// TestCatalogOutage kills the REST catalog while the loader writes: the
+// loader reports the fault and waits, and once the catalog is back (the
+// same database, as after a crash) it commits the rest, every record
+// exactly once.
+func TestCatalogOutage(t *testing.T) {
+	endpoint, bucket := s3test.Bucket(t)
+	srv := catalogtest.Start(t, endpoint)
+	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
+		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+	url := "s3://" + bucket + "/lake"
+	store, err := lake.NewS3(url, s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvOn(t, store, openCatalog(t, url, srv.Config(t), s3))
+	ids := e.produce(200)
+	r, _ := e.loader(nil)
+	stop := run(t, r)
+	defer stop()
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+
+	srv.Kill()
+	maps.Copy(ids, e.produceFrom(200, 200))
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Status().LastError == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the loader did not report the catalog down within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if msg := r.Status().LastError.Message; !strings.HasPrefix(msg, "destination: ") {
+		t.Errorf("while the catalog is down the loader says %q", msg)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExactlyOnce(ids)
+}
+
 // TestTableSettings writes a table as CSV.gz, partitioned by a payload
 // field rather than collector_tstamp.
 func TestTableSettings(t *testing.T) {
