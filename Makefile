@@ -6,6 +6,7 @@ GO        ?= go
 # "context deadline exceeded" and no crasher (Go issue 75804, open in 1.26).
 FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatch:150000 \
                 ./internal/event:FuzzValid:300000 ./internal/event:FuzzObjectMembers:150000 \
+                ./internal/event:FuzzReplaceNonFinite:100000 \
                 ./internal/source:FuzzRows:60000 ./internal/enrich:FuzzFormModel:100000 \
                 ./internal/aggregator:FuzzParse:50000 ./internal/pipeline:FuzzConfig:40000 \
                 ./internal/lake:FuzzReadDataFile:40000

@@ -198,31 +198,40 @@ func TestDiskFullStaysUp(t *testing.T) {
 	}
 	more := len(acked) + 200
 	send(func() bool { return len(acked) >= more || t.Failed() })
+	// An event answered 503 was not confirmed, but Kafka may still have
+	// stored it (the answer says "not confirmed", not "not stored"): the
+	// lake holds every acknowledged event once, and may hold some of
+	// those, each once too.
 	deadline = time.Now().Add(time.Minute)
-	var got string
 	for {
-		out, code := sluice(t, "query", "--data-dir", filepath.Join(mnt, "data"), "--format", "csv",
-			"SELECT count(*), count(DISTINCT root_id) FROM page_view")
-		got = strings.TrimSpace(out)
-		want := fmt.Sprintf("count_star(),count(DISTINCT root_id)\n%d,%d", len(acked), len(acked))
-		if code == 0 && got == want {
+		out, code := sluice(t, "query", "--data-dir", filepath.Join(mnt, "data"), "--format", "csv", "SELECT root_id FROM page_view")
+		inLake := map[string]int{}
+		for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			inLake[id]++
+		}
+		var missing, twice, unconfirmed int
+		for id := range acked {
+			if inLake[id] == 0 {
+				missing++
+			}
+		}
+		for id, n := range inLake {
+			if n > 1 {
+				twice++
+			}
+			if !acked[id] {
+				unconfirmed++
+			}
+		}
+		if code == 0 && missing == 0 && twice == 0 && unconfirmed <= unavailable {
+			t.Logf("the lake holds the %d acknowledged events once, and %d answered 503", len(acked), unconfirmed)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lake holds %q, want every one of the %d acknowledged events once", got, len(acked))
+			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d events twice and %d not acknowledged (%d answered 503)",
+				missing, len(acked), twice, unconfirmed, unavailable)
 		}
 		time.Sleep(300 * time.Millisecond)
-	}
-	// Every acknowledged id, not just as many.
-	out, _ := sluice(t, "query", "--data-dir", filepath.Join(mnt, "data"), "--format", "csv", "SELECT root_id FROM page_view")
-	inLake := map[string]bool{}
-	for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
-		inLake[id] = true
-	}
-	for id := range acked {
-		if !inLake[id] {
-			t.Errorf("acknowledged event %s is not in the lake", id)
-		}
 	}
 	resp, err = http.Get("http://" + p.httpAddr + "/readyz")
 	if err != nil {

@@ -53,6 +53,9 @@ type Config struct {
 	// Validation is envelope (the default) or schema: whether the collector
 	// also checks each payload against its schema before it answers.
 	Validation string `yaml:"validation" flag:"validation" doc:"What a 200 means. envelope (the default): the envelope is valid and the event is durable in Kafka; its payload is checked against its schema later, by the enricher, whose violations become dead letters. schema: the payload is also valid against its schema, checked before the answer, and an event that breaks it is answered 400 schema_violation with every violation (and dead-lettered)."`
+	// NonFinite says what to do with NaN and ±Infinity, which Python's
+	// json and pandas write for missing floats but JSON cannot hold.
+	NonFinite string `yaml:"non_finite_numbers" flag:"non-finite-numbers" doc:"NaN, Infinity and -Infinity in an event, as Python's json.dumps and pandas write missing floats (not JSON). null (the default): accept the event and store null in their place, counted in sluice_collector_non_finite_numbers_total and in the batch answer's non_finite. reject: answer 400 non_finite_number with the value's path, and dead-letter the event."`
 	// ProduceTimeout is how long a request waits for Kafka to acknowledge
 	// its events before it is answered 503.
 	ProduceTimeout time.Duration `yaml:"produce_timeout" flag:"produce-timeout" doc:"How long a request waits for Kafka's acknowledgement before it is answered 503 with Retry-After."`
@@ -77,6 +80,7 @@ func DefaultConfig() Config {
 		BatchMax:          10_000,
 		MaxInflightBytes:  256 << 20,
 		Validation:        ValidateEnvelope,
+		NonFinite:         NonFiniteNull,
 		ProduceTimeout:    5 * time.Second,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -113,6 +117,9 @@ func (c Config) Validate() error {
 	if c.Validation != ValidateEnvelope && c.Validation != ValidateSchema {
 		errs = append(errs, config.Field("validation", "%q: want %s or %s", c.Validation, ValidateEnvelope, ValidateSchema))
 	}
+	if c.NonFinite != NonFiniteNull && c.NonFinite != NonFiniteReject {
+		errs = append(errs, config.Field("non_finite_numbers", "%q: want %s or %s", c.NonFinite, NonFiniteNull, NonFiniteReject))
+	}
 	if c.ProduceTimeout <= 0 {
 		errs = append(errs, config.Field("produce_timeout", "produce timeout must be positive"))
 	}
@@ -123,6 +130,12 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// What the collector does with NaN and ±Infinity.
+const (
+	NonFiniteNull   = "null"
+	NonFiniteReject = "reject"
+)
 
 // Validation modes.
 const (

@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/app"
@@ -271,10 +272,11 @@ func TestCollectInvalidEventsAreDeadLettered(t *testing.T) {
 
 // batchResult is the batch answer's documented shape.
 type batchResult struct {
-	Accepted int          `json:"accepted"`
-	Rejected int          `json:"rejected"`
-	RootIDs  []string     `json:"root_ids"`
-	Errors   []batchError `json:"errors"`
+	Accepted  int          `json:"accepted"`
+	Rejected  int          `json:"rejected"`
+	RootIDs   []string     `json:"root_ids"`
+	Errors    []batchError `json:"errors"`
+	NonFinite int          `json:"non_finite"`
 }
 
 func TestCollectBatch(t *testing.T) {
@@ -939,4 +941,90 @@ func TestStreamOrder(t *testing.T) {
 		}
 		last[rec.Partition] = at
 	}
+}
+
+// TestNonFiniteNumbers posts events with NaN and ±Infinity, as Python's
+// json.dumps writes pandas' missing floats: by default they are accepted
+// with null stored in their place, and counted; set to reject, they are
+// answered 400 non_finite_number with the path, and dead-lettered as sent.
+func TestNonFiniteNumbers(t *testing.T) {
+	event := func(id, fare string) string {
+		return `{"event_type": "trip", "schema_version": "1-0-0", "event_id": "` + id + `", "payload": {"fare": ` + fare + `, "tip": 1.5}}`
+	}
+	payloads := func(recs []*kgo.Record) map[string]string {
+		out := map[string]string{}
+		for _, r := range recs {
+			var v struct {
+				EventID string          `json:"event_id"`
+				Payload json.RawMessage `json:"payload"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Fatalf("stored event is not JSON: %s", r.Value)
+			}
+			out[v.EventID] = string(v.Payload)
+		}
+		return out
+	}
+	t.Run("null", func(t *testing.T) {
+		h := newHarness(t, nil)
+		resp := h.post("/api/v1/collect", event("s", "NaN"))
+		if resp.code != http.StatusOK || resp.body["non_finite"] != 1.0 {
+			t.Fatalf("POST = %d %s, want 200 with non_finite 1", resp.code, resp.raw)
+		}
+		resp = h.post("/api/v1/collect/batch", "["+event("a1", "1")+","+event("a2", "-Infinity")+","+event("a3", "Infinity")+"]")
+		var got batchResult
+		json.Unmarshal([]byte(resp.raw), &got)
+		if resp.code != http.StatusOK || got.Accepted != 3 || got.NonFinite != 2 {
+			t.Fatalf("array batch = %d %s, want 3 accepted, 2 non-finite", resp.code, resp.raw)
+		}
+		resp = h.post("/api/v1/collect/batch", event("n1", "NaN")+"\n"+event("n2", "2")+"\n", "Content-Type", "application/x-ndjson")
+		json.Unmarshal([]byte(resp.raw), &got)
+		if resp.code != http.StatusOK || got.Accepted != 2 || got.NonFinite != 1 {
+			t.Fatalf("NDJSON batch = %d %s, want 2 accepted, 1 non-finite", resp.code, resp.raw)
+		}
+		want := map[string]string{"s": `{"fare": null, "tip": 1.5}`, "a1": `{"fare": 1, "tip": 1.5}`, "a2": `{"fare": null, "tip": 1.5}`,
+			"a3": `{"fare": null, "tip": 1.5}`, "n1": `{"fare": null, "tip": 1.5}`, "n2": `{"fare": 2, "tip": 1.5}`}
+		if diff := cmp.Diff(want, payloads(consume(t, h.addr, "sluice.raw", 6))); diff != "" {
+			t.Errorf("stored payloads (-want +got):\n%s", diff)
+		}
+		if n := testutil.ToFloat64(h.col.metrics.nonFinite); n != 4 {
+			t.Errorf("sluice_collector_non_finite_numbers_total = %v, want 4", n)
+		}
+	})
+	t.Run("reject", func(t *testing.T) {
+		h := newHarness(t, func(c *Config) { c.NonFinite = NonFiniteReject })
+		resp := h.post("/api/v1/collect", event("s", "NaN"))
+		details, _ := resp.body["details"].([]any)
+		if resp.code != http.StatusBadRequest || resp.body["error"] != "non_finite_number" || len(details) != 1 ||
+			details[0].(map[string]any)["path"] != "/payload/fare" || !strings.Contains(resp.raw, "send null") {
+			t.Fatalf("POST = %d %s, want 400 non_finite_number at /payload/fare saying to send null", resp.code, resp.raw)
+		}
+		resp = h.post("/api/v1/collect/batch", "["+event("a1", "1")+","+event("a2", "-Infinity")+"]")
+		var got batchResult
+		json.Unmarshal([]byte(resp.raw), &got)
+		if resp.code != http.StatusOK || got.Accepted != 1 || len(got.Errors) != 1 || got.Errors[0].Index != 1 ||
+			got.Errors[0].Reason != "non_finite_number" || !strings.HasPrefix(got.Errors[0].Message, "/payload/fare: ") {
+			t.Fatalf("array batch = %d %s, want element 1 rejected at /payload/fare", resp.code, resp.raw)
+		}
+		// The dead letters hold the events as sent.
+		var originals []string
+		for _, r := range consume(t, h.addr, "sluice.dlq", 2) {
+			var f struct {
+				Reason   string `json:"reason"`
+				Original string `json:"original"`
+			}
+			json.Unmarshal(r.Value, &f)
+			if f.Reason != "non_finite_number" {
+				t.Errorf("dead letter reason %q", f.Reason)
+			}
+			originals = append(originals, f.Original)
+		}
+		slices.Sort(originals)
+		if diff := cmp.Diff([]string{event("a2", "-Infinity"), event("s", "NaN")}, originals); diff != "" {
+			t.Errorf("dead-lettered originals (-want +got):\n%s", diff)
+		}
+		if got := payloads(consume(t, h.addr, "sluice.raw", 1)); got["a1"] == "" {
+			t.Errorf("raw topic holds %v, want a1", got)
+		}
+	})
 }

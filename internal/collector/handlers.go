@@ -84,7 +84,7 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 	defer release()
 
 	now := c.now()
-	env, inv := event.Parse(body)
+	env, nonFinite, inv := c.parse(body)
 	if inv == nil {
 		inv = c.checkSchema(env)
 	}
@@ -106,10 +106,47 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.metrics.accepted.Inc()
+	c.metrics.nonFinite.Add(float64(nonFinite))
 	c.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	resp := append(append(make([]byte, 0, 64), `{"root_id":"`...), rb.rootIDs[0]...)
-	_, _ = w.Write(append(resp, "\"}\n"...))
+	resp = append(resp, '"')
+	if nonFinite > 0 {
+		resp = strconv.AppendInt(append(resp, `,"non_finite":`...), int64(nonFinite), 10)
+	}
+	_, _ = w.Write(append(resp, "}\n"...))
+}
+
+// parse reads one event. An event the parser refuses only for NaN or
+// ±Infinity is read with null in their place, and their number returned,
+// or refused as non_finite_number, as configured.
+func (c *Collector) parse(b []byte) (*event.Envelope, int, *event.Invalid) {
+	env, inv := event.Parse(b)
+	if inv == nil || inv.Reason != event.ReasonInvalidJSON {
+		return env, 0, inv
+	}
+	fixed, found := event.ReplaceNonFinite(b)
+	if len(found) == 0 {
+		return nil, 0, inv
+	}
+	if c.cfg.NonFinite == NonFiniteReject {
+		return nil, 0, nonFiniteInvalid(found, "")
+	}
+	if env, inv = event.Parse(fixed); inv != nil {
+		return nil, 0, inv // wrong for another reason too
+	}
+	return env, len(found), nil
+}
+
+// nonFiniteInvalid is the rejection of an event holding found, whose
+// paths start with prefix (a batch element's index).
+func nonFiniteInvalid(found []event.NonFinite, prefix string) *event.Invalid {
+	inv := &event.Invalid{Reason: event.ReasonNonFinite}
+	for _, f := range found[:min(len(found), 10)] {
+		inv.Errors = append(inv.Errors, event.FieldError{Path: strings.TrimPrefix(f.Path, prefix),
+			Message: f.Token + " is not a JSON number: send null for a missing value (pandas: df.astype(object).where(df.notna(), None) before posting; Python's json.dumps(..., allow_nan=False) finds them)"})
+	}
+	return inv
 }
 
 // Reasons of the collector's schema checks, the enricher's own.
@@ -195,20 +232,42 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		elem *event.Element // array elements come validated and split
 	}
 	var items []item
+	// An array that parses only with null for its NaN and ±Infinity: what
+	// each element held, by index, and the body as sent.
+	var arrayNonFinite map[int][]event.NonFinite
 	if ndjson {
 		for _, l := range event.SplitLines(body) {
 			items = append(items, item{data: l.Data, line: l.Number})
 		}
 	} else {
 		elems, inv := event.SplitArray(body)
+		if inv != nil && inv.Reason == event.ReasonInvalidJSON {
+			if fixed, found := event.ReplaceNonFinite(body); len(found) > 0 {
+				if fixedElems, fixedInv := event.SplitArray(fixed); fixedInv == nil {
+					elems, inv = fixedElems, nil
+					arrayNonFinite = byElement(found)
+					items = make([]item, len(elems))
+					for i, e := range elems {
+						items[i] = item{data: e.Bytes(), elem: &elems[i]}
+						if nf := arrayNonFinite[i]; len(nf) > 0 && c.cfg.NonFinite == NonFiniteReject {
+							// The dead letter keeps the element as sent.
+							start, end := event.Original(found, e.Offset(), e.Offset()+len(e.Bytes()))
+							items[i].data = body[start:end]
+						}
+					}
+				}
+			}
+		}
 		if inv != nil {
 			// The batch as a whole is unreadable: it is one failed event.
 			c.reject(w, r, t, inv, body, now, "the body")
 			return
 		}
-		items = make([]item, len(elems))
-		for i, e := range elems {
-			items[i] = item{data: e.Bytes(), elem: &elems[i]}
+		if items == nil {
+			items = make([]item, len(elems))
+			for i, e := range elems {
+				items[i] = item{data: e.Bytes(), elem: &elems[i]}
+			}
 		}
 	}
 	if len(items) > c.cfg.BatchMax {
@@ -220,6 +279,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 
 	rb := c.newRecordBuilder(len(items), len(body), now)
 	var errs []batchError
+	nonFinite := 0 // values stored as null in the accepted events
 	rejected := make(map[string]int)
 	for i, it := range items {
 		var env *event.Envelope
@@ -231,10 +291,17 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			}}}
 			// Keep the dead letter within what the broker accepts.
 			it.data = it.data[:min(len(it.data), 64<<10)]
+		case it.elem != nil && len(arrayNonFinite[i]) > 0 && c.cfg.NonFinite == NonFiniteReject:
+			inv = nonFiniteInvalid(arrayNonFinite[i], "/"+strconv.Itoa(i))
 		case it.elem != nil:
 			env, inv = it.elem.Parse()
+			if inv == nil {
+				nonFinite += len(arrayNonFinite[i])
+			}
 		default:
-			env, inv = event.Parse(it.data)
+			var n int
+			env, n, inv = c.parse(it.data)
+			nonFinite += n
 		}
 		if inv == nil {
 			inv = c.checkSchema(env)
@@ -266,12 +333,26 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 	for reason, n := range rejected {
 		c.metrics.rejected.WithLabelValues(reason).Add(float64(n))
 	}
-	writeBatchResult(w, rb.rootIDs, errs)
+	c.metrics.nonFinite.Add(float64(nonFinite))
+	writeBatchResult(w, rb.rootIDs, errs, nonFinite)
+}
+
+// byElement groups what ReplaceNonFinite found in an array by element
+// index, the first step of each path.
+func byElement(found []event.NonFinite) map[int][]event.NonFinite {
+	out := map[int][]event.NonFinite{}
+	for _, f := range found {
+		first, _, _ := strings.Cut(strings.TrimPrefix(f.Path, "/"), "/")
+		if i, err := strconv.Atoi(first); err == nil {
+			out[i] = append(out[i], f)
+		}
+	}
+	return out
 }
 
 // writeBatchResult writes the batch answer by hand: with thousands of
 // root ids, encoding/json's reflection showed in profiles.
-func writeBatchResult(w http.ResponseWriter, rootIDs [][]byte, errs []batchError) {
+func writeBatchResult(w http.ResponseWriter, rootIDs [][]byte, errs []batchError, nonFinite int) {
 	if errs == nil {
 		errs = []batchError{}
 	}
@@ -296,6 +377,8 @@ func writeBatchResult(w http.ResponseWriter, rootIDs [][]byte, errs []batchError
 	}
 	b = append(b, `],"errors":`...)
 	b = append(b, errJSON...)
+	b = append(b, `,"non_finite":`...)
+	b = strconv.AppendInt(b, int64(nonFinite), 10)
 	b = append(b, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

@@ -21,6 +21,7 @@ type metrics struct {
 	requestErrors   *prometheus.CounterVec
 	produceLatency  prometheus.Histogram
 	produceFailures *prometheus.CounterVec
+	nonFinite       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,17 +64,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_collector_produce_failures_total",
 			Help: "Requests answered 503 because Kafka did not acknowledge, by kind (timeout, error, client_gone).",
 		}, []string{"kind"}),
+		nonFinite: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_collector_non_finite_numbers_total",
+			Help: "NaN, Infinity and -Infinity values in accepted events, stored as null.",
+		}),
 	}
 	// Every reason is there from the start, at 0, so that alerts and
 	// dashboards find it before the first rejection of its kind.
 	for _, r := range []string{event.ReasonInvalidJSON, event.ReasonMissingField, event.ReasonWrongType, event.ReasonEmptyField, errEventTooLarge,
-		reasonSchemaViolation, reasonUnknownSchema} {
+		reasonSchemaViolation, reasonUnknownSchema, event.ReasonNonFinite} {
 		m.rejected.WithLabelValues(r)
 	}
 	for _, k := range []string{"timeout", "error", "client_gone"} {
 		m.produceFailures.WithLabelValues(k)
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.inflightBytes, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.inflightBytes, m.accepted, m.rejected, m.requestErrors, m.produceLatency, m.produceFailures, m.nonFinite} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register collector metrics: %w", err)
 		}

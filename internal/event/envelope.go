@@ -247,6 +247,9 @@ type Element struct {
 // Bytes are the element as sent.
 func (e Element) Bytes() []byte { return e.body[e.value.start:e.value.end] }
 
+// Offset is where the element starts in the batch body.
+func (e Element) Offset() int { return e.value.start }
+
 // Parse checks the element as an envelope.
 func (e Element) Parse() (*Envelope, *Invalid) {
 	return fromMembers(e.body, e.body[e.value.start], e.members)

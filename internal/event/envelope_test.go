@@ -165,11 +165,20 @@ func FuzzParse(f *testing.F) {
 		`{"event_type":"trip","schema_version":"1-0-0","payload":{"fare":1.5}}`,
 		`{"event_type":"t","schema_version":"1","payload":{},"event_id":"x","root_id":"y"}`,
 		`{"event_type":"","payload":[]}`, `[]`, `{`, `"\u0000"`, "{\"a\":\"\\\"}\"}",
+		`{"event_type":"trip","schema_version":"1-0-0","payload":{"fare":NaN,"tip":-Infinity}}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		env, inv := Parse(body)
+		if inv != nil && inv.Reason == ReasonInvalidJSON {
+			// The collector reads such a body again with null for its
+			// NaN and Infinity: that is a body like any other.
+			if fixed, found := ReplaceNonFinite(body); len(found) > 0 {
+				body = fixed
+				env, inv = Parse(body)
+			}
+		}
 		if (env == nil) == (inv == nil) {
 			t.Fatalf("Parse(%q) = %v, %v: want exactly one", body, env, inv)
 		}
