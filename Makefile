@@ -22,10 +22,10 @@ build:
 # race detector, and gives each fuzz target a short run.
 test: test-deps vet unit fuzz
 
-# PyIceberg reads the lake in the interoperability test, as another
-# engine would; Apache Iceberg's REST catalog (testenv/iceberg-rest) holds
-# the tables in the REST catalog tests.
-PYICEBERG ?= $(HOME)/.cache/sluice/pyiceberg
+# The Python clients of the interoperability tests (testenv/python), in a
+# virtualenv remade when their list changes; Apache Iceberg's REST catalog
+# (testenv/iceberg-rest) holds the tables in the REST catalog tests.
+PYTHON_ENV ?= $(HOME)/.cache/sluice/python
 
 test-deps:
 	@command -v $(GO) >/dev/null || { echo "Go is required: https://go.dev/dl/"; exit 1; }
@@ -33,9 +33,11 @@ test-deps:
 		echo "installing kcat (Debian package) for the Kafka interoperability test"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
-	@$(PYICEBERG)/bin/python -c 'import pyiceberg.catalog.sql, pyarrow' 2>/dev/null || { \
-		echo "installing PyIceberg (PyPI) into $(PYICEBERG) for the Iceberg interoperability test"; \
-		python3 -m venv $(PYICEBERG) && $(PYICEBERG)/bin/pip install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0"; }
+	@cmp -s testenv/python/requirements.txt $(PYTHON_ENV)/requirements.txt || { \
+		echo "installing the Python clients of the tests (PyPI: PyIceberg, pandas, requests, confluent-kafka) into $(PYTHON_ENV)"; \
+		rm -rf $(PYTHON_ENV) && python3 -m venv $(PYTHON_ENV) && \
+		$(PYTHON_ENV)/bin/pip install -q -r testenv/python/requirements.txt && \
+		cp testenv/python/requirements.txt $(PYTHON_ENV)/requirements.txt; }
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 		echo "installing Java and Maven (Debian packages) for the Iceberg REST catalog test"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -47,7 +49,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	SLUICE_REQUIRE_TOOLS=1 SLUICE_PYICEBERG_PYTHON=$(PYICEBERG)/bin/python $(GO) test -race -count=1 -timeout 15m ./...
+	SLUICE_REQUIRE_TOOLS=1 SLUICE_PYTHON=$(PYTHON_ENV)/bin/python $(GO) test -race -count=1 -timeout 15m ./...
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:

@@ -976,20 +976,29 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// testPython is the Python of the virtualenv that make test-deps fills
+// with the tests' Python clients (testenv/python/requirements.txt). The
+// test is skipped without it, unless SLUICE_REQUIRE_TOOLS is set.
+func testPython(t *testing.T) string {
+	t.Helper()
+	python := os.Getenv("SLUICE_PYTHON")
+	if python == "" {
+		python = filepath.Join(os.Getenv("HOME"), ".cache/sluice/python/bin/python")
+	}
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
+			t.Fatalf("the tests' Python clients are not installed at %s (make test-deps installs them)", python)
+		}
+		t.Skipf("the tests' Python clients are not installed at %s: run make test-deps", python)
+	}
+	return python
+}
+
 // pyicebergReads opens every table of the lake in dir with PyIceberg,
 // through the same SQL catalog, and checks that it reads the rows, and the
 // column types and values, that sluice query reads.
 func pyicebergReads(t *testing.T, dir string) {
-	python := os.Getenv("SLUICE_PYICEBERG_PYTHON")
-	if python == "" {
-		python = filepath.Join(os.Getenv("HOME"), ".cache/sluice/pyiceberg/bin/python")
-	}
-	if _, err := os.Stat(python); err != nil {
-		if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
-			t.Fatalf("PyIceberg is not installed at %s (make test-deps installs it)", python)
-		}
-		t.Skipf("PyIceberg is not installed at %s: run make test-deps", python)
-	}
+	python := testPython(t)
 	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/pyiceberg_read.py"), filepath.Join(dir, "lake"))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPythonProducer runs a producer written as the seed's was (pandas
+// reads the TLC Parquet sample, json.dumps each row, requests posts it)
+// against sluice up. Python writes the sample's missing floats as NaN: the
+// collector takes every row, stores null there, and the lake then equals
+// the source file, row count, sums and non-null counts, with DuckDB
+// reading the source as the oracle.
+func TestPythonProducer(t *testing.T) {
+	python := testPython(t)
+	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	dir := t.TempDir()
+	p := startUp(t, dir, "--flush-interval", "300ms")
+	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/tlc_producer.py"), "http://"+p.httpAddr, src)
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("the Python producer: %v\n%s", err, msg)
+	}
+	var res struct {
+		Sent      int            `json:"sent"`
+		Status    map[string]int `json:"status"`
+		NonFinite int            `json:"non_finite"`
+		Errors    []string       `json:"errors"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("producer output %q: %v", out, err)
+	}
+	// 1,125 rows lack passenger_count, RatecodeID, congestion_surcharge,
+	// Airport_fee and store_and_fwd_flag, which pandas 3 holds as NaN too
+	// (its string dtype's missing value).
+	if res.Sent != 5000 || res.Status["200"] != 5000 || res.NonFinite != 5*1125 {
+		t.Fatalf("the Python producer sent %d rows, answered %v, %d NaN stored as null (want 5000 rows, all 200, 5625); errors: %v",
+			res.Sent, res.Status, res.NonFinite, res.Errors)
+	}
+
+	numeric := []string{"VendorID", "passenger_count", "trip_distance", "RatecodeID", "PULocationID", "DOLocationID",
+		"payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge",
+		"total_amount", "congestion_surcharge", "Airport_fee", "cbd_congestion_fee"}
+	aggs := []string{"count(*) AS rows", "count(store_and_fwd_flag) AS n_flag"}
+	for _, c := range numeric {
+		aggs = append(aggs, fmt.Sprintf(`round(sum("%s"), 6) AS "sum_%s", count("%s") AS "n_%s"`, c, c, c, c))
+	}
+	aggs = append(aggs, "min(tpep_pickup_datetime::TIMESTAMP) AS first_pickup", "max(tpep_dropoff_datetime::TIMESTAMP) AS last_dropoff")
+	sel := "SELECT " + strings.Join(aggs, ", ")
+	query := func(from string) string {
+		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json", sel+" FROM "+from)
+		if code != 0 {
+			return ""
+		}
+		return strings.TrimSpace(out)
+	}
+	want := query("read_parquet('" + src + "')")
+	if !strings.Contains(want, `"rows":5000`) || !strings.Contains(want, `"n_passenger_count":3875`) {
+		t.Fatalf("oracle query of the source: %q", want)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := query("yellow_taxi_trip_records")
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lake and source differ:\n lake: %s\n file: %s", got, want)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestPythonKafkaClient runs librdkafka's Python client (confluent-kafka
+// from PyPI) against the embedded broker of sluice up: admin calls, an
+// idempotent producer, a consumer group that commits and resumes, and
+// read-committed consumers of sluice.raw and of the enricher's
+// transactional sluice.enriched.
+func TestPythonKafkaClient(t *testing.T) {
+	python := testPython(t)
+	dir := t.TempDir()
+	p := startUp(t, dir)
+	const events = 50
+	for i := range events {
+		if code, body := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i)); code != 200 {
+			t.Fatalf("collect = %d %s", code, body)
+		}
+	}
+	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/kafka_client.py"), p.brokerAddr, "py.clients", "300", fmt.Sprint(events))
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("the Python Kafka client: %v\n%s", err, msg)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("client output %q: %v", out, err)
+	}
+	want := map[string]any{"delivered": 300.0, "delivery_errors": 0.0, "consumed": 300.0, "consumed_in_order": true,
+		"keys": 300.0, "committed": 300.0, "consumed_again": 0.0, "raw": float64(events), "raw_root_ids": float64(events),
+		"enriched": float64(events)}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %s)", k, got[k], v, out)
+		}
+	}
+	if errs, ok := got["consume_errors"]; ok {
+		t.Errorf("consume errors: %v", errs)
+	}
+	topics := fmt.Sprint(got["topics"])
+	for _, want := range []string{"py.clients", "sluice.raw", "sluice.enriched", "sluice.dlq"} {
+		if !strings.Contains(topics, want) {
+			t.Errorf("the admin client lists %s, without %s", topics, want)
+		}
+	}
+}
