@@ -42,7 +42,8 @@ test-deps:
 		echo "installing Java and Maven (Debian packages) for the Iceberg REST catalog test"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless maven >/dev/null; }
-	testenv/iceberg-rest/fetch
+	testenv/fetch iceberg-rest
+	testenv/fetch kafka-java
 	$(GO) mod download
 
 vet:

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/javatest"
 )
 
 // TestPythonProducer runs a producer written as the seed's was (pandas
@@ -123,6 +125,76 @@ func TestPythonKafkaClient(t *testing.T) {
 	for _, want := range []string{"py.clients", "sluice.raw", "sluice.enriched", "sluice.dlq"} {
 		if !strings.Contains(topics, want) {
 			t.Errorf("the admin client lists %s, without %s", topics, want)
+		}
+	}
+}
+
+// TestJavaKafkaClient runs Apache Kafka's Java client and its command-line
+// tools (kafka-clients and kafka-tools from Maven Central) against the
+// embedded broker of sluice up: admin calls, a committed and an aborted
+// transaction, a zombie producer fenced by its successor, consumer groups
+// reading committed and uncommitted records, and kafka-console-consumer,
+// kafka-consumer-groups and kafka-topics on Sluice's own topics.
+func TestJavaKafkaClient(t *testing.T) {
+	if err := javatest.Check("kafka-java"); err != nil {
+		javatest.Need(t, "kafka-java", err)
+	}
+	dir := t.TempDir()
+	p := startUp(t, dir)
+	const events = 30
+	for i := range events {
+		if code, body := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i)); code != 200 {
+			t.Fatalf("collect = %d %s", code, body)
+		}
+	}
+	java := func(class string, args ...string) string {
+		t.Helper()
+		cmd := javatest.Command("kafka-java", class, args...)
+		cmd.Args = append(cmd.Args[:1], append([]string{"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"}, cmd.Args[1:]...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", class, args, err, stderr.String())
+		}
+		return string(out)
+	}
+
+	out := java("KafkaClientCheck.java", p.brokerAddr, "java.clients")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("KafkaClientCheck output %q: %v", out, err)
+	}
+	want := map[string]any{"partitions": 3.0, "zombie": "fenced", "read_committed": 110.0, "read_committed_aborted": 0.0,
+		"read_uncommitted": 160.0, "group_partitions": 3.0, "group_lag": 0.0}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %s)", k, got[k], v, out)
+		}
+	}
+	for key, names := range map[string][]string{"topics": {"java.clients", "sluice.raw", "sluice.enriched"}, "groups": {"java-committed", "java-uncommitted"}} {
+		for _, n := range names {
+			if !strings.Contains(fmt.Sprint(got[key]), n) {
+				t.Errorf("%s = %v, without %s", key, got[key], n)
+			}
+		}
+	}
+
+	// The command-line tools, on Sluice's own topics.
+	lines := strings.Split(strings.TrimSpace(java("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", p.brokerAddr,
+		"--topic", "sluice.enriched", "--from-beginning", "--isolation-level", "read_committed",
+		"--max-messages", fmt.Sprint(events), "--timeout-ms", "30000", "--group", "java-console")), "\n")
+	if len(lines) != events || !strings.Contains(lines[0], `"root_id"`) {
+		t.Errorf("kafka-console-consumer read %d events of sluice.enriched, want %d:\n%s", len(lines), events, strings.Join(lines, "\n"))
+	}
+	groups := java("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", p.brokerAddr, "--describe", "--group", "java-console")
+	if !strings.Contains(groups, "sluice.enriched") {
+		t.Errorf("kafka-consumer-groups --describe:\n%s", groups)
+	}
+	topics := java("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", p.brokerAddr, "--list")
+	for _, n := range []string{"java.clients", "sluice.dlq", "sluice.enriched", "sluice.raw"} {
+		if !strings.Contains(topics, n) {
+			t.Errorf("kafka-topics --list lacks %s:\n%s", n, topics)
 		}
 	}
 }

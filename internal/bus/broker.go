@@ -12,15 +12,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/sluicehq/sluice/internal/health"
 )
@@ -101,6 +106,7 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		// Room for the largest event the collector takes (16 MiB batches of
 		// events up to its body limit), like a cluster tuned for it.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
+		kfake.MaxVersions(advertised()),
 	}
 	if cfg.Fsync {
 		opts = append(opts, kfake.SyncWrites())
@@ -114,9 +120,81 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		}
 		return nil, fmt.Errorf("start embedded broker in %s: %w", cfg.Dir, err)
 	}
+	c.ControlKey(kmsg.CreateTopics.Int16(), createTopics(c))
 	b := &Broker{Reporter: health.New("broker", logger), cluster: c, addr: c.ListenAddrs()[0], lock: lock, logger: logger}
 	logger.Info("embedded broker started", "addr", b.addr, "dir", cfg.Dir, "fsync", cfg.Fsync)
 	return b, nil
+}
+
+// advertised is the API versions the broker offers: Kafka's stable ones,
+// without DescribeTopicPartitions (KIP-966). kfake answers that with null
+// eligible-leader-replica lists, on which Apache Kafka's Java admin client
+// (4.x) fails in describeTopics; without it the client describes topics
+// with Metadata, as it does against Kafka before 3.8.
+func advertised() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(kmsg.DescribeTopicPartitions.Int16(), -1)
+	return v
+}
+
+// createTopics answers CreateTopics as Kafka does. kfake answers a topic
+// created without configs with a null list of them, and lists those set
+// with an unknown source (-1), and Apache Kafka's Java admin client (4.x)
+// fails on either (a NullPointerException; "id should be positive"). This
+// creates the topics through kfake's own CreateTopic, which runs the same
+// checks, and answers with each topic's configs as set on it
+// (DYNAMIC_TOPIC_CONFIG), an empty list for none.
+func createTopics(c *kfake.Cluster) func(kmsg.Request) (kmsg.Response, error, bool) {
+	return func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		r := req.(*kmsg.CreateTopicsRequest)
+		resp := r.ResponseKind().(*kmsg.CreateTopicsResponse)
+		// The cluster's loop serves CreateTopic while this sleeps.
+		c.SleepControl(func() {
+			for _, rt := range r.Topics {
+				st := kmsg.NewCreateTopicsResponseTopic()
+				st.Topic = rt.Topic
+				st.Configs = []kmsg.CreateTopicsResponseTopicConfig{}
+				var err error
+				switch {
+				case len(rt.ReplicaAssignment) > 0:
+					err = kerr.InvalidRequest // kfake places replicas itself
+				case c.TopicInfo(rt.Topic) != nil:
+					err = kerr.TopicAlreadyExists
+				case !r.ValidateOnly:
+					configs := map[string]string{}
+					for _, cfg := range rt.Configs {
+						if cfg.Value != nil {
+							configs[cfg.Name] = *cfg.Value
+						}
+					}
+					err = c.CreateTopic(rt.Topic, rt.NumPartitions, configs)
+				}
+				if err != nil {
+					if ke := (*kerr.Error)(nil); errors.As(err, &ke) {
+						st.ErrorCode = ke.Code
+					} else {
+						st.ErrorCode = kerr.UnknownServerError.Code
+					}
+					st.ErrorMessage = kmsg.StringPtr(err.Error())
+					resp.Topics = append(resp.Topics, st)
+					continue
+				}
+				st.NumPartitions, st.ReplicationFactor = rt.NumPartitions, 1
+				if info := c.TopicInfo(rt.Topic); info != nil {
+					st.TopicID = info.TopicID
+					st.NumPartitions = int32(len(c.PartitionInfos(rt.Topic)))
+					for _, name := range slices.Sorted(maps.Keys(info.Configs)) {
+						cfg := kmsg.NewCreateTopicsResponseTopicConfig()
+						cfg.Name, cfg.Value, cfg.Source = name, info.Configs[name], 1 // DYNAMIC_TOPIC_CONFIG
+						st.Configs = append(st.Configs, cfg)
+					}
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+		})
+		return resp, nil, true
+	}
 }
 
 // Addr is the host:port clients connect to.

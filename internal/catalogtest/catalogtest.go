@@ -1,7 +1,7 @@
 // Package catalogtest runs a real Iceberg REST catalog for the tests:
 // Apache Iceberg's own REST catalog servlet, from Maven Central, over a
 // JDBC catalog on SQLite, writing table metadata to the in-process S3
-// server of package s3test. testenv/iceberg-rest/fetch (run by make
+// server of package s3test. testenv/fetch iceberg-rest (run by make
 // test-deps) caches its jars; each test process starts one server, on a
 // loopback port, and each test gets a namespace of its own in it.
 package catalogtest
@@ -13,13 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/javatest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
 )
@@ -29,22 +29,6 @@ var (
 	shared   *Server
 	startErr error
 )
-
-// LibDir is where testenv/iceberg-rest/fetch puts the server's jars.
-func LibDir() string {
-	if d := os.Getenv("SLUICE_ICEBERG_REST_LIB"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "sluice", "iceberg-rest", "lib")
-}
-
-// source is RestCatalog.java in the repository, found from this file
-// rather than the working directory, which s3test's server changes.
-func source() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "testenv", "iceberg-rest", "RestCatalog.java")
-}
 
 // Server is a REST catalog process. Its database outlives a Kill, so a
 // Restart is the same catalog, on the same port, as after a crash.
@@ -58,18 +42,14 @@ type Server struct {
 }
 
 func launch(dir, port, s3Endpoint string) (*Server, error) {
-	java, err := exec.LookPath("java")
-	if err != nil {
-		return nil, fmt.Errorf("java is not on PATH: %w", err)
+	if err := javatest.Check("iceberg-rest"); err != nil {
+		return nil, err
 	}
-	lib := LibDir()
-	if jars, _ := filepath.Glob(filepath.Join(lib, "iceberg-core-*-tests.jar")); len(jars) == 0 {
-		return nil, fmt.Errorf("the REST catalog's jars are not in %s: run testenv/iceberg-rest/fetch (make test-deps)", lib)
-	}
-	cmd := exec.Command(java, "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", filepath.Join(lib, "*"), source(),
+	cmd := javatest.Command("iceberg-rest", "RestCatalog.java",
 		port, filepath.Join(dir, "catalog.db"), "s3://warehouse/",
 		"s3.endpoint="+s3Endpoint, "s3.path-style-access=true", "client.region="+s3test.Region,
 		"s3.access-key-id="+s3test.AccessKey, "s3.secret-access-key="+s3test.SecretKey)
+	cmd.Args = append(cmd.Args[:1], append([]string{"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"}, cmd.Args[1:]...)...)
 	// The server lives as long as the test process, and no longer; it
 	// removes its database when it stops on a signal other than KILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -135,17 +115,6 @@ func tail(s string, n int) string {
 	return s
 }
 
-// need skips the test when the server cannot start for want of Java or
-// its jars, unless SLUICE_REQUIRE_TOOLS is set (as make test sets it),
-// when it fails.
-func need(t testing.TB, err error) {
-	t.Helper()
-	if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
-		t.Fatalf("Iceberg REST catalog: %v", err)
-	}
-	t.Skipf("Iceberg REST catalog: %v", err)
-}
-
 // REST returns the settings of the test process's REST catalog for a lake
 // on the in-process S3 server at s3Endpoint (from s3test.Bucket), with a
 // namespace of the test's own.
@@ -162,7 +131,7 @@ func REST(t testing.TB, s3Endpoint string) lake.CatalogConfig {
 		}
 	})
 	if startErr != nil {
-		need(t, startErr)
+		javatest.Need(t, "iceberg-rest", startErr)
 	}
 	return shared.Config(t)
 }
@@ -174,7 +143,7 @@ func Start(t testing.TB, s3Endpoint string) *Server {
 	dir := t.TempDir()
 	s, err := launch(dir, "0", s3Endpoint)
 	if err != nil {
-		need(t, err)
+		javatest.Need(t, "iceberg-rest", err)
 	}
 	t.Cleanup(s.Kill)
 	return s
