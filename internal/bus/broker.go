@@ -120,7 +120,7 @@ func StartBroker(cfg BrokerConfig, logger *slog.Logger) (*Broker, error) {
 		}
 		return nil, fmt.Errorf("start embedded broker in %s: %w", cfg.Dir, err)
 	}
-	c.ControlKey(kmsg.CreateTopics.Int16(), createTopics(c))
+	c.ControlKey(kmsg.CreateTopics.Int16(), createTopics(c, cfg.Partitions))
 	b := &Broker{Reporter: health.New("broker", logger), cluster: c, addr: c.ListenAddrs()[0], lock: lock, logger: logger}
 	logger.Info("embedded broker started", "addr", b.addr, "dir", cfg.Dir, "fsync", cfg.Fsync)
 	return b, nil
@@ -144,7 +144,7 @@ func advertised() *kversion.Versions {
 // creates the topics through kfake's own CreateTopic, which runs the same
 // checks, and answers with each topic's configs as set on it
 // (DYNAMIC_TOPIC_CONFIG), an empty list for none.
-func createTopics(c *kfake.Cluster) func(kmsg.Request) (kmsg.Response, error, bool) {
+func createTopics(c *kfake.Cluster, defaultPartitions int32) func(kmsg.Request) (kmsg.Response, error, bool) {
 	return func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		r := req.(*kmsg.CreateTopicsRequest)
@@ -181,6 +181,9 @@ func createTopics(c *kfake.Cluster) func(kmsg.Request) (kmsg.Response, error, bo
 					continue
 				}
 				st.NumPartitions, st.ReplicationFactor = rt.NumPartitions, 1
+				if st.NumPartitions <= 0 {
+					st.NumPartitions = defaultPartitions // validate only: what it would have
+				}
 				if info := c.TopicInfo(rt.Topic); info != nil {
 					st.TopicID = info.TopicID
 					st.NumPartitions = int32(len(c.PartitionInfos(rt.Topic)))

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -106,5 +108,77 @@ func TestBrokerAddressInUse(t *testing.T) {
 	_, err := StartBroker(BrokerConfig{Addr: b.Addr(), Dir: t.TempDir(), Partitions: 1}, testLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "--broker-addr") {
 		t.Fatalf("second broker on the same port: %v, want advice to pass --broker-addr", err)
+	}
+}
+
+// TestCreateTopicsAnswer checks the broker's CreateTopics answer against
+// what Kafka gives and Java's admin client needs: each topic's configs, set
+// on the topic (never a null list), its partitions, validate-only without
+// creating, and an error for a topic that exists.
+func TestCreateTopicsAnswer(t *testing.T) {
+	b := startBroker(t, "127.0.0.1:0", t.TempDir())
+	defer b.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	create := func(validate bool, topics ...kmsg.CreateTopicsRequestTopic) *kmsg.CreateTopicsResponse {
+		t.Helper()
+		req := kmsg.NewPtrCreateTopicsRequest()
+		req.Topics, req.ValidateOnly, req.TimeoutMillis = topics, validate, 10_000
+		resp, err := req.RequestWith(t.Context(), cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	topic := func(name string, partitions int32, configs ...string) kmsg.CreateTopicsRequestTopic {
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, partitions, -1
+		for i := 0; i+1 < len(configs); i += 2 {
+			c := kmsg.NewCreateTopicsRequestTopicConfig()
+			c.Name, c.Value = configs[i], kmsg.StringPtr(configs[i+1])
+			rt.Configs = append(rt.Configs, c)
+		}
+		return rt
+	}
+	type answer struct {
+		Topic      string
+		Code       int16
+		Partitions int32
+		Configs    map[string]string
+	}
+	summarize := func(resp *kmsg.CreateTopicsResponse) []answer {
+		var out []answer
+		for _, st := range resp.Topics {
+			if st.Configs == nil {
+				t.Errorf("%s: null configs", st.Topic)
+			}
+			a := answer{Topic: st.Topic, Code: st.ErrorCode, Partitions: st.NumPartitions, Configs: map[string]string{}}
+			for _, c := range st.Configs {
+				if c.Source != 1 {
+					t.Errorf("%s: config %s has source %d, want 1 (DYNAMIC_TOPIC_CONFIG)", st.Topic, c.Name, c.Source)
+				}
+				a.Configs[c.Name] = *c.Value
+			}
+			out = append(out, a)
+		}
+		return out
+	}
+	got := summarize(create(false, topic("plain", -1), topic("compacted", 4, "cleanup.policy", "compact")))
+	want := []answer{{Topic: "plain", Partitions: 2, Configs: map[string]string{}},
+		{Topic: "compacted", Partitions: 4, Configs: map[string]string{"cleanup.policy": "compact"}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("create (-want +got):\n%s", diff)
+	}
+	got = summarize(create(true, topic("plain", -1), topic("only-validated", -1)))
+	want = []answer{{Topic: "plain", Code: kerr.TopicAlreadyExists.Code, Partitions: -1, Configs: map[string]string{}},
+		{Topic: "only-validated", Partitions: 2, Configs: map[string]string{}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("validate only (-want +got):\n%s", diff)
+	}
+	if err := EnsureTopics(t.Context(), cl, 1, 1, "only-validated"); err != nil {
+		t.Fatal(err) // it was not made, so this makes it
 	}
 }
