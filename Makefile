@@ -34,7 +34,7 @@ test-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
 	@cmp -s testenv/python/requirements.txt $(PYTHON_ENV)/requirements.txt || { \
-		echo "installing the Python clients of the tests (PyPI: PyIceberg, pandas, requests, confluent-kafka) into $(PYTHON_ENV)"; \
+		echo "installing the Python clients of the tests (PyPI: PyIceberg, pandas, requests, confluent-kafka, pyspark) into $(PYTHON_ENV)"; \
 		rm -rf $(PYTHON_ENV) && python3 -m venv $(PYTHON_ENV) && \
 		$(PYTHON_ENV)/bin/pip install -q -r testenv/python/requirements.txt && \
 		cp testenv/python/requirements.txt $(PYTHON_ENV)/requirements.txt; }
@@ -44,6 +44,7 @@ test-deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless maven >/dev/null; }
 	testenv/fetch iceberg-rest
 	testenv/fetch kafka-java
+	testenv/fetch spark-kafka
 	$(GO) mod download
 
 vet:

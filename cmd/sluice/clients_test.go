@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/javatest"
+	"github.com/sluicehq/sluice/internal/sample"
 )
 
 // TestPythonProducer runs a producer written as the seed's was (pandas
@@ -197,4 +199,145 @@ func TestJavaKafkaClient(t *testing.T) {
 			t.Errorf("kafka-topics --list lacks %s:\n%s", n, topics)
 		}
 	}
+}
+
+// TestSparkStructuredStreaming runs the seed's MTA job in Spark Structured
+// Streaming (pyspark from PyPI, Spark's Kafka source from Maven Central,
+// local[2]) on the topic that sluice replay fed, and sluice up's
+// aggregator on the same topic: every window Sluice wrote, Spark computed
+// the same, and Spark has no window that Sluice should have written and
+// did not.
+func TestSparkStructuredStreaming(t *testing.T) {
+	python := testPython(t)
+	if err := javatest.Check("spark-kafka"); err != nil {
+		javatest.Need(t, "spark-kafka", err)
+	}
+	dir := t.TempDir()
+	mta, err := sample.TurnstilesInTimeOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtaPath, cfgPath := filepath.Join(dir, "mta.csv"), filepath.Join(dir, "agg.yml")
+	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `aggregations:
+  - name: turnstile_4h
+    topic: mta-turnstile
+    format: csv
+    columns: [{name: C/A, type: string}, {name: UNIT, type: string}, {name: SCP, type: string},
+      {name: STATION, type: string}, {name: LINENAME, type: string}, {name: DIVISION, type: string},
+      {name: DATE, type: string}, {name: TIME, type: string}, {name: DESC, type: string},
+      {name: ENTRIES, type: int}, {name: EXITS, type: int}]
+    time: {fields: [DATE, TIME], layout: "MM/DD/YYYY HH:mm:ss"}
+    window: {size: 4h, delay: 1h, idle_timeout: 2s}
+    group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
+    dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
+    aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}]
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startUp(t, dir, "--config", cfgPath)
+	if out, code := sluice(t, "replay", "--to", "kafka", "--brokers", p.brokerAddr, "--topic", "mta-turnstile",
+		"--preset", "mta-turnstile", "--format", "csv", mtaPath); code != 0 {
+		t.Fatalf("sluice replay --to kafka = %d:\n%s", code, out)
+	}
+
+	// Sluice's windows, once the aggregator has written what the
+	// watermark allows and stopped adding.
+	type window struct{ Readings, Entries int64 }
+	sluiceWindows := func() map[string]window {
+		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json",
+			`SELECT to_json([strftime(window_start, '%Y-%m-%dT%H:%M:%S'), "C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"]) AS key,
+			        readings, entries FROM agg_turnstile_4h`)
+		got := map[string]window{}
+		if code != 0 {
+			return got
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r struct {
+				Key               json.RawMessage
+				Readings, Entries int64
+			}
+			if json.Unmarshal([]byte(line), &r) == nil {
+				var key []string
+				json.Unmarshal(r.Key, &key)
+				k, _ := json.Marshal(key)
+				got[string(k)] = window{r.Readings, r.Entries}
+			}
+		}
+		return got
+	}
+	var fromSluice map[string]window
+	deadline := time.Now().Add(90 * time.Second)
+	for stable := 0; stable < 3; time.Sleep(time.Second) {
+		now := sluiceWindows()
+		if len(now) > 0 && len(now) == len(fromSluice) {
+			stable++
+		} else {
+			stable = 0
+		}
+		fromSluice = now
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice's windows did not settle within 90s (%d so far)", len(fromSluice))
+		}
+	}
+
+	outFile := filepath.Join(dir, "spark.jsonl")
+	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/spark_turnstile.py"), p.brokerAddr, "mta-turnstile",
+		javatest.Lib("spark-kafka"), outFile)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the Spark job: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(outFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromSpark := map[string]window{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r struct {
+			Key               []string
+			Readings, Entries int64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("spark output %q: %v", line, err)
+		}
+		k, _ := json.Marshal(r.Key)
+		fromSpark[string(k)] = window{r.Readings, r.Entries}
+	}
+
+	// Sluice writes a window once the watermark (the latest reading less
+	// the hour's delay) is past its end; Spark, in complete mode, has all.
+	var lastStart string
+	for k := range fromSluice {
+		var key []string
+		json.Unmarshal([]byte(k), &key)
+		lastStart = max(lastStart, key[0])
+	}
+	compared := 0
+	for k, s := range fromSpark {
+		var key []string
+		json.Unmarshal([]byte(k), &key)
+		if key[0] > lastStart {
+			continue // a window the watermark has not closed
+		}
+		compared++
+		if got, ok := fromSluice[k]; !ok {
+			t.Errorf("window %s: Spark %+v, Sluice has none", k, s)
+		} else if got != s {
+			t.Errorf("window %s: Spark %+v, Sluice %+v", k, s, got)
+		}
+	}
+	for k := range fromSluice {
+		if _, ok := fromSpark[k]; !ok {
+			t.Errorf("window %s: Sluice has it, Spark not", k)
+		}
+	}
+	if compared < 1000 {
+		t.Errorf("only %d windows compared (Sluice %d, Spark %d)", compared, len(fromSluice), len(fromSpark))
+	}
+	t.Logf("%d windows equal in Spark and Sluice (Spark has %d more the watermark has not closed)", compared, len(fromSpark)-compared)
 }
