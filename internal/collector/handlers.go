@@ -133,7 +133,12 @@ func (c *Collector) parse(b []byte) (*event.Envelope, int, *event.Invalid) {
 		return nil, 0, nonFiniteInvalid(found, "")
 	}
 	if env, inv = event.Parse(fixed); inv != nil {
-		return nil, 0, inv // wrong for another reason too
+		// Wrong for another reason too; byte offsets count each of them
+		// as the null that replaced it.
+		for i := range inv.Errors {
+			inv.Errors[i].Message += " (reading NaN and ±Infinity as null)"
+		}
+		return nil, 0, inv
 	}
 	return env, len(found), nil
 }
