@@ -14,6 +14,20 @@ import (
 	"github.com/sluicehq/sluice/internal/sample"
 )
 
+// runScript runs a Python script of testdata and returns what it printed,
+// failing the test with its errors if it fails.
+func runScript(t *testing.T, python, script string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(python, append([]string{filepath.Join(repoDir, "cmd/sluice/testdata", script)}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, stderr.String())
+	}
+	return out
+}
+
 // TestPythonProducer runs a producer written as the seed's was (pandas
 // reads the TLC Parquet sample, json.dumps each row, requests posts it)
 // against sluice up. Python writes the sample's missing floats as NaN: the
@@ -25,15 +39,7 @@ func TestPythonProducer(t *testing.T) {
 	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
 	dir := t.TempDir()
 	p := startUp(t, dir, "--flush-interval", "300ms")
-	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/tlc_producer.py"), "http://"+p.httpAddr, src)
-	out, err := cmd.Output()
-	if err != nil {
-		msg := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			msg = string(ee.Stderr)
-		}
-		t.Fatalf("the Python producer: %v\n%s", err, msg)
-	}
+	out := runScript(t, python, "tlc_producer.py", "http://"+p.httpAddr, src)
 	var res struct {
 		Sent      int            `json:"sent"`
 		Status    map[string]int `json:"status"`
@@ -99,15 +105,7 @@ func TestPythonKafkaClient(t *testing.T) {
 			t.Fatalf("collect = %d %s", code, body)
 		}
 	}
-	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/kafka_client.py"), p.brokerAddr, "py.clients", "300", fmt.Sprint(events))
-	out, err := cmd.Output()
-	if err != nil {
-		msg := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			msg = string(ee.Stderr)
-		}
-		t.Fatalf("the Python Kafka client: %v\n%s", err, msg)
-	}
+	out := runScript(t, python, "kafka_client.py", p.brokerAddr, "py.clients", "300", fmt.Sprint(events))
 	var got map[string]any
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("client output %q: %v", out, err)
@@ -221,20 +219,8 @@ func TestSparkStructuredStreaming(t *testing.T) {
 	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := `aggregations:
-  - name: turnstile_4h
-    topic: mta-turnstile
-    format: csv
-    columns: [{name: C/A, type: string}, {name: UNIT, type: string}, {name: SCP, type: string},
-      {name: STATION, type: string}, {name: LINENAME, type: string}, {name: DIVISION, type: string},
-      {name: DATE, type: string}, {name: TIME, type: string}, {name: DESC, type: string},
-      {name: ENTRIES, type: int}, {name: EXITS, type: int}]
-    time: {fields: [DATE, TIME], layout: "MM/DD/YYYY HH:mm:ss"}
-    window: {size: 4h, delay: 1h, idle_timeout: 2s}
-    group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
-    dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
-    aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}]
-`
+	cfg := turnstile4h("window: {size: 4h, delay: 1h, idle_timeout: 2s}",
+		"aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}]")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -285,13 +271,7 @@ func TestSparkStructuredStreaming(t *testing.T) {
 	}
 
 	outFile := filepath.Join(dir, "spark.jsonl")
-	cmd := exec.Command(python, filepath.Join(repoDir, "cmd/sluice/testdata/spark_turnstile.py"), p.brokerAddr, "mta-turnstile",
-		javatest.Lib("spark-kafka"), outFile)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the Spark job: %v\n%s", err, stderr.String())
-	}
+	runScript(t, python, "spark_turnstile.py", p.brokerAddr, "mta-turnstile", javatest.Lib("spark-kafka"), outFile)
 	b, err := os.ReadFile(outFile)
 	if err != nil {
 		t.Fatal(err)

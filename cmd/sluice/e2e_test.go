@@ -1285,6 +1285,24 @@ func TestLoaderKill9ExactlyOnce(t *testing.T) {
 	}
 }
 
+// turnstile4h is a config of the seed's MTA aggregation, turnstile_4h on
+// the topic mta-turnstile, with the settings given (YAML lines of the
+// aggregation: window, aggregates, output, ...).
+func turnstile4h(settings ...string) string {
+	return `aggregations:
+  - name: turnstile_4h
+    topic: mta-turnstile
+    format: csv
+    columns: [{name: C/A, type: string}, {name: UNIT, type: string}, {name: SCP, type: string},
+      {name: STATION, type: string}, {name: LINENAME, type: string}, {name: DIVISION, type: string},
+      {name: DATE, type: string}, {name: TIME, type: string}, {name: DESC, type: string},
+      {name: ENTRIES, type: int}, {name: EXITS, type: int}]
+    time: {fields: [DATE, TIME], layout: "MM/DD/YYYY HH:mm:ss"}
+    group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
+    dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
+    ` + strings.Join(settings, "\n    ") + "\n"
+}
+
 // TestAggregatorKill9SameFiles replays the MTA week to Kafka as CSV lines,
 // as the seed's producer did, while `sluice aggregator` is killed with
 // SIGKILL at random points and restarted. The lake ends with the same
@@ -1299,22 +1317,9 @@ func TestAggregatorKill9SameFiles(t *testing.T) {
 	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := `aggregations:
-  - name: turnstile_4h
-    topic: mta-turnstile
-    format: csv
-    columns: [{name: C/A, type: string}, {name: UNIT, type: string}, {name: SCP, type: string},
-      {name: STATION, type: string}, {name: LINENAME, type: string}, {name: DIVISION, type: string},
-      {name: DATE, type: string}, {name: TIME, type: string}, {name: DESC, type: string},
-      {name: ENTRIES, type: int}, {name: EXITS, type: int}]
-    time: {fields: [DATE, TIME], layout: "MM/DD/YYYY HH:mm:ss"}
-    window: {size: 4h, delay: 1h}
-    group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
-    dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
-    aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}, {op: delta, field: EXITS, as: exits_delta}]
-    output: {format: csv.gz}
-    checkpoint_interval: 100ms
-`
+	cfg := turnstile4h("window: {size: 4h, delay: 1h}",
+		"aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}, {op: delta, field: EXITS, as: exits_delta}]",
+		"output: {format: csv.gz}", "checkpoint_interval: 100ms")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -79,22 +79,21 @@ func openCatalog(t *testing.T, url string, cc lake.CatalogConfig, s3 lake.S3Conf
 }
 
 // newS3Env starts a broker and a lake in a bucket of the in-process S3
-// server.
+// server, with the embedded catalog.
 func newS3Env(t *testing.T) *env {
-	t.Helper()
-	endpoint, bucket := s3test.Bucket(t)
-	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
-		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
-	url := "s3://" + bucket + "/lake"
-	store, err := lake.NewS3(url, s3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newEnvOn(t, store, openCatalog(t, url, lake.CatalogConfig{URI: filepath.Join(t.TempDir(), "catalog.db")}, s3))
+	return newS3EnvWith(t, func(string) lake.CatalogConfig {
+		return lake.CatalogConfig{URI: filepath.Join(t.TempDir(), "catalog.db")}
+	})
 }
 
 // newRESTEnv is newS3Env with the tables in a real Iceberg REST catalog.
 func newRESTEnv(t *testing.T) *env {
+	return newS3EnvWith(t, func(endpoint string) lake.CatalogConfig { return catalogtest.REST(t, endpoint) })
+}
+
+// newS3EnvWith is newS3Env with the catalog that catalog gives for the S3
+// server at endpoint.
+func newS3EnvWith(t *testing.T, catalog func(endpoint string) lake.CatalogConfig) *env {
 	t.Helper()
 	endpoint, bucket := s3test.Bucket(t)
 	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
@@ -104,7 +103,7 @@ func newRESTEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, store, openCatalog(t, url, catalogtest.REST(t, endpoint), s3))
+	return newEnvOn(t, store, openCatalog(t, url, catalog(endpoint), s3))
 }
 
 func newEnvOn(t *testing.T, store lake.Storage, cat *lake.Catalog) *env {
@@ -346,16 +345,11 @@ func crashAt(t *testing.T, e *env, point string) {
 // same database, as after a crash) it commits the rest, every record
 // exactly once.
 func TestCatalogOutage(t *testing.T) {
-	endpoint, bucket := s3test.Bucket(t)
-	srv := catalogtest.Start(t, endpoint)
-	s3 := lake.S3Config{Endpoint: endpoint, Region: s3test.Region,
-		PathStyle: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
-	url := "s3://" + bucket + "/lake"
-	store, err := lake.NewS3(url, s3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnvOn(t, store, openCatalog(t, url, srv.Config(t), s3))
+	var srv *catalogtest.Server
+	e := newS3EnvWith(t, func(endpoint string) lake.CatalogConfig {
+		srv = catalogtest.Start(t, endpoint)
+		return srv.Config(t)
+	})
 	ids := e.produce(200)
 	r, _ := e.loader(nil)
 	stop := run(t, r)
