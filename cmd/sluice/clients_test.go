@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/javatest"
-	"github.com/sluicehq/sluice/internal/sample"
 )
 
 // runScript runs a Python script of testdata and returns what it printed,
@@ -26,6 +25,16 @@ func runScript(t *testing.T, python, script string, args ...string) []byte {
 		t.Fatalf("%s: %v\n%s", script, err, stderr.String())
 	}
 	return out
+}
+
+// postPageViews posts n page_view events, one request each.
+func postPageViews(t *testing.T, addr string, n int) {
+	t.Helper()
+	for i := range n {
+		if code, body := postEvent(t, addr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i)); code != 200 {
+			t.Fatalf("collect = %d %s", code, body)
+		}
+	}
 }
 
 // TestPythonProducer runs a producer written as the seed's was (pandas
@@ -57,37 +66,7 @@ func TestPythonProducer(t *testing.T) {
 			res.Sent, res.Status, res.NonFinite, res.Errors)
 	}
 
-	numeric := []string{"VendorID", "passenger_count", "trip_distance", "RatecodeID", "PULocationID", "DOLocationID",
-		"payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge",
-		"total_amount", "congestion_surcharge", "Airport_fee", "cbd_congestion_fee"}
-	aggs := []string{"count(*) AS rows", "count(store_and_fwd_flag) AS n_flag"}
-	for _, c := range numeric {
-		aggs = append(aggs, fmt.Sprintf(`round(sum("%s"), 6) AS "sum_%s", count("%s") AS "n_%s"`, c, c, c, c))
-	}
-	aggs = append(aggs, "min(tpep_pickup_datetime::TIMESTAMP) AS first_pickup", "max(tpep_dropoff_datetime::TIMESTAMP) AS last_dropoff")
-	sel := "SELECT " + strings.Join(aggs, ", ")
-	query := func(from string) string {
-		out, code := sluice(t, "query", "--data-dir", dir, "--format", "json", sel+" FROM "+from)
-		if code != 0 {
-			return ""
-		}
-		return strings.TrimSpace(out)
-	}
-	want := query("read_parquet('" + src + "')")
-	if !strings.Contains(want, `"rows":5000`) || !strings.Contains(want, `"n_passenger_count":3875`) {
-		t.Fatalf("oracle query of the source: %q", want)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got := query("yellow_taxi_trip_records")
-		if got == want {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lake and source differ:\n lake: %s\n file: %s", got, want)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	lakeEqualsTLC(t, dir, src, "yellow_taxi_trip_records")
 }
 
 // TestPythonKafkaClient runs librdkafka's Python client (confluent-kafka
@@ -100,11 +79,7 @@ func TestPythonKafkaClient(t *testing.T) {
 	dir := t.TempDir()
 	p := startUp(t, dir)
 	const events = 50
-	for i := range events {
-		if code, body := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i)); code != 200 {
-			t.Fatalf("collect = %d %s", code, body)
-		}
-	}
+	postPageViews(t, p.httpAddr, events)
 	out := runScript(t, python, "kafka_client.py", p.brokerAddr, "py.clients", "300", fmt.Sprint(events))
 	var got map[string]any
 	if err := json.Unmarshal(out, &got); err != nil {
@@ -142,11 +117,7 @@ func TestJavaKafkaClient(t *testing.T) {
 	dir := t.TempDir()
 	p := startUp(t, dir)
 	const events = 30
-	for i := range events {
-		if code, body := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i)); code != 200 {
-			t.Fatalf("collect = %d %s", code, body)
-		}
-	}
+	postPageViews(t, p.httpAddr, events)
 	java := func(class string, args ...string) string {
 		t.Helper()
 		cmd := javatest.Command("kafka-java", class, args...)
@@ -211,19 +182,8 @@ func TestSparkStructuredStreaming(t *testing.T) {
 		javatest.Need(t, "spark-kafka", err)
 	}
 	dir := t.TempDir()
-	mta, err := sample.TurnstilesInTimeOrder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mtaPath, cfgPath := filepath.Join(dir, "mta.csv"), filepath.Join(dir, "agg.yml")
-	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := turnstile4h("window: {size: 4h, delay: 1h, idle_timeout: 2s}",
+	mtaPath, cfgPath := turnstileFiles(t, dir, "window: {size: 4h, delay: 1h, idle_timeout: 2s}",
 		"aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}]")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p := startUp(t, dir, "--config", cfgPath)
 	if out, code := sluice(t, "replay", "--to", "kafka", "--brokers", p.brokerAddr, "--topic", "mta-turnstile",
 		"--preset", "mta-turnstile", "--format", "csv", mtaPath); code != 0 {

@@ -7,6 +7,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -702,6 +703,28 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 		t.Errorf("failed-out after a clean replay: %q (%v)", b, err)
 	}
 
+	lakeEqualsTLC(t, dir, src, "yellow_taxi_trip")
+	// Types: whole-valued double columns stay doubles, integers stay integers.
+	out, _ = sluice(t, "query", "--data-dir", dir, "--format", "csv",
+		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag', 'tpep_pickup_datetime') ORDER BY 1`)
+	// A table the lake does not have: what it has, not DuckDB's guess.
+	cmd := exec.Command(binary, "query", "--data-dir", dir, "SELECT * FROM yellow_taxi_trips")
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "no table yellow_taxi_trips in the lake at") ||
+		!strings.Contains(string(msg), "which has tables yellow_taxi_trip") {
+		t.Errorf("query of a missing table = %v:\n%s", err, msg)
+	}
+	// The bundled yellow_taxi_trip schema makes the pickup time a timestamp.
+	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\ntpep_pickup_datetime,TIMESTAMP WITH TIME ZONE\n"; out != want {
+		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// lakeEqualsTLC waits until the lake table holds what the TLC Parquet file
+// src holds, by DuckDB's reading of both: row count, the sum and non-null
+// count of every numeric column, and the pickup and drop-off ranges.
+func lakeEqualsTLC(t *testing.T, dir, src, table string) {
+	t.Helper()
 	numeric := []string{"VendorID", "passenger_count", "trip_distance", "RatecodeID", "PULocationID", "DOLocationID",
 		"payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge",
 		"total_amount", "congestion_surcharge", "Airport_fee", "cbd_congestion_fee"}
@@ -720,33 +743,19 @@ func TestTLCParquetRoundTrip(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 	want := query("read_parquet('" + src + "')")
-	if want == "" || !strings.Contains(want, `"rows":5000`) {
-		t.Fatalf("oracle query of the source failed: %q", want)
+	if !strings.Contains(want, `"rows":5000`) || !strings.Contains(want, `"n_passenger_count":3875`) {
+		t.Fatalf("oracle query of the source: %q", want)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	var got string
 	for {
-		if got = query("yellow_taxi_trip"); got == want {
-			break
+		got := query(table)
+		if got == want {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("lake and source differ:\n lake: %s\n file: %s", got, want)
 		}
 		time.Sleep(300 * time.Millisecond)
-	}
-	// Types: whole-valued double columns stay doubles, integers stay integers.
-	out, _ = sluice(t, "query", "--data-dir", dir, "--format", "csv",
-		`SELECT column_name, column_type FROM (DESCRIBE yellow_taxi_trip) WHERE column_name IN ('passenger_count', 'VendorID', 'total_amount', 'store_and_fwd_flag', 'tpep_pickup_datetime') ORDER BY 1`)
-	// A table the lake does not have: what it has, not DuckDB's guess.
-	cmd := exec.Command(binary, "query", "--data-dir", dir, "SELECT * FROM yellow_taxi_trips")
-	msg, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(msg), "no table yellow_taxi_trips in the lake at") ||
-		!strings.Contains(string(msg), "which has tables yellow_taxi_trip") {
-		t.Errorf("query of a missing table = %v:\n%s", err, msg)
-	}
-	// The bundled yellow_taxi_trip schema makes the pickup time a timestamp.
-	if want := "column_name,column_type\nVendorID,BIGINT\npassenger_count,DOUBLE\nstore_and_fwd_flag,VARCHAR\ntotal_amount,DOUBLE\ntpep_pickup_datetime,TIMESTAMP WITH TIME ZONE\n"; out != want {
-		t.Errorf("lake column types:\n%s\nwant:\n%s", out, want)
 	}
 }
 
@@ -1285,11 +1294,18 @@ func TestLoaderKill9ExactlyOnce(t *testing.T) {
 	}
 }
 
-// turnstile4h is a config of the seed's MTA aggregation, turnstile_4h on
-// the topic mta-turnstile, with the settings given (YAML lines of the
-// aggregation: window, aggregates, output, ...).
-func turnstile4h(settings ...string) string {
-	return `aggregations:
+// turnstileFiles writes the bundled MTA week in time order, and a config
+// of the seed's aggregation of it, turnstile_4h on the topic
+// mta-turnstile, with the settings given (YAML lines of the aggregation:
+// window, aggregates, output, ...); it returns both paths.
+func turnstileFiles(t *testing.T, dir string, settings ...string) (mtaPath, cfgPath string) {
+	t.Helper()
+	mta, err := sample.TurnstilesInTimeOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtaPath, cfgPath = filepath.Join(dir, "mta.csv"), filepath.Join(dir, "agg.yml")
+	cfg := `aggregations:
   - name: turnstile_4h
     topic: mta-turnstile
     format: csv
@@ -1301,6 +1317,10 @@ func turnstile4h(settings ...string) string {
     group_by: [C/A, UNIT, SCP, STATION, LINENAME, DIVISION, DATE, DESC]
     dedupe: [C/A, UNIT, SCP, STATION, DATE, TIME]
     ` + strings.Join(settings, "\n    ") + "\n"
+	if err := errors.Join(os.WriteFile(mtaPath, mta, 0o644), os.WriteFile(cfgPath, []byte(cfg), 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	return mtaPath, cfgPath
 }
 
 // TestAggregatorKill9SameFiles replays the MTA week to Kafka as CSV lines,
@@ -1309,20 +1329,9 @@ func turnstile4h(settings ...string) string {
 // files, with the same bytes once unzipped, as an uninterrupted run's.
 func TestAggregatorKill9SameFiles(t *testing.T) {
 	dir := t.TempDir()
-	mta, err := sample.TurnstilesInTimeOrder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mtaPath, cfgPath := filepath.Join(dir, "mta.csv"), filepath.Join(dir, "agg.yml")
-	if err := os.WriteFile(mtaPath, mta, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := turnstile4h("window: {size: 4h, delay: 1h}",
+	mtaPath, cfgPath := turnstileFiles(t, dir, "window: {size: 4h, delay: 1h}",
 		"aggregates: [{op: count, as: readings}, {op: sum, field: ENTRIES, as: entries}, {op: delta, field: EXITS, as: exits_delta}]",
 		"output: {format: csv.gz}", "checkpoint_interval: 100ms")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	seed := time.Now().UnixNano()
 	t.Logf("kill points from seed %d", seed)
 	rng := mrand.New(mrand.NewPCG(uint64(seed), 0))
