@@ -45,6 +45,7 @@ test-deps:
 	testenv/fetch iceberg-rest
 	testenv/fetch kafka-java
 	testenv/fetch spark-kafka
+	testenv/fetch kafka
 	$(GO) mod download
 
 vet:

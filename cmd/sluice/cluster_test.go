@@ -1,0 +1,97 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+)
+
+// TestUpAgainstKafkaCluster runs sluice up against a real Apache Kafka
+// cluster (3 KRaft brokers, replication factor 3, min.insync.replicas 2)
+// instead of its embedded broker, and kills one broker with SIGKILL while
+// events are posted, then brings it back. Every event the collector
+// acknowledged is in the lake exactly once, and a client sees no error
+// other than 503 with Retry-After.
+func TestUpAgainstKafkaCluster(t *testing.T) {
+	cluster := kafkatest.Start(t)
+	dir := t.TempDir()
+	p := startUp(t, dir, "--brokers", strings.Join(cluster.Brokers(), ","), "--flush-interval", "500ms")
+
+	var (
+		mu          sync.Mutex
+		acked       = map[string]bool{}
+		unavailable int
+	)
+	post := func(from, n int) {
+		t.Helper()
+		for i := from; i < from+n; i++ {
+			body := fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","event_id":"e%d","payload":{"n":%d}}`, i, i)
+			resp, err := http.Post("http://"+p.httpAddr+"/api/v1/collect", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			switch {
+			case resp.StatusCode == 200:
+				var r struct {
+					RootID string `json:"root_id"`
+				}
+				json.Unmarshal(b, &r)
+				acked[r.RootID] = true
+			case resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "":
+				unavailable++
+			default:
+				t.Errorf("answer %d: %s", resp.StatusCode, b)
+			}
+			mu.Unlock()
+		}
+	}
+	post(0, 200)
+	cluster.Kill(1)
+	post(200, 200) // two of three replicas: still min.insync.replicas
+	cluster.Restart(1)
+	post(400, 200)
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, code := sluice(t, "query", "--data-dir", dir, "--format", "csv", "SELECT root_id FROM page_view")
+		inLake := map[string]int{}
+		if code == 0 {
+			for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+				inLake[id]++
+			}
+		}
+		var missing, twice, unconfirmed int
+		for id := range acked {
+			if inLake[id] == 0 {
+				missing++
+			}
+		}
+		for id, n := range inLake {
+			if n > 1 {
+				twice++
+			}
+			if !acked[id] {
+				unconfirmed++
+			}
+		}
+		if missing == 0 && twice == 0 && unconfirmed <= unavailable {
+			t.Logf("%d events acknowledged (%d answered 503), each in the lake once", len(acked), unavailable)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d twice and %d not acknowledged (%d answered 503)",
+				missing, len(acked), twice, unconfirmed, unavailable)
+		}
+		time.Sleep(time.Second)
+	}
+}
