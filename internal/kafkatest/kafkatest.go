@@ -93,7 +93,9 @@ func Start(t testing.TB) *Cluster {
 	return c
 }
 
-func (c *Cluster) config(n int) string { return filepath.Join(c.dir, fmt.Sprint(n+1), "server.properties") }
+func (c *Cluster) config(n int) string {
+	return filepath.Join(c.dir, fmt.Sprint(n+1), "server.properties")
+}
 
 // Brokers are the nodes' client addresses.
 func (c *Cluster) Brokers() []string { return c.addrs }
