@@ -16,9 +16,10 @@ import (
 // TestUpAgainstKafkaCluster runs sluice up against a real Apache Kafka
 // cluster (3 KRaft brokers, replication factor 3, min.insync.replicas 2)
 // instead of its embedded broker, and kills one broker with SIGKILL while
-// events are posted, then brings it back. Every event the collector
-// acknowledged is in the lake exactly once, and a client sees no error
-// other than 503 with Retry-After.
+// events are posted, then brings it back; then two, below
+// min.insync.replicas, where nothing may be acknowledged. Every event the
+// collector acknowledged is in the lake exactly once, and a client sees no
+// error other than 503 with Retry-After.
 func TestUpAgainstKafkaCluster(t *testing.T) {
 	cluster := kafkatest.Start(t)
 	dir := t.TempDir()
@@ -60,6 +61,19 @@ func TestUpAgainstKafkaCluster(t *testing.T) {
 	post(200, 200) // two of three replicas: still min.insync.replicas
 	cluster.Restart(1)
 	post(400, 200)
+
+	// One replica of three is below min.insync.replicas: Kafka refuses
+	// the writes, and the collector must not acknowledge any.
+	cluster.Kill(1)
+	cluster.Kill(2)
+	before := len(acked)
+	post(600, 4)
+	if len(acked) != before {
+		t.Errorf("%d events acknowledged with one broker of three", len(acked)-before)
+	}
+	cluster.Restart(1)
+	cluster.Restart(2)
+	post(604, 100)
 
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
