@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/javatest"
+	"github.com/sluicehq/sluice/internal/kafkatest"
 )
 
 // runScript runs a Python script of testdata and returns what it printed,
@@ -76,11 +77,23 @@ func TestPythonProducer(t *testing.T) {
 // transactional sluice.enriched.
 func TestPythonKafkaClient(t *testing.T) {
 	python := testPython(t)
-	dir := t.TempDir()
-	p := startUp(t, dir)
+	t.Run("embedded", func(t *testing.T) {
+		p := startUp(t, t.TempDir())
+		pythonClientChecks(t, python, p, p.brokerAddr)
+	})
+	// The same checks against Apache Kafka itself.
+	t.Run("kafka", func(t *testing.T) {
+		brokers := strings.Join(kafkatest.Start(t).Brokers(), ",")
+		pythonClientChecks(t, python, startUp(t, t.TempDir(), "--brokers", brokers), brokers)
+	})
+}
+
+// pythonClientChecks runs kafka_client.py against brokers, which the
+// sluice up of p uses.
+func pythonClientChecks(t *testing.T, python string, p *proc, brokers string) {
 	const events = 50
 	postPageViews(t, p.httpAddr, events)
-	out := runScript(t, python, "kafka_client.py", p.brokerAddr, "py.clients", "300", fmt.Sprint(events))
+	out := runScript(t, python, "kafka_client.py", brokers, "py.clients", "300", fmt.Sprint(events))
 	var got map[string]any
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("client output %q: %v", out, err)
@@ -114,8 +127,22 @@ func TestJavaKafkaClient(t *testing.T) {
 	if err := javatest.Check("kafka-java"); err != nil {
 		javatest.Need(t, "kafka-java", err)
 	}
-	dir := t.TempDir()
-	p := startUp(t, dir)
+	t.Run("embedded", func(t *testing.T) {
+		p := startUp(t, t.TempDir())
+		javaClientChecks(t, p, p.brokerAddr)
+	})
+	// The same checks against Apache Kafka itself: what the embedded
+	// broker answers is what Kafka answers.
+	t.Run("kafka", func(t *testing.T) {
+		cluster := kafkatest.Start(t)
+		brokers := strings.Join(cluster.Brokers(), ",")
+		javaClientChecks(t, startUp(t, t.TempDir(), "--brokers", brokers), brokers)
+	})
+}
+
+// javaClientChecks runs KafkaClientCheck.java and Kafka's tools against
+// brokers, which the sluice up of p uses.
+func javaClientChecks(t *testing.T, p *proc, brokers string) {
 	const events = 30
 	postPageViews(t, p.httpAddr, events)
 	java := func(class string, args ...string) string {
@@ -131,7 +158,7 @@ func TestJavaKafkaClient(t *testing.T) {
 		return string(out)
 	}
 
-	out := java("KafkaClientCheck.java", p.brokerAddr, "java.clients")
+	out := java("KafkaClientCheck.java", brokers, "java.clients")
 	var got map[string]any
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("KafkaClientCheck output %q: %v", out, err)
@@ -152,17 +179,17 @@ func TestJavaKafkaClient(t *testing.T) {
 	}
 
 	// The command-line tools, on Sluice's own topics.
-	lines := strings.Split(strings.TrimSpace(java("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", p.brokerAddr,
+	lines := strings.Split(strings.TrimSpace(java("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", brokers,
 		"--topic", "sluice.enriched", "--from-beginning", "--isolation-level", "read_committed",
 		"--max-messages", fmt.Sprint(events), "--timeout-ms", "30000", "--group", "java-console")), "\n")
 	if len(lines) != events || !strings.Contains(lines[0], `"root_id"`) {
 		t.Errorf("kafka-console-consumer read %d events of sluice.enriched, want %d:\n%s", len(lines), events, strings.Join(lines, "\n"))
 	}
-	groups := java("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", p.brokerAddr, "--describe", "--group", "java-console")
+	groups := java("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", brokers, "--describe", "--group", "java-console")
 	if !strings.Contains(groups, "sluice.enriched") {
 		t.Errorf("kafka-consumer-groups --describe:\n%s", groups)
 	}
-	topics := java("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", p.brokerAddr, "--list")
+	topics := java("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", brokers, "--list")
 	for _, n := range []string{"java.clients", "sluice.dlq", "sluice.enriched", "sluice.raw"} {
 		if !strings.Contains(topics, n) {
 			t.Errorf("kafka-topics --list lacks %s:\n%s", n, topics)

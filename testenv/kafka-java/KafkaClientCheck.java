@@ -13,6 +13,7 @@ import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.TreeSet;
 import java.util.stream.Collectors;
@@ -40,7 +41,8 @@ public class KafkaClientCheck {
     base.put("bootstrap.servers", bootstrap);
 
     try (Admin admin = Admin.create(base)) {
-      admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get();
+      // The cluster's default replication factor: 1 on one broker, 3 on three.
+      admin.createTopics(List.of(new NewTopic(topic, Optional.of(3), Optional.empty()))).all().get();
       out.put("partitions", admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size());
       out.put("topics", new TreeSet<>(admin.listTopics().names().get()));
     }

@@ -18,9 +18,8 @@ bootstrap, topic, n, expect_enriched = sys.argv[1], sys.argv[2], int(sys.argv[3]
 out = {}
 
 admin = AdminClient({"bootstrap.servers": bootstrap})
-futures = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+futures = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=-1)])  # the cluster default
 futures[topic].result(timeout=30)
-out["topics"] = sorted(t for t in admin.list_topics(timeout=10).topics if not t.startswith("__"))
 
 delivered, failed = [], []
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
@@ -69,4 +68,6 @@ out["raw"] = len(raw)
 out["raw_root_ids"] = sum(1 for m in raw if json.loads(m.value()).get("root_id"))
 enriched, _ = consume("py-enriched", ["sluice.enriched"], expect_enriched)
 out["enriched"] = len(enriched)
+# Listed last: Kafka's metadata shows a new topic a moment after it is made.
+out["topics"] = sorted(t for t in admin.list_topics(timeout=10).topics if not t.startswith("__"))
 json.dump(out, sys.stdout)
