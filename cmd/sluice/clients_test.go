@@ -148,7 +148,6 @@ func javaClientChecks(t *testing.T, p *proc, brokers string) {
 	java := func(class string, args ...string) string {
 		t.Helper()
 		cmd := javatest.Command("kafka-java", class, args...)
-		cmd.Args = append(cmd.Args[:1], append([]string{"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"}, cmd.Args[1:]...)...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

@@ -75,37 +75,5 @@ func TestUpAgainstKafkaCluster(t *testing.T) {
 	cluster.Restart(2)
 	post(604, 100)
 
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, code := sluice(t, "query", "--data-dir", dir, "--format", "csv", "SELECT root_id FROM page_view")
-		inLake := map[string]int{}
-		if code == 0 {
-			for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
-				inLake[id]++
-			}
-		}
-		var missing, twice, unconfirmed int
-		for id := range acked {
-			if inLake[id] == 0 {
-				missing++
-			}
-		}
-		for id, n := range inLake {
-			if n > 1 {
-				twice++
-			}
-			if !acked[id] {
-				unconfirmed++
-			}
-		}
-		if missing == 0 && twice == 0 && unconfirmed <= unavailable {
-			t.Logf("%d events acknowledged (%d answered 503), each in the lake once", len(acked), unavailable)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d twice and %d not acknowledged (%d answered 503)",
-				missing, len(acked), twice, unconfirmed, unavailable)
-		}
-		time.Sleep(time.Second)
-	}
+	ackedOnce(t, dir, acked, unavailable, 2*time.Minute)
 }

@@ -105,6 +105,48 @@ func TestStartupFailures(t *testing.T) {
 	})
 }
 
+// ackedOnce waits until the page_view table of the lake in dataDir holds
+// every acknowledged event once. An event answered 503 was not confirmed,
+// but Kafka may still have stored it (the answer says "not confirmed", not
+// "not stored"): the lake may hold up to unavailable of those, each once
+// too.
+func ackedOnce(t *testing.T, dataDir string, acked map[string]bool, unavailable int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, code := sluice(t, "query", "--data-dir", dataDir, "--format", "csv", "SELECT root_id FROM page_view")
+		inLake := map[string]int{}
+		if code == 0 {
+			for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+				inLake[id]++
+			}
+		}
+		var missing, twice, unconfirmed int
+		for id := range acked {
+			if inLake[id] == 0 {
+				missing++
+			}
+		}
+		for id, n := range inLake {
+			if n > 1 {
+				twice++
+			}
+			if !acked[id] {
+				unconfirmed++
+			}
+		}
+		if code == 0 && missing == 0 && twice == 0 && unconfirmed <= unavailable {
+			t.Logf("the lake holds the %d acknowledged events once, and %d of the %d answered 503", len(acked), unconfirmed, unavailable)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d events twice and %d not acknowledged (%d answered 503)",
+				missing, len(acked), twice, unconfirmed, unavailable)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
 // TestDiskFullStaysUp runs sluice up on a 40 MB file system and sends
 // events until it fills: the collector answers 503 with Retry-After,
 // /readyz says why, nothing exits; when space comes back everything
@@ -198,41 +240,7 @@ func TestDiskFullStaysUp(t *testing.T) {
 	}
 	more := len(acked) + 200
 	send(func() bool { return len(acked) >= more || t.Failed() })
-	// An event answered 503 was not confirmed, but Kafka may still have
-	// stored it (the answer says "not confirmed", not "not stored"): the
-	// lake holds every acknowledged event once, and may hold some of
-	// those, each once too.
-	deadline = time.Now().Add(time.Minute)
-	for {
-		out, code := sluice(t, "query", "--data-dir", filepath.Join(mnt, "data"), "--format", "csv", "SELECT root_id FROM page_view")
-		inLake := map[string]int{}
-		for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
-			inLake[id]++
-		}
-		var missing, twice, unconfirmed int
-		for id := range acked {
-			if inLake[id] == 0 {
-				missing++
-			}
-		}
-		for id, n := range inLake {
-			if n > 1 {
-				twice++
-			}
-			if !acked[id] {
-				unconfirmed++
-			}
-		}
-		if code == 0 && missing == 0 && twice == 0 && unconfirmed <= unavailable {
-			t.Logf("the lake holds the %d acknowledged events once, and %d answered 503", len(acked), unconfirmed)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d events twice and %d not acknowledged (%d answered 503)",
-				missing, len(acked), twice, unconfirmed, unavailable)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	ackedOnce(t, filepath.Join(mnt, "data"), acked, unavailable, time.Minute)
 	resp, err = http.Get("http://" + p.httpAddr + "/readyz")
 	if err != nil {
 		t.Fatal(err)

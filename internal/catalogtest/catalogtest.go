@@ -49,7 +49,6 @@ func launch(dir, port, s3Endpoint string) (*Server, error) {
 		port, filepath.Join(dir, "catalog.db"), "s3://warehouse/",
 		"s3.endpoint="+s3Endpoint, "s3.path-style-access=true", "client.region="+s3test.Region,
 		"s3.access-key-id="+s3test.AccessKey, "s3.secret-access-key="+s3test.SecretKey)
-	cmd.Args = append(cmd.Args[:1], append([]string{"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"}, cmd.Args[1:]...)...)
 	// The server lives as long as the test process, and no longer; it
 	// removes its database when it stops on a signal other than KILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

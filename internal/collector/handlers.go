@@ -237,41 +237,27 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 		elem *event.Element // array elements come validated and split
 	}
 	var items []item
-	// An array that parses only with null for its NaN and ±Infinity: what
-	// each element held, by index, and the body as sent.
+	// What each element of an array held of NaN and ±Infinity, by index.
 	var arrayNonFinite map[int][]event.NonFinite
 	if ndjson {
 		for _, l := range event.SplitLines(body) {
 			items = append(items, item{data: l.Data, line: l.Number})
 		}
 	} else {
-		elems, inv := event.SplitArray(body)
-		if inv != nil && inv.Reason == event.ReasonInvalidJSON {
-			if fixed, found := event.ReplaceNonFinite(body); len(found) > 0 {
-				if fixedElems, fixedInv := event.SplitArray(fixed); fixedInv == nil {
-					elems, inv = fixedElems, nil
-					arrayNonFinite = byElement(found)
-					items = make([]item, len(elems))
-					for i, e := range elems {
-						items[i] = item{data: e.Bytes(), elem: &elems[i]}
-						if nf := arrayNonFinite[i]; len(nf) > 0 && c.cfg.NonFinite == NonFiniteReject {
-							// The dead letter keeps the element as sent.
-							start, end := event.Original(found, e.Offset(), e.Offset()+len(e.Bytes()))
-							items[i].data = body[start:end]
-						}
-					}
-				}
-			}
-		}
+		elems, found, inv := splitArray(body)
 		if inv != nil {
 			// The batch as a whole is unreadable: it is one failed event.
 			c.reject(w, r, t, inv, body, now, "the body")
 			return
 		}
-		if items == nil {
-			items = make([]item, len(elems))
-			for i, e := range elems {
-				items[i] = item{data: e.Bytes(), elem: &elems[i]}
+		arrayNonFinite = byElement(found)
+		items = make([]item, len(elems))
+		for i, e := range elems {
+			items[i] = item{data: e.Bytes(), elem: &elems[i]}
+			if len(arrayNonFinite[i]) > 0 && c.cfg.NonFinite == NonFiniteReject {
+				// The dead letter keeps the element as sent.
+				start, end := event.Original(found, e.Offset(), e.Offset()+len(e.Bytes()))
+				items[i].data = body[start:end]
 			}
 		}
 	}
@@ -342,9 +328,31 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 	writeBatchResult(w, rb.rootIDs, errs, nonFinite)
 }
 
+// splitArray splits an array batch. When NaN and ±Infinity are all that
+// stop it, the elements are those of the body with null in their place,
+// and found says where they were in the body.
+func splitArray(body []byte) (elems []event.Element, found []event.NonFinite, inv *event.Invalid) {
+	elems, inv = event.SplitArray(body)
+	if inv == nil || inv.Reason != event.ReasonInvalidJSON {
+		return elems, nil, inv
+	}
+	fixed, found := event.ReplaceNonFinite(body)
+	if len(found) == 0 {
+		return nil, nil, inv
+	}
+	fixedElems, fixedInv := event.SplitArray(fixed)
+	if fixedInv != nil {
+		return nil, nil, inv
+	}
+	return fixedElems, found, nil
+}
+
 // byElement groups what ReplaceNonFinite found in an array by element
-// index, the first step of each path.
+// index, the first step of each path; nil for nothing found.
 func byElement(found []event.NonFinite) map[int][]event.NonFinite {
+	if len(found) == 0 {
+		return nil
+	}
 	out := map[int][]event.NonFinite{}
 	for _, f := range found {
 		first, _, _ := strings.Cut(strings.TrimPrefix(f.Path, "/"), "/")

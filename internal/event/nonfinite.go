@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 )
@@ -103,7 +104,7 @@ func ReplaceNonFinite(b []byte) (out []byte, found []NonFinite) {
 		default:
 			tok := ""
 			for _, t := range nonFiniteTokens {
-				if strings.HasPrefix(string(b[i:min(i+len(t), len(b))]), t) && !identByte(b, i+len(t)) && !identBefore(b, i) {
+				if bytes.HasPrefix(b[i:], []byte(t)) && !identByte(b, i+len(t)) && !identBefore(b, i) {
 					tok = t
 					break
 				}

@@ -55,10 +55,12 @@ func Need(t testing.TB, name string, err error) {
 }
 
 // Command runs class (a main class of the jars, or a .java file of
-// testenv/NAME) with args, its jars on the class path.
+// testenv/NAME) with args, its jars on the class path. Programs that log
+// through slf4j-simple log warnings and errors only.
 func Command(name, class string, args ...string) *exec.Cmd {
 	if filepath.Ext(class) == ".java" {
 		class = filepath.Join(Dir(name), class)
 	}
-	return exec.Command("java", append([]string{"-Xmx512m", "-cp", filepath.Join(Lib(name), "*"), class}, args...)...)
+	return exec.Command("java", append([]string{"-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"-cp", filepath.Join(Lib(name), "*"), class}, args...)...)
 }

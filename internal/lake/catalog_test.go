@@ -269,3 +269,12 @@ func TestOrphans(t *testing.T) {
 		})
 	}
 }
+
+// TestRESTCatalogNeedsS3 refuses a REST catalog for a lake on local disk,
+// where the catalog could not write the tables' metadata, and says why.
+func TestRESTCatalogNeedsS3(t *testing.T) {
+	_, err := lake.OpenCatalog(t.Context(), t.TempDir(), lake.CatalogConfig{URI: "http://127.0.0.1:1"}, lake.S3Config{})
+	if err == nil || !strings.Contains(err.Error(), "a REST catalog needs a lake on S3") {
+		t.Errorf("OpenCatalog of a REST catalog for a local lake = %v", err)
+	}
+}
