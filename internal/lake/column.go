@@ -143,26 +143,40 @@ type cells struct {
 
 // next returns the next row's cell.
 func (it *cells) next() row.Cell {
+	return it.cell(it.raw())
+}
+
+// raw returns the next row's cell as its kind, its value bits and, for
+// text, its bytes.
+func (it *cells) raw() (row.Kind, uint64, []byte) {
 	r := it.r
 	it.r++
 	if r >= it.c.n {
-		return row.Cell{}
+		return row.KindNull, 0, nil
 	}
 	bl := it.c.blocks[r/blockRows]
-	v := bl.vals[r%blockRows]
-	switch k := bl.kinds[r%blockRows]; k {
+	k, v := bl.kinds[r%blockRows], bl.vals[r%blockRows]
+	if k != row.KindString && k != row.KindJSON {
+		return k, v, nil
+	}
+	chunk, end := v>>32, v&(1<<32-1)
+	if chunk != it.chunk {
+		it.chunk, it.off = chunk, 0
+	}
+	start := it.off
+	it.off = end
+	return k, v, it.c.text[chunk][start:end]
+}
+
+// cell makes a cell of what raw returned.
+func (*cells) cell(k row.Kind, v uint64, b []byte) row.Cell {
+	switch k {
 	case row.KindNull:
 		return row.Cell{}
 	case row.KindFloat:
 		return row.Cell{Kind: k, F: math.Float64frombits(v)}
 	case row.KindString, row.KindJSON:
-		chunk, end := v>>32, v&(1<<32-1)
-		if chunk != it.chunk {
-			it.chunk, it.off = chunk, 0
-		}
-		start := it.off
-		it.off = end
-		return row.Cell{Kind: k, B: it.c.text[chunk][start:end]}
+		return row.Cell{Kind: k, B: b}
 	default:
 		return row.Cell{Kind: k, I: int64(v)}
 	}

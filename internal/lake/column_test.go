@@ -1,7 +1,10 @@
 package lake
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -98,4 +101,35 @@ func BenchmarkBufferAppend(b *testing.B) {
 		}
 	}
 	b.SetBytes(int64(len(ev)))
+}
+
+// BenchmarkWriteDataFile writes 100,000 TLC trips, as the loader buffers
+// them, as a data file: the loader's flush, without the catalog.
+func BenchmarkWriteDataFile(b *testing.B) {
+	data, err := os.ReadFile("../../cmd/sluicebench/testdata/tlc_yellow_2025-01_first500.ndjson")
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	buf := NewBuffer()
+	var rw row.Rower
+	var fields []row.Field
+	for i := range 100_000 {
+		if fields, err = rw.Row(lines[i%len(lines)], fields[:0]); err != nil {
+			b.Fatal(err)
+		}
+		buf.Append(fields)
+	}
+	var cols []FileColumn
+	for i, c := range buf.Columns() {
+		cols = append(cols, FileColumn{Name: c.Name, ID: i + 1, Kind: c.Cell.Kind})
+	}
+	var df DataFile
+	for b.Loop() {
+		if df, err = buf.WriteDataFile(io.Discard, cols, len(cols)+1, 20089); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Rows())*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(df.Bytes), "file-bytes")
 }

@@ -134,14 +134,11 @@ type Lake struct {
 	metrics  *metrics
 	now      func() time.Time
 
-	// rower, fields and names are scratch space of the runner's goroutine,
-	// which alone calls Add, reused for every record.
-	rower  row.Rower
+	// parser, fields and shape are scratch space of the runner's
+	// goroutine, which alone calls Add, reused for every record.
+	parser parser
 	fields []row.Field
-	names  names
-	// schemaKey is the last row's schema, kept to spare its strings.
-	schemaKey schema.Key
-	shape     shape
+	shape  shape
 
 	mu   sync.Mutex
 	rows map[string]int64 // written, by table, for the status API
@@ -172,7 +169,10 @@ type shape struct {
 	kinds   []row.Kind
 }
 
-var _ sink.Sink = (*Lake)(nil)
+var (
+	_ sink.Sink    = (*Lake)(nil)
+	_ sink.Decoder = (*Lake)(nil)
+)
 
 // New builds the lake sink over store and its catalog; records of
 // dlqTopic land in dead_letter.
@@ -187,8 +187,10 @@ func New(cfg Config, store lake.Storage, cat *lake.Catalog, dlqTopic string, sch
 	if err != nil {
 		return nil, err
 	}
-	return &Lake{cfg: cfg, store: store, cat: cat, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
-		now: time.Now, rows: map[string]int64{}, types: map[string]*columnTypes{}}, nil
+	l := &Lake{cfg: cfg, store: store, cat: cat, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
+		now: time.Now, rows: map[string]int64{}, types: map[string]*columnTypes{}}
+	l.parser.l = l
+	return l, nil
 }
 
 // Details is what the status API shows of the lake sink: the rows written
@@ -354,8 +356,16 @@ func (b *buffer) Release() {
 // write, so that it is neither lost nor duplicated.
 func (b *buffer) Add(r *kgo.Record) (int, error) {
 	l := b.l
-	table, date, fields := l.route(r)
-	errs := l.typeFields(table, fields)
+	d, fields := l.parser.parse(r, l.fields[:0])
+	l.fields = fields
+	return b.add(d)
+}
+
+// add buffers a parsed record: its values are checked against, and set,
+// the column types of its table, which only the runner's goroutine does.
+func (b *buffer) add(d parsed) (int, error) {
+	l := b.l
+	table, date, fields, errs := d.table, d.date, d.fields, d.errs
 	if l.inCatalog(table) {
 		// A row rejected for its declared types sets no column's type.
 		if len(errs) == 0 || table == lake.DeadLetterTable {
@@ -385,9 +395,64 @@ func (l *Lake) inCatalog(table string) bool {
 	return f == "" || f == "parquet"
 }
 
+// parser turns records into typed rows of their tables. It holds scratch
+// space reused for every record, so each goroutine that parses has its
+// own: the runner's, which parses in Add, and those of the decodings.
+type parser struct {
+	l     *Lake
+	rower row.Rower
+	names names
+	// schemaKey is the last row's schema, kept to spare its strings.
+	schemaKey schema.Key
+}
+
+// parsed is a record parsed into a row of its table: fields, which alias
+// the record, typed by its schema and table settings, and the values that
+// did not fit those types.
+type parsed struct {
+	table, date string
+	fields      []row.Field
+	errs        []event.FieldError
+}
+
+// parse parses a record, appending its fields to dst, and returns it and
+// dst with the fields.
+func (p *parser) parse(r *kgo.Record, dst []row.Field) (parsed, []row.Field) {
+	table, date, all := p.route(r, dst)
+	fields := all[len(dst):]
+	return parsed{table: table, date: date, fields: fields, errs: p.typeFields(table, fields)}, all
+}
+
+// decoding is the parsing of a share of a poll's records on a goroutine
+// of the runner's (sink.Decoder): the Kafka-to-row half of the loader's
+// work, spread over the cores, while the columns are filled in order.
+type decoding struct {
+	parser parser
+	recs   []parsed
+	// fields holds every record's fields, reused from share to share.
+	fields []row.Field
+}
+
+// NewDecoding starts a decoding, for the runner.
+func (l *Lake) NewDecoding() sink.Decoding { return &decoding{parser: parser{l: l}} }
+
+func (d *decoding) Decode(recs []*kgo.Record) {
+	d.recs, d.fields = d.recs[:0], d.fields[:0]
+	for _, r := range recs {
+		var p parsed
+		// A record's fields stay where they were put: appending past
+		// them, or into a larger array, never moves or overwrites them.
+		p, d.fields = d.parser.parse(r, d.fields)
+		d.recs = append(d.recs, p)
+	}
+}
+
+func (d *decoding) Add(buf sink.Buffer, i int) (int, error) { return buf.(*buffer).add(d.recs[i]) }
+
 // typeFields gives the row's columns the types its schema and its table's
 // settings say, the table's first, and returns the values that do not fit.
-func (l *Lake) typeFields(table string, fields []row.Field) (errs []event.FieldError) {
+func (p *parser) typeFields(table string, fields []row.Field) (errs []event.FieldError) {
+	l := p.l
 	var fromSchema map[string]row.Kind
 	if l.schemas != nil {
 		var et, ver []byte
@@ -401,10 +466,10 @@ func (l *Lake) typeFields(table string, fields []row.Field) (errs []event.FieldE
 		}
 		// Comparing spares making the key's strings for every row; the
 		// lookup itself stays per row, so a reload takes effect at once.
-		if string(et) != l.schemaKey.EventType || string(ver) != l.schemaKey.Version {
-			l.schemaKey = schema.Key{EventType: string(et), Version: string(ver)}
+		if string(et) != p.schemaKey.EventType || string(ver) != p.schemaKey.Version {
+			p.schemaKey = schema.Key{EventType: string(et), Version: string(ver)}
 		}
-		fromSchema = l.schemas.Columns(l.schemaKey)
+		fromSchema = l.schemas.Columns(p.schemaKey)
 	}
 	fromTable := l.cfg.Tables[table].Columns
 	if len(fromSchema) == 0 && len(fromTable) == 0 {
@@ -431,13 +496,14 @@ func mismatch(table string, f row.Field, k row.Kind) event.FieldError {
 		Message: fmt.Sprintf("%s %s does not fit the column's type, %s, in table %s", f.Cell.Kind, truncate(f.Cell.Text(), 64), k, table)}
 }
 
-// route turns a record into its table, event date and row.
-func (l *Lake) route(r *kgo.Record) (table, date string, fields []row.Field) {
-	fields, err := l.rower.Row(r.Value, l.fields[:0])
-	l.fields = fields
+// route turns a record into its table, event date and row, whose fields
+// it appends to dst.
+func (p *parser) route(r *kgo.Record, dst []row.Field) (table, date string, fields []row.Field) {
+	l := p.l
+	fields, err := p.rower.Row(r.Value, dst)
 	if err != nil {
 		l.metrics.badRecords.Inc()
-		return l.deadLetter(r, err)
+		return p.deadLetter(r, err, dst)
 	}
 	switch {
 	case r.Topic == l.dlqTopic:
@@ -448,11 +514,11 @@ func (l *Lake) route(r *kgo.Record) (table, date string, fields []row.Field) {
 			name = header(r, event.HeaderEventType)
 		}
 		if len(name) == 0 {
-			name = []byte(text(fields, event.FieldEventType))
+			name = []byte(text(fields[len(dst):], event.FieldEventType))
 		}
-		table = l.names.table(name)
+		table = p.names.table(name)
 	}
-	return table, l.eventDate(table, fields, r.Timestamp), fields
+	return table, p.eventDate(table, fields[len(dst):], r.Timestamp), fields
 }
 
 // header is a record header's value, or nil when it is absent; unlike
@@ -495,25 +561,24 @@ func (n *names) dateOf(t time.Time) string {
 // deadLetter is the dead_letter row of a record that is not a JSON object:
 // the failed-event record every stage writes, flattened as the dead-letter
 // topic's records are, with where the record was.
-func (l *Lake) deadLetter(r *kgo.Record, cause error) (string, string, []row.Field) {
-	now := l.now()
+func (p *parser) deadLetter(r *kgo.Record, cause error, dst []row.Field) (string, string, []row.Field) {
+	now := p.l.now()
 	f := event.NewFailed(event.StageLoader, event.ReasonInvalidJSON,
 		[]event.FieldError{{Path: "", Message: cause.Error()}}, bus.Header(r, event.HeaderRootID), r.Value, now)
-	var fields []row.Field
+	fields := dst
 	if value, err := f.Marshal(); err == nil {
 		var rower row.Rower
-		fields, _ = rower.Row(value, nil) // a failed-event record is always an object
+		fields, _ = rower.Row(value, dst) // a failed-event record is always an object
 	}
 	fields = append(fields, row.Field{Name: "source", Cell: row.Cell{Kind: row.KindString,
 		B: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)}})
-	l.fields = fields
-	return lake.DeadLetterTable, l.names.dateOf(now), fields
+	return lake.DeadLetterTable, p.names.dateOf(now), fields
 }
 
 // eventDate is the UTC date of the table's event-time field, or of the
 // record's timestamp when the row has none.
-func (l *Lake) eventDate(table string, fields []row.Field, fallback time.Time) string {
-	field := l.cfg.Tables[table].TimeField
+func (p *parser) eventDate(table string, fields []row.Field, fallback time.Time) string {
+	field := p.l.cfg.Tables[table].TimeField
 	if field == "" {
 		field = event.FieldCollectorTstamp
 		if table == lake.DeadLetterTable {
@@ -526,14 +591,14 @@ func (l *Lake) eventDate(table string, fields []row.Field, fallback time.Time) s
 		}
 		switch c := fields[i].Cell; c.Kind {
 		case row.KindTimestamp:
-			return l.names.dateOf(time.UnixMicro(c.I))
+			return p.names.dateOf(time.UnixMicro(c.I))
 		case row.KindString:
 			if t, ok := row.ParseTime(string(c.B)); ok {
-				return l.names.dateOf(t)
+				return p.names.dateOf(t)
 			}
 		}
 	}
-	return l.names.dateOf(fallback)
+	return p.names.dateOf(fallback)
 }
 
 func text(fields []row.Field, name string) string {

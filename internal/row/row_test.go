@@ -1,6 +1,9 @@
 package row
 
 import (
+	"math"
+	"math/rand/v2"
+	"strconv"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -44,4 +47,41 @@ func TestCoerce(t *testing.T) {
 	if _, err := ParseKind("varchar"); err == nil {
 		t.Error("ParseKind accepted varchar")
 	}
+}
+
+// TestParseFloat checks the fast path against strconv on the decimals it
+// takes and on those it hands over.
+func TestParseFloat(t *testing.T) {
+	inputs := []string{"0.0", "-0.0", "1.6", "18.0", "0.1", "-3.75", "123456789012.345", "999999999999999.9",
+		"0.000000000000001", "9007199254740993.0", "1e5", "1.5E-3", "12345678901234567890.5", "-", "1.", ".5", "00.5"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 100_000 {
+		digits := strconv.FormatUint(rng.Uint64N(1_000_000_000_000_000), 10)
+		p := 1 + rng.IntN(len(digits))
+		s := digits[:p] + "." + digits[p:] + "0"
+		if rng.IntN(2) == 0 {
+			s = "-" + s
+		}
+		inputs = append(inputs, s)
+	}
+	for _, in := range inputs {
+		want, wantErr := strconv.ParseFloat(in, 64)
+		got, err := parseFloat([]byte(in))
+		if (err != nil) != (wantErr != nil) || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("parseFloat(%q) = %v, %v; strconv: %v, %v", in, got, err, want, wantErr)
+		}
+	}
+}
+
+func FuzzParseFloat(f *testing.F) {
+	for _, s := range []string{"1.6", "-0.0", "999999999999999.9", "1e5", "0.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		want, wantErr := strconv.ParseFloat(in, 64)
+		got, err := parseFloat([]byte(in))
+		if (err != nil) != (wantErr != nil) || (err == nil && math.Float64bits(got) != math.Float64bits(want)) {
+			t.Errorf("parseFloat(%q) = %v, %v; strconv: %v, %v", in, got, err, want, wantErr)
+		}
+	})
 }

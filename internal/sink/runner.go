@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,13 @@ type Runner struct {
 	// queued, of those handed to the flusher.
 	buffered, queued atomic.Int64
 
-	queue   *queue
-	running atomic.Bool
+	queue *queue
+	// decodings are the sink's when it is a Decoder: two sets, one per
+	// core each, for a window being added and the next being decoded
+	// (addDecoded). polled is the records of a poll, in order.
+	decodings [2][]Decoding
+	polled    []*kgo.Record
+	running   atomic.Bool
 	// fatal is an injected crash; nothing is written after it.
 	fatal atomic.Pointer[error]
 }
@@ -88,6 +94,13 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	)
 	if err != nil {
 		return nil, err
+	}
+	if d, ok := s.(Decoder); ok {
+		for set := range r.decodings {
+			for range runtime.GOMAXPROCS(0) {
+				r.decodings[set] = append(r.decodings[set], d.NewDecoding())
+			}
+		}
 	}
 	r.SetDetails(r.details)
 	return r, nil
@@ -180,10 +193,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		})
 		r.mu.Lock()
-		fetches.EachRecord(func(rec *kgo.Record) {
-			r.add(rec)
-			rec.Recycle()
-		})
+		if r.decodings[0] != nil {
+			fetches.EachRecord(func(rec *kgo.Record) { r.polled = append(r.polled, rec) })
+			r.addDecoded(r.polled)
+			clear(r.polled)
+			r.polled = r.polled[:0]
+		} else {
+			fetches.EachRecord(func(rec *kgo.Record) {
+				r.add(rec, nil, 0)
+				rec.Recycle()
+			})
+		}
 		r.flushDue()
 		r.mu.Unlock()
 		r.cl.AllowRebalance()
@@ -258,9 +278,57 @@ func (r *Runner) drop(_ context.Context, _ *kgo.Client, revoked map[string][]int
 	}
 }
 
-// add buffers one record, flushing first or after when a pending range
-// says so.
-func (r *Runner) add(rec *kgo.Record) {
+// decodeWindow is how many records are decoded before they are added: it
+// bounds the memory decoded records take (a poll holds tens of thousands
+// when they compress well), and is large enough that starting the shares'
+// goroutines costs nothing measurable.
+const decodeWindow = 4096
+
+// minShare is the fewest records worth a goroutine of their own.
+const minShare = 256
+
+// addDecoded buffers a poll's records, window by window: each window is
+// decoded in shares, each on a goroutine of its own, while the window
+// before it is added, so that adding, which is serial, overlaps decoding.
+// Every goroutine it starts has ended when it returns.
+func (r *Runner) addDecoded(recs []*kgo.Record) {
+	if len(recs) == 0 {
+		return // no window: nothing to start, nor to wait for
+	}
+	var decoded [2]sync.WaitGroup
+	next := recs[:min(len(recs), decodeWindow)]
+	size := r.decode(&decoded[0], r.decodings[0], next)
+	for k := 0; len(next) > 0; k++ {
+		window, share := next, size
+		decoded[k%2].Wait()
+		recs = recs[len(window):]
+		next = recs[:min(len(recs), decodeWindow)]
+		if len(next) > 0 {
+			size = r.decode(&decoded[(k+1)%2], r.decodings[(k+1)%2], next)
+		}
+		set := r.decodings[k%2]
+		for i, rec := range window {
+			r.add(rec, set[i/share], i%share)
+			rec.Recycle()
+		}
+	}
+}
+
+// decode starts decoding window in shares, one per decoding of set, each
+// on a goroutine that wg waits for, and returns the size of a share.
+func (r *Runner) decode(wg *sync.WaitGroup, set []Decoding, window []*kgo.Record) (share int) {
+	shares := max(1, min(len(set), len(window)/minShare))
+	share = (len(window) + shares - 1) / shares
+	for s := range shares {
+		part := window[min(s*share, len(window)):min((s+1)*share, len(window))]
+		wg.Go(func() { set[s].Decode(part) })
+	}
+	return share
+}
+
+// add buffers one record, decoded by d as its i-th when d is set, flushing
+// first or after when a pending range says so.
+func (r *Runner) add(rec *kgo.Record, d Decoding, i int) {
 	st := r.parts[tp{rec.Topic, rec.Partition}]
 	if st == nil || rec.Offset <= st.committed {
 		return // revoked, or already in the destination
@@ -269,7 +337,13 @@ func (r *Runner) add(rec *kgo.Record) {
 		// The pending range ends before this record, which was not in it.
 		r.flush(st)
 	}
-	grew, err := st.buf.Add(rec)
+	var grew int
+	var err error
+	if d != nil {
+		grew, err = d.Add(st.buf, i)
+	} else {
+		grew, err = st.buf.Add(rec)
+	}
 	if err != nil {
 		var rej *Reject
 		if !errors.As(err, &rej) {

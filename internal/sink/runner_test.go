@@ -81,14 +81,80 @@ func (m *memory) Commit(_ context.Context, r *sink.Range) error {
 	return nil
 }
 
+// decodingMemory is the memory sink decoding records on the runner's
+// goroutines (sink.Decoder), checking that each runner adds a partition's
+// records in offset order.
+type decodingMemory struct {
+	*memory
+	mu   sync.Mutex
+	last map[int32]int64
+	t    *testing.T
+}
+
+var _ sink.Decoder = (*decodingMemory)(nil)
+
+// Resume starts a partition's order afresh: a runner that takes it over
+// reloads from the destination's committed offset.
+func (m *decodingMemory) Resume(ctx context.Context, topic string, p int32) (sink.Position, error) {
+	m.mu.Lock()
+	delete(m.last, p)
+	m.mu.Unlock()
+	return m.memory.Resume(ctx, topic, p)
+}
+
+func (m *decodingMemory) NewDecoding() sink.Decoding { return &decoding{m: m} }
+
+type decoding struct {
+	m    *decodingMemory
+	recs []*kgo.Record
+	ids  []string
+	errs []error
+}
+
+func (d *decoding) Decode(recs []*kgo.Record) {
+	d.recs, d.ids, d.errs = append(d.recs[:0], recs...), d.ids[:0], d.errs[:0]
+	for _, r := range recs {
+		var ev struct {
+			RootID string `json:"root_id"`
+		}
+		err := json.Unmarshal(r.Value, &ev)
+		d.ids, d.errs = append(d.ids, ev.RootID), append(d.errs, err)
+	}
+}
+
+func (d *decoding) Add(buf sink.Buffer, i int) (int, error) {
+	r := d.recs[i]
+	d.m.mu.Lock()
+	if last, ok := d.m.last[r.Partition]; ok && r.Offset <= last {
+		d.m.t.Errorf("partition %d: offset %d added after %d", r.Partition, r.Offset, last)
+	}
+	d.m.last[r.Partition] = r.Offset
+	d.m.mu.Unlock()
+	if d.errs[i] != nil {
+		return 0, &sink.Reject{Reason: event.ReasonInvalidJSON, Errors: []event.FieldError{{Message: d.errs[i].Error()}}}
+	}
+	buf.(*docs).byID[d.ids[i]] = string(r.Value)
+	return len(r.Value), nil
+}
+
 // TestConformance runs the conformance suite on the memory sink: the
 // runner's own guarantees, its dead letters for records a sink rejects
-// among them, apart from any one sink.
+// among them, apart from any one sink; then on the memory sink decoding
+// on several goroutines.
 func TestConformance(t *testing.T) {
+	t.Run("added", func(t *testing.T) { conformance(t, false) })
+	t.Run("decoded", func(t *testing.T) { conformance(t, true) })
+}
+
+func conformance(t *testing.T, decoded bool) {
 	sinktest.Run(t, func(t *testing.T) *sinktest.Destination {
 		m := &memory{docs: map[string]string{}, committed: map[string]int64{}}
+		var s sink.Sink = m
+		if decoded {
+			s = &decodingMemory{memory: m, last: map[int32]int64{}, t: t}
+		}
 		return &sinktest.Destination{
-			New: func(*testing.T, sink.Env) sink.Sink { return m },
+			New: func(*testing.T, sink.Env) sink.Sink { return s },
 			Held: func(*testing.T) map[string]int {
 				m.mu.Lock()
 				defer m.mu.Unlock()

@@ -85,6 +85,25 @@ type Buffer interface {
 	Release()
 }
 
+// Decoder is a Sink whose buffers' work on a record splits in two: decoding
+// (parsing, typing), which needs nothing of the buffer, then adding, in
+// offset order. The runner decodes each poll's records in shares, one per
+// core, at once, then adds them; a single goroutine parsing every record
+// was the lake loader's bound.
+type Decoder interface {
+	// NewDecoding returns a decoding for one goroutine's shares.
+	NewDecoding() Decoding
+}
+
+// Decoding decodes a share of a partition's records, then adds them.
+type Decoding interface {
+	// Decode decodes recs, replacing the share decoded before. The
+	// decoded records may alias recs until they are added.
+	Decode(recs []*kgo.Record)
+	// Add adds the share's i-th record to buf, as buf.Add would.
+	Add(buf Buffer, i int) (bytes int, err error)
+}
+
 // Reject is a record a sink cannot take, and why.
 type Reject struct {
 	Reason string

@@ -71,6 +71,7 @@ func Run(t *testing.T, newDest func(t *testing.T) *Destination) {
 	})
 	t.Run("TwoInstancesRebalance", func(t *testing.T) { twoInstances(t, newHarness(t, newDest(t))) })
 	t.Run("DestinationDown", func(t *testing.T) { destinationDown(t, newHarness(t, newDest(t))) })
+	t.Run("LargePolls", func(t *testing.T) { largePolls(t, newHarness(t, newDest(t))) })
 }
 
 type harness struct {
@@ -137,7 +138,7 @@ func (h *harness) produce(n int) {
 }
 
 // runner builds a runner of a fresh sink over the destination.
-func (h *harness) runner(flushRows int) *sink.Runner {
+func (h *harness) runner(flushRows int, options ...func(*sink.Config)) *sink.Runner {
 	h.t.Helper()
 	reg := prometheus.NewRegistry()
 	env := sink.Env{Logger: h.logger, Metrics: reg, Kafka: h.cc, DLQTopic: DLQTopic}
@@ -145,6 +146,9 @@ func (h *harness) runner(flushRows int) *sink.Runner {
 	cfg.Topics, cfg.Group = []string{Topic}, "conformance"
 	cfg.FlushRows, cfg.FlushInterval = flushRows, 100*time.Millisecond
 	cfg.FlushBytes, cfg.MemoryLimit = 1<<20, 8<<20
+	for _, o := range options {
+		o(&cfg)
+	}
 	r, err := sink.New("conformance", cfg, h.d.New(h.t, env), env)
 	if err != nil {
 		h.t.Fatal(err)
@@ -332,6 +336,20 @@ func twoInstances(t *testing.T, h *harness) {
 	h.produce(200)
 	h.waitCaughtUp(60 * time.Second)
 	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.check()
+}
+
+// largePolls loads records produced before the runner starts, with a
+// memory budget that lets a poll hold thousands of records of a partition:
+// a sink that decodes on several goroutines (sink.Decoder) then does so
+// window after window, each decoded while the one before is added.
+func largePolls(t *testing.T, h *harness) {
+	h.produce(20_000)
+	rn := h.start(h.runner(5000, func(c *sink.Config) { c.FlushBytes, c.MemoryLimit = 64<<20, 256<<20 }))
+	h.waitCaughtUp(60 * time.Second)
+	if err := rn.stop(); err != nil {
 		t.Fatal(err)
 	}
 	h.check()
