@@ -18,6 +18,9 @@
 // rewrite covers the same range as the cut-short write did. A record is
 // never in the destination twice, and none is lost.
 //
+// A sink that is a Decoder has each poll's records decoded on every core
+// before they are added, in offset order, to its buffers (see Decoder).
+//
 // Flushes are written by a goroutine of their own, one at a time in the
 // order they were handed over, while the runner buffers the next records;
 // a partition's ranges thus land in offset order. A write that fails is
