@@ -47,12 +47,17 @@ test-deps:
 	testenv/fetch spark-kafka
 	testenv/fetch kafka
 	$(GO) mod download
+	cd deploy && $(GO) mod download
 
+# deploy is a module of its own (the Helm chart's tests and their Helm and
+# Kubernetes libraries): ./... does not reach it.
 vet:
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 
 unit:
 	SLUICE_REQUIRE_TOOLS=1 SLUICE_PYTHON=$(PYTHON_ENV)/bin/python $(GO) test -race -count=1 -timeout 15m ./...
+	cd deploy && $(GO) test -race -count=1 ./...
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:
