@@ -32,6 +32,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/catalogtest"
+	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -62,7 +63,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		panic("build sluice: " + err.Error())
 	}
-	code := m.Run()
+	code := kafkatest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -852,6 +853,50 @@ func testBroker(t *testing.T, topics ...string) (*bus.Broker, *kgo.Client) {
 	return b, prod
 }
 
+// testKafka is the Kafka an exactly-once end-to-end test runs against: a
+// broker of its own, embedded, or with SLUICE_TEST_KAFKA the real cluster
+// (kafkatest.Env), where its topics and groups have names of their own.
+type testKafka struct {
+	brokers string
+	names   map[string]string
+}
+
+// kafkaFor starts the test's Kafka with topics, and a producer to it.
+func kafkaFor(t *testing.T, topics ...string) (*testKafka, *kgo.Client) {
+	t.Helper()
+	brokers, replication := kafkatest.Brokers(t), int16(-1)
+	if brokers == nil {
+		b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		brokers, replication = []string{b.Addr()}, 1
+	}
+	k := &testKafka{brokers: strings.Join(brokers, ","), names: map[string]string{}}
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: brokers}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	var names []string
+	for _, topic := range topics {
+		names = append(names, k.name(topic))
+	}
+	if err := bus.EnsureTopics(t.Context(), prod, 3, replication, names...); err != nil {
+		t.Fatal(err)
+	}
+	return k, prod
+}
+
+// name is the test's name for a topic or group.
+func (k *testKafka) name(name string) string {
+	if k.names[name] == "" {
+		k.names[name] = kafkatest.Names(name)
+	}
+	return k.names[name]
+}
+
 // TestLoaderMemoryBounded floods `sluice loader lake` with far more data
 // than its --loader-memory: its peak RSS stays under a fixed bound well
 // below the data size (buffering it all would take several times the
@@ -1120,44 +1165,38 @@ func TestReplayToKafka(t *testing.T) {
 // middle of a stream, twice, with transactions open, and restarts it: read
 // as committed, every event's output is in sluice.enriched exactly once.
 func TestEnricherKill9ExactlyOnce(t *testing.T) {
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
-	if err != nil {
+	k, prod := kafkaFor(t, "sluice.raw", "sluice.enriched", "sluice.dlq")
+	raw, enriched, dlq := k.name("sluice.raw"), k.name("sluice.enriched"), k.name("sluice.dlq")
+	cfgPath := filepath.Join(t.TempDir(), "topics.yml")
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, "topics: {raw: %s, enriched: %s, dlq: %s}\n", raw, enriched, dlq), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
 	// A forms API that takes a moment, with a form for every id.
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(2 * time.Millisecond)
 		fmt.Fprintf(w, `{"id":%q,"type":"quiz","title":"t","fields":[]}`, strings.TrimPrefix(r.URL.Path, "/forms/"))
 	}))
 	defer api.Close()
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
 	const n = 20_000
 	var recs []*kgo.Record
 	for i := range n {
 		v := fmt.Sprintf(`{"event_type":"form_event","schema_version":"1-0-0","payload":{"form_id":"f%d","event_happened_at":"2025-03-01T12:00:00Z","event_type":"form_updated"}}`, i)
-		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: []byte(v), Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "r%d", i)}}})
-	}
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.enriched", "sluice.dlq"); err != nil {
-		t.Fatal(err)
+		recs = append(recs, &kgo.Record{Topic: raw, Value: []byte(v), Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "r%d", i)}}})
 	}
 	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(binary, "enricher", "--brokers", b.Addr(), "--metrics-addr", "", "--log-format", "json",
-			"--forms-api", api.URL+"/forms/{payload.form_id}", "--enricher-concurrency", "16")
+		cmd := exec.Command(binary, "enricher", "--config", cfgPath, "--brokers", k.brokers, "--metrics-addr", "", "--log-format", "json",
+			"--forms-api", api.URL+"/forms/{payload.form_id}", "--enricher-concurrency", "16",
+			"--enricher-group", k.name("sluice-enricher"), "--instance-id", k.name("e2e"))
 		cmd.Stderr = io.Discard
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		return cmd
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumeTopics("sluice.enriched", "sluice.dlq"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(k.brokers, ",")...), kgo.ConsumeTopics(enriched, dlq),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -1168,7 +1207,7 @@ func TestEnricherKill9ExactlyOnce(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), d)
 		defer cancel()
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			if r.Topic == "sluice.dlq" {
+			if r.Topic == dlq {
 				t.Errorf("dead letter: %s", r.Value)
 			}
 			seen[bus.Header(r, "root_id")]++
@@ -1211,14 +1250,15 @@ func TestEnricherKill9ExactlyOnce(t *testing.T) {
 // reads them through the catalog, and no data file is left that no
 // snapshot holds.
 func TestLoaderKill9ExactlyOnce(t *testing.T) {
-	b, prod := testBroker(t, "sluice.raw", "sluice.dlq")
+	k, prod := kafkaFor(t, "sluice.raw", "sluice.dlq")
+	raw, dlq := k.name("sluice.raw"), k.name("sluice.dlq")
 	const n = 30_000
 	var recs []*kgo.Record
 	for i := range n {
 		typ := []string{"trip", "page_view", "checkout"}[i%3]
 		v := fmt.Sprintf(`{"event_type":%q,"schema_version":"1","payload":{"i":%d,"fare":%d.25,"zone":"Z%d"},"collector_tstamp":"2025-01-0%dT00:00:00.000000Z","root_id":"r%d"}`,
 			typ, i, i%100, i%9, 1+i%3, i)
-		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Key: fmt.Appendf(nil, "k%d", i%17), Value: []byte(v),
+		recs = append(recs, &kgo.Record{Topic: raw, Key: fmt.Appendf(nil, "k%d", i%17), Value: []byte(v),
 			Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "r%d", i)}, {Key: "event_type", Value: []byte(typ)}}})
 	}
 	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
@@ -1233,8 +1273,8 @@ func TestLoaderKill9ExactlyOnce(t *testing.T) {
 	start := func() *exec.Cmd {
 		starts++
 		logs.Reset()
-		cmd := exec.Command(binary, "loader", "lake", "--brokers", b.Addr(), "--data-dir", dir, "--metrics-addr", "",
-			"--loader-topics", "sluice.raw,sluice.dlq", "--loader-group", fmt.Sprintf("kill-%d", starts),
+		cmd := exec.Command(binary, "loader", "lake", "--brokers", k.brokers, "--data-dir", dir, "--metrics-addr", "",
+			"--topic-dlq", dlq, "--loader-topics", raw+","+dlq, "--loader-group", k.name(fmt.Sprintf("kill-%d", starts)),
 			"--flush-rows", "300", "--flush-interval", "50ms", "--log-format", "json")
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {

@@ -4,10 +4,17 @@
 // replication factor 3, min.insync.replicas 2 and topic auto-creation off,
 // as a production cluster is set. A test can kill a node (SIGKILL) and
 // start it again.
+//
+// The same switch runs every exactly-once end-to-end test against real
+// Kafka instead of the embedded broker: SLUICE_TEST_KAFKA=cluster starts
+// one such cluster per test process, shared by its tests (Brokers), and
+// SLUICE_TEST_KAFKA=host:port,... names a cluster already running. Tests
+// that share a cluster name their topics and groups apart (Names).
 package kafkatest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +22,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +39,7 @@ const Nodes = 3
 
 // Cluster is a running Kafka cluster.
 type Cluster struct {
-	t     testing.TB
+	t     fataler
 	dir   string
 	addrs []string // each node's client address
 	nodes []*exec.Cmd
@@ -44,7 +53,23 @@ func Start(t testing.TB) *Cluster {
 	if err := javatest.Check("kafka"); err != nil {
 		javatest.Need(t, "kafka", err)
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), nodes: make([]*exec.Cmd, Nodes)}
+	c := start(t, t.TempDir())
+	t.Cleanup(c.stop)
+	return c
+}
+
+// fataler is what a cluster needs of a test: a shared cluster, which
+// outlives its tests, has a stand-in (processT).
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
+// start formats and starts a cluster in dir.
+func start(t fataler, dir string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, dir: dir, nodes: make([]*exec.Cmd, Nodes)}
 	ports := freePorts(t, 2*Nodes)
 	var voters []string
 	for n := range Nodes {
@@ -82,17 +107,100 @@ func Start(t testing.TB) *Cluster {
 			t.Fatalf("format kafka node %d: %v\n%s", n+1, err, out)
 		}
 	}
-	t.Cleanup(func() {
-		for n := range Nodes {
-			c.Kill(n)
-		}
-	})
 	for n := range Nodes {
 		c.start(n)
 	}
 	c.waitReady()
 	return c
 }
+
+func (c *Cluster) stop() {
+	for n := range Nodes {
+		c.Kill(n)
+	}
+}
+
+// Env is the switch: unset, tests use the embedded broker; "cluster"
+// starts a cluster shared by the test process; host:port,... names one.
+const Env = "SLUICE_TEST_KAFKA"
+
+var shared struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// Brokers returns the real Kafka cluster's brokers when SLUICE_TEST_KAFKA
+// asks for one, starting the process's shared cluster the first time, or
+// nil when the tests are to use the embedded broker.
+func Brokers(t testing.TB) []string {
+	t.Helper()
+	switch v := os.Getenv(Env); v {
+	case "":
+		return nil
+	case "cluster":
+		if err := javatest.Check("kafka"); err != nil {
+			t.Fatalf("%s=cluster: testenv/kafka: %v", Env, err)
+		}
+		shared.once.Do(func() {
+			dir, err := os.MkdirTemp("", "sluice-kafkatest")
+			if err != nil {
+				shared.err = err
+				return
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					failed, ok := r.(processFailure)
+					if !ok {
+						panic(r)
+					}
+					shared.err = errors.New(string(failed))
+				}
+			}()
+			shared.c = start(processT{}, dir)
+		})
+		if shared.err != nil {
+			t.Fatalf("start the shared kafka cluster: %v", shared.err)
+		}
+		return shared.c.Brokers()
+	default:
+		return strings.Split(v, ",")
+	}
+}
+
+// Main runs a package's tests, then stops its shared cluster, if one was
+// started, and removes its data: the TestMain of a package whose tests
+// call Brokers.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if c := shared.c; c != nil {
+		c.stop()
+		os.RemoveAll(c.dir)
+	}
+	return code
+}
+
+// Names returns a test's topic, or group, name: name itself on the
+// embedded broker, which each test starts for itself; on a real cluster,
+// which tests share, name with a suffix of its own for each call.
+func Names(name string) string {
+	if os.Getenv(Env) == "" {
+		return name
+	}
+	return fmt.Sprintf("%s.%d-%d", name, os.Getpid(), names.Add(1))
+}
+
+var names atomic.Int64
+
+// processT stands in for a test while the shared cluster starts: a
+// failure panics, and Brokers recovers it as the start's error.
+type processT struct{}
+
+type processFailure string
+
+func (processT) Helper()                           {}
+func (processT) Fatal(args ...any)                 { panic(processFailure(fmt.Sprint(args...))) }
+func (processT) Fatalf(format string, args ...any) { panic(processFailure(fmt.Sprintf(format, args...))) }
 
 func (c *Cluster) config(n int) string {
 	return filepath.Join(c.dir, fmt.Sprint(n+1), "server.properties")
@@ -176,7 +284,7 @@ func (c *Cluster) waitReady() {
 }
 
 // freePorts finds n free loopback ports.
-func freePorts(t testing.TB, n int) []int {
+func freePorts(t fataler, n int) []int {
 	var ports []int
 	var lns []net.Listener
 	for range n {

@@ -31,10 +31,12 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/internal/sink"
 )
 
-// Topics the suite produces to and dead-letters to.
+// Topics the suite produces to and dead-letters to, on the embedded broker;
+// on a real cluster (kafkatest.Env) each test has its own.
 const (
 	Topic    = "conformance.events"
 	DLQTopic = "conformance.dlq"
@@ -81,20 +83,31 @@ type harness struct {
 	logger *slog.Logger
 	ids    map[string]bool
 	next   int
+	// topic, dlq and group are the suite's names, made apart from other
+	// tests' on a shared cluster.
+	topic, dlq, group string
 }
 
+// newHarness starts the embedded broker, or, when kafkatest.Env says so,
+// uses the real Kafka cluster, whose topics have the cluster's default
+// replication (3, with min.insync.replicas 2).
 func newHarness(t *testing.T, d *Destination) *harness {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, logger)
-	if err != nil {
-		t.Fatal(err)
+	brokers, replication := kafkatest.Brokers(t), int16(-1)
+	if brokers == nil {
+		b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		brokers, replication = []string{b.Addr()}, 1
 	}
-	t.Cleanup(b.Close)
-	h := &harness{t: t, d: d, cc: bus.ClientConfig{Brokers: []string{b.Addr()}}, logger: logger, ids: map[string]bool{}}
+	h := &harness{t: t, d: d, cc: bus.ClientConfig{Brokers: brokers}, logger: logger, ids: map[string]bool{},
+		topic: kafkatest.Names(Topic), dlq: kafkatest.Names(DLQTopic), group: kafkatest.Names("conformance")}
 	cl := h.producer()
 	defer cl.Close()
-	if err := bus.EnsureTopics(t.Context(), cl, 3, 1, Topic, DLQTopic); err != nil {
+	if err := bus.EnsureTopics(t.Context(), cl, 3, replication, h.topic, h.dlq); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -123,13 +136,13 @@ func (h *harness) produce(n int) {
 		ts := time.Date(2025, 1, 1+i%2, 0, 0, i%60, 0, time.UTC).Format(event.TimeLayout)
 		v := fmt.Sprintf(`{"event_type":%q,"schema_version":"1-0-0","payload":{"n":%d,"fare":%d.5,"zone":"Z%d"},"collector_tstamp":%q,"root_id":%q,"collector_id":"c"}`,
 			typ, i, i, i%7, ts, id)
-		recs = append(recs, &kgo.Record{Topic: Topic, Key: []byte(id), Value: []byte(v), Headers: []kgo.RecordHeader{
+		recs = append(recs, &kgo.Record{Topic: h.topic, Key: []byte(id), Value: []byte(v), Headers: []kgo.RecordHeader{
 			{Key: event.HeaderEventType, Value: []byte(typ)}, {Key: event.HeaderRootID, Value: []byte(id)}}})
 		h.ids[id] = true
 	}
 	poison := fmt.Sprintf("poison-%06d", h.next)
 	h.next++
-	recs = append(recs, &kgo.Record{Topic: Topic, Key: []byte(poison), Value: []byte("not json {"),
+	recs = append(recs, &kgo.Record{Topic: h.topic, Key: []byte(poison), Value: []byte("not json {"),
 		Headers: []kgo.RecordHeader{{Key: event.HeaderRootID, Value: []byte(poison)}}})
 	h.ids[poison] = true
 	if err := cl.ProduceSync(h.t.Context(), recs...).FirstErr(); err != nil {
@@ -141,9 +154,9 @@ func (h *harness) produce(n int) {
 func (h *harness) runner(flushRows int, options ...func(*sink.Config)) *sink.Runner {
 	h.t.Helper()
 	reg := prometheus.NewRegistry()
-	env := sink.Env{Logger: h.logger, Metrics: reg, Kafka: h.cc, DLQTopic: DLQTopic}
+	env := sink.Env{Logger: h.logger, Metrics: reg, Kafka: h.cc, DLQTopic: h.dlq}
 	cfg := sink.DefaultConfig()
-	cfg.Topics, cfg.Group = []string{Topic}, "conformance"
+	cfg.Topics, cfg.Group = []string{h.topic}, h.group
 	cfg.FlushRows, cfg.FlushInterval = flushRows, 100*time.Millisecond
 	cfg.FlushBytes, cfg.MemoryLimit = 1<<20, 8<<20
 	for _, o := range options {
@@ -185,11 +198,11 @@ func (rn *running) stop() error {
 // committed is the destination's committed offset of every partition.
 func (h *harness) committed() map[int32]int64 {
 	h.t.Helper()
-	env := sink.Env{Logger: h.logger, Metrics: prometheus.NewRegistry(), Kafka: h.cc, DLQTopic: DLQTopic}
+	env := sink.Env{Logger: h.logger, Metrics: prometheus.NewRegistry(), Kafka: h.cc, DLQTopic: h.dlq}
 	s := h.d.New(h.t, env)
 	out := map[int32]int64{}
 	for p := range int32(3) {
-		pos, err := s.Resume(h.t.Context(), Topic, p)
+		pos, err := s.Resume(h.t.Context(), h.topic, p)
 		if err != nil {
 			out[p] = -2
 			continue
@@ -204,7 +217,7 @@ func (h *harness) waitCaughtUp(within time.Duration) {
 	h.t.Helper()
 	cl := h.producer()
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), Topic)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), h.topic)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -259,12 +272,12 @@ func (h *harness) check() {
 // deadLetters counts, by root id, the dead letters the runner sent.
 func (h *harness) deadLetters() map[string]int {
 	h.t.Helper()
-	cl, err := bus.NewClient(h.cc, h.logger, kgo.ConsumeTopics(DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := bus.NewClient(h.cc, h.logger, kgo.ConsumeTopics(h.dlq), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), DLQTopic)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), h.dlq)
 	if err != nil {
 		h.t.Fatal(err)
 	}
