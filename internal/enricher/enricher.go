@@ -56,6 +56,13 @@ type Config struct {
 	Disabled bool `yaml:"disabled" flag:"no-enricher" doc:"Run sluice up without the enricher: the lake sink then reads the raw topic."`
 	// Pipelines enrich events by type; others are only validated.
 	Pipelines map[string]Pipeline `yaml:"-"`
+	// InstanceID, when set, makes the enricher a static member of its
+	// group (KIP-345): restarted after a crash, it gets its partitions
+	// back at once. Without it, a real Kafka cluster held them for the
+	// crashed member's session timeout (45 s) before the restarted one
+	// read again. Unique to each running enricher: the process's
+	// instance id.
+	InstanceID string `yaml:"-"`
 }
 
 // Pipeline is what happens to one event type, in order: joins, an API
@@ -223,13 +230,17 @@ func (e *Enricher) Groups() []string { return []string{e.cfg.Group} }
 func (e *Enricher) Run(ctx context.Context) error {
 	return bus.Transform{
 		Session: func() (*kgo.GroupTransactSession, error) {
-			return bus.NewGroupTransactSession(e.cc, e.logger,
+			opts := []kgo.Opt{
 				kgo.TransactionalID(e.cfg.TransactionalID),
 				kgo.ConsumerGroup(e.cfg.Group),
 				kgo.ConsumeTopics(e.cfg.RawTopic),
 				kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 				kgo.RequireStableFetchOffsets(),
-			)
+			}
+			if e.cfg.InstanceID != "" {
+				opts = append(opts, kgo.InstanceID(e.cfg.InstanceID))
+			}
+			return bus.NewGroupTransactSession(e.cc, e.logger, opts...)
 		},
 		MaxPollRecords: e.cfg.MaxPollRecords,
 		Logger:         e.logger,

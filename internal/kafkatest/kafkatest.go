@@ -198,9 +198,11 @@ type processT struct{}
 
 type processFailure string
 
-func (processT) Helper()                           {}
-func (processT) Fatal(args ...any)                 { panic(processFailure(fmt.Sprint(args...))) }
-func (processT) Fatalf(format string, args ...any) { panic(processFailure(fmt.Sprintf(format, args...))) }
+func (processT) Helper()           {}
+func (processT) Fatal(args ...any) { panic(processFailure(fmt.Sprint(args...))) }
+func (processT) Fatalf(format string, args ...any) {
+	panic(processFailure(fmt.Sprintf(format, args...)))
+}
 
 func (c *Cluster) config(n int) string {
 	return filepath.Join(c.dir, fmt.Sprint(n+1), "server.properties")

@@ -245,6 +245,7 @@ func (c *Config) collectorConfig() collector.Config {
 func (c *Config) enricherConfig() enricher.Config {
 	ec := c.Enricher
 	ec.RawTopic, ec.EnrichedTopic, ec.DLQTopic = c.Topics.Raw, c.Topics.Enriched, c.Topics.DLQ
+	ec.InstanceID = c.Process.InstanceID
 	if ec.TransactionalID == "" {
 		ec.TransactionalID = "sluice-enricher-" + c.Process.InstanceID
 	}
