@@ -161,7 +161,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 	for _, s := range sinks {
 		spec, _ := SinkSpec(s.Type)
 		env := sink.Env{Logger: logger, Metrics: p.Registry, Kafka: clientConfig(cfg, "sluice-sink-"+s.Name),
-			DLQTopic: cfg.Topics.DLQ, Lake: store, Catalog: cat, Schemas: schemas}
+			DLQTopic: cfg.Topics.DLQ, Lake: store, Catalog: cat, Schemas: schemas, InstanceID: cfg.Process.InstanceID}
 		r, err := sink.Build(s.Name, spec, s.Config, env)
 		if err != nil {
 			return nil, err

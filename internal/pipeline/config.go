@@ -53,7 +53,7 @@ type Config struct {
 
 // ProcessConfig holds the settings of the process itself.
 type ProcessConfig struct {
-	InstanceID string `yaml:"instance_id" flag:"instance-id" doc:"This process's name among those running the same stages, kept across restarts: the collector stamps it on events as collector_id, and it names the enricher's and aggregators' Kafka transactional ids and static group members. Default: the host name, as a pod's."`
+	InstanceID string `yaml:"instance_id" flag:"instance-id" doc:"This process's name among those running the same stages, kept across restarts: the collector stamps it on events as collector_id, it names the enricher's and aggregators' Kafka transactional ids, and the enricher, the aggregators and the sinks join their groups as static members with it (a restarted one gets its partitions back at once). Two processes of the same stage must not share it. Default: the host name, as a pod's."`
 	DataDir    string `yaml:"data_dir" flag:"data-dir" doc:"Directory of the embedded broker's log and, by default, the lake."`
 	LogFormat  string `yaml:"log_format" flag:"log-format" doc:"Log format: auto (text on a terminal, JSON otherwise), text or json."`
 	LogLevel   string `yaml:"log_level" flag:"log-level" doc:"Log level: debug, info, warn or error."`

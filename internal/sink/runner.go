@@ -71,7 +71,7 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	logger := env.Logger.With("component", "sink."+name)
 	r := &Runner{Reporter: health.New("sink."+name, logger), cfg: cfg, sink: s, dlqTopic: env.DLQTopic, logger: logger,
 		metrics: m, now: time.Now, parts: map[tp]*partition{}, queue: newQueue()}
-	r.cl, err = bus.NewClient(env.Kafka, logger,
+	opts := []kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.DisableAutoCommit(),
@@ -91,7 +91,11 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 		kgo.MaxConcurrentFetches(1),
 		// Buffers copy what they keep of a record, then it is recycled.
 		bus.RecyclePools(),
-	)
+	}
+	if env.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(env.InstanceID))
+	}
+	r.cl, err = bus.NewClient(env.Kafka, logger, opts...)
 	if err != nil {
 		return nil, err
 	}

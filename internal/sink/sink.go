@@ -225,6 +225,11 @@ type Env struct {
 	Catalog *lake.Catalog
 	// Schemas is the process's schema registry.
 	Schemas *schema.Registry
+	// InstanceID, when set, makes the runner a static member of its group
+	// (KIP-345): restarted after a crash, it gets its partitions back at
+	// once instead of after the crashed member's session timeout. Unique
+	// to each running instance: the process's instance id.
+	InstanceID string
 }
 
 // Spec registers a sink type: its name in the config (type: lake), what
