@@ -87,7 +87,7 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 		// Fetches are a slice of the memory budget. Their limits count
 		// compressed bytes, so very compressible data can inflate more.
 		kgo.FetchMaxBytes(fetchBytes(int(cfg.MemoryLimit))),
-		kgo.FetchMaxPartitionBytes(fetchBytes(int(cfg.MemoryLimit))/2),
+		kgo.FetchMaxPartitionBytes(fetchBytes(int(cfg.MemoryLimit)) / 2),
 		kgo.MaxConcurrentFetches(1),
 		// Buffers copy what they keep of a record, then it is recycled.
 		bus.RecyclePools(),
