@@ -60,7 +60,7 @@ unit:
 	cd deploy && $(GO) test -race -count=1 ./...
 	@echo "the exactly-once end-to-end tests again, against a real 3-node Apache Kafka cluster (testenv/kafka)"
 	SLUICE_REQUIRE_TOOLS=1 SLUICE_TEST_KAFKA=cluster $(GO) test -race -count=1 -p 1 -timeout 20m \
-		-run 'TestConformance|TestLoaderKill9ExactlyOnce|TestEnricherKill9ExactlyOnce' ./internal/sink ./internal/loader ./cmd/sluice
+		-run 'TestConformance|Kill9' ./internal/sink ./internal/loader ./cmd/sluice
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:

@@ -1377,14 +1377,23 @@ func TestAggregatorKill9SameFiles(t *testing.T) {
 	// run replays the week with kills, and returns the table's files, once
 	// settled (or, with want, once they are want's).
 	run := func(kills int, want map[string]string) map[string]string {
-		b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
+		// Each run has a Kafka of its own, or on a shared cluster an
+		// input topic and an aggregation name (its groups and topics) of
+		// its own.
+		k, _ := kafkaFor(t, "mta-turnstile")
+		topic, name := k.name("mta-turnstile"), strings.NewReplacer(".", "_", "-", "_").Replace(k.name("turnstile_4h"))
+		cfg, err := os.ReadFile(cfgPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer b.Close()
+		runCfg := filepath.Join(t.TempDir(), "agg.yml")
+		cfg = []byte(strings.NewReplacer("name: turnstile_4h", "name: "+name, "topic: mta-turnstile", "topic: "+topic).Replace(string(cfg)))
+		if err := os.WriteFile(runCfg, cfg, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		lakeDir := t.TempDir()
 		start := func() *exec.Cmd {
-			cmd := exec.Command(binary, "aggregator", "--config", cfgPath, "--brokers", b.Addr(), "--lake", lakeDir,
+			cmd := exec.Command(binary, "aggregator", "--config", runCfg, "--brokers", k.brokers, "--lake", lakeDir,
 				"--metrics-addr", "", "--instance-id", "e2e", "--log-format", "json")
 			cmd.Stderr = io.Discard
 			if err := cmd.Start(); err != nil {
@@ -1397,7 +1406,7 @@ func TestAggregatorKill9SameFiles(t *testing.T) {
 			agg.Process.Signal(syscall.SIGTERM)
 			agg.Wait()
 		}()
-		replay := exec.Command(binary, "replay", "--to", "kafka", "--brokers", b.Addr(), "--topic", "mta-turnstile",
+		replay := exec.Command(binary, "replay", "--to", "kafka", "--brokers", k.brokers, "--topic", topic,
 			"--preset", "mta-turnstile", "--format", "csv", "--rate", "2500", mtaPath)
 		var out bytes.Buffer
 		replay.Stdout, replay.Stderr = &out, &out
@@ -1419,7 +1428,7 @@ func TestAggregatorKill9SameFiles(t *testing.T) {
 		var files map[string]string
 		same, deadline := 0, time.Now().Add(time.Minute)
 		for ; time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			now := aggFiles(t, filepath.Join(lakeDir, "agg_turnstile_4h"))
+			now := aggFiles(t, filepath.Join(lakeDir, "agg_"+name))
 			switch {
 			case want != nil && maps.Equal(now, want):
 				same++
