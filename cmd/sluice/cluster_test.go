@@ -77,3 +77,35 @@ func TestUpAgainstKafkaCluster(t *testing.T) {
 
 	ackedOnce(t, dir, acked, unavailable, 2*time.Minute)
 }
+
+// TestUpOverSASLAndTLS runs sluice up against the real cluster's SASL_SSL
+// listeners (SCRAM-SHA-512 over TLS, a certificate of the cluster's own
+// CA), as managed clusters are reached: every event posted is in the lake
+// once. A wrong password, or no CA to trust, is one line saying so, and
+// exit 1, within kafka.start_timeout.
+func TestUpOverSASLAndTLS(t *testing.T) {
+	cluster := kafkatest.Start(t)
+	brokers := strings.Join(cluster.SecureBrokers(), ",")
+	secure := func(password string, withCA bool) []string {
+		args := []string{"--brokers", brokers, "--kafka-tls", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+			"--kafka-sasl-user", kafkatest.User, "--kafka-sasl-password", password, "--kafka-start-timeout", "10s"}
+		if withCA {
+			args = append(args, "--kafka-tls-ca-file", cluster.CAFile())
+		}
+		return args
+	}
+	runFails(t, "SASL", append([]string{"up", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0"}, secure("wrong", true)...)...)
+	runFails(t, "certificate", append([]string{"up", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0"}, secure(kafkatest.Password, false)...)...)
+
+	dir := t.TempDir()
+	p := startUp(t, dir, append(secure(kafkatest.Password, true), "--flush-interval", "500ms")...)
+	acked := map[string]bool{}
+	for i := range 100 {
+		code, rootID := postEvent(t, p.httpAddr, fmt.Sprintf(`{"event_type":"page_view","schema_version":"1-0-0","payload":{"n":%d}}`, i))
+		if code != 200 {
+			t.Fatalf("collect = %d", code)
+		}
+		acked[rootID] = true
+	}
+	ackedOnce(t, dir, acked, 0, time.Minute)
+}

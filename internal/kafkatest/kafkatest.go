@@ -14,8 +14,15 @@ package kafkatest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -37,13 +44,23 @@ import (
 // Nodes is the cluster's size.
 const Nodes = 3
 
-// Cluster is a running Kafka cluster.
+// Cluster is a running Kafka cluster. Each node has two client
+// listeners: plaintext (Brokers), and SASL/SCRAM-SHA-512 over TLS
+// (SecureBrokers), as managed clusters are set, for the user User with
+// Password and a certificate of the cluster's own CA (CAFile).
 type Cluster struct {
-	t     fataler
-	dir   string
-	addrs []string // each node's client address
-	nodes []*exec.Cmd
+	t      fataler
+	dir    string
+	addrs  []string // each node's plaintext client address
+	secure []string // each node's SASL_SSL client address
+	nodes  []*exec.Cmd
 }
+
+// The SCRAM-SHA-512 user of the secure listeners.
+const (
+	User     = "sluice"
+	Password = "sluice-secret"
+)
 
 // Start formats and starts a cluster in a directory of the test's, and
 // stops it when the test ends. The test is skipped when Java or Kafka's
@@ -70,21 +87,30 @@ type fataler interface {
 func start(t fataler, dir string) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, dir: dir, nodes: make([]*exec.Cmd, Nodes)}
-	ports := freePorts(t, 2*Nodes)
+	ports := freePorts(t, 3*Nodes)
 	var voters []string
 	for n := range Nodes {
 		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", ports[n]))
+		c.secure = append(c.secure, fmt.Sprintf("127.0.0.1:%d", ports[2*Nodes+n]))
 		voters = append(voters, fmt.Sprintf("%d@127.0.0.1:%d", n+1, ports[Nodes+n]))
+	}
+	keystore, err := writeCerts(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for n := range Nodes {
 		props := strings.Join([]string{
 			"process.roles=broker,controller",
 			fmt.Sprintf("node.id=%d", n+1),
 			"controller.quorum.voters=" + strings.Join(voters, ","),
-			fmt.Sprintf("listeners=PLAINTEXT://%s,CONTROLLER://127.0.0.1:%d", c.addrs[n], ports[Nodes+n]),
-			"advertised.listeners=PLAINTEXT://" + c.addrs[n],
+			fmt.Sprintf("listeners=PLAINTEXT://%s,CONTROLLER://127.0.0.1:%d,SASL_SSL://%s", c.addrs[n], ports[Nodes+n], c.secure[n]),
+			"advertised.listeners=PLAINTEXT://" + c.addrs[n] + ",SASL_SSL://" + c.secure[n],
 			"controller.listener.names=CONTROLLER",
-			"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+			"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+			"sasl.enabled.mechanisms=SCRAM-SHA-512",
+			"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+			"listener.name.sasl_ssl.ssl.keystore.type=PEM",
+			"listener.name.sasl_ssl.ssl.keystore.location=" + keystore,
 			"inter.broker.listener.name=PLAINTEXT",
 			"log.dirs=" + filepath.Join(c.dir, fmt.Sprint(n+1), "data"),
 			"num.partitions=3",
@@ -102,7 +128,8 @@ func start(t fataler, dir string) *Cluster {
 		if err := os.WriteFile(c.config(n), []byte(props), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		format := javatest.Command("kafka", "kafka.tools.StorageTool", "format", "-t", "c2x1aWNlLXRlc3QtY2x1cw", "-c", c.config(n))
+		format := javatest.Command("kafka", "kafka.tools.StorageTool", "format", "-t", "c2x1aWNlLXRlc3QtY2x1cw", "-c", c.config(n),
+			"--add-scram", "SCRAM-SHA-512=[name="+User+",password="+Password+"]")
 		if out, err := format.CombinedOutput(); err != nil {
 			t.Fatalf("format kafka node %d: %v\n%s", n+1, err, out)
 		}
@@ -208,8 +235,54 @@ func (c *Cluster) config(n int) string {
 	return filepath.Join(c.dir, fmt.Sprint(n+1), "server.properties")
 }
 
-// Brokers are the nodes' client addresses.
+// Brokers are the nodes' plaintext client addresses.
 func (c *Cluster) Brokers() []string { return c.addrs }
+
+// SecureBrokers are the nodes' SASL_SSL client addresses.
+func (c *Cluster) SecureBrokers() []string { return c.secure }
+
+// CAFile is the PEM file of the CA that signed the nodes' certificate.
+func (c *Cluster) CAFile() string { return filepath.Join(c.dir, "ca.pem") }
+
+// writeCerts makes a CA and a certificate it signs for 127.0.0.1 and
+// localhost, writes the CA to ca.pem and the certificate with its key to
+// keystore.pem (a PEM keystore, as Kafka reads one) in dir, and returns
+// the keystore's path.
+func writeCerts(dir string) (string, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kafka"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	keystore := append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})...)
+	path := filepath.Join(dir, "keystore.pem")
+	return path, errors.Join(os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o644), os.WriteFile(path, keystore, 0o600))
+}
 
 // Kill stops node n (0-based) at once, as a crash would.
 func (c *Cluster) Kill(n int) {
