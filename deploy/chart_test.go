@@ -111,38 +111,27 @@ func decode(t *testing.T, manifests string) objects {
 			t.Fatalf("%v in:\n%s", err, doc)
 		}
 		var err error
-		strict := func(v any) { err = yaml.UnmarshalStrict([]byte(doc), v) }
 		switch tm.APIVersion + " " + tm.Kind {
 		case "v1 Namespace":
-			o.namespaces = append(o.namespaces, corev1.Namespace{})
-			strict(&o.namespaces[len(o.namespaces)-1])
+			err = add(&o.namespaces, doc)
 		case "v1 ConfigMap":
-			o.configMaps = append(o.configMaps, corev1.ConfigMap{})
-			strict(&o.configMaps[len(o.configMaps)-1])
+			err = add(&o.configMaps, doc)
 		case "v1 Secret":
-			o.secrets = append(o.secrets, corev1.Secret{})
-			strict(&o.secrets[len(o.secrets)-1])
+			err = add(&o.secrets, doc)
 		case "v1 ServiceAccount":
-			o.accounts = append(o.accounts, corev1.ServiceAccount{})
-			strict(&o.accounts[len(o.accounts)-1])
+			err = add(&o.accounts, doc)
 		case "v1 Service":
-			o.services = append(o.services, corev1.Service{})
-			strict(&o.services[len(o.services)-1])
+			err = add(&o.services, doc)
 		case "apps/v1 Deployment":
-			o.deployments = append(o.deployments, appsv1.Deployment{})
-			strict(&o.deployments[len(o.deployments)-1])
+			err = add(&o.deployments, doc)
 		case "apps/v1 StatefulSet":
-			o.statefulSets = append(o.statefulSets, appsv1.StatefulSet{})
-			strict(&o.statefulSets[len(o.statefulSets)-1])
+			err = add(&o.statefulSets, doc)
 		case "policy/v1 PodDisruptionBudget":
-			o.budgets = append(o.budgets, policyv1.PodDisruptionBudget{})
-			strict(&o.budgets[len(o.budgets)-1])
+			err = add(&o.budgets, doc)
 		case "autoscaling/v2 HorizontalPodAutoscaler":
-			o.autoscalers = append(o.autoscalers, autoscalingv2.HorizontalPodAutoscaler{})
-			strict(&o.autoscalers[len(o.autoscalers)-1])
+			err = add(&o.autoscalers, doc)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
-			o.monitors = append(o.monitors, serviceMonitor{})
-			strict(&o.monitors[len(o.monitors)-1])
+			err = add(&o.monitors, doc)
 		default:
 			t.Fatalf("unexpected object %s %s:\n%s", tm.APIVersion, tm.Kind, doc)
 		}
@@ -151,6 +140,16 @@ func decode(t *testing.T, manifests string) objects {
 		}
 	}
 	return o
+}
+
+// add decodes doc strictly and appends it to list.
+func add[T any](list *[]T, doc string) error {
+	var v T
+	if err := yaml.UnmarshalStrict([]byte(doc), &v); err != nil {
+		return err
+	}
+	*list = append(*list, v)
+	return nil
 }
 
 // TestManifestsAreRenderedFromTheChart keeps kubernetes/sluice.yaml what
