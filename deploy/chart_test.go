@@ -379,6 +379,18 @@ func TestValueSets(t *testing.T) {
 			t.Errorf("rendering without a catalog: %v, want an error asking for the REST catalog", err)
 		}
 	})
+	t.Run("collector-port", func(t *testing.T) {
+		c := deployment(t, decode(t, render(t, map[string]any{"collector": map[string]any{"port": 9000}})), "sluice-collector").Spec.Template.Spec.Containers[0]
+		var addr string
+		for _, e := range c.Env {
+			if e.Name == "SLUICE_HTTP_ADDR" {
+				addr = e.Value
+			}
+		}
+		if addr != "0.0.0.0:9000" || c.Ports[0].ContainerPort != 9000 {
+			t.Errorf("collector on port 9000: SLUICE_HTTP_ADDR %q, container port %d", addr, c.Ports[0].ContainerPort)
+		}
+	})
 	t.Run("config-change-rolls-pods", func(t *testing.T) {
 		sum := func(values map[string]any) string {
 			return deployment(t, decode(t, render(t, values)), "sluice-collector").Spec.Template.Annotations["checksum/config"]
