@@ -833,26 +833,6 @@ func TestReplayCSVAndNDJSON(t *testing.T) {
 	}
 }
 
-// testBroker starts an embedded broker with topics of 3 partitions each,
-// and a producer to it, both stopped when the test ends.
-func testBroker(t *testing.T, topics ...string) (*bus.Broker, *kgo.Client) {
-	t.Helper()
-	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{b.Addr()}}, bus.ProducerConfig{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prod.Close)
-	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, topics...); err != nil {
-		t.Fatal(err)
-	}
-	return b, prod
-}
-
 // testKafka is the Kafka an exactly-once end-to-end test runs against: a
 // broker of its own, embedded, or with SLUICE_TEST_KAFKA the real cluster
 // (kafkatest.Env), where its topics and groups have names of their own.
@@ -906,7 +886,8 @@ func TestLoaderMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("floods the loader with 300 MB")
 	}
-	b, prod := testBroker(t, "sluice.raw", "sluice.dlq")
+	k, prod := kafkaFor(t, "sluice.raw", "sluice.dlq")
+	raw, dlq := k.name("sluice.raw"), k.name("sluice.dlq")
 	const total = 300 << 20
 	// The bound is over the binary's own footprint, measured here: its
 	// code and the libraries' start-up (Iceberg's alone is tens of MB)
@@ -921,7 +902,7 @@ func TestLoaderMemoryBounded(t *testing.T) {
 		crand.Read(rnd)
 		v := fmt.Sprintf(`{"event_type":"flood","schema_version":"1","payload":{"i":%d,"pad":"%x"},"collector_tstamp":"2025-01-01T00:00:00.000000Z","root_id":"r%d"}`, i, rnd, i)
 		sent += len(v)
-		recs = append(recs, &kgo.Record{Topic: "sluice.raw", Value: []byte(v)})
+		recs = append(recs, &kgo.Record{Topic: raw, Value: []byte(v)})
 		if len(recs) == 5000 {
 			if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
 				t.Fatal(err)
@@ -934,7 +915,8 @@ func TestLoaderMemoryBounded(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "loader", "lake", "--brokers", b.Addr(), "--data-dir", dir, "--metrics-addr", "", "--loader-topics", "sluice.raw,sluice.dlq",
+	cmd := exec.Command(binary, "loader", "lake", "--brokers", k.brokers, "--data-dir", dir, "--metrics-addr", "",
+		"--topic-dlq", dlq, "--loader-topics", raw+","+dlq, "--loader-group", k.name("sluice-loader-lake"),
 		"--loader-memory", "8MiB", "--flush-bytes", "4MiB", "--flush-rows", "1000000", "--flush-interval", "2s", "--log-format", "json")
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -942,7 +924,7 @@ func TestLoaderMemoryBounded(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	store, _ := lake.NewLocal(filepath.Join(dir, "lake"))
-	ends, err := kadm.NewClient(prod).ListEndOffsets(t.Context(), "sluice.raw")
+	ends, err := kadm.NewClient(prod).ListEndOffsets(t.Context(), raw)
 	if err != nil {
 		t.Fatal(err)
 	}
