@@ -1,9 +1,7 @@
 package lake
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -188,16 +186,14 @@ func (c *Catalog) rewrite(ctx context.Context, store Storage, t *table.Table, da
 // another writer), and columns of cols without an id, are read by name.
 func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error) {
 	defer func() {
-		// The Parquet reader trusts lengths in the file it reads: a
-		// damaged file must be an error here, not a crash of the process.
+		// The Parquet reader trusts what the file says beyond the lengths
+		// checkFooter and checkPages bound: a damaged file must be an
+		// error here, not a crash of the process.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("unreadable Parquet file: %v", r)
 		}
 	}()
-	if err := checkFooter(data); err != nil {
-		return err
-	}
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	pf, err := openParquet(data)
 	if err != nil {
 		return err
 	}
@@ -215,7 +211,9 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 			want[i] = &c
 		}
 	}
-	r := parquet.NewReader(bytes.NewReader(data), pf.Schema())
+	// The reader of pf itself: opening the bytes again would read the
+	// page index that checkPages does not bound.
+	r := parquet.NewReader(pf, pf.Schema())
 	defer r.Close()
 	rows := make([]parquet.Row, 256)
 	var fields []row.Field
@@ -244,20 +242,6 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 			return errors.New("unreadable Parquet file: no rows read and no end")
 		}
 	}
-}
-
-// checkFooter refuses a file whose footer claims more bytes than the file
-// has: the Parquet reader allocates what the footer's length says (up to
-// 4 GiB) before it looks.
-func checkFooter(data []byte) error {
-	const tail = 8 // footer length (4 bytes, little endian), then PAR1
-	if len(data) < 4+tail || string(data[:4]) != "PAR1" || string(data[len(data)-4:]) != "PAR1" {
-		return errors.New("not a Parquet file: no PAR1 at its start and end")
-	}
-	if n := binary.LittleEndian.Uint32(data[len(data)-tail:]); int64(n) > int64(len(data)-4-tail) {
-		return fmt.Errorf("damaged Parquet file: its footer claims %d bytes of a %d-byte file", n, len(data))
-	}
-	return nil
 }
 
 func cellOf(v parquet.Value, k row.Kind) row.Cell {
@@ -477,7 +461,7 @@ func readLegacy(ctx context.Context, store Storage, f File, kinds map[string]row
 	if err != nil {
 		return nil, err
 	}
-	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	pf, err := openParquet(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Path(), err)
 	}
