@@ -192,8 +192,22 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 		return err
 	}
 	err = c.cat.CreateNamespace(ctx, c.ns, nil)
-	if errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
+	if err == nil || errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
 		return nil
+	}
+	// Processes that start together create it together, and not every
+	// catalog answers the loser AlreadyExists: Iceberg's REST catalog on a
+	// SQL database answers 500 for the key the other one took. It exists
+	// once the winner's transaction ends.
+	for range 5 {
+		if ok, cerr := c.cat.CheckNamespaceExists(ctx, c.ns); cerr == nil && ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return err
 }

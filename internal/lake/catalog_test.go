@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,4 +278,28 @@ func TestRESTCatalogNeedsS3(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "a REST catalog needs a lake on S3") {
 		t.Errorf("OpenCatalog of a REST catalog for a local lake = %v", err)
 	}
+}
+
+// TestCatalogsStartTogether opens the REST catalog's new namespace from
+// several processes' worth of catalogs at once, as a deployment's stages
+// start: every one opens it. The REST catalog on SQLite answered the
+// loser of the namespace's creation 500, and an aggregator of the
+// multi-instance test exited.
+func TestCatalogsStartTogether(t *testing.T) {
+	endpoint, bucket := s3test.Bucket(t)
+	s3cfg := lake.S3Config{Endpoint: endpoint, Region: s3test.Region, PathStyle: true,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+	cc := catalogtest.REST(t, endpoint)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			cat, err := lake.OpenCatalog(t.Context(), "s3://"+bucket+"/lake", cc, s3cfg)
+			if err != nil {
+				t.Errorf("catalog %d: %v", i, err)
+				return
+			}
+			cat.Close()
+		})
+	}
+	wg.Wait()
 }
