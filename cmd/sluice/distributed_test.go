@@ -24,7 +24,9 @@ import (
 	gocmp "github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice/internal/catalogtest"
+	"github.com/sluicehq/sluice/internal/javatest"
 	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/internal/nginx"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/source"
@@ -53,7 +55,10 @@ func TestDistributed(t *testing.T) {
 	if os.Getenv(kafkatest.Env) == "" {
 		t.Skipf("the multi-instance run belongs to the real-cluster suite: %s=cluster (make unit runs it)", kafkatest.Env)
 	}
-	nginx := nginxBinary(t)
+	lb, err := nginx.Find()
+	if err != nil {
+		javatest.Need(t, "nginx", err)
+	}
 	cluster := kafkatest.Start(t)
 	endpoint, bucket := s3test.Bucket(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
@@ -68,8 +73,10 @@ func TestDistributed(t *testing.T) {
 		}
 	}
 	t.Logf("random kill points from SLUICE_TEST_SEED=%d", seed)
-	rng := mrand.New(mrand.NewPCG(seed, 15))
-	env := distributedEnv{nginx: nginx, brokers: strings.Join(cluster.Brokers(), ","), endpoint: endpoint, bucket: bucket, trips: trips}
+	// Each fault draws from its own stream, so that a seed replays one
+	// subtest alone (-run TestDistributed/uninterrupted|instances) too.
+	var rng *mrand.Rand
+	env := distributedEnv{nginx: lb, brokers: strings.Join(cluster.Brokers(), ","), endpoint: endpoint, bucket: bucket, trips: trips}
 
 	var want string
 	t.Run("uninterrupted", func(t *testing.T) {
@@ -118,6 +125,7 @@ func TestDistributed(t *testing.T) {
 		}},
 	}
 	for i, f := range faults {
+		rng = mrand.New(mrand.NewPCG(seed, uint64(i)))
 		t.Run(f.name, func(t *testing.T) {
 			got := env.run(t, fmt.Sprintf("r%d", i), f.fault)
 			if diff := gocmp.Diff(want, got); diff != "" {
@@ -420,7 +428,7 @@ type stages struct {
 	t         *testing.T
 	dir       string
 	lbAddr    string
-	nginx     *exec.Cmd
+	lb        *nginx.Server
 	instances map[string]*instance
 }
 
@@ -433,7 +441,7 @@ type instance struct {
 	done chan struct{}
 }
 
-func newPipeline(t *testing.T, dir, cfgPath, brokers, nginx string) *stages {
+func newPipeline(t *testing.T, dir, cfgPath, brokers, nginxBin string) *stages {
 	t.Helper()
 	p := &stages{t: t, dir: dir, instances: map[string]*instance{}}
 	t.Cleanup(p.close)
@@ -459,7 +467,7 @@ func newPipeline(t *testing.T, dir, cfgPath, brokers, nginx string) *stages {
 	if !p.waitReady("collector-1") || !p.waitReady("collector-2") {
 		t.FailNow()
 	}
-	p.startNginx(nginx, p.instances["collector-1"].addr, p.instances["collector-2"].addr)
+	p.startNginx(nginxBin, p.instances["collector-1"].addr, p.instances["collector-2"].addr)
 	return p
 }
 
@@ -549,9 +557,8 @@ func (p *stages) close() {
 		}
 	}
 	wg.Wait()
-	if p.nginx != nil {
-		p.nginx.Process.Signal(syscall.SIGQUIT)
-		p.nginx.Wait()
+	if p.lb != nil {
+		p.lb.Stop()
 	}
 	for _, in := range p.instances {
 		in.log.Close()
@@ -578,86 +585,25 @@ func tailFile(path string, n int) string {
 }
 
 // startNginx runs nginx with the load balancer's configuration of the
-// Compose setup (deploy/compose/nginx.conf), its upstreams the two
-// collectors, on 127.0.0.1:8095, or another port when 8095 is taken.
+// Compose setup, its upstreams the two collectors, on 127.0.0.1:8095, or
+// another port when 8095 is taken.
 func (p *stages) startNginx(bin, upstream1, upstream2 string) {
 	t := p.t
 	conf, err := os.ReadFile(filepath.Join(repoDir, "deploy", "compose", "nginx.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.lbAddr = "127.0.0.1:8095"
-	if l, err := net.Listen("tcp", p.lbAddr); err != nil {
-		p.lbAddr = fmt.Sprintf("127.0.0.1:%d", freeLoopbackPorts(t, 1)[0])
-		t.Logf("port 8095 is taken (%v): the load balancer listens on %s", err, p.lbAddr)
+	addr := "127.0.0.1:8095"
+	if l, err := net.Listen("tcp", addr); err != nil {
+		addr = fmt.Sprintf("127.0.0.1:%d", freeLoopbackPorts(t, 1)[0])
+		t.Logf("port 8095 is taken (%v): the load balancer listens on %s", err, addr)
 	} else {
 		l.Close()
 	}
-	prefix := filepath.Join(p.dir, "nginx")
-	if err := os.MkdirAll(prefix, 0o777); err != nil {
+	if p.lb, err = nginx.Start(bin, string(conf), filepath.Join(p.dir, "nginx"), addr, []string{upstream1, upstream2}); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(prefix, 0o777) // nginx's workers run as nobody when it runs as root
-	// The same file, but on loopback, and with its state in the test's
-	// directory instead of /var.
-	temp := "http {\n"
-	for _, k := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		temp += fmt.Sprintf("  %s_temp_path %s;\n", k, filepath.Join(prefix, k))
-	}
-	temp += "  access_log off;\n"
-	s := strings.NewReplacer("collector-1:8080", upstream1, "collector-2:8080", upstream2,
-		"listen 8095;", "listen "+p.lbAddr+";", "http {\n", temp).Replace(string(conf))
-	if !strings.Contains(s, upstream1) || !strings.Contains(s, "listen "+p.lbAddr) {
-		t.Fatalf("deploy/compose/nginx.conf no longer has the upstreams and port this test replaces:\n%s", conf)
-	}
-	confPath := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log, err := os.Create(filepath.Join(p.dir, "nginx.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.nginx = exec.Command(bin, "-p", prefix, "-c", confPath, "-e", "stderr",
-		// One process, which Pdeathsig ends with the test.
-		"-g", "daemon off; master_process off; pid "+filepath.Join(prefix, "nginx.pid")+"; error_log stderr;")
-	p.nginx.Stdout, p.nginx.Stderr = log, log
-	p.nginx.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.nginx.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := net.Dial("tcp", p.lbAddr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx does not listen on %s: %v\n%s", p.lbAddr, err, tailFile(log.Name(), 20))
-		}
-	}
-}
-
-// nginxBinary finds nginx: SLUICE_NGINX, testenv/nginx's, or the PATH's.
-func nginxBinary(t *testing.T) string {
-	t.Helper()
-	home, _ := os.UserHomeDir()
-	cache := cmp.Or(os.Getenv("SLUICE_TESTENV_CACHE"), filepath.Join(home, ".cache", "sluice"))
-	for _, p := range []string{os.Getenv("SLUICE_NGINX"), filepath.Join(cache, "nginx", "usr", "sbin", "nginx")} {
-		if p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if os.Getenv("SLUICE_REQUIRE_TOOLS") != "" {
-		t.Fatal("no nginx: run testenv/nginx (make test-deps)")
-	}
-	t.Skip("no nginx: run testenv/nginx (make test-deps)")
-	return ""
+	p.lbAddr = addr
 }
 
 // freeLoopbackPorts returns n ports free on 127.0.0.1 now.

@@ -39,13 +39,14 @@ func main() {
 	defer stop()
 	benches := map[string]func(context.Context, []string, io.Writer) error{
 		"aggregator": benchAggregator,
+		"balance":    benchBalance,
 		"collector":  benchCollector,
 		"enricher":   benchEnricher,
 		"loader":     benchLoader,
 		"replay":     benchReplay,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|collector|enricher|loader|replay [flags]   (see -h)")
+		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|loader|replay [flags]   (see -h)")
 		os.Exit(2)
 	}
 	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {

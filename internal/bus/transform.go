@@ -79,6 +79,18 @@ func (l *transformLoop) fault(err error) {
 // transaction fails to end (the error). Produce failures abort the
 // transaction and wait a backoff before the records are read again.
 func (l *transformLoop) session(ctx context.Context, sess *kgo.GroupTransactSession) error {
+	// A transactional id's new producer fences its predecessor, and Kafka
+	// aborts the transaction that one left open, only when the new one
+	// asks for its producer id, which franz-go does at its first produce.
+	// Until then the group's offsets stay unstable and their fetch waits:
+	// a restarted instance sat out its killed predecessor's transaction
+	// timeout (40 s) before reading. Asking first takes it at once.
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("init the transactional producer: %w", err)
+	}
 	for {
 		fetches := sess.PollRecords(ctx, max(l.MaxPollRecords, 1))
 		if ctx.Err() != nil {
