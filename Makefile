@@ -71,12 +71,14 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $${n}x -fuzzminimizetime 200x $$pkg; \
 	done
 
-# bench measures the collector against a no-op handler, the enricher's API
+# bench measures the collector against a no-op handler, two collectors behind
+# nginx against one (make test-deps fetches nginx), the enricher's API
 # calls against the bound its concurrency and the API's latency allow, the lake loader
 # against DuckDB's COPY, and replay into the collector against replay into a
 # no-op handler, each baseline in the same run.
 bench:
 	$(GO) run ./cmd/sluicebench aggregator
+	$(GO) run ./cmd/sluicebench balance
 	$(GO) run ./cmd/sluicebench collector
 	$(GO) run ./cmd/sluicebench enricher
 	$(GO) run ./cmd/sluicebench loader
