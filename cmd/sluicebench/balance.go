@@ -127,29 +127,16 @@ func benchBalance(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer two.Stop()
 
-	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
-	var batches [][]byte
-	for i := 0; i+*batch <= len(singles); i += *batch {
-		batches = append(batches, append(append([]byte("["), bytes.Join(singles[i:i+*batch], []byte(","))...), ']'))
-	}
-	if len(batches) == 0 {
-		return fmt.Errorf("batch %d is larger than the %d sample events", *batch, len(singles))
+	modes, err := loadModes(*conns, *batch, *batchConns)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "balance benchmark: TLC trip events through nginx (deploy/compose/nginx.conf, one worker) to one collector,\n"+
 		"then to two, each a process of its own on `sluice broker`; load from this process, %v after %v warm-up.\n"+
 		"cores: each process's CPU time over the run's wall time; the machine has %d.\n\n", *duration, *warmup, runtime.NumCPU())
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttarget\tevents/s\tp50\tp99\tfailed\tcores: nginx\tcollectors\tbroker\tload\tmachine\t")
-	for _, m := range []struct {
-		name   string
-		path   string
-		bodies [][]byte
-		per    int
-		conns  int
-	}{
-		{"single", "/api/v1/collect", singles, 1, *conns},
-		{fmt.Sprintf("batch %d", *batch), "/api/v1/collect/batch", batches, *batch, *batchConns},
-	} {
+	for _, m := range modes {
 		var rates [2]float64
 		for i, lb := range []*nginx.Server{one, two} {
 			pids := []int{lb.Pid(), collectors[0].Process.Pid, collectors[1].Process.Pid, broker.Process.Pid, os.Getpid()}

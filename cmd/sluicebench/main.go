@@ -110,14 +110,11 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer validateStop()
 
-	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
-	var batches [][]byte
-	for i := 0; i+*batch <= len(singles); i += *batch {
-		batches = append(batches, append(append([]byte("["), bytes.Join(singles[i:i+*batch], []byte(","))...), ']'))
+	modes, err := loadModes(*conns, *batch, *batchConns)
+	if err != nil {
+		return err
 	}
-	if len(batches) == 0 {
-		return fmt.Errorf("batch %d is larger than the %d sample events", *batch, len(singles))
-	}
+	singles := modes[0].bodies
 
 	fmt.Fprintf(out, "collector benchmark: %d TLC trip events (avg %d bytes), embedded broker (fsync=%v), producer linger %v, compression %s\n",
 		len(singles), len(tlcEvents)/len(singles), *fsync, *linger, *compression)
@@ -125,16 +122,7 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		"the body, and one that also checks it with encoding/json.Valid (the least a collector can do)\n\n", *duration, *warmup)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttarget\tconns\tevents/s\tp50\tp99\tfailed\t")
-	for _, m := range []struct {
-		name   string
-		path   string
-		bodies [][]byte
-		per    int
-		conns  int
-	}{
-		{"single", "/api/v1/collect", singles, 1, *conns},
-		{fmt.Sprintf("batch %d", *batch), "/api/v1/collect/batch", batches, *batch, *batchConns},
-	} {
+	for _, m := range modes {
 		if *only != "" && !strings.HasPrefix(m.name, *only) {
 			continue
 		}
@@ -168,6 +156,33 @@ func benchCollector(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\tcollector / json.Valid only\t\t%.2f\t\t\t\t\n", m.name, rates[1]/rates[2])
 	}
 	return tw.Flush()
+}
+
+// loadMode is a way to load a collector: an endpoint, its bodies and the
+// events each holds, and the connections that send them.
+type loadMode struct {
+	name   string
+	path   string
+	bodies [][]byte
+	per    int
+	conns  int
+}
+
+// loadModes are the bundled TLC events as single events over conns
+// connections, and as batches of batch over batchConns.
+func loadModes(conns, batch, batchConns int) ([]loadMode, error) {
+	singles := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
+	var batches [][]byte
+	for i := 0; i+batch <= len(singles); i += batch {
+		batches = append(batches, append(append([]byte("["), bytes.Join(singles[i:i+batch], []byte(","))...), ']'))
+	}
+	if len(batches) == 0 {
+		return nil, fmt.Errorf("batch %d is larger than the %d sample events", batch, len(singles))
+	}
+	return []loadMode{
+		{"single", "/api/v1/collect", singles, 1, conns},
+		{fmt.Sprintf("batch %d", batch), "/api/v1/collect/batch", batches, batch, batchConns},
+	}, nil
 }
 
 // startCollector starts the collector on an embedded broker in dir, with
