@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -172,9 +173,9 @@ aggregations:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := newPipeline(t, dir, cfgPath, e.brokers, e.nginx)
+	p := newStages(t, dir, cfgPath, e.brokers, e.nginx)
 
-	c := &tripClient{url: "http://" + p.lbAddr + "/api/v1/collect/batch", acked: map[string]bool{}}
+	c := &tripClient{url: "http://" + p.lb.Addr + "/api/v1/collect/batch", acked: map[string]bool{}}
 	var faultDone sync.WaitGroup
 	if fault != nil {
 		faultDone.Go(func() { fault(t, p) })
@@ -190,53 +191,21 @@ aggregations:
 	t.Logf("%d events acknowledged, %d of them after a 503 (%d events answered 503)", len(c.acked), c.retried, c.unavailable)
 	p.checkRunning()
 
+	// Every acknowledged event is in the lake once; the events of 503
+	// answers may be there too (a collector may have stored a request it
+	// could not answer), under root ids of their own. The queries' data
+	// dir holds their cache of the S3 lake.
+	lake := []string{"--config", cfgPath, "--data-dir", filepath.Join(dir, "query")}
+	ackedOnce(t, lake, "yellow_taxi_trip", c.acked, c.unavailable, 3*time.Minute)
 	query := func(sql string) (string, error) {
-		// The query's own data dir holds its cache of the S3 lake.
 		var stderr bytes.Buffer
-		cmd := exec.Command(binary, "query", "--config", cfgPath, "--data-dir", filepath.Join(dir, "query"), "--format", "csv", sql)
+		cmd := exec.Command(binary, slices.Concat([]string{"query"}, lake, []string{"--format", "csv", sql})...)
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
 			return stderr.String(), err
 		}
 		return strings.TrimSpace(string(out)), nil
-	}
-	// Every acknowledged event is in the lake once; the events of 503
-	// answers may be there too (a collector may have stored a request it
-	// could not answer), under root ids of their own.
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		out, err := query("SELECT root_id FROM yellow_taxi_trip")
-		inLake := map[string]int{}
-		if err == nil {
-			for _, id := range strings.Split(out, "\n")[1:] {
-				inLake[id]++
-			}
-		}
-		var missing, twice, unconfirmed int
-		for id := range c.acked {
-			if inLake[id] == 0 {
-				missing++
-			}
-		}
-		for id, n := range inLake {
-			if n > 1 {
-				twice++
-			}
-			if !c.acked[id] {
-				unconfirmed++
-			}
-		}
-		if err == nil && missing == 0 && twice == 0 && unconfirmed <= c.unavailable {
-			t.Logf("the lake holds the %d acknowledged events once, and %d events of 503 answers", len(c.acked), unconfirmed)
-			break
-		}
-		if time.Now().After(deadline) {
-			p.logTails()
-			t.Fatalf("the lake misses %d of the %d acknowledged events, holds %d twice and %d not acknowledged (%d answered 503); query: %v %.300s",
-				missing, len(c.acked), twice, unconfirmed, c.unavailable, err, out)
-		}
-		time.Sleep(time.Second)
 	}
 
 	// The aggregates, once they count every trip (idle_timeout after the
@@ -250,7 +219,6 @@ aggregations:
 		}
 		if time.Now().After(deadline) {
 			late, _ := query("SELECT reason, count(*) FROM dead_letter GROUP BY reason")
-			p.logTails()
 			t.Fatalf("the aggregates count %q trips of %d; dead letters:\n%s", out, len(e.trips), late)
 		}
 		time.Sleep(time.Second)
@@ -427,7 +395,6 @@ func (c *tripClient) fail(what string) {
 type stages struct {
 	t         *testing.T
 	dir       string
-	lbAddr    string
 	lb        *nginx.Server
 	instances map[string]*instance
 }
@@ -441,10 +408,15 @@ type instance struct {
 	done chan struct{}
 }
 
-func newPipeline(t *testing.T, dir, cfgPath, brokers, nginxBin string) *stages {
+func newStages(t *testing.T, dir, cfgPath, brokers, nginxBin string) *stages {
 	t.Helper()
 	p := &stages{t: t, dir: dir, instances: map[string]*instance{}}
-	t.Cleanup(p.close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			p.logTails()
+		}
+		p.close()
+	})
 	common := []string{"--config", cfgPath, "--brokers", brokers, "--log-format", "json"}
 	ports := freeLoopbackPorts(t, 2)
 	for i := 1; i <= 2; i++ {
@@ -454,14 +426,7 @@ func newPipeline(t *testing.T, dir, cfgPath, brokers, nginxBin string) *stages {
 			p.add(fmt.Sprintf("%s-%d", stage[0], i), "", slices.Concat(stage, common, []string{"--ops-addr", ""}))
 		}
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range p.instances {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(p.instances)) {
 		p.start(n)
 	}
 	if !p.waitReady("collector-1") || !p.waitReady("collector-2") {
@@ -567,13 +532,7 @@ func (p *stages) close() {
 
 // logTails logs the end of every instance's log.
 func (p *stages) logTails() {
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range p.instances {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(p.instances)) {
 		p.t.Logf("the end of %s's log:\n%s", name, tailFile(p.instances[name].log.Name(), 15))
 	}
 }
@@ -603,7 +562,6 @@ func (p *stages) startNginx(bin, upstream1, upstream2 string) {
 	if p.lb, err = nginx.Start(bin, string(conf), filepath.Join(p.dir, "nginx"), addr, []string{upstream1, upstream2}); err != nil {
 		t.Fatal(err)
 	}
-	p.lbAddr = addr
 }
 
 // freeLoopbackPorts returns n ports free on 127.0.0.1 now.

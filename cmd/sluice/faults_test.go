@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,16 +106,16 @@ func TestStartupFailures(t *testing.T) {
 	})
 }
 
-// ackedOnce waits until the page_view table of the lake in dataDir holds
-// every acknowledged event once. An event answered 503 was not confirmed,
+// ackedOnce waits until table, in the lake that `sluice query` finds with
+// the flags lake, holds every acknowledged event (by root id) once. An event answered 503 was not confirmed,
 // but Kafka may still have stored it (the answer says "not confirmed", not
 // "not stored"): the lake may hold up to unavailable of those, each once
 // too.
-func ackedOnce(t *testing.T, dataDir string, acked map[string]bool, unavailable int, within time.Duration) {
+func ackedOnce(t *testing.T, lake []string, table string, acked map[string]bool, unavailable int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		out, code := sluice(t, "query", "--data-dir", dataDir, "--format", "csv", "SELECT root_id FROM page_view")
+		out, code := sluice(t, slices.Concat([]string{"query"}, lake, []string{"--format", "csv", "SELECT root_id FROM " + table})...)
 		inLake := map[string]int{}
 		if code == 0 {
 			for _, id := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
@@ -240,7 +241,7 @@ func TestDiskFullStaysUp(t *testing.T) {
 	}
 	more := len(acked) + 200
 	send(func() bool { return len(acked) >= more || t.Failed() })
-	ackedOnce(t, filepath.Join(mnt, "data"), acked, unavailable, time.Minute)
+	ackedOnce(t, []string{"--data-dir", filepath.Join(mnt, "data")}, "page_view", acked, unavailable, time.Minute)
 	resp, err = http.Get("http://" + p.httpAddr + "/readyz")
 	if err != nil {
 		t.Fatal(err)

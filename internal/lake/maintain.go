@@ -184,7 +184,16 @@ func (c *Catalog) rewrite(ctx context.Context, store Storage, t *table.Table, da
 // ReadDataFile appends the rows of a data file to buf: the columns whose
 // field ids cols holds, typed as they say. Files without field ids (from
 // another writer), and columns of cols without an id, are read by name.
-func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error) {
+func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) error {
+	pf, err := openParquet(data)
+	if err != nil {
+		return err
+	}
+	return readRows(pf, cols, buf)
+}
+
+// readRows is ReadDataFile on a file openParquet opened.
+func readRows(pf *parquet.File, cols map[int]FileColumn, buf *Buffer) (err error) {
 	defer func() {
 		// The Parquet reader trusts what the file says beyond the lengths
 		// checkFooter and checkPages bound: a damaged file must be an
@@ -193,10 +202,6 @@ func ReadDataFile(data []byte, cols map[int]FileColumn, buf *Buffer) (err error)
 			err = fmt.Errorf("unreadable Parquet file: %v", r)
 		}
 	}()
-	pf, err := openParquet(data)
-	if err != nil {
-		return err
-	}
 	byName := map[string]FileColumn{}
 	for _, c := range cols {
 		byName[c.Name] = c
@@ -474,7 +479,7 @@ func readLegacy(ctx context.Context, store Storage, f File, kinds map[string]row
 		cols[-1-i] = FileColumn{Name: leaf.Name(), Kind: k} // no id: read by name
 	}
 	buf := NewBuffer()
-	if err := ReadDataFile(data, cols, buf); err != nil {
+	if err := readRows(pf, cols, buf); err != nil {
 		buf.Reset()
 		return nil, fmt.Errorf("%s: %w", f.Path(), err)
 	}

@@ -53,15 +53,15 @@ func Start(bin, conf, dir, listen string, upstreams []string) (*Server, error) {
 	os.Chmod(dir, 0o777) // its workers run as nobody when it runs as root
 	// The Compose file's servers become upstreams; its state moves from
 	// /var to dir.
-	var servers, http strings.Builder
+	var servers, state strings.Builder
 	for _, u := range upstreams {
 		fmt.Fprintf(&servers, "    server %s max_fails=1 fail_timeout=2s;\n", u)
 	}
-	http.WriteString("http {\n")
+	state.WriteString("http {\n")
 	for _, k := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		fmt.Fprintf(&http, "  %s_temp_path %s;\n", k, filepath.Join(dir, k))
+		fmt.Fprintf(&state, "  %s_temp_path %s;\n", k, filepath.Join(dir, k))
 	}
-	http.WriteString("  access_log off;\n")
+	state.WriteString("  access_log off;\n")
 	var out []string
 	replaced := false
 	for _, line := range strings.SplitAfter(conf, "\n") {
@@ -74,7 +74,7 @@ func Start(bin, conf, dir, listen string, upstreams []string) (*Server, error) {
 		case t == "listen 8095;":
 			out = append(out, "    listen "+listen+";\n")
 		case t == "http {":
-			out = append(out, http.String())
+			out = append(out, state.String())
 		default:
 			out = append(out, line)
 		}
