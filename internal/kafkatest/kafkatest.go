@@ -198,7 +198,7 @@ func Brokers(t testing.TB) []string {
 // Main runs a package's tests, then stops its shared cluster, if one was
 // started, and removes its data: the TestMain of a package whose tests
 // call Brokers.
-func Main(m *testing.M) int {
+func Main(m interface{ Run() int }) int {
 	code := m.Run()
 	if c := shared.c; c != nil {
 		c.stop()

@@ -1,0 +1,249 @@
+package search
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/searchtest"
+	"github.com/sluicehq/sluice/internal/sink"
+	"github.com/sluicehq/sluice/internal/sink/sinktest"
+)
+
+// TestConformance runs the sink conformance suite on the search sink,
+// against a real OpenSearch node behind a proxy that can play the server
+// down.
+func TestConformance(t *testing.T) {
+	srv := searchtest.Shared(t)
+	sinktest.Run(t, func(t *testing.T) *sinktest.Destination {
+		prefix := searchtest.Prefix(t)
+		p := newProxy(t, srv.URL)
+		cfg := testConfig(p.URL, prefix)
+		cfg.Topics = []string{sinktest.Topic}
+		os := node{t: t, url: srv.URL}
+		return &sinktest.Destination{
+			New: func(t *testing.T, env sink.Env) sink.Sink {
+				s, err := New(cfg, env.DLQTopic, nil, env.Logger, env.Metrics)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			},
+			Held:   func(t *testing.T) map[string]int { return os.rootIDs(prefix + "conformance*") },
+			Stop:   p.down.Store,
+			Points: []string{PointBulkSent},
+		}
+	})
+}
+
+// testConfig is a config for the tests: indices and offsets under prefix.
+func testConfig(url, prefix string) Config {
+	cfg := DefaultConfig()
+	cfg.URLs = []string{url}
+	cfg.Index = prefix + "{event_type}-{yyyy.MM.dd}"
+	cfg.OffsetsIndex = prefix + "offsets"
+	cfg.Replicas = 0
+	return cfg
+}
+
+// proxy stands between the sink and the server; down makes it drop every
+// connection, as a server that is down does.
+type proxy struct {
+	*httptest.Server
+	down atomic.Bool
+	// answer, when set, may answer a request itself (a 429, say).
+	answer atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = nil
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					conn.Close()
+					return
+				}
+			}
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		if f := p.answer.Load(); f != nil && (*f)(w, r) {
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// node reads what the server holds, for the tests' checks.
+type node struct {
+	t   testing.TB
+	url string
+}
+
+func (n node) do(method, path string, body any) (int, []byte) {
+	n.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(n.t.Context(), method, n.url+path, rd)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// get decodes a GET's JSON answer into v, failing on an error status.
+func (n node) get(path string, body, v any) {
+	n.t.Helper()
+	method := http.MethodGet
+	if body != nil {
+		method = http.MethodPost
+	}
+	status, b := n.do(method, path, body)
+	if status != http.StatusOK {
+		n.t.Fatalf("%s %s: status %d: %s", method, path, status, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		n.t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// rootIDs counts, by root_id, the documents of the indices matching
+// pattern, read by scrolling through them all.
+func (n node) rootIDs(pattern string) map[string]int {
+	n.t.Helper()
+	out := map[string]int{}
+	if status, b := n.do(http.MethodPost, "/"+pattern+"/_refresh?allow_no_indices=true", nil); status != http.StatusOK {
+		n.t.Fatalf("refresh %s: status %d: %s", pattern, status, b)
+	}
+	type page struct {
+		ScrollID string `json:"_scroll_id"`
+		Hits     struct {
+			Hits []struct {
+				Source struct {
+					RootID string `json:"root_id"`
+				} `json:"_source"`
+			} `json:"hits"`
+		} `json:"hits"`
+	}
+	var p page
+	n.get("/"+pattern+"/_search?scroll=1m&allow_no_indices=true", map[string]any{"size": 5000, "_source": []string{"root_id"}}, &p)
+	for len(p.Hits.Hits) > 0 {
+		for _, h := range p.Hits.Hits {
+			out[h.Source.RootID]++
+		}
+		id := p.ScrollID
+		p = page{}
+		n.get("/_search/scroll", map[string]any{"scroll": "1m", "scroll_id": id}, &p)
+	}
+	return out
+}
+
+// count is the documents of the indices matching pattern, refreshed.
+func (n node) count(pattern string) int {
+	n.t.Helper()
+	n.do(http.MethodPost, "/"+pattern+"/_refresh?allow_no_indices=true", nil)
+	var c struct {
+		Count int `json:"count"`
+	}
+	n.get("/"+pattern+"/_count?allow_no_indices=true", nil, &c)
+	return c.Count
+}
+
+// fieldType is the mapped type of a field (a dotted path) in index.
+func (n node) fieldType(index, field string) string {
+	n.t.Helper()
+	var got map[string]struct {
+		Mappings map[string]struct {
+			Mapping map[string]struct {
+				Type string `json:"type"`
+			} `json:"mapping"`
+		} `json:"mappings"`
+	}
+	n.get("/"+index+"/_mapping/field/"+field, nil, &got)
+	for _, idx := range got {
+		for _, m := range idx.Mappings {
+			for _, v := range m.Mapping {
+				return v.Type
+			}
+		}
+	}
+	return ""
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func newSearch(t testing.TB, cfg Config, schemas Schemas) *Search {
+	t.Helper()
+	s, err := New(cfg, "dlq", schemas, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestIndexName(t *testing.T) {
+	for in, want := range map[string]string{
+		"TripEvent":    "tripevent",
+		"_private":     "private",
+		"a b/c*d":      "a_b_c_d",
+		"":             "unknown",
+		"page-view.v2": "page-view.v2",
+	} {
+		if got := indexName(in); got != want {
+			t.Errorf("indexName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, bad := range []string{"{event_type", "{yyyy.MM.ddx}", "Trips-{event_type}", "a b{event_type}"} {
+		if _, err := parseIndex(bad); err == nil {
+			t.Errorf("parseIndex(%q) = nil error", bad)
+		}
+	}
+	p, err := parseIndex("ev-{event_type}-{yyyy.MM.dd}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.wildcard("trip"); got != "ev-trip-*" {
+		t.Errorf("wildcard = %q", got)
+	}
+	at := time.Date(2025, 1, 2, 23, 59, 0, 0, time.FixedZone("", -3600))
+	if got := p.name("trip", at); got != "ev-trip-2025.01.03" {
+		t.Errorf("name = %q, want the UTC date", got)
+	}
+}
