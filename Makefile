@@ -46,6 +46,7 @@ test-deps:
 	testenv/fetch kafka-java
 	testenv/fetch spark-kafka
 	testenv/fetch kafka
+	testenv/fetch opensearch
 	testenv/nginx
 	$(GO) mod download
 	cd deploy && $(GO) mod download
@@ -61,7 +62,7 @@ unit:
 	cd deploy && $(GO) test -race -count=1 ./...
 	@echo "the exactly-once end-to-end tests again, and the multi-instance run, against a real 3-node Apache Kafka cluster (testenv/kafka)"
 	SLUICE_REQUIRE_TOOLS=1 SLUICE_TEST_KAFKA=cluster $(GO) test -race -count=1 -p 1 -timeout 30m \
-		-run 'TestConformance|Kill9|TestDistributed|Compacted' ./internal/sink ./internal/loader ./cmd/sluice
+		-run 'TestConformance|Kill9|TestDistributed|Compacted' ./internal/sink ./internal/loader ./internal/search ./cmd/sluice
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:

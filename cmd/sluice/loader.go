@@ -9,14 +9,18 @@ import (
 )
 
 const loaderUsage = `Usage: sluice loader lake --brokers host:port[,host:port] [--lake DIR|s3://bucket/prefix] [flags]
+       sluice loader opensearch --brokers host:port[,...] --search-urls http://host:9200[,...] [flags]
        sluice loader NAME --config FILE --brokers host:port[,host:port]
 
 Runs a sink alone: the sinks of the config that are named NAME or are of
-type NAME (without --config, the one default sink, of type lake). 'sluice
-loader lake' consumes the loader topics with a consumer group and writes
-each event type as a Hive-partitioned Parquet table, exactly once. The
-flags set the settings of the sinks it runs. Loaders sharing --loader-group
-share the partitions.
+type NAME (without --config, one sink of type NAME with its defaults).
+'sluice loader lake' consumes the loader topics with a consumer group and
+writes each event type as an Apache Iceberg table, exactly once.
+'sluice loader opensearch' (or elasticsearch) indexes each event into an
+index per event type and day, with its root_id as document id, and sends
+the documents the server refuses to the dead-letter topic
+(docs/search.md). The flags set the settings of the sinks it runs.
+Loaders sharing --loader-group share the partitions.
 
 --ops-addr serves /metrics, /healthz, /readyz and the status API.
 `
@@ -31,12 +35,19 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	name := args[0]
 	fs := pipeline.NewFlagSet("loader "+name, loaderUsage, stderr)
+	if _, ok := pipeline.SinkSpec(name); ok {
+		// Without a config file, the command's sink is one of its type.
+		fs.SetDefaults(func(c *pipeline.Config) { c.SinkOf(name) })
+	}
 	pipeline.ProcessFlags(fs, "data-dir", "instance-id")
 	logFlags(fs)
 	pipeline.KafkaFlags(fs)
 	pipeline.TopicFlags(fs)
-	pipeline.LakeFlags(fs)
+	if name != "opensearch" && name != "elasticsearch" {
+		pipeline.LakeFlags(fs)
+	}
 	pipeline.SinkFlags(fs, name)
+	pipeline.SearchFlags(fs, name)
 	pipeline.SchemaFlags(fs)
 	opsFlags(fs, "127.0.0.1:9464")
 	cfg, logger, err := setup(fs, args[1:], stderr)

@@ -137,14 +137,20 @@ func (c *Config) Catalog() lake.CatalogConfig {
 // LakeSink is the settings of the first sink of type lake, made when there
 // is none.
 func (c *Config) LakeSink() *loader.Config {
+	return c.SinkOf(loader.Spec.Type).(*loader.Config)
+}
+
+// SinkOf is the settings of the first sink of type typ, made with its
+// defaults when there is none.
+func (c *Config) SinkOf(typ string) any {
 	for _, s := range c.Sinks {
-		if s.Type == loader.Spec.Type {
-			return s.Config.(*loader.Config)
+		if s.Type == typ {
+			return s.Config
 		}
 	}
-	s := NewSink(loader.Spec.Type)
+	s := NewSink(typ)
 	c.Sinks = append(c.Sinks, s)
-	return s.Config.(*loader.Config)
+	return s.Config
 }
 
 // Validate reports every setting the process cannot start with, each with

@@ -4,6 +4,7 @@ import (
 	"io"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/search"
 	"github.com/sluicehq/sluice/internal/sink"
 )
 
@@ -74,4 +75,19 @@ func SinkFlags(fs *FlagSet, name string, names ...string) {
 		}
 		return out
 	}, names...)
+}
+
+// SearchFlags offers the search sinks' own settings (servers, index,
+// credentials), set in each sink of a search type that is named name, or
+// is of type name.
+func SearchFlags(fs *FlagSet, name string) {
+	fs.SectionEach(&search.Config{}, func(c *Config) []any {
+		var out []any
+		for _, s := range c.Sinks {
+			if sc, ok := s.Config.(*search.Config); ok && s.selected([]string{name}) {
+				out = append(out, sc)
+			}
+		}
+		return out
+	}, "search-urls", "search-index", "search-username", "search-password", "search-api-key", "search-ca-file", "search-versioning")
 }

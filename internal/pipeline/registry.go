@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/search"
 	"github.com/sluicehq/sluice/internal/sink"
 )
 
@@ -11,6 +12,8 @@ import (
 // package with its Spec, and a line here.
 var sinks = []sink.Spec{
 	loader.Spec,
+	search.Spec,
+	search.SpecElasticsearch,
 }
 
 // SinkSpec finds a sink type by name.

@@ -38,7 +38,7 @@ func (s *Search) send(ctx context.Context, r *sink.Range, b *buffer) error {
 			mu       sync.Mutex
 			failures []error
 			wg       sync.WaitGroup
-			slots    = make(chan struct{}, s.cfg.InFlight)
+			slots    = make(chan struct{}, s.inFlight.Load())
 		)
 		for _, batch := range batches {
 			slots <- struct{}{}
@@ -58,6 +58,7 @@ func (s *Search) send(ctx context.Context, r *sink.Range, b *buffer) error {
 			return err
 		}
 		left, why := b.pushedBack()
+		s.adapt(left > 0 || len(failures) > 0)
 		switch {
 		case len(failures) > 0:
 			return fmt.Errorf("bulk: %w", errors.Join(failures...))
@@ -71,6 +72,19 @@ func (s *Search) send(ctx context.Context, r *sink.Range, b *buffer) error {
 			return err
 		}
 	}
+}
+
+// adapt sets the requests in flight for the next round: halved after a
+// round the server pushed back on, one more after one it took whole, up
+// to in_flight. A server whose queues are full gets fewer requests at once
+// rather than the same number again.
+func (s *Search) adapt(pushedBack bool) {
+	cur := s.inFlight.Load()
+	next := min(cur+1, int32(s.cfg.InFlight))
+	if pushedBack {
+		next = max(cur/2, 1)
+	}
+	s.inFlight.CompareAndSwap(cur, next)
 }
 
 // PointBulkSent is the sink's crash point: a round of requests answered,
@@ -122,7 +136,7 @@ func (b *buffer) pushedBack() (int, string) {
 
 // bulkAnswer is a _bulk answer, filtered to the outcomes (bulkPath).
 type bulkAnswer struct {
-	Errors bool                       `json:"errors"`
+	Errors bool                        `json:"errors"`
 	Items  []map[string]bulkItemAnswer `json:"items"`
 }
 

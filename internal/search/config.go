@@ -15,16 +15,16 @@ import (
 // Config configures the search sink.
 type Config struct {
 	sink.Config `yaml:",inline"`
-	URLs        []string `yaml:"urls" doc:"Base URLs of the OpenSearch or Elasticsearch nodes (http://host:9200); requests go round the list, the next one after a node fails."`
+	URLs        []string `yaml:"urls" flag:"search-urls" doc:"Base URLs of the OpenSearch or Elasticsearch nodes (http://host:9200); requests go round the list, the next one after a node fails."`
 	// Index is a pattern: {event_type} is the event's type (or its table,
 	// for rows a model made), lower-cased; {yyyy.MM.dd} and the like, the
 	// UTC date of its time_field.
-	Index        string `yaml:"index" doc:"Index of each document: {event_type} is the event's type (or its model table), lower-cased; a {yyyy.MM.dd}-style part (yyyy, MM, dd, HH) is the UTC time of time_field."`
+	Index        string `yaml:"index" flag:"search-index" doc:"Index of each document: {event_type} is the event's type (or its model table), lower-cased; a {yyyy.MM.dd}-style part (yyyy, MM, dd, HH) is the UTC time of time_field."`
 	TimeField    string `yaml:"time_field" doc:"Top-level field whose time dates the index (an RFC 3339 string); records without one use their Kafka timestamp."`
 	OffsetsIndex string `yaml:"offsets_index" doc:"Index where the sink records, per consumer group and partition, the last Kafka offset it wrote: restarts resume there."`
 	// Versioning external makes the Kafka offset each document's version,
 	// so that an older write never overwrites a newer one.
-	Versioning string          `yaml:"versioning" doc:"none, or external: each document's version is its Kafka offset, so a replay of an older record never overwrites a newer one (the server's 409 then counts as done)."`
+	Versioning string          `yaml:"versioning" flag:"search-versioning" doc:"none, or external: each document's version is its Kafka offset, so a replay of an older record never overwrites a newer one (the server's 409 then counts as done)."`
 	Templates  bool            `yaml:"templates" doc:"Create or update an index template per event type at start and on a new type, with mappings from the registered JSON Schemas, so that field types do not depend on the first document."`
 	Shards     int             `yaml:"shards" doc:"Primary shards of the indices the templates describe; 0 leaves the server's default."`
 	Replicas   int             `yaml:"replicas" doc:"Replicas of the indices the templates describe; -1 leaves the server's default."`
@@ -33,10 +33,10 @@ type Config struct {
 	InFlight   int             `yaml:"in_flight" doc:"_bulk requests in flight at once."`
 	Gzip       bool            `yaml:"gzip" doc:"Compress request bodies with gzip."`
 	Timeout    time.Duration   `yaml:"timeout" doc:"Time a request may take before it is tried again."`
-	Username   string          `yaml:"username" doc:"User for HTTP basic authentication."`
-	Password   string          `yaml:"password" secret:"true" doc:"Password for HTTP basic authentication."`
-	APIKey     string          `yaml:"api_key" secret:"true" doc:"API key, sent as Authorization: ApiKey (Elasticsearch's encoded id:key)."`
-	CAFile     string          `yaml:"ca_file" doc:"PEM file of CAs to trust for the servers' TLS, added to the system's."`
+	Username   string          `yaml:"username" flag:"search-username" doc:"User for HTTP basic authentication."`
+	Password   string          `yaml:"password" flag:"search-password" secret:"true" doc:"Password for HTTP basic authentication."`
+	APIKey     string          `yaml:"api_key" flag:"search-api-key" secret:"true" doc:"API key, sent as Authorization: ApiKey (Elasticsearch's encoded id:key)."`
+	CAFile     string          `yaml:"ca_file" flag:"search-ca-file" doc:"PEM file of CAs to trust for the servers' TLS, added to the system's."`
 	// InsecureSkipVerify is for test clusters with self-signed
 	// certificates only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify" doc:"Do not verify the servers' TLS certificates (test clusters only)."`

@@ -24,6 +24,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,8 @@ type Search struct {
 	metrics  *metrics
 	client   *client
 	now      func() time.Time
+	// inFlight is the requests sent at once now (adapt).
+	inFlight atomic.Int32
 
 	// setupMu guards what is made on the server once: the offsets index
 	// and the templates of the types seen.
@@ -121,8 +124,10 @@ func New(cfg Config, dlqTopic string, schemas Schemas, logger *slog.Logger, reg 
 	if err != nil {
 		return nil, err
 	}
-	return &Search{cfg: cfg, index: index, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
-		client: cl, now: time.Now, templates: map[string]bool{}, counts: map[string]*Counts{}}, nil
+	s := &Search{cfg: cfg, index: index, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
+		client: cl, now: time.Now, templates: map[string]bool{}, counts: map[string]*Counts{}}
+	s.inFlight.Store(int32(cfg.InFlight))
+	return s, nil
 }
 
 // Details is what the status API shows of the sink: its servers and the
