@@ -102,6 +102,9 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	grew := cap(b.lines) + cap(b.meta)
 	d := doc{start: len(b.lines), offset: r.Offset, typ: typ, rootID: rootID}
 	op := "index"
+	if b.s.cfg.DataStreams {
+		op = "create"
+	}
 	b.lines = append(b.lines, `{"`...)
 	b.lines = append(b.lines, op...)
 	b.lines = append(b.lines, `":{"_index":"`...)
@@ -118,7 +121,19 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	// A line break in a _bulk source would end it early; in valid JSON one
 	// can only be white space between tokens.
 	src := len(b.lines)
-	b.lines = append(b.lines, r.Value...)
+	if b.s.cfg.DataStreams {
+		// The value is an object: @timestamp goes in before its end.
+		end := bytes.LastIndexByte(r.Value, '}')
+		b.lines = append(b.lines, r.Value[:end]...)
+		if len(b.top) > 0 {
+			b.lines = append(b.lines, ',')
+		}
+		b.lines = append(b.lines, `"@timestamp":"`...)
+		b.lines = t.UTC().AppendFormat(b.lines, event.TimeLayout)
+		b.lines = append(b.lines, `"}`...)
+	} else {
+		b.lines = append(b.lines, r.Value...)
+	}
 	if bytes.IndexByte(r.Value, '\n') >= 0 || bytes.IndexByte(r.Value, '\r') >= 0 {
 		for i, c := range b.lines[src:] {
 			if c == '\n' || c == '\r' {

@@ -192,8 +192,6 @@ func (s *Search) sendBatch(ctx context.Context, b *buffer, batch []int) ([]*kgo.
 		}
 		d := &b.docs[batch[0]]
 		return []*kgo.Record{s.reject(b, d, &itemError{Type: http.StatusText(status), Reason: reason(answer)})}, nil
-	case status == http.StatusUnauthorized:
-		return nil, errAuth
 	case status == http.StatusTooManyRequests || status >= 500:
 		b.setWhy(batch, fmt.Sprintf("status %d: %s", status, reason(answer)))
 		for _, i := range batch {
@@ -212,21 +210,15 @@ func (s *Search) sendBatch(ctx context.Context, b *buffer, batch []int) ([]*kgo.
 		}
 		return nil, nil
 	}
-	var got bulkAnswer
-	if err := json.Unmarshal(answer, &got); err != nil {
-		return nil, fmt.Errorf("read _bulk answer: %w", err)
-	}
-	if len(got.Items) != len(batch) {
-		return nil, fmt.Errorf("_bulk answered %d items for %d documents", len(got.Items), len(batch))
+	items, err := readItems(answer, len(batch))
+	if err != nil {
+		return nil, err
 	}
 	var dead []*kgo.Record
 	for k, i := range batch {
 		d := &b.docs[i]
-		var item bulkItemAnswer
-		for _, v := range got.Items[k] {
-			item = v
-		}
-		switch outcome(item, s.cfg.Versioning == "external") {
+		item := items[k]
+		switch outcome(item, s.cfg.Versioning == "external" || s.cfg.DataStreams) {
 		case indexed:
 			d.state = indexed
 		case rejected:
@@ -240,14 +232,34 @@ func (s *Search) sendBatch(ctx context.Context, b *buffer, batch []int) ([]*kgo.
 	return dead, nil
 }
 
+// readItems reads the outcome of each of a _bulk request's n documents
+// from its answer, in order.
+func readItems(answer []byte, n int) ([]bulkItemAnswer, error) {
+	var got bulkAnswer
+	if err := json.Unmarshal(answer, &got); err != nil {
+		return nil, fmt.Errorf("read _bulk answer: %w", err)
+	}
+	if len(got.Items) != n {
+		return nil, fmt.Errorf("_bulk answered %d items for %d documents", len(got.Items), n)
+	}
+	out := make([]bulkItemAnswer, n)
+	for k, item := range got.Items {
+		for _, v := range item { // one: keyed by the action
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
 // outcome sorts one document's answer: indexed, refused for good
-// (rejected), or to send again (pending).
-func outcome(item bulkItemAnswer, external bool) uint8 {
+// (rejected), or to send again (pending). conflictDone is set when a 409
+// means the document is there: under external versioning (this version or
+// a newer one) and for creates (this id).
+func outcome(item bulkItemAnswer, conflictDone bool) uint8 {
 	switch st := item.Status; {
 	case st >= 200 && st < 300:
 		return indexed
-	case st == http.StatusConflict && external:
-		// The index holds this version or a newer one.
+	case st == http.StatusConflict && conflictDone:
 		return indexed
 	case st == http.StatusTooManyRequests, st >= 500, st == http.StatusRequestTimeout:
 		return pending

@@ -150,6 +150,9 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, conte
 		c.next.CompareAndSwap(i, i+1)
 		return 0, nil, fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return 0, nil, fmt.Errorf("%w (%s)", errAuth, reason(b))
+	}
 	return resp.StatusCode, b, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ type Config struct {
 	// for rows a model made), lower-cased; {yyyy.MM.dd} and the like, the
 	// UTC date of its time_field.
 	Index        string `yaml:"index" flag:"search-index" doc:"Index of each document: {event_type} is the event's type (or its model table), lower-cased; a {yyyy.MM.dd}-style part (yyyy, MM, dd, HH) is the UTC time of time_field."`
+	DataStreams  bool   `yaml:"data_streams" flag:"search-data-streams" doc:"Write to data streams instead of dated indices: index then names the stream (no date part), the templates declare it, each document gets @timestamp from time_field, and is created, never replaced (the server's 409 for an id already there counts as done)."`
 	TimeField    string `yaml:"time_field" doc:"Top-level field whose time dates the index (an RFC 3339 string); records without one use their Kafka timestamp."`
 	OffsetsIndex string `yaml:"offsets_index" doc:"Index where the sink records, per consumer group and partition, the last Kafka offset it wrote: restarts resume there."`
 	// Versioning external makes the Kafka offset each document's version,
@@ -89,8 +91,10 @@ func (c Config) Validate() error {
 			errs = append(errs, config.Field(fmt.Sprintf("urls[%d]", i), "%q: want http://host:port or https://host:port", u))
 		}
 	}
-	if _, err := parseIndex(c.Index); err != nil {
+	if p, err := parseIndex(c.Index); err != nil {
 		errs = append(errs, config.Field("index", "%q: %v", c.Index, err))
+	} else if c.DataStreams && p.dated() {
+		errs = append(errs, config.Field("index", "%q: a data stream rolls over by itself; name it without a date, such as events-{event_type}", c.Index))
 	}
 	if c.TimeField == "" {
 		errs = append(errs, config.Field("time_field", "must be set (collector_tstamp, say)"))
@@ -232,6 +236,11 @@ func (p indexPattern) name(typ string, t time.Time) string {
 		}
 	}
 	return b.String()
+}
+
+// dated reports whether the pattern has a date part.
+func (p indexPattern) dated() bool {
+	return slices.ContainsFunc(p.parts, func(part indexPart) bool { return part.date })
 }
 
 // wildcard is the pattern's indices of event type typ, for a template.

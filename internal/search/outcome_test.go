@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,9 +44,37 @@ type pipe struct {
 	done   chan error
 	ids    map[string]bool
 	next   int
+	logs   logBuffer
+}
+
+// logBuffer keeps what the sink logged, for checks that it shows no
+// secret.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startPipe(t *testing.T, cfg Config, schemas Schemas) *pipe {
+	t.Helper()
+	p := newPipe(t)
+	p.start(cfg, schemas)
+	return p
+}
+
+// newPipe starts the broker and its topics.
+func newPipe(t *testing.T) *pipe {
 	t.Helper()
 	logger := testLogger(t)
 	b, err := bus.StartBroker(bus.BrokerConfig{Addr: "127.0.0.1:0", Dir: t.TempDir(), Partitions: 3}, logger)
@@ -60,6 +90,15 @@ func startPipe(t *testing.T, cfg Config, schemas Schemas) *pipe {
 	if err := bus.EnsureTopics(t.Context(), p.prod, 3, 1, p.topic, p.dlq); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// start runs a fresh sink, as a new process would.
+func (p *pipe) start(cfg Config, schemas Schemas) {
+	t := p.t
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &p.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var err error
 	cfg.Topics, cfg.Group = []string{p.topic}, "search-test"
 	cfg.FlushInterval = 200 * time.Millisecond
 	reg := prometheus.NewRegistry()
@@ -75,7 +114,6 @@ func startPipe(t *testing.T, cfg Config, schemas Schemas) *pipe {
 	p.cancel, p.done = cancel, make(chan error, 1)
 	go func() { p.done <- p.runner.Run(ctx) }()
 	t.Cleanup(p.stop)
-	return p
 }
 
 func (p *pipe) stop() {
@@ -348,6 +386,43 @@ func TestServerRestart(t *testing.T) {
 	default:
 	}
 	p.checkOnce(node{t: t, url: srv.URL}, prefix+"trip-*", nil)
+	if dead := p.deadLetters(); len(dead) > 0 {
+		t.Errorf("%d dead letters, want none: %+v", len(dead), dead[0])
+	}
+}
+
+// Data streams: documents are created with @timestamp, and created again
+// (a replay from the start, its offsets lost) they are not duplicated.
+func TestDataStreams(t *testing.T) {
+	srv := searchtest.Shared(t)
+	prefix := searchtest.Prefix(t)
+	n := node{t: t, url: srv.URL}
+	cfg := testConfig(srv.URL, prefix)
+	cfg.DataStreams, cfg.Index = true, prefix+"{event_type}"
+	p := newPipe(t)
+	p.start(cfg, nil)
+	p.produce(200, func(i int) string { return fmt.Sprintf(`{"n":%d}`, i) })
+	p.waitCaughtUp(30 * time.Second)
+	p.stop()
+	var streams struct {
+		DataStreams []struct {
+			Name string `json:"name"`
+		} `json:"data_streams"`
+	}
+	n.get("/_data_stream/"+prefix+"trip", nil, &streams)
+	if len(streams.DataStreams) != 1 {
+		t.Fatalf("data streams %+v, want %strip", streams, prefix)
+	}
+	if status, b := n.do(http.MethodDelete, "/"+cfg.OffsetsIndex, nil); status != http.StatusOK {
+		t.Fatalf("delete the offsets: %d %s", status, b)
+	}
+	p.start(cfg, nil)
+	p.waitCaughtUp(30 * time.Second)
+	p.stop()
+	p.checkOnce(n, prefix+"trip", nil)
+	if got := n.fieldType(prefix+"trip", "@timestamp"); got != "date" {
+		t.Errorf("@timestamp is mapped as %q, want date", got)
+	}
 	if dead := p.deadLetters(); len(dead) > 0 {
 		t.Errorf("%d dead letters, want none: %+v", len(dead), dead[0])
 	}

@@ -216,12 +216,19 @@ func (s *Search) setup(ctx context.Context, b *buffer) error {
 	if !s.cfg.Templates {
 		return nil
 	}
-	types := slices.Sorted(maps.Keys(b.types))
-	for _, typ := range types {
+	types := maps.Clone(b.types)
+	if len(s.templates) == 0 && s.schemas != nil {
+		// At start, every registered event type's, before its first
+		// event.
+		for _, k := range s.schemas.Keys() {
+			types[indexName(k.EventType)] = true
+		}
+	}
+	for _, typ := range slices.Sorted(maps.Keys(types)) {
 		if s.templates[typ] {
 			continue
 		}
-		t := s.template(typ, b.types[typ])
+		t := s.template(typ, types[typ])
 		if err := s.client.putTemplate(ctx, t.name, t.body); err != nil {
 			return fmt.Errorf("index template %s: %w", t.name, err)
 		}

@@ -64,6 +64,9 @@ func (s *Search) template(typ string, isEvent bool) template {
 	if s.cfg.Replicas >= 0 {
 		settings["number_of_replicas"] = s.cfg.Replicas
 	}
+	if s.cfg.DataStreams {
+		props["@timestamp"] = mapping{"type": "date"}
+	}
 	doc := map[string]any{
 		"index_patterns": []string{pattern},
 		"priority":       100 + len(pattern),
@@ -78,6 +81,9 @@ func (s *Search) template(typ string, isEvent bool) template {
 			},
 		},
 		"_meta": map[string]any{"managed_by": "sluice", "event_type": typ},
+	}
+	if s.cfg.DataStreams {
+		doc["data_stream"] = map[string]any{}
 	}
 	body, _ := json.Marshal(doc) // maps of strings and numbers always encode
 	h := fnv.New32a()
