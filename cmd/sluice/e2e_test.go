@@ -33,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/catalogtest"
 	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/internal/searchtest"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/s3test"
 	"github.com/sluicehq/sluice/internal/sample"
@@ -63,7 +64,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		panic("build sluice: " + err.Error())
 	}
-	code := kafkatest.Main(m)
+	code := kafkatest.Main(searchtest.Wrap(m))
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

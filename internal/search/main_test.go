@@ -11,9 +11,5 @@ import (
 // TestMain stops the OpenSearch node the tests share, and the real Kafka
 // cluster the conformance suite may have run against (kafkatest.Env).
 func TestMain(m *testing.M) {
-	os.Exit(kafkatest.Main(run(func() int { return searchtest.Main(m) })))
+	os.Exit(kafkatest.Main(searchtest.Wrap(m)))
 }
-
-type run func() int
-
-func (f run) Run() int { return f() }

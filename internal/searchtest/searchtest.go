@@ -90,6 +90,16 @@ func Main(m interface{ Run() int }) int {
 	return code
 }
 
+// Wrap is m with the shared node stopped after its tests: for a TestMain
+// that hands m to another package's Main too (kafkatest.Main).
+func Wrap(m interface{ Run() int }) interface{ Run() int } {
+	return runner(func() int { return Main(m) })
+}
+
+type runner func() int
+
+func (r runner) Run() int { return r() }
+
 var prefixes atomic.Int64
 
 // Prefix is an index-name prefix of a test's own, lower case.
