@@ -75,8 +75,10 @@ fuzz:
 # bench measures the collector against a no-op handler, two collectors behind
 # nginx against one (make test-deps fetches nginx), the enricher's API
 # calls against the bound its concurrency and the API's latency allow, the lake loader
-# against DuckDB's COPY, and replay into the collector against replay into a
-# no-op handler, each baseline in the same run.
+# against DuckDB's COPY, replay into the collector against replay into a
+# no-op handler, and the search sink against a minimal _bulk client on the
+# same OpenSearch node (make test-deps fetches it), each baseline in the
+# same run.
 bench:
 	$(GO) run ./cmd/sluicebench aggregator
 	$(GO) run ./cmd/sluicebench balance
@@ -84,6 +86,7 @@ bench:
 	$(GO) run ./cmd/sluicebench enricher
 	$(GO) run ./cmd/sluicebench loader
 	$(GO) run ./cmd/sluicebench replay
+	$(GO) run ./cmd/sluicebench search
 
 # swagger-ui refreshes the embedded API-docs assets from the npm registry.
 swagger-ui:

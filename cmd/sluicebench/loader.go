@@ -90,17 +90,12 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	defer os.RemoveAll(dir)
 
 	// The events as the collector stores them, and as NDJSON for DuckDB.
-	samples := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
-	stamp := []byte(`,"collector_tstamp":"2025-01-01T00:00:00.000000Z","collector_id":"bench","root_id":"`)
 	ndjson, err := os.Create(filepath.Join(dir, "events.ndjson"))
 	if err != nil {
 		return err
 	}
-	values := make([][]byte, *n)
-	for i := range values {
-		s := samples[i%len(samples)]
-		v := append(append(append(append(bytes.Clone(s[:len(s)-1]), stamp...), fmt.Sprintf("r%d", i)...), '"'), '}')
-		values[i] = v
+	values := stampedTLC(*n)
+	for _, v := range values {
 		ndjson.Write(append(v, '\n'))
 	}
 	ndjson.Close()
@@ -213,6 +208,19 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\ncommit latency (data files written → snapshot committed to the catalog), %d commits: p99 ≤ %gs\n", commitCount, commitBound)
 	return nil
+}
+
+// stampedTLC is n TLC trip events (the 500-row sample, repeated) as the
+// collector stores them, each with a root_id of its own (r0, r1, ...).
+func stampedTLC(n int) [][]byte {
+	samples := bytes.Split(bytes.TrimSpace(tlcEvents), []byte("\n"))
+	stamp := []byte(`,"collector_tstamp":"2025-01-01T00:00:00.000000Z","collector_id":"bench","root_id":"`)
+	values := make([][]byte, n)
+	for i := range values {
+		s := samples[i%len(samples)]
+		values[i] = append(append(append(append(bytes.Clone(s[:len(s)-1]), stamp...), fmt.Sprintf("r%d", i)...), '"'), '}')
+	}
+	return values
 }
 
 // loadOnce runs a loader on store until it has loaded the topic up to ends,

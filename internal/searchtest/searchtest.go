@@ -117,6 +117,16 @@ func Prefix(t testing.TB) string {
 	return fmt.Sprintf("t%d-%s-", prefixes.Add(1), strings.Trim(name, "-"))
 }
 
+// StartNode starts a node with its data in dir, outside a test (the
+// benchmarks): the caller stops it. It needs the jars of testenv/fetch
+// opensearch.
+func StartNode(dir string, settings ...string) (*Server, error) {
+	if err := javatest.Check("opensearch"); err != nil {
+		return nil, err
+	}
+	return start(dir, settings)
+}
+
 func start(dir string, settings []string) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -133,6 +143,9 @@ func start(dir string, settings []string) (*Server, error) {
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return err
+	}
 	log, err := os.OpenFile(filepath.Join(s.dir, "opensearch.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
