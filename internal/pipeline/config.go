@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
+	"github.com/sluicehq/sluice/internal/sink"
 )
 
 // Config is the whole configuration: one YAML file, the SLUICE_*
@@ -317,6 +318,11 @@ func (s *Sink) DecodeYAML(n *yaml.Node, path string) []error {
 	s.Type, s.Name, s.Config = typ.Value, typ.Value, spec.Config()
 	if name != nil && name.Value != "" {
 		s.Name = name.Value
+	}
+	if rc, ok := s.Config.(sink.Settings); ok {
+		// Sinks of one type but other names must not share a group,
+		// which would split the partitions between them.
+		rc.Runner().Group = "sluice-loader-" + s.Name
 	}
 	return config.DecodeNode(rest, s.Config, path)
 }

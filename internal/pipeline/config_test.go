@@ -82,7 +82,7 @@ func TestLoadBad(t *testing.T) {
 		"bad_size.bad.yml":      {`collector.max_body_bytes: want a size such as 65536, 64KiB or 1MiB, got "lots" (line 2)`},
 		"bad_duration.bad.yml":  {`collector.produce_timeout: want a duration such as 5s or 250ms, got "soon" (line 2)`},
 		"moved_loader.bad.yml":  {"loader: the lake loader is now a sink: list it under sinks: as - type: lake"},
-		"bad_sink_type.bad.yml": {`sinks[0].type: "lak": want one of [lake] (line 2)`},
+		"bad_sink_type.bad.yml": {`sinks[0].type: "lak": want one of [lake opensearch elasticsearch] (line 2)`},
 		"bad_kind.bad.yml":      {`sinks[0].tables.trips.columns.pickup: column type "datetime": want boolean, bigint, double, string, timestamp or json (line 4)`},
 		"invalid.bad.yml": {
 			`log_level: "loud": want debug, info, warn or error`,
@@ -94,6 +94,14 @@ func TestLoadBad(t *testing.T) {
 			`sinks[0].tables.trips.format: "orc": want one of parquet, csv.gz, avro`,
 			`sinks[1].name: "lake": another sink has this name`,
 			`aggregations[0].name: aggregation name "Bad Name": want snake_case`,
+		},
+		"bad_search.bad.yml": {
+			`sinks[0].urls[0]: "opensearch:9200": want http://host:port or https://host:port`,
+			`sinks[0].index: "Events-{event_type}-{yyyy.MMM}": {yyyy.MMM}: want {event_type} or a date`,
+			`sinks[0].versioning: "internal": want none or external`,
+			"sinks[0].bulk_docs: 0: want at least 1",
+			"sinks[0].api_key: give an API key or a username and password, not both",
+			`sinks[1].index: "{event_type}-{yyyy.MM.dd}": a data stream rolls over by itself`,
 		},
 		"missing.yml": {"no such file"},
 	}

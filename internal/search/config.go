@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func DefaultConfig() Config {
 	// Search is for fresh data: flush often, in smaller ranges than the
 	// lake's files.
 	c.Topics = []string{"sluice.enriched"}
-	c.Group = "sluice-loader-search"
+	c.Group = "sluice-loader-opensearch"
 	c.FlushRows = 10_000
 	c.FlushBytes = 16 << 20
 	c.FlushInterval = time.Second
@@ -134,11 +133,6 @@ func (c Config) Validate() error {
 	if c.Password != "" && c.Username == "" {
 		errs = append(errs, config.Field("username", "a password needs a username"))
 	}
-	if c.CAFile != "" {
-		if _, err := os.Stat(c.CAFile); err != nil {
-			errs = append(errs, config.Field("ca_file", "%v", err))
-		}
-	}
 	return errors.Join(errs...)
 }
 
@@ -196,9 +190,9 @@ func parseIndex(s string) (indexPattern, error) {
 
 // dateLayout turns a date pattern in Elasticsearch's letters (yyyy, MM,
 // dd, HH) into Go's layout.
-func dateLayout(token string) (string, error) {
+func dateLayout(pattern string) (string, error) {
 	var b strings.Builder
-	for token != "" {
+	for token := pattern; token != ""; {
 		switch {
 		case strings.HasPrefix(token, "yyyy"):
 			b.WriteString("2006")
@@ -216,7 +210,7 @@ func dateLayout(token string) (string, error) {
 			b.WriteByte(token[0])
 			token = token[1:]
 		default:
-			return "", fmt.Errorf("{%s}: want {event_type} or a date of yyyy, MM, dd and HH with . - or _ between", token)
+			return "", fmt.Errorf("{%s}: want {event_type} or a date of yyyy, MM, dd and HH with . - or _ between", pattern)
 		}
 	}
 	return b.String(), nil

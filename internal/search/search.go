@@ -49,12 +49,19 @@ var Spec = sink.Spec{
 var SpecElasticsearch = sink.Spec{
 	Type:   "elasticsearch",
 	Doc:    "The opensearch sink, for Elasticsearch 8 and 9, which speak the same _bulk API (docs/search.md).",
-	Config: newConfig,
+	Config: newElasticsearchConfig,
 	New:    build,
 }
 
 func newConfig() any {
 	c := DefaultConfig()
+	return &c
+}
+
+// newElasticsearchConfig is the defaults under the type elasticsearch.
+func newElasticsearchConfig() any {
+	c := DefaultConfig()
+	c.Group = "sluice-loader-elasticsearch"
 	return &c
 }
 
