@@ -363,6 +363,30 @@ func TestValueSets(t *testing.T) {
 			t.Errorf("monitors %+v", o.monitors)
 		}
 	})
+	t.Run("search", func(t *testing.T) {
+		values := map[string]any{"search": map[string]any{"enabled": true, "urls": []any{"https://opensearch.search:9200"},
+			"username": "sluice", "password": "pw"}}
+		o := decode(t, render(t, values))
+		s := statefulSet(t, o, "sluice-search")
+		c := s.Spec.Template.Spec.Containers[0]
+		if !slices.Equal(c.Args, []string{"loader", "search"}) {
+			t.Errorf("search args %v", c.Args)
+		}
+		secret := false
+		for _, e := range c.Env {
+			secret = secret || e.Name == "SLUICE_SEARCH_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Key == "SLUICE_SEARCH_PASSWORD"
+		}
+		if !secret || o.secrets[0].StringData["SLUICE_SEARCH_PASSWORD"] != "pw" {
+			t.Error("the search password is not passed from the Secret")
+		}
+		cfg := o.configMaps[0].Data["sluice.yaml"]
+		if !strings.Contains(cfg, "type: lake") || !strings.Contains(cfg, "name: search") || strings.Contains(cfg, "pw") {
+			t.Errorf("config with search:\n%s", cfg)
+		}
+		if _, err := renderChart(map[string]any{"search": map[string]any{"enabled": true}}); err == nil || !strings.Contains(err.Error(), "search.urls") {
+			t.Errorf("search without urls: %v, want an error asking for them", err)
+		}
+	})
 	t.Run("no-aggregations", func(t *testing.T) {
 		o := decode(t, render(t, map[string]any{"config": map[string]any{"aggregations": nil}, "createNamespace": false}))
 		for _, s := range o.statefulSets {
@@ -406,7 +430,8 @@ func TestValueSets(t *testing.T) {
 func TestConfigIsValid(t *testing.T) {
 	bin := buildSluice(t)
 	for name, values := range map[string]map[string]any{"defaults": nil,
-		"rest-catalog": {"lake": map[string]any{"catalogUri": "https://polaris.example/api/catalog", "catalogWarehouse": "lake"}}} {
+		"rest-catalog": {"lake": map[string]any{"catalogUri": "https://polaris.example/api/catalog", "catalogWarehouse": "lake"}},
+		"search":       {"search": map[string]any{"enabled": true, "urls": []any{"https://opensearch.search:9200"}}}} {
 		t.Run(name, func(t *testing.T) {
 			o := decode(t, render(t, values))
 			if len(o.configMaps) != 1 {

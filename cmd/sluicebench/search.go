@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"text/tabwriter"
@@ -35,6 +36,8 @@ func benchSearch(ctx context.Context, args []string, out io.Writer) error {
 	runs := fs.Int("runs", 3, "runs of each writer; the median is reported")
 	bulkDocs := fs.Int("bulk-docs", search.DefaultConfig().BulkDocs, "documents per _bulk request, for both")
 	inFlight := fs.Int("in-flight", search.DefaultConfig().InFlight, "_bulk requests in flight, for both")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the sink's runs (this process only, not the node) to this file")
+	flushRows := fs.Int("flush-rows", search.DefaultConfig().FlushRows, "the sink's documents per range (flush_rows)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,6 +85,9 @@ func benchSearch(ctx context.Context, args []string, out io.Writer) error {
 	if err := osDo(ctx, http.MethodDelete, node.URL+"/sb-warmup", ""); err != nil {
 		return err
 	}
+	if err := osDo(ctx, http.MethodPut, node.URL+"/sb-offsets", ""); err != nil {
+		return err
+	}
 	var sinkTimes, bulkTimes []time.Duration
 	for run := range *runs {
 		prefix := fmt.Sprintf("sb-%d-", run)
@@ -89,7 +95,18 @@ func benchSearch(ctx context.Context, args []string, out io.Writer) error {
 		// node warmed (or filled) by the other.
 		writers := []func() error{
 			func() error {
-				took, err := indexWithSink(ctx, cc, node.URL, prefix+"sink-", *bulkDocs, *inFlight, ends, logger)
+				if *cpuProfile != "" {
+					f, err := os.Create(fmt.Sprintf("%s.%d", *cpuProfile, run))
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					if err := pprof.StartCPUProfile(f); err != nil {
+						return err
+					}
+					defer pprof.StopCPUProfile()
+				}
+				took, err := indexWithSink(ctx, cc, node.URL, prefix+"sink-", *bulkDocs, *inFlight, *flushRows, ends, logger)
 				sinkTimes = append(sinkTimes, took)
 				return err
 			},
@@ -133,11 +150,13 @@ func benchSearch(ctx context.Context, args []string, out io.Writer) error {
 // indexWithSink runs the search sink until it has recorded every
 // partition's end, and returns how long that took from its partitions'
 // assignment.
-func indexWithSink(ctx context.Context, cc bus.ClientConfig, url, prefix string, bulkDocs, inFlight int, ends kadm.ListedOffsets, logger *slog.Logger) (time.Duration, error) {
+func indexWithSink(ctx context.Context, cc bus.ClientConfig, url, prefix string, bulkDocs, inFlight, flushRows int, ends kadm.ListedOffsets, logger *slog.Logger) (time.Duration, error) {
 	cfg := search.DefaultConfig()
-	cfg.URLs, cfg.Index, cfg.OffsetsIndex = []string{url}, prefix+"{event_type}-{yyyy.MM.dd}", prefix+"offsets"
+	// The offsets index is made once per cluster: the runs share it (with
+	// a group each), so that none pays for creating it.
+	cfg.URLs, cfg.Index, cfg.OffsetsIndex = []string{url}, prefix+"{event_type}-{yyyy.MM.dd}", "sb-offsets"
 	cfg.Group, cfg.Templates = prefix+"group", false // the bench's template applies
-	cfg.BulkDocs, cfg.InFlight = bulkDocs, inFlight
+	cfg.BulkDocs, cfg.InFlight, cfg.FlushRows = bulkDocs, inFlight, flushRows
 	reg := prometheus.NewRegistry()
 	s, err := search.New(cfg, "sluice.dlq", nil, logger, reg)
 	if err != nil {

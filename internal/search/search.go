@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -146,7 +147,20 @@ func (s *Search) Details() any {
 	for k, c := range s.counts {
 		counts[k] = *c
 	}
-	return map[string]any{"urls": s.cfg.URLs, "documents": counts}
+	urls := make([]string, len(s.cfg.URLs))
+	for i, u := range s.cfg.URLs {
+		urls[i] = redacted(u)
+	}
+	return map[string]any{"urls": urls, "documents": counts}
+}
+
+// redacted is a URL without the password it may carry.
+func redacted(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
 }
 
 func (s *Search) count(typ string, f func(*Counts)) {

@@ -247,3 +247,16 @@ func TestIndexName(t *testing.T) {
 		t.Errorf("name = %q, want the UTC date", got)
 	}
 }
+
+// The status never shows a password, not even one written in a URL.
+func TestDetailsHideSecrets(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.URLs = []string{"https://sluice:s3cret@search-1:9200", "http://search-2:9200"}
+	b, err := json.Marshal(newSearch(t, cfg, nil).Details())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("s3cret")) || !bytes.Contains(b, []byte("search-2:9200")) {
+		t.Errorf("details %s", b)
+	}
+}
