@@ -182,7 +182,8 @@ func TestTLSAndAuth(t *testing.T) {
 	proxy := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, pass, ok := r.BasicAuth()
 		mu.Lock()
-		if !ok || user != "sluice" || pass != "s3cret-pa55" {
+		apiKey := r.Header.Get("Authorization") == "ApiKey a2V5LWlkOmtleQ=="
+		if !apiKey && (!ok || user != "sluice" || pass != "s3cret-pa55") {
 			refused++
 			mu.Unlock()
 			w.WriteHeader(http.StatusUnauthorized)
@@ -225,11 +226,21 @@ func TestTLSAndAuth(t *testing.T) {
 		t.Errorf("the password is shown: %s", status)
 	}
 
+	// An API key instead.
+	keyed := testConfig(proxy.URL, prefix+"key-")
+	keyed.CAFile, keyed.APIKey = caFile, "a2V5LWlkOmtleQ=="
+	s := newSearch(t, keyed, nil)
+	buf := s.NewBuffer("events", 0)
+	buf.Add(&kgo.Record{Value: []byte(`{"event_type":"trip","payload":{},"root_id":"keyed"}`)})
+	if err := s.Write(t.Context(), &sink.Range{Topic: "events", Buffer: buf}); err != nil {
+		t.Errorf("Write with an API key: %v", err)
+	}
+
 	// Wrong credentials: the sink says so, and indexes nothing.
 	bad := testConfig(proxy.URL, prefix)
 	bad.CAFile, bad.Username, bad.Password = caFile, "sluice", "wrong"
-	s := newSearch(t, bad, nil)
-	buf := s.NewBuffer("events", 0)
+	s = newSearch(t, bad, nil)
+	buf = s.NewBuffer("events", 0)
 	buf.Add(&kgo.Record{Value: []byte(`{"event_type":"trip","payload":{}}`)})
 	err := s.Write(t.Context(), &sink.Range{Topic: "events", Buffer: buf})
 	if err == nil || !strings.Contains(err.Error(), "credentials") || strings.Contains(err.Error(), "wrong") {

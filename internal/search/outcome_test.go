@@ -427,3 +427,42 @@ func TestDataStreams(t *testing.T) {
 		t.Errorf("%d dead letters, want none: %+v", len(dead), dead[0])
 	}
 }
+
+// External versioning: each document's version is its Kafka offset, and a
+// replay of the same records (its offsets lost) meets 409s that count as
+// done: nothing is dead-lettered, nothing duplicated, no version goes back.
+func TestExternalVersioning(t *testing.T) {
+	srv := searchtest.Shared(t)
+	prefix := searchtest.Prefix(t)
+	n := node{t: t, url: srv.URL}
+	cfg := testConfig(srv.URL, prefix)
+	cfg.Versioning = "external"
+	p := newPipe(t)
+	p.start(cfg, nil)
+	p.produce(150, func(i int) string { return fmt.Sprintf(`{"n":%d}`, i) })
+	p.waitCaughtUp(30 * time.Second)
+	p.stop()
+	if status, b := n.do(http.MethodDelete, "/"+cfg.OffsetsIndex, nil); status != http.StatusOK {
+		t.Fatalf("delete the offsets: %d %s", status, b)
+	}
+	p.start(cfg, nil)
+	p.waitCaughtUp(30 * time.Second)
+	p.stop()
+	p.checkOnce(n, prefix+"trip-*", nil)
+	if dead := p.deadLetters(); len(dead) > 0 {
+		t.Errorf("%d dead letters, want none: %+v", len(dead), dead[0])
+	}
+	var hit struct {
+		Hits struct {
+			Hits []struct {
+				Version int64 `json:"_version"`
+			} `json:"hits"`
+		} `json:"hits"`
+	}
+	n.get("/"+prefix+"trip-*/_search", map[string]any{"version": true, "size": 1, "query": map[string]any{"term": map[string]any{"root_id": "trip-000149"}}}, &hit)
+	// trip-000149 is one of the last records of its partition: its
+	// version is its offset there, which is at least 149/3.
+	if len(hit.Hits.Hits) != 1 || hit.Hits.Hits[0].Version < 40 {
+		t.Errorf("trip-000149: %+v, want one document versioned by its Kafka offset", hit)
+	}
+}
