@@ -142,6 +142,9 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, conte
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.next.CompareAndSwap(i, i+1)
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return 0, nil, fmt.Errorf("%w (is the search server up at %s? urls, or --search-urls, say where)", err, redacted(base))
+		}
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
