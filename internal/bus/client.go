@@ -3,11 +3,9 @@ package bus
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -79,16 +77,9 @@ func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
 	if c.TLS || c.TLSCAFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.TLSCAFile != "" {
-			pem, err := os.ReadFile(c.TLSCAFile)
+			pool, err := config.CAPool(c.TLSCAFile)
 			if err != nil {
-				return nil, fmt.Errorf("read kafka CA file: %w", err)
-			}
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("kafka CA file %s holds no PEM certificate", c.TLSCAFile)
+				return nil, fmt.Errorf("kafka: %w", err)
 			}
 			tc.RootCAs = pool
 		}

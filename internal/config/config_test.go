@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +151,19 @@ func TestByteSize(t *testing.T) {
 		if _, err := ParseByteSize(in); err == nil {
 			t.Errorf("ParseByteSize(%q) accepted", in)
 		}
+	}
+}
+
+func TestCAPool(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CAPool(notPEM); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Errorf("CAPool of a file without PEM = %v", err)
+	}
+	if _, err := CAPool(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "read CA file") {
+		t.Errorf("CAPool of a missing file = %v", err)
 	}
 }

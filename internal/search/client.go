@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,12 +12,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/config"
 )
 
 // client speaks the REST API that OpenSearch and Elasticsearch share,
@@ -40,16 +40,9 @@ func newClient(cfg Config, m *metrics) (*client, error) {
 	if cfg.CAFile != "" || cfg.InsecureSkipVerify {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // the user's explicit choice, for test clusters
 		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
+			pool, err := config.CAPool(cfg.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("read search CA file: %w", err)
-			}
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("search CA file %s holds no PEM certificate", cfg.CAFile)
+				return nil, fmt.Errorf("search: %w", err)
 			}
 			tc.RootCAs = pool
 		}

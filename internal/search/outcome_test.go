@@ -170,6 +170,18 @@ func (p *pipe) waitCaughtUp(within time.Duration) {
 	}
 }
 
+// replayFromStart deletes the sink's offsets and runs it again over the
+// whole topic, as after a lost offsets index, until it has caught up.
+func (p *pipe) replayFromStart(n node, cfg Config) {
+	p.t.Helper()
+	if status, b := n.do(http.MethodDelete, "/"+cfg.OffsetsIndex, nil); status != http.StatusOK {
+		p.t.Fatalf("delete the offsets: %d %s", status, b)
+	}
+	p.start(cfg, nil)
+	p.waitCaughtUp(30 * time.Second)
+	p.stop()
+}
+
 // deadLetters reads the dead-letter topic.
 func (p *pipe) deadLetters() []event.Failed {
 	p.t.Helper()
@@ -413,12 +425,7 @@ func TestDataStreams(t *testing.T) {
 	if len(streams.DataStreams) != 1 {
 		t.Fatalf("data streams %+v, want %strip", streams, prefix)
 	}
-	if status, b := n.do(http.MethodDelete, "/"+cfg.OffsetsIndex, nil); status != http.StatusOK {
-		t.Fatalf("delete the offsets: %d %s", status, b)
-	}
-	p.start(cfg, nil)
-	p.waitCaughtUp(30 * time.Second)
-	p.stop()
+	p.replayFromStart(n, cfg)
 	p.checkOnce(n, prefix+"trip", nil)
 	if got := n.fieldType(prefix+"trip", "@timestamp"); got != "date" {
 		t.Errorf("@timestamp is mapped as %q, want date", got)
@@ -442,12 +449,7 @@ func TestExternalVersioning(t *testing.T) {
 	p.produce(150, func(i int) string { return fmt.Sprintf(`{"n":%d}`, i) })
 	p.waitCaughtUp(30 * time.Second)
 	p.stop()
-	if status, b := n.do(http.MethodDelete, "/"+cfg.OffsetsIndex, nil); status != http.StatusOK {
-		t.Fatalf("delete the offsets: %d %s", status, b)
-	}
-	p.start(cfg, nil)
-	p.waitCaughtUp(30 * time.Second)
-	p.stop()
+	p.replayFromStart(n, cfg)
 	p.checkOnce(n, prefix+"trip-*", nil)
 	if dead := p.deadLetters(); len(dead) > 0 {
 		t.Errorf("%d dead letters, want none: %+v", len(dead), dead[0])
