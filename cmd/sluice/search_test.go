@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/searchtest"
 )
@@ -176,5 +181,102 @@ func TestSearchEndToEnd(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no sink.search with its 5000 documents in the status: %+v", st)
+	}
+}
+
+// TestSearchLoaderKill9ExactlyOnce loads 30,000 events of three types with
+// `sluice loader search` while killing it with SIGKILL at random points,
+// five times: in the end each index holds each of its events once, no
+// more, no fewer, since every document's id is its root_id and every
+// restart resumes from the offsets recorded in the cluster.
+func TestSearchLoaderKill9ExactlyOnce(t *testing.T) {
+	srv := searchtest.Shared(t)
+	prefix := searchtest.Prefix(t)
+	k, prod := kafkaFor(t, "sluice.enriched", "sluice.dlq")
+	topic, dlq := k.name("sluice.enriched"), k.name("sluice.dlq")
+	const n = 30_000
+	var recs []*kgo.Record
+	for i := range n {
+		typ := []string{"trip", "page_view", "checkout"}[i%3]
+		v := fmt.Sprintf(`{"event_type":%q,"schema_version":"1","payload":{"i":%d,"fare":%d.25,"zone":"Z%d"},"collector_tstamp":"2025-01-0%dT00:00:00.000000Z","root_id":"r%d"}`,
+			typ, i, i%100, i%9, 1+(i/3)%3, i)
+		recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%17), Value: []byte(v),
+			Headers: []kgo.RecordHeader{{Key: "root_id", Value: fmt.Appendf(nil, "r%d", i)}, {Key: "event_type", Value: []byte(typ)}}})
+	}
+	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	cfg := fmt.Sprintf(`sinks:
+  - type: opensearch
+    name: search
+    urls: [%s]
+    index: "%s{event_type}-{yyyy.MM.dd}"
+    offsets_index: %soffsets
+    replicas: 0
+    flush_rows: 300
+    flush_interval: 50ms
+`, srv.URL, prefix, prefix)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	start := func() *exec.Cmd {
+		logs.Reset()
+		cmd := exec.Command(binary, "loader", "search", "--config", cfgPath, "--brokers", k.brokers, "--data-dir", dir,
+			"--ops-addr", "", "--topic-dlq", dlq, "--loader-topics", topic, "--loader-group", k.name("kill"),
+			"--instance-id", k.name("search"), "--log-format", "json")
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	rnd := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 17))
+	for range 5 {
+		cmd := start()
+		time.Sleep(time.Duration(400+rnd.IntN(1200)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+	}
+	cmd := start()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	indices := prefix + "trip-*," + prefix + "page_view-*," + prefix + "checkout-*"
+	count := func() int {
+		var c struct {
+			Count int `json:"count"`
+		}
+		searchGet(t, srv.URL, "/"+indices+"/_refresh?allow_no_indices=true", map[string]any{}, &struct{}{})
+		searchGet(t, srv.URL, "/"+indices+"/_count?allow_no_indices=true", nil, &c)
+		return c.Count
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	got := count()
+	for ; got < n && time.Now().Before(deadline); got = count() {
+		time.Sleep(500 * time.Millisecond)
+	}
+	// Each event has one index (its type and date) and one id there: a
+	// count of n is every event once.
+	if got != n {
+		t.Fatalf("after 5 kills: %d documents, want %d; the last loader's log:\n%s", got, n, logs.String())
+	}
+	var agg struct {
+		Aggregations struct {
+			Days struct {
+				Buckets []struct {
+					Key   string `json:"key"`
+					Count int    `json:"doc_count"`
+				} `json:"buckets"`
+			} `json:"days"`
+		} `json:"aggregations"`
+	}
+	searchGet(t, srv.URL, "/"+indices+"/_search", map[string]any{"size": 0,
+		"aggs": map[string]any{"days": map[string]any{"terms": map[string]any{"field": "_index", "size": 20}}}}, &agg)
+	if b := agg.Aggregations.Days.Buckets; len(b) != 9 {
+		t.Errorf("indices %+v, want one per type and day: 9 of %d each", b, n/9)
 	}
 }
