@@ -468,3 +468,47 @@ func TestExternalVersioning(t *testing.T) {
 		t.Errorf("trip-000149: %+v, want one document versioned by its Kafka offset", hit)
 	}
 }
+
+// A request the server refuses as a whole (413, too large) is split: its
+// documents go alone, the ones small enough are indexed, and the one too
+// large for the server becomes a dead letter saying so.
+func TestRequestTooLarge(t *testing.T) {
+	srv := searchtest.Shared(t)
+	prefix := searchtest.Prefix(t)
+	target := srv.URL
+	const limit = 4 << 10
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.HasPrefix(r.URL.Path, "/_bulk") && len(body) > limit {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			w.Write([]byte(`{"error":{"type":"content_too_long_exception","reason":"request body is too large"},"status":413}`))
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		req.Header.Del("Accept-Encoding")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	p := startPipe(t, testConfig(proxy.URL, prefix), nil)
+	p.produce(40, func(i int) string {
+		if i == 13 {
+			return fmt.Sprintf(`{"n":%d,"note":%q}`, i, strings.Repeat("x", 2*limit))
+		}
+		return fmt.Sprintf(`{"n":%d}`, i)
+	})
+	p.waitCaughtUp(60 * time.Second)
+	p.checkOnce(node{t: t, url: srv.URL}, prefix+"trip-*", map[string]bool{"trip-000013": true})
+	dead := p.deadLetters()
+	if len(dead) != 1 || dead[0].RootID != "trip-000013" || dead[0].Reason != ReasonIndexRejected ||
+		!strings.Contains(dead[0].Errors[0].Message, "too large") {
+		t.Errorf("dead letters %+v, want trip-000013's, too large", dead)
+	}
+}
