@@ -231,6 +231,11 @@ func (c *client) createIndex(ctx context.Context, index string) error {
 		return nil
 	case status == http.StatusBadRequest && bytes.Contains(answer, []byte("resource_already_exists_exception")):
 		return nil
+	case status == http.StatusForbidden:
+		// A user who may write but not create indices: fine if it exists.
+		if head, _, err := c.do(ctx, http.MethodHead, "/"+index, nil, ""); err == nil && head == http.StatusOK {
+			return nil
+		}
 	}
 	return &statusError{status, reason(answer)}
 }
