@@ -72,8 +72,11 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	table := bus.Header(r, "table")
 	typ, rootID := table, bus.Header(r, event.HeaderRootID)
 	var at []byte
+	stamped := false // has its own @timestamp, which data streams keep
 	for _, m := range b.top {
 		switch {
+		case m.Is("@timestamp"):
+			stamped = true
 		case typ == "" && m.Is(event.FieldEventType) && m.Value[0] == '"':
 			typ = event.Unquote(m.Value)
 		case rootID == "" && m.Is(event.FieldRootID) && m.Value[0] == '"':
@@ -121,7 +124,7 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	// A line break in a _bulk source would end it early; in valid JSON one
 	// can only be white space between tokens.
 	src := len(b.lines)
-	if b.s.cfg.DataStreams {
+	if b.s.cfg.DataStreams && !stamped {
 		// The value is an object: @timestamp goes in before its end.
 		end := bytes.LastIndexByte(r.Value, '}')
 		b.lines = append(b.lines, r.Value[:end]...)

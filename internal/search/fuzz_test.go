@@ -21,6 +21,7 @@ func FuzzBulkLines(f *testing.F) {
 	f.Add([]byte(`{}`), true)
 	f.Add([]byte(`{"root_id":"a\"b\n","event_type":"../x","collector_tstamp":"not a time"}`), false)
 	f.Add([]byte(`not json {`), false)
+	f.Add([]byte(`{"@timestamp":"2025-01-01T00:00:00Z","event_type":"log"}`), true)
 	f.Fuzz(func(t *testing.T, value []byte, streams bool) {
 		cfg := DefaultConfig()
 		cfg.DataStreams = streams
@@ -48,6 +49,7 @@ func FuzzBulkLines(f *testing.F) {
 		if err := json.Unmarshal(lines[1], &source); err != nil {
 			t.Fatalf("source %q of %q: %v", lines[1], value, err)
 		}
+
 		if streams && source["@timestamp"] == nil {
 			t.Fatalf("source %q has no @timestamp", lines[1])
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/searchtest"
 	"github.com/sluicehq/sluice/internal/sink"
@@ -258,5 +259,26 @@ func TestDetailsHideSecrets(t *testing.T) {
 	}
 	if bytes.Contains(b, []byte("s3cret")) || !bytes.Contains(b, []byte("search-2:9200")) {
 		t.Errorf("details %s", b)
+	}
+}
+
+// Into a data stream, an event's own @timestamp is kept, never doubled:
+// the server refuses a document with a key twice.
+func TestOwnTimestampKept(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataStreams, cfg.Index = true, "logs-{event_type}"
+	s := newSearch(t, cfg, nil)
+	b := s.NewBuffer("events", 0).(*buffer)
+	for _, v := range []string{`{"@timestamp":"2025-01-01T00:00:00Z","event_type":"log"}`, `{"event_type":"log","collector_tstamp":"2025-01-02T00:00:00Z"}`} {
+		if _, err := b.Add(&kgo.Record{Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, second := string(b.source(&b.docs[0])), string(b.source(&b.docs[1]))
+	if first != `{"@timestamp":"2025-01-01T00:00:00Z","event_type":"log"}` {
+		t.Errorf("an event with its own @timestamp became %s", first)
+	}
+	if second != `{"event_type":"log","collector_tstamp":"2025-01-02T00:00:00Z","@timestamp":"2025-01-02T00:00:00.000000Z"}` {
+		t.Errorf("an event without one became %s", second)
 	}
 }
