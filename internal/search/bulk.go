@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -60,8 +59,11 @@ func (s *Search) send(ctx context.Context, r *sink.Range, b *buffer) error {
 		left, why := b.pushedBack()
 		s.adapt(left > 0 || len(failures) > 0)
 		switch {
-		case len(failures) > 0:
-			return fmt.Errorf("bulk: %w", errors.Join(failures...))
+		case len(failures) == 1:
+			return fmt.Errorf("bulk: %w", failures[0])
+		case len(failures) > 1:
+			// Requests to a server that is down fail alike: one says why.
+			return fmt.Errorf("bulk: %w (and %d more requests failed)", failures[0], len(failures)-1)
 		case left == 0:
 			return nil
 		case round >= s.cfg.MaxRounds:
