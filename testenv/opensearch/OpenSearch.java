@@ -8,7 +8,9 @@
 // (thread_pool.write.queue_size=2, say, to make the server reject bulk
 // items under load). It prints "ready http://127.0.0.1:PORT" once the
 // node serves HTTP, and stops cleanly on SIGTERM or when its standard
-// input closes, so a test that dies does not leave it running.
+// input closes, so a test that dies does not leave it running; with
+// SLUICE_OPENSEARCH_FOREGROUND set (testenv/opensearch/run), only on a
+// signal.
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Collections;
@@ -76,7 +78,12 @@ public class OpenSearch {
         node.start();
         System.out.println("ready http://127.0.0.1:" + args[1]);
         System.out.flush();
-        // The test holds standard input open while it needs the node.
+        if (System.getenv("SLUICE_OPENSEARCH_FOREGROUND") != null) {
+            // testenv/opensearch/run: until a signal, which the shutdown
+            // hook turns into a clean stop.
+            Thread.currentThread().join();
+        }
+        // A test holds standard input open while it needs the node.
         while (System.in.read() != -1) {
         }
         System.exit(0);
