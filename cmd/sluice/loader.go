@@ -43,7 +43,8 @@ func runLoader(ctx context.Context, args []string, _, stderr io.Writer) error {
 	logFlags(fs)
 	pipeline.KafkaFlags(fs)
 	pipeline.TopicFlags(fs)
-	if name != "opensearch" && name != "elasticsearch" {
+	if spec, ok := pipeline.SinkSpec(name); !ok || spec.Lake {
+		// A sink named in a config may be of any type: offer them.
 		pipeline.LakeFlags(fs)
 	}
 	pipeline.SinkFlags(fs, name)

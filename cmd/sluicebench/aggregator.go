@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -212,15 +211,11 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 		return 0, 0, err
 	}
 	if profile != "" {
-		f, err := os.Create(profile)
+		stop, err := profileCPU(profile)
 		if err != nil {
 			return 0, 0, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return 0, 0, err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -11,7 +11,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -259,15 +258,11 @@ func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat 
 		}
 	}
 	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
+		stop, err := profileCPU(cpuProfile)
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return 0, 0, 0, err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	start := time.Now()
 	for {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"sync"
 	"text/tabwriter"
@@ -96,15 +95,11 @@ func benchSearch(ctx context.Context, args []string, out io.Writer) error {
 		writers := []func() error{
 			func() error {
 				if *cpuProfile != "" {
-					f, err := os.Create(fmt.Sprintf("%s.%d", *cpuProfile, run))
+					stop, err := profileCPU(fmt.Sprintf("%s.%d", *cpuProfile, run))
 					if err != nil {
 						return err
 					}
-					defer f.Close()
-					if err := pprof.StartCPUProfile(f); err != nil {
-						return err
-					}
-					defer pprof.StopCPUProfile()
+					defer stop()
 				}
 				took, err := indexWithSink(ctx, cc, node.URL, prefix+"sink-", *bulkDocs, *inFlight, *flushRows, ends, logger)
 				sinkTimes = append(sinkTimes, took)

@@ -50,6 +50,7 @@ import (
 // Spec registers the lake sink.
 var Spec = sink.Spec{
 	Type: "lake",
+	Lake: true,
 	Doc: "Lands each event type as an Apache Iceberg table of the lake's catalog (or as plain CSV.gz or Avro export files), " +
 		"and dead letters as the dead_letter table, exactly once (docs/lake.md).",
 	Config: func() any {

@@ -29,7 +29,6 @@ import (
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/lake"
-	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
 	"github.com/sluicehq/sluice/internal/sink"
@@ -147,7 +146,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 	}
 	var store lake.Storage
 	var cat *lake.Catalog
-	if shape.Aggregations || slices.ContainsFunc(sinks, func(s Sink) bool { return s.Type == loader.Spec.Type }) {
+	if shape.Aggregations || slices.ContainsFunc(sinks, func(s Sink) bool { spec, _ := SinkSpec(s.Type); return spec.Lake }) {
 		if store, err = lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3); err != nil {
 			return nil, err
 		}

@@ -121,9 +121,6 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	}
 	b.lines = append(b.lines, "}}\n"...)
 	d.source = len(b.lines)
-	// A line break in a _bulk source would end it early; in valid JSON one
-	// can only be white space between tokens.
-	src := len(b.lines)
 	if b.s.cfg.DataStreams && !stamped {
 		// The value is an object: @timestamp goes in before its end.
 		end := bytes.LastIndexByte(r.Value, '}')
@@ -137,10 +134,12 @@ func (b *buffer) Add(r *kgo.Record) (int, error) {
 	} else {
 		b.lines = append(b.lines, r.Value...)
 	}
-	if bytes.IndexByte(r.Value, '\n') >= 0 || bytes.IndexByte(r.Value, '\r') >= 0 {
-		for i, c := range b.lines[src:] {
+	// A line break in a _bulk source would end it early; in valid JSON one
+	// can only be white space between tokens.
+	if bytes.ContainsAny(r.Value, "\r\n") {
+		for i, c := range b.lines[d.source:] {
 			if c == '\n' || c == '\r' {
-				b.lines[src+i] = ' '
+				b.lines[d.source+i] = ' '
 			}
 		}
 	}
@@ -162,7 +161,8 @@ const docSize = 96
 
 // indexOf is the index of a document of type typ at t.
 func (b *buffer) indexOf(typ string, t time.Time) string {
-	k := nameKey{typ, t.Unix() / 3600}
+	// Truncate floors times before 1970 too, where division would not.
+	k := nameKey{typ, t.Truncate(time.Hour).Unix()}
 	if n, ok := b.names[k]; ok {
 		return n
 	}

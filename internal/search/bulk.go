@@ -136,6 +136,30 @@ func (b *buffer) pushedBack() (int, string) {
 	return n, why
 }
 
+// body is a request's body: the lines of its documents. A first round's
+// batches are runs of consecutive documents, whose lines are already one
+// piece of the buffer; later rounds' skip documents settled, and copy.
+func (b *buffer) body(batch []int) []byte {
+	first, last := &b.docs[batch[0]], &b.docs[batch[len(batch)-1]]
+	if last.end-first.start == b.size(batch) {
+		return b.lines[first.start:last.end]
+	}
+	body := make([]byte, 0, b.size(batch))
+	for _, i := range batch {
+		body = append(body, b.lines[b.docs[i].start:b.docs[i].end]...)
+	}
+	return body
+}
+
+// size is the bytes of a batch's lines.
+func (b *buffer) size(batch []int) int {
+	n := 0
+	for _, i := range batch {
+		n += b.docs[i].end - b.docs[i].start
+	}
+	return n
+}
+
 // bulkAnswer is a _bulk answer, filtered to the outcomes (bulkPath).
 type bulkAnswer struct {
 	Errors bool                        `json:"errors"`
@@ -168,15 +192,7 @@ func (e *itemError) String() string {
 // returning the dead letters of those the server refused for good. An
 // error is the request's failure as a whole.
 func (s *Search) sendBatch(ctx context.Context, b *buffer, batch []int) ([]*kgo.Record, error) {
-	size := 0
-	for _, i := range batch {
-		size += b.docs[i].end - b.docs[i].start
-	}
-	body := make([]byte, 0, size)
-	for _, i := range batch {
-		body = append(body, b.lines[b.docs[i].start:b.docs[i].end]...)
-	}
-	status, answer, err := s.client.bulk(ctx, body)
+	status, answer, err := s.client.bulk(ctx, b.body(batch))
 	if err != nil {
 		b.setWhy(batch, err.Error())
 		return nil, err

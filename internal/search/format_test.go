@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,7 +175,6 @@ func TestElasticsearchAnswers(t *testing.T) {
 func TestTLSAndAuth(t *testing.T) {
 	srv := searchtest.Shared(t)
 	prefix := searchtest.Prefix(t)
-	target, _ := url.Parse(srv.URL)
 	var authorized, refused int
 	var mu sync.Mutex
 	proxy := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -193,17 +191,7 @@ func TestTLSAndAuth(t *testing.T) {
 		authorized++
 		mu.Unlock()
 		body, _ := io.ReadAll(r.Body)
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.RequestURI(), bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		req.Header.Del("Accept-Encoding")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		relay(w, r, srv.URL, body, nil)
 	}))
 	defer proxy.Close()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")

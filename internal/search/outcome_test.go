@@ -306,17 +306,10 @@ func flipper(t *testing.T, target string, flipped, refused *atomic.Int64) *httpt
 			w.Write([]byte(`{"error":{"type":"circuit_breaking_exception","reason":"too many requests"},"status":429}`))
 			return
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		req.Header.Del("Accept-Encoding") // the answer is read here, so plain
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		answer, _ := io.ReadAll(resp.Body)
-		if bulk && resp.StatusCode == http.StatusOK {
+		relay(w, r, target, body, func(status int, answer []byte) []byte {
+			if !bulk || status != http.StatusOK {
+				return answer
+			}
 			var got bulkAnswer
 			if json.Unmarshal(answer, &got) == nil {
 				for i, item := range got.Items {
@@ -330,9 +323,8 @@ func flipper(t *testing.T, target string, flipped, refused *atomic.Int64) *httpt
 				got.Errors = true
 				answer, _ = json.Marshal(got)
 			}
-		}
-		w.WriteHeader(resp.StatusCode)
-		w.Write(answer)
+			return answer
+		})
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -484,17 +476,7 @@ func TestRequestTooLarge(t *testing.T) {
 			w.Write([]byte(`{"error":{"type":"content_too_long_exception","reason":"request body is too large"},"status":413}`))
 			return
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		req.Header.Del("Accept-Encoding")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		relay(w, r, target, body, nil)
 	}))
 	defer proxy.Close()
 	p := startPipe(t, testConfig(proxy.URL, prefix), nil)

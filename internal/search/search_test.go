@@ -3,12 +3,12 @@ package search
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,18 +62,10 @@ func testConfig(url, prefix string) Config {
 type proxy struct {
 	*httptest.Server
 	down atomic.Bool
-	// answer, when set, may answer a request itself (a 429, say).
-	answer atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
 func newProxy(t *testing.T, target string) *proxy {
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &proxy{}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ErrorLog = nil
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.down.Load() {
 			if hj, ok := w.(http.Hijacker); ok {
@@ -85,13 +77,31 @@ func newProxy(t *testing.T, target string) *proxy {
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
-		if f := p.answer.Load(); f != nil && (*f)(w, r) {
-			return
-		}
-		rp.ServeHTTP(w, r)
+		body, _ := io.ReadAll(r.Body)
+		relay(w, r, target, body, nil)
 	}))
 	t.Cleanup(p.Close)
 	return p
+}
+
+// relay sends on to target a request a test's proxy took (its body read),
+// and answers with the server's answer, through edit when set.
+func relay(w http.ResponseWriter, r *http.Request, target string, body []byte, edit func(status int, answer []byte) []byte) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
+	req.Header = r.Header.Clone()
+	req.Header.Del("Accept-Encoding") // the answer is read here, so plain
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	if edit != nil {
+		answer = edit(resp.StatusCode, answer)
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(answer)
 }
 
 // node reads what the server holds, for the tests' checks.
@@ -280,5 +290,57 @@ func TestOwnTimestampKept(t *testing.T) {
 	}
 	if second != `{"event_type":"log","collector_tstamp":"2025-01-02T00:00:00Z","@timestamp":"2025-01-02T00:00:00.000000Z"}` {
 		t.Errorf("an event without one became %s", second)
+	}
+}
+
+// Requests in flight halve after a round the server pushed back on, down
+// to one, and grow by one a clean round, up to in_flight.
+func TestAdaptInFlight(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.InFlight = 8
+	s := newSearch(t, cfg, nil)
+	var got []int32
+	for _, pushedBack := range []bool{true, true, true, true, false, false, false, false, false, false, false, false} {
+		s.adapt(pushedBack)
+		got = append(got, s.inFlight.Load())
+	}
+	if want := []int32{4, 2, 1, 1, 2, 3, 4, 5, 6, 7, 8, 8}; !slices.Equal(got, want) {
+		t.Errorf("in flight %v, want %v", got, want)
+	}
+}
+
+// The templates of types whose index patterns overlap (page-* holds
+// page-view-2025.01.01) have priorities apart: the server takes both,
+// and each type's index gets its own template's mapping.
+func TestOverlappingTemplates(t *testing.T) {
+	srv := searchtest.Shared(t)
+	prefix := searchtest.Prefix(t)
+	s := newSearch(t, testConfig(srv.URL, prefix), nil)
+	buf := s.NewBuffer("events", 0)
+	for i, typ := range []string{"page", "page-view"} {
+		v := fmt.Sprintf(`{"event_type":%q,"payload":{"n":%d},"collector_tstamp":"2025-01-01T00:00:00Z","root_id":"r%d"}`, typ, i, i)
+		if _, err := buf.Add(&kgo.Record{Offset: int64(i), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Write(t.Context(), &sink.Range{Topic: "events", Last: 1, Buffer: buf}); err != nil {
+		t.Fatalf("Write with overlapping templates: %v", err)
+	}
+	n := node{t: t, url: srv.URL}
+	if got := n.count(prefix + "page-view-*"); got != 1 {
+		t.Errorf("page-view indices hold %d documents, want 1", got)
+	}
+	// page-view's own template wins; page's matches too, below it.
+	var sim struct {
+		Overlapping []struct {
+			IndexPatterns []string `json:"index_patterns"`
+		} `json:"overlapping"`
+	}
+	status, b := n.do(http.MethodPost, "/_index_template/_simulate_index/"+prefix+"page-view-2025.01.01", nil)
+	if err := json.Unmarshal(b, &sim); status != http.StatusOK || err != nil {
+		t.Fatalf("simulate: %d %s", status, b)
+	}
+	if len(sim.Overlapping) != 1 || !slices.Equal(sim.Overlapping[0].IndexPatterns, []string{prefix + "page-*"}) {
+		t.Errorf("templates below page-view's: %+v, want page's alone", sim.Overlapping)
 	}
 }

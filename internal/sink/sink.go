@@ -237,6 +237,9 @@ type Env struct {
 type Spec struct {
 	Type string
 	Doc  string
+	// Lake is set for a sink that writes to the process's lake, which the
+	// process then opens (and whose flags its command offers).
+	Lake bool
 	// Config returns a pointer to the type's settings with their defaults;
 	// it embeds Config.
 	Config func() any
