@@ -21,27 +21,41 @@ import (
 )
 
 // searchGet posts body (or GETs, without one) to a path of the OpenSearch
-// node and decodes the JSON answer into v.
+// node and decodes the JSON answer into v. A 503 is asked again for up to
+// 30 s: a search that reaches an index created a moment ago, whose shards
+// have not started yet, fails with "all shards failed" until they have.
 func searchGet(t *testing.T, base, path string, body, v any) {
 	t.Helper()
-	method, rd := http.MethodGet, io.Reader(nil)
+	method, payload := http.MethodGet, []byte(nil)
 	if body != nil {
-		b, _ := json.Marshal(body)
-		method, rd = http.MethodPost, bytes.NewReader(b)
+		method = http.MethodPost
+		payload, _ = json.Marshal(body)
 	}
-	req, _ := http.NewRequestWithContext(t.Context(), method, base+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("%s: %v: %s", path, err, b)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, _ := http.NewRequestWithContext(t.Context(), method, base+path, rd)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, b)
+		}
+		return
 	}
 }
 

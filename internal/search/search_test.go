@@ -110,31 +110,44 @@ type node struct {
 	url string
 }
 
+// do sends one request to the node. A 503 is asked again for up to 30 s:
+// a search or refresh that reaches an index created a moment ago, whose
+// shards have not started yet, fails with "all shards failed", and that
+// is the node catching up, not an answer.
 func (n node) do(method, path string, body any) (int, []byte) {
 	n.t.Helper()
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
-		b, err := json.Marshal(body)
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(n.t.Context(), method, n.url+path, rd)
 		if err != nil {
 			n.t.Fatal(err)
 		}
-		rd = bytes.NewReader(b)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return resp.StatusCode, b
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	req, err := http.NewRequestWithContext(n.t.Context(), method, n.url+path, rd)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	return resp.StatusCode, b
 }
 
 // get decodes a GET's JSON answer into v, failing on an error status.
