@@ -107,6 +107,26 @@ func (c *column) set(r int, cell row.Cell) (grew int) {
 	return grew
 }
 
+// full reports whether each of the first rows rows holds a value of kind k
+// (none null, none of another kind).
+func (c *column) full(rows int, k row.Kind) bool {
+	if c.n < rows || c.seen != 1<<k {
+		return false
+	}
+	for i, b := range c.blocks {
+		n := min(blockRows, rows-i*blockRows)
+		if n <= 0 {
+			break
+		}
+		for _, kind := range b.kinds[:n] {
+			if kind == row.KindNull {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // room makes the last text chunk fit n more bytes, adding a chunk if not,
 // and returns the memory that took.
 func (c *column) room(n int) (grew int) {

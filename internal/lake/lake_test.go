@@ -314,3 +314,39 @@ func TestBufferFormats(t *testing.T) {
 		t.Error("an unknown format was accepted")
 	}
 }
+
+// TestDataFileRequired: a column that holds a value of its kind in every
+// row of a data file is written required, which Iceberg readers take for
+// an optional field; any null, missing value or value of another kind
+// keeps it optional. Both read back as written.
+func TestDataFileRequired(t *testing.T) {
+	b := lake.NewBuffer()
+	b.Append([]row.Field{{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: 1}}, {Name: "s", Cell: row.Cell{Kind: row.KindString, B: []byte("a")}},
+		{Name: "gone", Cell: row.Cell{Kind: row.KindBool, I: 1}}, {Name: "f", Cell: row.Cell{Kind: row.KindInt, I: 2}}})
+	b.Append([]row.Field{{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: 3}}, {Name: "s"}, {Name: "f", Cell: row.Cell{Kind: row.KindFloat, F: 2.5}}})
+	cols := []lake.FileColumn{{Name: "n", ID: 1, Kind: row.KindInt}, {Name: "s", ID: 2, Kind: row.KindString},
+		{Name: "gone", ID: 3, Kind: row.KindBool}, {Name: "f", ID: 4, Kind: row.KindFloat}}
+	var file bytes.Buffer
+	if _, err := b.WriteDataFile(&file, cols, 5, 20089); err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(file.Bytes()), int64(file.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	required := map[string]bool{}
+	for _, f := range pf.Schema().Fields() {
+		required[f.Name()] = f.Required()
+	}
+	if diff := cmp.Diff(map[string]bool{"n": true, "s": false, "gone": false, "f": false, lake.EventDate: true}, required); diff != "" {
+		t.Errorf("required columns (-want +got):\n%s", diff)
+	}
+	got := laketest.ReadParquet(t, file.Bytes())
+	want := []map[string]any{
+		{"n": int64(1), "s": "a", "gone": true, "f": 2.0, lake.EventDate: int32(20089)},
+		{"n": int64(3), "s": nil, "gone": nil, "f": 2.5, lake.EventDate: int32(20089)},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rows read back (-want +got):\n%s", diff)
+	}
+}
