@@ -131,6 +131,9 @@ func runLake(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err != nil {
 				return err
 			}
+			if res.Skipped != "" {
+				fmt.Fprintf(stderr, "%s: left alone: %s\n", name, res.Skipped)
+			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", name, res.Partitions, res.FilesBefore, res.FilesAfter, res.Rows, res.BytesBefore, res.BytesAfter)
 		}
 	case "expire":

@@ -40,6 +40,7 @@ func commands() []command {
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
 		{"lake", "look after the lake's Iceberg tables: history, schema, compact, expire, orphans, migrate", runLake},
+		{"jobs", "build SQL models into lake tables, in the order they read each other ('sluice jobs run')", runJobs},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},

@@ -48,29 +48,12 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
-	if r, ok := pipeline.ReadRunning(cfg.Process.DataDir); ok && cfg.Lake.URL == "" {
-		cfg.Lake.URL = r.Lake // the lake of the sluice up running there
-	}
-	store, err := lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3)
+	l, err := openLake(ctx, &cfg, stderr)
 	if err != nil {
 		return err
 	}
-	local, ok := store.(*lake.Local)
-	if !ok {
-		// DuckDB here has no httpfs extension (nothing is downloaded at run
-		// time), so a remote lake is read through a local mirror.
-		cache := filepath.Join(cfg.Process.DataDir, "cache", "lake", safeName(store.String()))
-		fmt.Fprintf(stderr, "mirroring %s into %s\n", store, cache)
-		if local, err = lake.Mirror(ctx, store, cache); err != nil {
-			return err
-		}
-	}
-	cat, err := lake.OpenCatalog(ctx, cfg.LakeURL(), cfg.Catalog(), cfg.Lake.S3)
-	if err != nil {
-		return err
-	}
-	defer cat.Close()
-	eng, err := query.Open(ctx, local, cat, query.Options{AsOf: asOf})
+	defer l.cat.Close()
+	eng, err := query.Open(ctx, l.local, l.cat, query.Options{AsOf: asOf})
 	if err != nil {
 		return err
 	}
@@ -110,6 +93,41 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return query.Write(stdout, res, format)
+}
+
+// queryLake is the lake as DuckDB reads it.
+type queryLake struct {
+	store lake.Storage
+	// local is store, or its local mirror when it is remote.
+	local *lake.Local
+	cat   *lake.Catalog
+}
+
+// openLake opens the configured lake (or the one of the sluice up running
+// in the data directory) with its catalog, mirrored when remote.
+func openLake(ctx context.Context, cfg *pipeline.Config, stderr io.Writer) (queryLake, error) {
+	if r, ok := pipeline.ReadRunning(cfg.Process.DataDir); ok && cfg.Lake.URL == "" {
+		cfg.Lake.URL = r.Lake // the lake of the sluice up running there
+	}
+	store, err := lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3)
+	if err != nil {
+		return queryLake{}, err
+	}
+	local, ok := store.(*lake.Local)
+	if !ok {
+		// DuckDB here has no httpfs extension (nothing is downloaded at run
+		// time), so a remote lake is read through a local mirror.
+		cache := filepath.Join(cfg.Process.DataDir, "cache", "lake", safeName(store.String()))
+		fmt.Fprintf(stderr, "mirroring %s into %s\n", store, cache)
+		if local, err = lake.Mirror(ctx, store, cache); err != nil {
+			return queryLake{}, err
+		}
+	}
+	cat, err := lake.OpenCatalog(ctx, cfg.LakeURL(), cfg.Catalog(), cfg.Lake.S3)
+	if err != nil {
+		return queryLake{}, err
+	}
+	return queryLake{store: store, local: local, cat: cat}, nil
 }
 
 // missingTable is DuckDB's error for a name that is no view: a table of

@@ -283,13 +283,24 @@ type Column struct {
 func (c *Catalog) Create(ctx context.Context, name string, cols []Column) (*table.Table, error) {
 	fields := make([]iceberg.NestedField, 0, len(cols)+1)
 	for i, col := range cols {
-		fields = append(fields, newField(i+1, col))
+		fields = append(fields, NewField(i+1, col))
 	}
-	dateID := len(fields) + 1
-	fields = append(fields, iceberg.NestedField{ID: dateID, Name: EventDate, Type: iceberg.PrimitiveTypes.Date,
+	fields = append(fields, iceberg.NestedField{ID: len(fields) + 1, Name: EventDate, Type: iceberg.PrimitiveTypes.Date,
 		Doc: "The UTC date of the event time: the table's partition."})
-	spec := iceberg.NewPartitionSpec(iceberg.PartitionField{SourceIDs: []int{dateID}, FieldID: 1000, Name: EventDate,
-		Transform: iceberg.IdentityTransform{}})
+	return c.CreateSchema(ctx, name, fields)
+}
+
+// CreateSchema makes a table of fields, partitioned by event_date when
+// fields hold it (a date), unpartitioned otherwise; when another writer
+// made it first, that table is returned.
+func (c *Catalog) CreateSchema(ctx context.Context, name string, fields []iceberg.NestedField) (*table.Table, error) {
+	spec := *iceberg.UnpartitionedSpec
+	for _, f := range fields {
+		if f.Name == EventDate {
+			spec = iceberg.NewPartitionSpec(iceberg.PartitionField{SourceIDs: []int{f.ID}, FieldID: 1000, Name: EventDate,
+				Transform: iceberg.IdentityTransform{}})
+		}
+	}
 	_, err := c.cat.CreateTable(ctx, c.ident(name), iceberg.NewSchema(0, fields...),
 		catalog.WithLocation(c.root+"/"+name), catalog.WithPartitionSpec(&spec),
 		catalog.WithProperties(iceberg.Properties{
@@ -311,7 +322,8 @@ func (c *Catalog) Create(ctx context.Context, name string, cols []Column) (*tabl
 // JSON type, and readers here make them JSON again.
 const jsonDoc = "JSON"
 
-func newField(id int, col Column) iceberg.NestedField {
+// NewField is the Iceberg field of a column, with field id id.
+func NewField(id int, col Column) iceberg.NestedField {
 	f := iceberg.NestedField{ID: id, Name: col.Name, Type: IcebergType(col.Kind)}
 	if col.Kind == row.KindJSON {
 		f.Doc = jsonDoc
@@ -360,13 +372,23 @@ func Kind(f iceberg.NestedField) (k row.Kind, ok bool) {
 // committed. A column that exists keeps its type: types never change by a
 // load.
 func (c *Catalog) AddColumns(ctx context.Context, t *table.Table, cols []Column) (*table.Table, error) {
+	fields := make([]iceberg.NestedField, len(cols))
+	for i, col := range cols {
+		fields[i] = NewField(0, col)
+	}
+	return c.AddFields(ctx, t, fields)
+}
+
+// AddFields adds new optional top-level fields (their ids are the table's
+// to give) to table t, as AddColumns does.
+func (c *Catalog) AddFields(ctx context.Context, t *table.Table, fields []iceberg.NestedField) (*table.Table, error) {
 	name := tableName(t)
 	return c.retry(ctx, name, t, func(t *table.Table) (*table.Transaction, error) {
 		sc := t.Schema()
-		var add []Column
-		for _, col := range cols {
-			if _, ok := sc.FindFieldByName(col.Name); !ok {
-				add = append(add, col)
+		var add []iceberg.NestedField
+		for _, f := range fields {
+			if _, ok := sc.FindFieldByName(f.Name); !ok {
+				add = append(add, f)
 			}
 		}
 		if len(add) == 0 {
@@ -374,9 +396,8 @@ func (c *Catalog) AddColumns(ctx context.Context, t *table.Table, cols []Column)
 		}
 		tx := t.NewTransaction()
 		u := tx.UpdateSchema(true, false)
-		for _, col := range add {
-			f := newField(0, col)
-			u.AddColumn([]string{col.Name}, f.Type, f.Doc, false, nil)
+		for _, f := range add {
+			u.AddColumn([]string{f.Name}, f.Type, f.Doc, false, nil)
 		}
 		if err := u.Commit(); err != nil {
 			return nil, fmt.Errorf("add columns to %s: %w", name, err)
@@ -628,4 +649,36 @@ func stringBound(s []byte, upper bool) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Replace makes files, paths in the lake's storage of Parquet files that
+// carry the table's field ids (another engine wrote them), the whole
+// content of table name, in one snapshot whose summary holds props:
+// readers see the table before or after, never in between. Over a table
+// another writer changed meanwhile, it is made again.
+func (c *Catalog) Replace(ctx context.Context, name string, files []string, props iceberg.Properties) (*table.Table, error) {
+	full := make([]string, len(files))
+	for i, f := range files {
+		full[i] = c.root + "/" + f
+	}
+	return c.retry(ctx, name, nil, func(t *table.Table) (*table.Transaction, error) {
+		var old []string
+		if t.CurrentSnapshot() != nil {
+			tasks, err := t.Scan().PlanFiles(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("plan %s: %w", name, err)
+			}
+			for _, task := range tasks {
+				old = append(old, task.File.FilePath())
+			}
+		}
+		if len(old) == 0 && len(full) == 0 {
+			return nil, nil
+		}
+		tx := t.NewTransaction()
+		if err := tx.ReplaceDataFiles(ctx, old, full, props); err != nil {
+			return nil, fmt.Errorf("replace the files of %s: %w", name, err)
+		}
+		return tx, nil
+	})
 }

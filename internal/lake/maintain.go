@@ -36,6 +36,26 @@ type Compaction struct {
 	FilesBefore, FilesAfter int
 	Rows                    int64
 	BytesBefore, BytesAfter int64
+	// Skipped says why the table was left alone, when it was.
+	Skipped string
+}
+
+// rewritable reports whether compaction can write every column of sc as
+// its type, and names one it cannot: the data files compaction writes
+// hold the loader's types, and a model's table may have others (a date, a
+// 32-bit int) that a rewrite would change.
+func rewritable(sc *iceberg.Schema) (string, bool) {
+	for _, f := range sc.Fields() {
+		if f.Name == EventDate {
+			continue
+		}
+		k, ok := Kind(f)
+		if ok && IcebergType(k).Equals(f.Type) {
+			continue
+		}
+		return fmt.Sprintf("column %s is %s, which compaction does not write", f.Name, f.Type), false
+	}
+	return "", true
 }
 
 // Compact bin-packs a table's data files smaller than target into files of
@@ -49,6 +69,10 @@ func (c *Catalog) Compact(ctx context.Context, store Storage, name string, targe
 		return res, err
 	}
 	if t.CurrentSnapshot() == nil {
+		return res, nil
+	}
+	if why, ok := rewritable(t.Schema()); !ok {
+		res.Skipped = why
 		return res, nil
 	}
 	tasks, err := t.Scan().PlanFiles(ctx)

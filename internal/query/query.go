@@ -30,6 +30,8 @@ import (
 type Engine struct {
 	db     *sql.DB
 	tables []Table
+	local  *lake.Local
+	cat    *lake.Catalog
 }
 
 // Table is a lake table as the engine sees it.
@@ -62,7 +64,7 @@ func Open(ctx context.Context, local *lake.Local, cat *lake.Catalog, opts Option
 	}
 	// One connection: views live in the connection's catalog.
 	db.SetMaxOpenConns(1)
-	e := &Engine{db: db}
+	e := &Engine{db: db, local: local, cat: cat}
 	if err := e.openCatalog(ctx, local, cat, opts); err != nil {
 		db.Close()
 		return nil, err
@@ -92,35 +94,65 @@ func (e *Engine) openCatalog(ctx context.Context, local *lake.Local, cat *lake.C
 		return err
 	}
 	for i, name := range names {
-		tbl := tables[i]
-		t := Table{Name: name, Format: "iceberg", Snapshots: len(tbl.Metadata().Snapshots())}
-		snap := asOf(tbl, when)
-		sc := tbl.Schema()
-		var files []string
-		if snap != nil {
-			t.Snapshot = snap.SnapshotID
-			at := time.UnixMilli(snap.TimestampMs).UTC()
-			t.SnapshotTime = &at
-			if s, ok := tbl.Schemas()[snapshotSchema(snap)]; ok {
-				sc = s
-			}
-			tasks, err := tbl.Scan(table.WithSnapshotID(snap.SnapshotID)).PlanFiles(ctx)
-			if err != nil {
-				return fmt.Errorf("plan %s: %w", name, err)
-			}
-			for _, task := range tasks {
-				files = append(files, local.Root()+"/"+cat.Path(task.File.FilePath()))
-				t.Bytes += task.File.FileSizeBytes()
-				t.Rows += task.File.Count()
-			}
-		}
-		t.Files = len(files)
-		if _, err := e.db.ExecContext(ctx, icebergView(name, sc, files)); err != nil {
-			return fmt.Errorf("create view %s: %w", name, err)
+		t, err := e.view(ctx, name, tables[i], when, "CREATE VIEW")
+		if err != nil {
+			return err
 		}
 		e.tables = append(e.tables, t)
 	}
 	return nil
+}
+
+// Reload makes the view of a catalog table read its current snapshot, for
+// a statement after a commit to it (a model the next model reads).
+func (e *Engine) Reload(ctx context.Context, name string) error {
+	tbl, err := e.cat.Load(ctx, name)
+	if err != nil {
+		return err
+	}
+	t, err := e.view(ctx, name, tbl, asOfTime{}, "CREATE OR REPLACE VIEW")
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(e.tables, func(t Table) bool { return t.Name == name })
+	if i < 0 {
+		e.tables = append(e.tables, t)
+		slices.SortFunc(e.tables, func(a, b Table) int { return strings.Compare(a.Name, b.Name) })
+	} else {
+		e.tables[i] = t
+	}
+	return nil
+}
+
+// view makes (create says how: CREATE VIEW or CREATE OR REPLACE VIEW) the
+// view of a catalog table as of when, and returns the table.
+func (e *Engine) view(ctx context.Context, name string, tbl *table.Table, when asOfTime, create string) (Table, error) {
+	t := Table{Name: name, Format: "iceberg", Snapshots: len(tbl.Metadata().Snapshots())}
+	snap := asOf(tbl, when)
+	sc := tbl.Schema()
+	var files []string
+	if snap != nil {
+		t.Snapshot = snap.SnapshotID
+		at := time.UnixMilli(snap.TimestampMs).UTC()
+		t.SnapshotTime = &at
+		if s, ok := tbl.Schemas()[snapshotSchema(snap)]; ok {
+			sc = s
+		}
+		tasks, err := tbl.Scan(table.WithSnapshotID(snap.SnapshotID)).PlanFiles(ctx)
+		if err != nil {
+			return t, fmt.Errorf("plan %s: %w", name, err)
+		}
+		for _, task := range tasks {
+			files = append(files, e.local.Root()+"/"+e.cat.Path(task.File.FilePath()))
+			t.Bytes += task.File.FileSizeBytes()
+			t.Rows += task.File.Count()
+		}
+	}
+	t.Files = len(files)
+	if _, err := e.db.ExecContext(ctx, icebergView(create, name, sc, files)); err != nil {
+		return t, fmt.Errorf("create view %s: %w", name, err)
+	}
+	return t, nil
 }
 
 func snapshotSchema(s *table.Snapshot) int {
@@ -171,7 +203,7 @@ func asOf(tbl *table.Table, when asOfTime) *table.Snapshot {
 
 // icebergView is the view of a table: its columns read by field id from
 // files, or no rows when there are none.
-func icebergView(name string, sc *iceberg.Schema, files []string) string {
+func icebergView(create, name string, sc *iceberg.Schema, files []string) string {
 	var cols, entries []string
 	for _, f := range sc.Fields() {
 		typ := duckType(f.Type)
@@ -189,13 +221,13 @@ func icebergView(name string, sc *iceberg.Schema, files []string) string {
 		entries = append(entries, fmt.Sprintf("%d: {name: %s, type: '%s', default_value: NULL}", f.ID, quoteString(f.Name), typ))
 	}
 	if len(files) == 0 {
-		return fmt.Sprintf("CREATE VIEW %s AS SELECT %s WHERE false", quoteIdent(name), strings.Join(cols, ", "))
+		return fmt.Sprintf("%s %s AS SELECT %s WHERE false", create, quoteIdent(name), strings.Join(cols, ", "))
 	}
 	quoted := make([]string, len(files))
 	for i, f := range files {
 		quoted[i] = quoteString(f)
 	}
-	return fmt.Sprintf("CREATE VIEW %s AS SELECT %s FROM read_parquet([%s], schema = MAP {%s})", quoteIdent(name),
+	return fmt.Sprintf("%s %s AS SELECT %s FROM read_parquet([%s], schema = MAP {%s})", create, quoteIdent(name),
 		strings.Join(cols, ", "), strings.Join(quoted, ", "), strings.Join(entries, ", "))
 }
 
@@ -265,6 +297,44 @@ func (e *Engine) openFiles(ctx context.Context, local *lake.Local) error {
 		e.tables = append(e.tables, t)
 	}
 	return nil
+}
+
+// Exec runs one statement that returns no rows, such as a COPY.
+func (e *Engine) Exec(ctx context.Context, stmt string) error {
+	_, err := e.db.ExecContext(ctx, stmt)
+	return err
+}
+
+// Column is a result column: its name and DuckDB type.
+type Column struct {
+	Name, Type string
+}
+
+// Describe gives the columns a query would return, without running it.
+func (e *Engine) Describe(ctx context.Context, q string) ([]Column, error) {
+	rows, err := e.db.QueryContext(ctx, "DESCRIBE "+q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	names, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var out []Column
+	for rows.Next() {
+		vals := make([]any, len(names))
+		ptrs := make([]any, len(names))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		// DESCRIBE's first two columns are column_name and column_type.
+		out = append(out, Column{Name: fmt.Sprint(vals[0]), Type: fmt.Sprint(vals[1])})
+	}
+	return out, rows.Err()
 }
 
 // Close stops DuckDB.

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/lake/laketest"
 	"github.com/sluicehq/sluice/internal/row"
 )
 
@@ -67,17 +68,7 @@ func writeLakeFile(t *testing.T, s lake.Storage, cat *lake.Catalog, f lake.File,
 // newLake makes an empty lake on disk, with its catalog.
 func newLake(t *testing.T) (*lake.Local, *lake.Catalog) {
 	t.Helper()
-	dir := t.TempDir()
-	s, err := lake.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := lake.OpenCatalog(t.Context(), dir, lake.CatalogConfig{}, lake.S3Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	return s, cat
+	return laketest.Open(t, t.TempDir())
 }
 
 func TestQueryLake(t *testing.T) {

@@ -4,12 +4,15 @@ package laketest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
 
+	"github.com/apache/iceberg-go"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // ReadParquet reads a Parquet file's rows as maps of column to value, by
@@ -84,4 +87,55 @@ func TableRows(t testing.TB, store lake.Storage, cat *lake.Catalog, table string
 		}
 	}
 	return out
+}
+
+// Commit writes events (JSON objects, flattened as the loader flattens
+// them) as one data file of table's event date (YYYY-MM-DD), made with the
+// events' columns the first time, and commits it with the Kafka offset
+// last of partition t/0: lake content for tests of what reads it.
+func Commit(t testing.TB, store lake.Storage, cat *lake.Catalog, table, date string, last int64, events ...string) {
+	t.Helper()
+	var r row.Rower
+	b := lake.NewBuffer()
+	for _, ev := range events {
+		fields, err := r.Row([]byte(ev), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Append(fields)
+	}
+	var cols []lake.Column
+	for _, c := range b.Columns() {
+		cols = append(cols, lake.Column{Name: c.Name, Kind: c.Cell.Kind})
+	}
+	tbl, err := cat.Create(t.Context(), table, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tbl, err = cat.AddColumns(t.Context(), tbl, cols); err != nil {
+		t.Fatal(err)
+	}
+	df, _, err := cat.WriteFile(t.Context(), store, tbl, date, fmt.Sprintf("test-%d.parquet", last), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cat.Append(t.Context(), tbl, []iceberg.DataFile{df}, lake.Offsets{lake.OffsetKey("t", 0): last}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Open makes a lake on local disk in dir, with its catalog, closed when
+// the test ends.
+func Open(t testing.TB, dir string) (*lake.Local, *lake.Catalog) {
+	t.Helper()
+	store, err := lake.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := lake.OpenCatalog(t.Context(), dir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return store, cat
 }

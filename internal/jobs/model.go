@@ -1,0 +1,328 @@
+// Package jobs is the batch layer: SQL models over the lake, run in the
+// order their references make, each published as one Iceberg snapshot.
+//
+// A model is a DuckDB SELECT in a file of a models directory, named by the
+// file. It reads lake tables and other models by name, plainly or as
+// {{ ref('name') }}; the references between models form a graph that a run
+// follows, a model after those it reads. Its output replaces the model's
+// table in one commit (write, then publish): a reader of the lake sees the
+// table before the run or after it, never part of it, and a run that
+// fails, or a process killed during it, leaves the table as it was (the
+// files it wrote are orphans, for 'sluice lake orphans').
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/sluicehq/sluice/internal/lake"
+)
+
+// Materialization is how a model's result is kept.
+type Materialization string
+
+// MaterializeTable rebuilds the model's table from its whole result.
+const MaterializeTable Materialization = "table"
+
+// Model is one SQL model.
+type Model struct {
+	Name string
+	// File is where it was read from, for errors.
+	File string
+	// SQL is the model's query, with {{ ref() }} replaced by the names
+	// they give and {{ config() }} removed.
+	SQL          string
+	Materialized Materialization
+	// Refs are the models it reads, sorted.
+	Refs []string
+}
+
+var (
+	refCall    = regexp.MustCompile(`\{\{\s*ref\(\s*['"]([^'"]+)['"]\s*\)\s*\}\}`)
+	configCall = regexp.MustCompile(`\{\{\s*config\(([^)]*)\)\s*\}\}`)
+	configArg  = regexp.MustCompile(`^\s*(\w+)\s*=\s*['"]([^'"]*)['"]\s*$`)
+	identifier = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+	// A template tag that is neither: a typo, or a feature not here.
+	otherTag = regexp.MustCompile(`\{\{.*?\}\}`)
+)
+
+// Load reads the models of dir: every *.sql file. Model names are lake
+// table names, so a file's name must be one.
+func Load(dir string) ([]Model, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.sql"))
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("models directory %s: %w", dir, errors.Unwrap(err))
+		}
+	}
+	slices.Sort(paths)
+	var models []Model
+	var errs []error
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m, err := Parse(strings.TrimSuffix(filepath.Base(p), ".sql"), string(b))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			continue
+		}
+		m.File = p
+		models = append(models, m)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := link(models); err != nil {
+		return nil, err
+	}
+	return models, nil
+}
+
+// Parse reads one model's text. Its references to other models are found
+// by link, which knows them all.
+func Parse(name, text string) (Model, error) {
+	m := Model{Name: name, Materialized: MaterializeTable}
+	if lake.TableName(name) != name {
+		return m, fmt.Errorf("model name %q: a model is a lake table, named in lower case letters, digits and _ (rename the file %s.sql)", name, lake.TableName(name))
+	}
+	var errs []error
+	for _, c := range configCall.FindAllStringSubmatch(text, -1) {
+		for arg := range strings.SplitSeq(c[1], ",") {
+			if strings.TrimSpace(arg) == "" {
+				continue
+			}
+			kv := configArg.FindStringSubmatch(arg)
+			if kv == nil {
+				errs = append(errs, fmt.Errorf("config(%s): want key='value' pairs", c[1]))
+				continue
+			}
+			switch kv[1] {
+			case "materialized":
+				m.Materialized = Materialization(kv[2])
+				if m.Materialized != MaterializeTable {
+					errs = append(errs, fmt.Errorf("materialized=%q: this version builds models as tables (materialized='table')", kv[2]))
+				}
+			default:
+				errs = append(errs, fmt.Errorf("config: unknown key %q (known: materialized)", kv[1]))
+			}
+		}
+	}
+	text = configCall.ReplaceAllString(text, "")
+	text = refCall.ReplaceAllStringFunc(text, func(s string) string {
+		return quoteIdent(refCall.FindStringSubmatch(s)[1])
+	})
+	if tag := otherTag.FindString(text); tag != "" {
+		errs = append(errs, fmt.Errorf("%s: only {{ ref('name') }} and {{ config(...) }} are known", tag))
+	}
+	m.SQL = strings.TrimRight(strings.TrimSpace(text), ";")
+	if m.SQL == "" {
+		errs = append(errs, errors.New("no SQL: a model is one SELECT"))
+	}
+	return m, errors.Join(errs...)
+}
+
+// link finds each model's references to the others: names in its SQL,
+// outside comments and string literals, that are models' names.
+func link(models []Model) error {
+	byName := map[string]bool{}
+	for _, m := range models {
+		byName[m.Name] = true
+	}
+	for i, m := range models {
+		refs := map[string]bool{}
+		for _, word := range identifier.FindAllString(stripLiterals(m.SQL), -1) {
+			if w := strings.ToLower(word); byName[w] && w != m.Name {
+				refs[w] = true
+			}
+		}
+		for r := range refs {
+			models[i].Refs = append(models[i].Refs, r)
+		}
+		slices.Sort(models[i].Refs)
+	}
+	_, err := Order(models)
+	return err
+}
+
+// stripLiterals blanks SQL comments and string literals, whose words are
+// no references; quoted identifiers keep their text.
+func stripLiterals(sql string) string {
+	b := []byte(sql)
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '\'':
+			j := i + 1
+			for j < len(b) {
+				if b[j] == '\'' {
+					if j+1 < len(b) && b[j+1] == '\'' { // '' is a quote inside
+						j += 2
+						continue
+					}
+					break
+				}
+				j++
+			}
+			for k := i; k < len(b) && k <= j; k++ {
+				b[k] = ' '
+			}
+			i = j
+		case b[i] == '-' && i+1 < len(b) && b[i+1] == '-':
+			for ; i < len(b) && b[i] != '\n'; i++ {
+				b[i] = ' '
+			}
+		case b[i] == '/' && i+1 < len(b) && b[i+1] == '*':
+			end := strings.Index(string(b[i+2:]), "*/")
+			stop := len(b)
+			if end >= 0 {
+				stop = i + 2 + end + 2
+			}
+			for ; i < stop; i++ {
+				b[i] = ' '
+			}
+		case b[i] == '"':
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// Order sorts models so that each comes after the models it reads, in
+// waves: a wave's models read only earlier waves', so they may run side by
+// side. A cycle is an error that names it.
+func Order(models []Model) ([][]Model, error) {
+	byName := map[string]Model{}
+	for _, m := range models {
+		if _, dup := byName[m.Name]; dup {
+			return nil, fmt.Errorf("two models are named %s", m.Name)
+		}
+		byName[m.Name] = m
+	}
+	done := map[string]bool{}
+	var waves [][]Model
+	for len(done) < len(models) {
+		var wave []Model
+		for _, m := range models {
+			if done[m.Name] {
+				continue
+			}
+			ready := true
+			for _, r := range m.Refs {
+				if _, ok := byName[r]; ok && !done[r] {
+					ready = false
+				}
+			}
+			if ready {
+				wave = append(wave, m)
+			}
+		}
+		if len(wave) == 0 {
+			return nil, fmt.Errorf("models read each other in a cycle: %s", cycle(models, done))
+		}
+		for _, m := range wave {
+			done[m.Name] = true
+		}
+		waves = append(waves, wave)
+	}
+	return waves, nil
+}
+
+// cycle names a cycle among the models not done, as a → b → a.
+func cycle(models []Model, done map[string]bool) string {
+	refs := map[string][]string{}
+	for _, m := range models {
+		if !done[m.Name] {
+			for _, r := range m.Refs {
+				if !done[r] {
+					refs[m.Name] = append(refs[m.Name], r)
+				}
+			}
+		}
+	}
+	var start string
+	for _, m := range models {
+		if !done[m.Name] {
+			start = m.Name
+			break
+		}
+	}
+	// Every model left reads another left: walking from any of them
+	// comes back to a model on the path.
+	path, at := []string{}, map[string]int{}
+	for n := start; ; n = refs[n][0] {
+		if i, seen := at[n]; seen {
+			return strings.Join(append(path[i:], n), " → ")
+		}
+		at[n] = len(path)
+		path = append(path, n)
+	}
+}
+
+// Select gives the models a selection names, with what it asks for around
+// them: "name" alone, "name+" with every model downstream of it, "+name"
+// with every model it reads, directly or not. Several are separated by
+// commas or spaces; none selects every model.
+func Select(models []Model, selection string) ([]Model, error) {
+	sel := strings.FieldsFunc(selection, func(r rune) bool { return r == ',' || r == ' ' })
+	if len(sel) == 0 {
+		return models, nil
+	}
+	byName := map[string]Model{}
+	readers := map[string][]string{}
+	for _, m := range models {
+		byName[m.Name] = m
+		for _, r := range m.Refs {
+			readers[r] = append(readers[r], m.Name)
+		}
+	}
+	chosen := map[string]bool{}
+	var walk func(name string, next func(string) []string)
+	walk = func(name string, next func(string) []string) {
+		for _, n := range next(name) {
+			if !chosen[n] {
+				chosen[n] = true
+				walk(n, next)
+			}
+		}
+	}
+	for _, s := range sel {
+		name := strings.Trim(s, "+")
+		if _, ok := byName[name]; !ok {
+			return nil, fmt.Errorf("--select %s: no model %s (models: %s)", s, name, strings.Join(names(models), ", "))
+		}
+		chosen[name] = true
+		if strings.HasSuffix(s, "+") {
+			walk(name, func(n string) []string { return readers[n] })
+		}
+		if strings.HasPrefix(s, "+") {
+			walk(name, func(n string) []string { return byName[n].Refs })
+		}
+	}
+	var out []Model
+	for _, m := range models {
+		if chosen[m.Name] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func names(models []Model) []string {
+	out := make([]string, len(models))
+	for i, m := range models {
+		out[i] = m.Name
+	}
+	return out
+}
