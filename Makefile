@@ -10,7 +10,8 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatc
                 ./internal/source:FuzzRows:60000 ./internal/enrich:FuzzFormModel:100000 \
                 ./internal/aggregator:FuzzParse:50000 ./internal/pipeline:FuzzConfig:40000 \
                 ./internal/lake:FuzzReadDataFile:40000 ./internal/row:FuzzParseFloat:300000 \
-                ./internal/search:FuzzBulkLines:40000 ./internal/search:FuzzReadItems:30000
+                ./internal/search:FuzzBulkLines:40000 ./internal/search:FuzzReadItems:30000 \
+                ./internal/jobs:FuzzModels:50000
 
 .PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
 
