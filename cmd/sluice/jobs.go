@@ -16,7 +16,8 @@ import (
 	"github.com/sluicehq/sluice/internal/query"
 )
 
-const jobsUsage = `Usage: sluice jobs run [--models DIR] [--select MODEL[+],...] [--data-dir DIR | --lake URL]
+const jobsUsage = `Usage: sluice jobs run [--models DIR] [--select MODEL[+],...] [--from DATE [--to DATE]] [--full-refresh]
+                       [--data-dir DIR | --lake URL]
 
 Builds the SQL models of a directory into tables of the lake. A model is a
 DuckDB SELECT in DIR/<name>.sql; its table is <name>. It reads lake tables
@@ -33,6 +34,15 @@ model that fails keeps its table, and the models that read it are skipped.
   sluice jobs run --models models --select daily_zone+
 
 A column named event_date (a date) partitions the model's table by it.
+{{ config(materialized='incremental', lookback='3d') }} rebuilds only the
+event dates of the last 3 days (late events), or those of --from/--to (a
+backfill); {{ config(materialized='merge', unique_key='id') }} replaces the
+rows of the keys it returns. <name>.yml beside a model lists its checks
+(not_null, unique, accepted_values, relationships, row_count, freshness,
+expression), run on its output before it is published; a failing check of
+severity error keeps the table. Failing rows go to the dq_failures table,
+and every model's run to job_runs. docs/jobs.md says more.
+
 --select takes model names; name+ adds the models downstream of name,
 +name the models it reads. The exit status is 1 when a model failed.
 `
@@ -56,8 +66,13 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pipeline.LakeFlags(fs)
 	logFlags(fs)
 	modelsDir, selection, format := "models", "", "table"
-	fs.String(&modelsDir, "models", "the directory of the models' .sql files")
+	var from, to string
+	var opts jobs.Options
+	fs.String(&modelsDir, "models", "the directory of the models' .sql files (and their checks' .yml)")
 	fs.String(&selection, "select", "the models to build: names, name+ (and downstream), +name (and upstream); default all")
+	fs.String(&from, "from", "incremental models: rebuild the event dates from this date (YYYY-MM-DD) on, a backfill")
+	fs.String(&to, "to", "incremental models: ... up to this date, excluded (default: the day after --from)")
+	fs.Bool(&opts.FullRefresh, "full-refresh", "rebuild incremental and merge models whole")
 	fs.String(&format, "format", "output format: table or json")
 	cfg, logger, err := setup(fs, args[1:], stderr)
 	if err != nil {
@@ -66,6 +81,20 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(fs.Args()) > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if from == "" && to != "" {
+		return fmt.Errorf("--to %s needs --from", to)
+	}
+	if from != "" {
+		if opts.From, err = time.Parse(time.DateOnly, from); err != nil {
+			return fmt.Errorf("--from %q: want a date such as 2025-01-31", from)
+		}
+		opts.To = opts.From.AddDate(0, 0, 1)
+		if to != "" {
+			if opts.To, err = time.Parse(time.DateOnly, to); err != nil || !opts.To.After(opts.From) {
+				return fmt.Errorf("--to %q: want a date after --from, such as %s", to, opts.From.AddDate(0, 0, 1).Format(time.DateOnly))
+			}
+		}
 	}
 	models, err := jobs.Load(modelsDir)
 	if err != nil {
@@ -92,7 +121,7 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("staging directory: %w", err)
 	}
 	runID := jobs.NewRunID(time.Now())
-	results, err := jobs.NewRunner(eng, l.cat, l.store, l.local, staging, logger).Run(ctx, models, runID)
+	results, err := jobs.NewRunner(eng, l.cat, l.store, l.local, staging, logger).Run(ctx, models, runID, opts)
 	if err != nil {
 		return err
 	}
@@ -106,13 +135,26 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "run %s\n", runID)
-		fmt.Fprintln(tw, "MODEL\tSTATUS\tROWS\tFILES\tSNAPSHOT\tTOOK\tERROR")
+		fmt.Fprintln(tw, "MODEL\tSTATUS\tROWS\tFILES\tSNAPSHOT\tTOOK\tCHECKS\tERROR")
 		for _, r := range results {
 			snap := "-"
 			if r.Snapshot != 0 {
 				snap = fmt.Sprint(r.Snapshot)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%v\t%s\n", r.Model, r.Status, r.Rows, r.Files, snap, r.Took.Round(time.Millisecond), strings.Join(strings.Fields(r.Error), " "))
+			checks := "-"
+			if len(r.Checks) > 0 {
+				var failed []string
+				for _, c := range r.Checks {
+					if c.Failed > 0 {
+						failed = append(failed, fmt.Sprintf("%s: %d rows (%s)", c.Check, c.Failed, c.Severity))
+					}
+				}
+				checks = fmt.Sprintf("%d passed", len(r.Checks)-len(failed))
+				if len(failed) > 0 {
+					checks += "; failed " + strings.Join(failed, ", ")
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%v\t%s\t%s\n", r.Model, r.Status, r.Rows, r.Files, snap, r.Took.Round(time.Millisecond), checks, strings.Join(strings.Fields(r.Error), " "))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -23,8 +24,14 @@ func TestParse(t *testing.T) {
 		err              string
 	}{
 		{name: "ref and config", file: "daily", text: "{{ config(materialized='table') }}\nSELECT * FROM {{ ref('trip') }};\n",
-			want: jobs.Model{Name: "daily", SQL: `SELECT * FROM "trip"`, Materialized: jobs.MaterializeTable}},
-		{name: "plain", file: "daily", text: "select 1 as x", want: jobs.Model{Name: "daily", SQL: "select 1 as x", Materialized: jobs.MaterializeTable}},
+			want: jobs.Model{Name: "daily", SQL: `SELECT * FROM "trip"`, Materialized: jobs.MaterializeTable, Lookback: 3}},
+		{name: "plain", file: "daily", text: "select 1 as x", want: jobs.Model{Name: "daily", SQL: "select 1 as x", Materialized: jobs.MaterializeTable, Lookback: 3}},
+		{name: "incremental", file: "daily", text: "{{ config(materialized='incremental', lookback='7d') }} SELECT * FROM t WHERE d >= {{ start }} AND d < {{end}}",
+			want: jobs.Model{Name: "daily", SQL: "SELECT * FROM t WHERE d >= {{ start }} AND d < {{end}}", Materialized: jobs.MaterializeIncremental, Lookback: 7}},
+		{name: "merge", file: "users", text: "{{ config(materialized='merge', unique_key='id|region') }} SELECT * FROM t",
+			want: jobs.Model{Name: "users", SQL: "SELECT * FROM t", Materialized: jobs.MaterializeMerge, UniqueKey: []string{"id", "region"}, Lookback: 3}},
+		{name: "merge without key", file: "users", text: "{{ config(materialized='merge') }} SELECT * FROM t", err: "needs unique_key"},
+		{name: "bad lookback", file: "d", text: "{{ config(materialized='incremental', lookback='5m') }} SELECT 1", err: "number of days"},
 		{name: "bad name", file: "Daily-Trips", text: "select 1", err: `model name "Daily-Trips"`},
 		{name: "unknown key", file: "d", text: "{{ config(schedule='daily') }} select 1", err: `unknown key "schedule"`},
 		{name: "not yet", file: "d", text: "{{ config(materialized='view') }} select 1", err: `materialized="view"`},
@@ -154,6 +161,12 @@ func newLake(t *testing.T) (*lake.Local, *lake.Catalog) {
 // run builds the models of dir over the lake, with an engine of its own.
 func run(t *testing.T, store *lake.Local, cat *lake.Catalog, dir, runID string) []jobs.Result {
 	t.Helper()
+	return runWith(t, store, cat, dir, runID, jobs.Options{}, time.Now)
+}
+
+// runWith runs the models of dir with opts, at the times now gives.
+func runWith(t *testing.T, store *lake.Local, cat *lake.Catalog, dir, runID string, opts jobs.Options, now func() time.Time) []jobs.Result {
+	t.Helper()
 	models, err := jobs.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +177,8 @@ func run(t *testing.T, store *lake.Local, cat *lake.Catalog, dir, runID string) 
 	}
 	defer eng.Close()
 	r := jobs.NewRunner(eng, cat, store, store, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	res, err := r.Run(t.Context(), models, runID)
+	r.SetClock(now)
+	res, err := r.Run(t.Context(), models, runID, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

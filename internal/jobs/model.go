@@ -20,14 +20,29 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/lake"
 )
 
 // Materialization is how a model's result is kept.
 type Materialization string
 
-// MaterializeTable rebuilds the model's table from its whole result.
-const MaterializeTable Materialization = "table"
+// The materializations.
+const (
+	// MaterializeTable rebuilds the model's table from its whole result.
+	MaterializeTable Materialization = "table"
+	// MaterializeIncremental rebuilds the event dates of a range: the last
+	// days (its lookback) by default, so that late events are picked up,
+	// or the range of a backfill. The model's result must have event_date.
+	MaterializeIncremental Materialization = "incremental"
+	// MaterializeMerge puts the result's rows in place of the table's rows
+	// with the same unique key, and keeps the others.
+	MaterializeMerge Materialization = "merge"
+)
+
+// defaultLookback is how many days an incremental model rebuilds when no
+// range is given.
+const defaultLookback = 3
 
 // Model is one SQL model.
 type Model struct {
@@ -38,8 +53,19 @@ type Model struct {
 	// they give and {{ config() }} removed.
 	SQL          string
 	Materialized Materialization
+	// UniqueKey are the columns that identify a row of a merge model.
+	UniqueKey []string
+	// Lookback is how many days before today an incremental run
+	// rebuilds, today included.
+	Lookback int
 	// Refs are the models it reads, sorted.
 	Refs []string
+	// Checks are run on the files a run writes, before they are
+	// published: from <name>.yml beside the model.
+	Checks []Check
+	// Source: a table the loader writes, not built here, whose checks
+	// (in <name>.yml, without a .sql) run against the table itself.
+	Source bool
 }
 
 var (
@@ -47,7 +73,12 @@ var (
 	configCall = regexp.MustCompile(`\{\{\s*config\(([^)]*)\)\s*\}\}`)
 	configArg  = regexp.MustCompile(`^\s*(\w+)\s*=\s*['"]([^'"]*)['"]\s*$`)
 	identifier = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
-	// A template tag that is neither: a typo, or a feature not here.
+	// rangeTag is the start or end of an incremental run's dates, a
+	// DATE literal at run time: to read only the sources' days it needs.
+	rangeTag = regexp.MustCompile(`\{\{\s*(start|end)\s*\}\}`)
+	// thisTag is the relation a check's SQL tests.
+	thisTag = regexp.MustCompile(`\{\{\s*this\s*\}\}`)
+	// A template tag that is none of those: a typo, or a feature not here.
 	otherTag = regexp.MustCompile(`\{\{.*?\}\}`)
 )
 
@@ -80,6 +111,33 @@ func Load(dir string) ([]Model, error) {
 		m.File = p
 		models = append(models, m)
 	}
+	// <name>.yml holds a model's checks; one without a model is a
+	// source table's.
+	ymls, err := filepath.Glob(filepath.Join(dir, "*.yml"))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ymls {
+		name := strings.TrimSuffix(filepath.Base(p), ".yml")
+		var spec Spec
+		// Both the file's and its checks' errors: a misspelt key is
+		// often a check missing what it needs, too.
+		loadErr := config.LoadFile(p, &spec)
+		if err := errors.Join(loadErr, config.Prefix(p, spec.Validate())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		i := slices.IndexFunc(models, func(m Model) bool { return m.Name == name })
+		if i < 0 {
+			if lake.TableName(name) != name {
+				errs = append(errs, fmt.Errorf("%s: %q is no table name (lower case letters, digits and _)", p, name))
+				continue
+			}
+			models = append(models, Model{Name: name, File: p, Source: true})
+			i = len(models) - 1
+		}
+		models[i].Checks = spec.Checks
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -110,11 +168,23 @@ func Parse(name, text string) (Model, error) {
 			switch kv[1] {
 			case "materialized":
 				m.Materialized = Materialization(kv[2])
-				if m.Materialized != MaterializeTable {
-					errs = append(errs, fmt.Errorf("materialized=%q: this version builds models as tables (materialized='table')", kv[2]))
+				if !slices.Contains([]Materialization{MaterializeTable, MaterializeIncremental, MaterializeMerge}, m.Materialized) {
+					errs = append(errs, fmt.Errorf("materialized=%q: want table, incremental or merge", kv[2]))
 				}
+			case "unique_key":
+				for k := range strings.SplitSeq(kv[2], "|") {
+					if k = strings.TrimSpace(k); k != "" {
+						m.UniqueKey = append(m.UniqueKey, k)
+					}
+				}
+			case "lookback":
+				days, err := parseDays(kv[2])
+				if err != nil {
+					errs = append(errs, fmt.Errorf("lookback=%q: %w", kv[2], err))
+				}
+				m.Lookback = days
 			default:
-				errs = append(errs, fmt.Errorf("config: unknown key %q (known: materialized)", kv[1]))
+				errs = append(errs, fmt.Errorf("config: unknown key %q (known: materialized, unique_key, lookback)", kv[1]))
 			}
 		}
 	}
@@ -122,14 +192,40 @@ func Parse(name, text string) (Model, error) {
 	text = refCall.ReplaceAllStringFunc(text, func(s string) string {
 		return quoteIdent(refCall.FindStringSubmatch(s)[1])
 	})
-	if tag := otherTag.FindString(text); tag != "" {
-		errs = append(errs, fmt.Errorf("%s: only {{ ref('name') }} and {{ config(...) }} are known", tag))
+	if tag := otherTag.FindString(rangeTag.ReplaceAllString(text, "")); tag != "" {
+		errs = append(errs, fmt.Errorf("%s: only {{ ref('name') }}, {{ config(...) }}, {{ start }} and {{ end }} are known", tag))
 	}
 	m.SQL = strings.TrimRight(strings.TrimSpace(text), ";")
 	if m.SQL == "" {
 		errs = append(errs, errors.New("no SQL: a model is one SELECT"))
 	}
+	if m.Materialized == MaterializeMerge && len(m.UniqueKey) == 0 {
+		errs = append(errs, errors.New("materialized='merge' needs unique_key='column' (several: 'a|b')"))
+	}
+	if m.Materialized != MaterializeMerge && len(m.UniqueKey) > 0 {
+		errs = append(errs, errors.New("unique_key is for materialized='merge'"))
+	}
+	if m.Lookback == 0 {
+		m.Lookback = defaultLookback
+	}
 	return m, errors.Join(errs...)
+}
+
+// parseDays reads a lookback: days (3d) or hours (72h) that make whole
+// days.
+func parseDays(s string) (int, error) {
+	var n int
+	var unit string
+	if _, err := fmt.Sscanf(s, "%d%s", &n, &unit); err != nil || n < 1 {
+		return 0, errors.New("want a number of days such as 3d")
+	}
+	switch {
+	case unit == "d":
+		return n, nil
+	case unit == "h" && n%24 == 0:
+		return n / 24, nil
+	}
+	return 0, errors.New("want a number of days such as 3d")
 }
 
 // link finds each model's references to the others: names in its SQL,

@@ -24,6 +24,7 @@ import (
 type Engine interface {
 	Describe(ctx context.Context, q string) ([]query.Column, error)
 	Exec(ctx context.Context, stmt string) error
+	QueryRow(ctx context.Context, q string, dest ...any) error
 	Reload(ctx context.Context, name string) error
 }
 
@@ -55,6 +56,10 @@ func NewRunner(eng Engine, cat *lake.Catalog, store lake.Storage, local *lake.Lo
 	return r
 }
 
+// SetClock makes the runner read the time from now: the default range of
+// incremental models and freshness checks depend on it.
+func (r *Runner) SetClock(now func() time.Time) { r.now = now }
+
 // Status is how a model's run ended.
 type Status string
 
@@ -76,19 +81,64 @@ type Result struct {
 	Snapshot int64         `json:"snapshot,omitempty"`
 	Took     time.Duration `json:"took_ns"`
 	Error    string        `json:"error,omitempty"`
+	// Range is the event dates an incremental run rebuilt, [from, to).
+	Range  string        `json:"range,omitempty"`
+	Checks []CheckResult `json:"checks,omitempty"`
 }
+
+// CheckResult is a check's outcome in a run.
+type CheckResult struct {
+	Check    string   `json:"check"`
+	Severity Severity `json:"severity"`
+	// Failed counts the failing rows; those rows are in dq_failures.
+	Failed int64 `json:"failed"`
+}
+
+// Options say what a run builds.
+type Options struct {
+	// From and To are the event dates [From, To) incremental models
+	// rebuild (a backfill); zero, each model's lookback up to today.
+	From, To time.Time
+	// FullRefresh rebuilds incremental and merge models whole.
+	FullRefresh bool
+}
+
+// The tables every run writes.
+const (
+	// RunsTable has a row per model and run: its status, times, rows,
+	// the snapshot it published and its error.
+	RunsTable = "job_runs"
+	// FailuresTable has the failing rows of every check, with the check,
+	// the model and the run.
+	FailuresTable = "dq_failures"
+)
 
 // RunKey is the snapshot summary property of a model's snapshot that
 // names the run that published it.
 const RunKey = "sluice.run"
 
+// maxFailures bounds the failing rows a check records per run: their
+// count is exact, the rows a sample.
+const maxFailures = 10_000
+
 // Run builds models, each after those it reads, and returns what each
-// did, in the order they ran. A model whose build fails keeps its table
-// as it was, and the models that read it, directly or not, are skipped.
-func (r *Runner) Run(ctx context.Context, models []Model, runID string) ([]Result, error) {
+// did, in the order they ran; it records them in job_runs and their
+// checks' failing rows in dq_failures. A model whose build fails, or
+// whose check of severity error fails, keeps its table as it was, and the
+// models that read it, directly or not, are skipped.
+func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Options) ([]Result, error) {
 	waves, err := Order(models)
 	if err != nil {
 		return nil, err
+	}
+	for _, stmt := range []string{
+		`CREATE OR REPLACE TEMP TABLE run_failures__ (run_id VARCHAR, model VARCHAR, "check" VARCHAR, severity VARCHAR, failed_at TIMESTAMPTZ, "row" JSON)`,
+		`CREATE OR REPLACE TEMP TABLE run_models__ (run_id VARCHAR, model VARCHAR, materialized VARCHAR, status VARCHAR, started_at TIMESTAMPTZ,
+			ended_at TIMESTAMPTZ, "rows" BIGINT, files BIGINT, snapshot BIGINT, date_range VARCHAR, checks_failed BIGINT, error VARCHAR)`,
+	} {
+		if err := r.eng.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("start run: %w", err)
+		}
 	}
 	failed := map[string]string{} // model → the failed model it comes from
 	var out []Result
@@ -97,55 +147,318 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string) ([]Resul
 			if err := ctx.Err(); err != nil {
 				return out, err
 			}
+			start := r.now()
+			var res Result
 			if i := slices.IndexFunc(m.Refs, func(ref string) bool { _, bad := failed[ref]; return bad }); i >= 0 {
 				root := failed[m.Refs[i]]
 				failed[m.Name] = root
-				out = append(out, Result{Model: m.Name, Status: StatusSkipped, Error: "upstream model " + root + " failed"})
+				res = Result{Model: m.Name, Status: StatusSkipped, Error: "upstream model " + root + " failed"}
 				r.logger.Warn("model skipped", "model", m.Name, "upstream", root)
-				continue
-			}
-			res := r.build(ctx, m, runID)
-			if res.Status != StatusSuccess {
-				failed[m.Name] = m.Name
-				r.logger.Error("model failed", "model", m.Name, "err", res.Error)
 			} else {
-				r.logger.Info("model built", "model", m.Name, "rows", res.Rows, "snapshot", res.Snapshot, "took", res.Took)
+				res = r.build(ctx, m, runID, opts)
+				if res.Status != StatusSuccess {
+					failed[m.Name] = m.Name
+					r.logger.Error("model failed", "model", m.Name, "err", res.Error)
+				} else {
+					r.logger.Info("model built", "model", m.Name, "rows", res.Rows, "snapshot", res.Snapshot, "took", res.Took)
+				}
 			}
 			out = append(out, res)
+			if err := r.note(ctx, m, res, runID, start); err != nil {
+				return out, err
+			}
 		}
+	}
+	if err := r.record(ctx, runID); err != nil {
+		return out, err
 	}
 	return out, nil
 }
 
-// build runs one model and publishes its result as its table's snapshot.
-func (r *Runner) build(ctx context.Context, m Model, runID string) Result {
+// note adds a model's run to the run's rows of job_runs.
+func (r *Runner) note(ctx context.Context, m Model, res Result, runID string, start time.Time) error {
+	var failedRows int64
+	for _, c := range res.Checks {
+		failedRows += c.Failed
+	}
+	mat := string(m.Materialized)
+	if m.Source {
+		mat = "source"
+	}
+	snap := "NULL"
+	if res.Snapshot != 0 {
+		snap = fmt.Sprint(res.Snapshot)
+	}
+	stmt := fmt.Sprintf("INSERT INTO run_models__ VALUES (%s, %s, %s, %s, %s, %s, %d, %d, %s, %s, %d, %s)",
+		quoteString(runID), quoteString(m.Name), quoteString(mat), quoteString(string(res.Status)), timeLiteral(start), timeLiteral(r.now()),
+		res.Rows, res.Files, snap, nullString(res.Range), failedRows, nullString(res.Error))
+	if err := r.eng.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("record the run of %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// record appends the run's rows to job_runs and dq_failures, each in one
+// snapshot.
+func (r *Runner) record(ctx context.Context, runID string) error {
+	for _, t := range []struct{ table, q string }{
+		{FailuresTable, "SELECT *, CAST(failed_at AS DATE) AS event_date FROM run_failures__"},
+		{RunsTable, "SELECT *, CAST(started_at AS DATE) AS event_date FROM run_models__"},
+	} {
+		st, err := r.stage(ctx, t.table, t.q, runID)
+		if err != nil {
+			return fmt.Errorf("record the run in %s: %w", t.table, err)
+		}
+		if len(st.files) == 0 {
+			continue
+		}
+		if _, err := r.publish(ctx, t.table, st, runID, func(iceberg.DataFile) bool { return false }); err != nil {
+			return fmt.Errorf("record the run in %s: %w", t.table, err)
+		}
+	}
+	return nil
+}
+
+func timeLiteral(t time.Time) string {
+	return "TIMESTAMPTZ '" + t.UTC().Format("2006-01-02 15:04:05.999999") + "+00'"
+}
+
+func nullString(s string) string {
+	if s == "" {
+		return "NULL"
+	}
+	return quoteString(s)
+}
+
+func dateLiteral(t time.Time) string { return "DATE '" + t.Format(time.DateOnly) + "'" }
+
+// build runs one model, or a source's checks, and publishes the model's
+// result as a snapshot of its table unless a check of severity error
+// failed.
+func (r *Runner) build(ctx context.Context, m Model, runID string, opts Options) Result {
 	start := r.now()
-	res := Result{Model: m.Name}
-	err := r.publish(ctx, m, runID, &res)
+	res := Result{Model: m.Name, Status: StatusSuccess}
+	err := r.buildModel(ctx, m, runID, opts, &res)
 	res.Took = r.now().Sub(start)
-	res.Status = StatusSuccess
 	if err != nil {
 		res.Status, res.Error = StatusError, err.Error()
 	}
 	return res
 }
 
-func (r *Runner) publish(ctx context.Context, m Model, runID string, res *Result) error {
-	cols, err := r.eng.Describe(ctx, m.SQL)
+func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Options, res *Result) error {
+	if m.Source {
+		cols, err := r.eng.Describe(ctx, "SELECT * FROM "+quoteIdent(m.Name))
+		if err != nil {
+			return fmt.Errorf("table %s (checked by %s): %w", m.Name, m.File, err)
+		}
+		return r.audit(ctx, m, quoteIdent(m.Name), columnNames(cols), runID, res)
+	}
+	q, replaced, err := r.output(ctx, m, runID, opts, res)
 	if err != nil {
-		return fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+		return err
+	}
+	st, err := r.stage(ctx, m.Name, q, runID)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(st.dir)
+	// Write, audit, publish: the checks read the files before they are
+	// part of the table.
+	this := "(SELECT * FROM (" + q + ") WHERE false)"
+	if len(st.files) > 0 {
+		quoted := make([]string, len(st.files))
+		for i, f := range st.files {
+			quoted[i] = quoteString(f)
+		}
+		this = "read_parquet([" + strings.Join(quoted, ", ") + "])"
+	}
+	if err := r.audit(ctx, m, this, st.columns, runID, res); err != nil {
+		return err
+	}
+	t, err := r.publish(ctx, m.Name, st, runID, replaced)
+	if err != nil {
+		return err
+	}
+	if s := t.CurrentSnapshot(); s != nil {
+		res.Snapshot = s.SnapshotID
+		res.Rows = snapshotRows(s)
+	}
+	res.Files = len(st.files)
+	return nil
+}
+
+func columnNames(cols []query.Column) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// output is the query of what a model's run writes, and which of the
+// table's files it replaces (nil: all).
+func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options, res *Result) (string, func(iceberg.DataFile) bool, error) {
+	full := func(sql string) string {
+		return rangeTag.ReplaceAllStringFunc(sql, func(tag string) string {
+			if rangeTag.FindStringSubmatch(tag)[1] == "start" {
+				return "DATE '0001-01-01'"
+			}
+			return "DATE '9999-12-31'"
+		})
+	}
+	published := func() bool {
+		t, err := r.cat.Load(ctx, m.Name)
+		return err == nil && t.CurrentSnapshot() != nil
+	}
+	switch m.Materialized {
+	case MaterializeIncremental:
+		cols, err := r.eng.Describe(ctx, full(m.SQL))
+		if err != nil {
+			return "", nil, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+		}
+		if !slices.Contains(columnNames(cols), lake.EventDate) {
+			return "", nil, fmt.Errorf("model %s: an incremental model rebuilds event dates: its result needs an %s column", m.Name, lake.EventDate)
+		}
+		from, to := opts.From, opts.To
+		if from.IsZero() && to.IsZero() {
+			if opts.FullRefresh || !published() {
+				return "SELECT * FROM (" + full(m.SQL) + ")", nil, nil
+			}
+			today := r.now().UTC().Truncate(24 * time.Hour)
+			from, to = today.AddDate(0, 0, 1-m.Lookback), today.AddDate(0, 0, 1)
+		}
+		res.Range = from.Format(time.DateOnly) + "/" + to.Format(time.DateOnly)
+		sql := rangeTag.ReplaceAllStringFunc(m.SQL, func(tag string) string {
+			if rangeTag.FindStringSubmatch(tag)[1] == "start" {
+				return dateLiteral(from)
+			}
+			return dateLiteral(to)
+		})
+		lo, hi := from.Format(time.DateOnly), to.Format(time.DateOnly)
+		q := fmt.Sprintf("SELECT * FROM (%s) WHERE %s >= %s AND %s < %s", sql, lake.EventDate, dateLiteral(from), lake.EventDate, dateLiteral(to))
+		return q, func(f iceberg.DataFile) bool {
+			d := lake.PartitionDate(f.FilePath())
+			return d >= lo && d < hi
+		}, nil
+	case MaterializeMerge:
+		return r.merge(ctx, m, full(m.SQL), runID, opts, published(), res)
+	}
+	return "SELECT * FROM (" + full(m.SQL) + ")", nil, nil
+}
+
+// merge stages a merge model's new rows, and returns the query of the
+// table after the merge: its rows whose key the new rows do not hold, and
+// the new rows. New rows with a null key are left out, and recorded as
+// failures of the check unique_key_not_null (warn); new rows that repeat
+// a key fail the model.
+func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Options, published bool, res *Result) (string, func(iceberg.DataFile) bool, error) {
+	if err := r.eng.Exec(ctx, "CREATE OR REPLACE TEMP TABLE merge_new__ AS "+sql); err != nil {
+		return "", nil, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+	}
+	keys := quoteIdents(m.UniqueKey)
+	var anyNull []string
+	for _, k := range m.UniqueKey {
+		anyNull = append(anyNull, quoteIdent(k)+" IS NULL")
+	}
+	nullKey := strings.Join(anyNull, " OR ")
+	nulls := Check{Name: "unique_key_not_null", Type: CheckExpression, Severity: SeverityWarn,
+		SQL: "SELECT * FROM merge_new__ WHERE " + nullKey}
+	if err := r.runCheck(ctx, m, nulls, "merge_new__", runID, res); err != nil {
+		return "", nil, err
+	}
+	var dups int64
+	if err := r.scalar(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT %s FROM merge_new__ WHERE NOT (%s) GROUP BY ALL HAVING count(*) > 1)", keys, nullKey), &dups); err != nil {
+		return "", nil, fmt.Errorf("model %s: %w", m.Name, err)
+	}
+	if dups > 0 {
+		return "", nil, fmt.Errorf("model %s: %d keys (%s) are held by more than one of its rows: a merge needs one row per key", m.Name, dups, strings.Join(m.UniqueKey, ", "))
+	}
+	fresh := "SELECT * FROM merge_new__ WHERE NOT (" + nullKey + ")"
+	if !published || opts.FullRefresh {
+		return fresh, nil, nil
+	}
+	return fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM merge_new__) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, keys, fresh), nil, nil
+}
+
+func (r *Runner) scalar(ctx context.Context, q string, v any) error {
+	return r.eng.QueryRow(ctx, q, v)
+}
+
+// audit runs a model's checks on this, whose columns are cols, and
+// records their failing rows; a check of severity error that fails is the
+// model's error.
+func (r *Runner) audit(ctx context.Context, m Model, this string, cols []string, runID string, res *Result) error {
+	var errs []string
+	for _, c := range m.Checks {
+		if missing := c.missing(cols); len(missing) > 0 {
+			errs = append(errs, fmt.Sprintf("check %s: %s has no column %s", c.ID(), m.Name, strings.Join(missing, ", ")))
+			continue
+		}
+		if err := r.runCheck(ctx, m, c, this, runID, res); err != nil {
+			return err
+		}
+		last := res.Checks[len(res.Checks)-1]
+		if last.Failed > 0 && last.Severity == SeverityError {
+			errs = append(errs, fmt.Sprintf("check %s failed on %d rows", c.ID(), last.Failed))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("model %s: %s (dq_failures has the rows); the table is kept as it was", m.Name, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// runCheck runs one check on this and records its failing rows.
+func (r *Runner) runCheck(ctx context.Context, m Model, c Check, this, runID string, res *Result) error {
+	q := c.failing(this, r.now())
+	var n int64
+	if err := r.scalar(ctx, "SELECT count(*) FROM ("+q+")", &n); err != nil {
+		return fmt.Errorf("model %s: check %s: %w", m.Name, c.ID(), err)
+	}
+	res.Checks = append(res.Checks, CheckResult{Check: c.ID(), Severity: c.severity(), Failed: n})
+	if n == 0 {
+		return nil
+	}
+	r.logger.Warn("check failed", "model", m.Name, "check", c.ID(), "severity", c.severity(), "rows", n)
+	stmt := fmt.Sprintf("INSERT INTO run_failures__ SELECT %s, %s, %s, %s, %s, CAST(row AS JSON) FROM (%s) LIMIT %d",
+		quoteString(runID), quoteString(m.Name), quoteString(c.ID()), quoteString(string(c.severity())), timeLiteral(r.now()), q, maxFailures)
+	if err := r.eng.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("model %s: check %s: record failures: %w", m.Name, c.ID(), err)
+	}
+	return nil
+}
+
+// staged is a query's result written as files of a table, not yet in the
+// lake.
+type staged struct {
+	t *table.Table
+	// dir holds files, local paths of Parquet files with the table's
+	// field ids; columns are theirs.
+	dir     string
+	files   []string
+	columns []string
+}
+
+// stage writes q's result as Parquet files of table name, made or widened
+// for it, in a staging directory.
+func (r *Runner) stage(ctx context.Context, name, q, runID string) (staged, error) {
+	st := staged{}
+	cols, err := r.eng.Describe(ctx, q)
+	if err != nil {
+		return st, fmt.Errorf("model %s: %w", name, err)
 	}
 	outs := make([]output, len(cols))
 	for i, c := range cols {
 		if outs[i], err = outputOf(c); err != nil {
-			return fmt.Errorf("model %s: %w", m.Name, err)
+			return st, fmt.Errorf("model %s: %w", name, err)
 		}
+		st.columns = append(st.columns, c.Name)
 	}
-	t, err := r.table(ctx, m.Name, outs)
-	if err != nil {
-		return err
+	if st.t, err = r.table(ctx, name, outs); err != nil {
+		return st, err
 	}
-	sc := t.Schema()
+	sc := st.t.Schema()
 	selects := make([]string, len(outs))
 	ids := make([]string, len(outs))
 	partitioned := false
@@ -155,68 +468,75 @@ func (r *Runner) publish(ctx context.Context, m Model, runID string, res *Result
 		ids[i] = fmt.Sprintf("%s: %d", quoteIdent(o.field.Name), f.ID)
 		partitioned = partitioned || o.field.Name == lake.EventDate
 	}
-	dir := filepath.Join(r.staging, "model-"+m.Name+"-"+runID)
-	if err := os.RemoveAll(dir); err != nil {
-		return err
+	st.dir = filepath.Join(r.staging, name+"-"+runID)
+	if err := os.RemoveAll(st.dir); err != nil {
+		return st, err
 	}
-	defer os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("staging: %w", err)
+	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		return st, fmt.Errorf("staging: %w", err)
 	}
 	// DuckDB writes the files, with the table's field ids, so that any
 	// engine reads them by id; one file per event date, as the loader's.
-	target, opts := filepath.Join(dir, "part.parquet"), ""
+	target, opts := filepath.Join(st.dir, "part.parquet"), ""
 	if partitioned {
-		target, opts = dir, ", PARTITION_BY ("+lake.EventDate+"), WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'part-{i}'"
+		target, opts = st.dir, ", PARTITION_BY ("+lake.EventDate+"), WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'part-{i}'"
 	}
 	stmt := fmt.Sprintf("COPY (SELECT %s FROM (%s)) TO %s (FORMAT parquet, COMPRESSION zstd, FIELD_IDS {%s}%s)",
-		strings.Join(selects, ", "), m.SQL, quoteString(target), strings.Join(ids, ", "), opts)
+		strings.Join(selects, ", "), q, quoteString(target), strings.Join(ids, ", "), opts)
 	if err := r.eng.Exec(ctx, stmt); err != nil {
-		return fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+		os.RemoveAll(st.dir)
+		return st, fmt.Errorf("model %s: %w", name, err)
 	}
-	var files []string
-	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".parquet") {
-			return err
+	err = filepath.WalkDir(st.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".parquet") {
+			st.files = append(st.files, p)
 		}
-		rel, _ := filepath.Rel(dir, p)
+		return err
+	})
+	slices.Sort(st.files)
+	if err != nil {
+		os.RemoveAll(st.dir)
+	}
+	return st, err
+}
+
+// publish puts staged files in the lake, and swaps them into the table in
+// place of the files replaced reports, in one snapshot.
+func (r *Runner) publish(ctx context.Context, name string, st staged, runID string, replaced func(iceberg.DataFile) bool) (*table.Table, error) {
+	defer os.RemoveAll(st.dir)
+	var files []string
+	for _, p := range st.files {
+		rel, err := filepath.Rel(st.dir, p)
+		if err != nil {
+			return nil, err
+		}
 		// <table>/data/[event_date=.../]run-<id>-<file>, beside the
 		// loader's files: the run in the name, so that a file is never
 		// written twice.
 		sub, base := filepath.Split(rel)
-		dst := m.Name + "/data/" + filepath.ToSlash(sub) + "run-" + runID + "-" + base
+		dst := name + "/data/" + filepath.ToSlash(sub) + "run-" + runID + "-" + base
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := lake.PutBytes(ctx, r.store, dst, b); err != nil {
-			return err
+			return nil, fmt.Errorf("model %s: %w", name, err)
 		}
 		if r.mirror != nil {
 			if err := lake.PutBytes(ctx, r.mirror, dst, b); err != nil {
-				return err
+				return nil, fmt.Errorf("model %s: %w", name, err)
 			}
 		}
 		files = append(files, dst)
-		return nil
-	})
+	}
+	t, err := r.cat.Replace(ctx, name, files, iceberg.Properties{RunKey: runID}, replaced)
 	if err != nil {
-		return fmt.Errorf("model %s: %w", m.Name, err)
+		return nil, fmt.Errorf("model %s: publish: %w", name, err)
 	}
-	slices.Sort(files)
-	t, err = r.cat.Replace(ctx, m.Name, files, iceberg.Properties{RunKey: runID})
-	if err != nil {
-		return fmt.Errorf("model %s: publish: %w", m.Name, err)
+	if err := r.eng.Reload(ctx, name); err != nil {
+		return nil, fmt.Errorf("model %s: read it back: %w", name, err)
 	}
-	if s := t.CurrentSnapshot(); s != nil {
-		res.Snapshot = s.SnapshotID
-		res.Rows = snapshotRows(s)
-	}
-	res.Files = len(files)
-	if err := r.eng.Reload(ctx, m.Name); err != nil {
-		return fmt.Errorf("model %s: read it back: %w", m.Name, err)
-	}
-	return nil
+	return t, nil
 }
 
 // snapshotRows is the rows a snapshot's table holds, from its summary.

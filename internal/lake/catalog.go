@@ -651,12 +651,13 @@ func stringBound(s []byte, upper bool) ([]byte, bool) {
 	return nil, false
 }
 
-// Replace makes files, paths in the lake's storage of Parquet files that
-// carry the table's field ids (another engine wrote them), the whole
-// content of table name, in one snapshot whose summary holds props:
-// readers see the table before or after, never in between. Over a table
+// Replace swaps files into table name in place of the current files that
+// replaced reports (every file, when it is nil), in one snapshot whose
+// summary holds props: readers see the table before or after, never in
+// between. files are paths in the lake's storage of Parquet files that
+// carry the table's field ids (another engine wrote them). Over a table
 // another writer changed meanwhile, it is made again.
-func (c *Catalog) Replace(ctx context.Context, name string, files []string, props iceberg.Properties) (*table.Table, error) {
+func (c *Catalog) Replace(ctx context.Context, name string, files []string, props iceberg.Properties, replaced func(iceberg.DataFile) bool) (*table.Table, error) {
 	full := make([]string, len(files))
 	for i, f := range files {
 		full[i] = c.root + "/" + f
@@ -669,7 +670,9 @@ func (c *Catalog) Replace(ctx context.Context, name string, files []string, prop
 				return nil, fmt.Errorf("plan %s: %w", name, err)
 			}
 			for _, task := range tasks {
-				old = append(old, task.File.FilePath())
+				if replaced == nil || replaced(task.File) {
+					old = append(old, task.File.FilePath())
+				}
 			}
 		}
 		if len(old) == 0 && len(full) == 0 {

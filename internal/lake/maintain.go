@@ -85,7 +85,7 @@ func (c *Catalog) Compact(ctx context.Context, store Storage, name string, targe
 		if f.FileSizeBytes() >= target/2 || len(task.DeleteFiles) > 0 {
 			continue // big enough, or with deletes Sluice does not write
 		}
-		date := partitionDate(f.FilePath())
+		date := PartitionDate(f.FilePath())
 		if date == "" {
 			continue
 		}
@@ -172,8 +172,8 @@ func carriedSummary(t *table.Table) iceberg.Properties {
 	return props
 }
 
-// partitionDate is the event date in a data file's path, or "".
-func partitionDate(p string) string {
+// PartitionDate is the event date (YYYY-MM-DD) in a data file's path, or "".
+func PartitionDate(p string) string {
 	_, rest, ok := strings.Cut(p, "/"+EventDate+"=")
 	if !ok || len(rest) < len(time.DateOnly) {
 		return ""

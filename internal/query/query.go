@@ -305,6 +305,11 @@ func (e *Engine) Exec(ctx context.Context, stmt string) error {
 	return err
 }
 
+// QueryRow runs a query of one row into dest, as database/sql's Scan.
+func (e *Engine) QueryRow(ctx context.Context, q string, dest ...any) error {
+	return e.db.QueryRowContext(ctx, q).Scan(dest...)
+}
+
 // Column is a result column: its name and DuckDB type.
 type Column struct {
 	Name, Type string
