@@ -104,7 +104,9 @@ func TestMerge(t *testing.T) {
 	dir := writeModels(t, map[string]string{
 		"user_latest": "{{ config(materialized='merge', unique_key='id') }}\nSELECT id, arg_max(name, v) AS name, max(v) AS v FROM users GROUP BY id",
 	})
-	table := func() [][]any { return rows(t, store, cat, "SELECT id, name, v FROM user_latest ORDER BY id NULLS LAST") }
+	table := func() [][]any {
+		return rows(t, store, cat, "SELECT id, name, v FROM user_latest ORDER BY id NULLS LAST")
+	}
 	run(t, store, cat, dir, "m1")
 	if diff := cmp.Diff([][]any{{int64(1), "ann", int64(1)}, {int64(2), "bob", int64(1)}}, table()); diff != "" {
 		t.Fatalf("first merge (-want +got):\n%s", diff)
