@@ -46,7 +46,7 @@ func postPageViews(t *testing.T, addr string, n int) {
 // reading the source as the oracle.
 func TestPythonProducer(t *testing.T) {
 	python := testPython(t)
-	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	src := filepath.Join(repoDir, "internal/sample/data/yellow_tripdata_2025-02_sample5000.parquet")
 	dir := t.TempDir()
 	p := startUp(t, dir, "--flush-interval", "300ms")
 	out := runScript(t, python, "tlc_producer.py", "http://"+p.httpAddr, src)

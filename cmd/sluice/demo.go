@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/formsapi"
+	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/pipeline"
@@ -38,10 +40,13 @@ const demoUsage = `Usage: sluice demo [--data-dir DIR] [--exit]
 Runs the whole pipeline (as 'sluice up') on a fresh data directory, with a
 forms API beside it, replays the bundled real data through the HTTP
 collector (10,000 NYC taxi trips of January 2025, 5,000 MTA turnstile
-audits and form events), waits until every accepted event is in the lake,
+audits, form events, and 5,000 trips of February 2025 with the nulls and
+refunds of real data), waits until every accepted event is in the lake,
 and prints a few SQL queries over it with their results: trips joined to
 their taxi zones, forms modelled from the definitions the enricher fetched,
-dead letters. The turnstile audits also go to Kafka as CSV lines, as in the
+dead letters. It then builds the batch models of cmd/sluice/demo-models
+(written to <data-dir>/models) and runs their data-quality checks, as
+'sluice jobs run' does, and prints what they made and found. The turnstile audits also go to Kafka as CSV lines, as in the
 seed, for the windowed aggregations of cmd/sluice/demo-aggregations.yml
 (per turnstile and 4 hours, per turnstile and day, taxi trips per pickup
 zone and 15 minutes), whose tables are queried too. It then keeps serving
@@ -200,6 +205,10 @@ func demo(ctx context.Context, p *pipeline.Process, fapi *formsapi.Server, kafka
 		{file: "form_events.ndjson", eventType: "form_event"},
 		// In time order, as a live feed: the weekly file is by turnstile.
 		{file: sample.TurnstilesByTime, preset: "mta-turnstile", topic: demoTurnstileTopic},
+		// A table of its own, for the data-quality checks: in
+		// yellow_taxi_trip, February's trips would be late to January's
+		// windows.
+		{file: sample.TLCTripsSample, eventType: "yellow_taxi_trip_sample", preset: "tlc-yellow"},
 	}
 	var sources []*source.Source
 	var stats []*replay.Stats
@@ -234,7 +243,8 @@ func demo(ctx context.Context, p *pipeline.Process, fapi *formsapi.Server, kafka
 	}
 
 	fmt.Fprint(stdout, "\nWaiting for every accepted event to be in the lake, and the windows they closed...")
-	want := map[string]int64{"yellow_taxi_trip": stats[0].Accepted.Load(), "mta_turnstile": stats[1].Accepted.Load()}
+	want := map[string]int64{"yellow_taxi_trip": stats[0].Accepted.Load(), "mta_turnstile": stats[1].Accepted.Load(),
+		"yellow_taxi_trip_sample": stats[4].Accepted.Load()}
 	for t, n := range formRows {
 		want[t] = n
 	}
@@ -300,8 +310,69 @@ GROUP BY ALL ORDER BY entries DESC LIMIT 5`},
 			return err
 		}
 	}
+	if err := demoJobs(ctx, p, eng, cat, local, stdout); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "\nYour own queries: sluice query --data-dir %s --tables, then sluice query --data-dir %s 'SELECT ...'\n",
 		p.Config.Process.DataDir, p.Config.Process.DataDir)
+	return nil
+}
+
+// demoModels are the batch models and checks the demo runs over its lake.
+//
+//go:embed demo-models
+var demoModels embed.FS
+
+// demoJobs writes the demo's models into the data directory, builds them
+// as 'sluice jobs run' does, and prints what they made and what their
+// checks found.
+func demoJobs(ctx context.Context, p *pipeline.Process, eng *query.Engine, cat *lake.Catalog, local *lake.Local, stdout io.Writer) error {
+	dir := filepath.Join(p.Config.Process.DataDir, "models")
+	sub, err := iofs.Sub(demoModels, "demo-models")
+	if err != nil {
+		return err
+	}
+	if err := os.CopyFS(dir, sub); err != nil {
+		return fmt.Errorf("write the demo's models: %w", err)
+	}
+	models, err := jobs.Load(dir)
+	if err != nil {
+		return err
+	}
+	staging := filepath.Join(p.Config.Process.DataDir, "cache", "jobs")
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		return err
+	}
+	runID := jobs.NewRunID(time.Now())
+	runner := jobs.NewRunner(eng, cat, local, local, staging, slog.New(slog.DiscardHandler))
+	results, err := runner.Run(ctx, models, runID, jobs.Options{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nBatch models and data-quality checks (%s, as 'sluice jobs run --models %s' runs them):\n\n", dir, dir)
+	if err := writeJobResults(stdout, runID, results); err != nil {
+		return err
+	}
+	for _, q := range []struct{ title, sql string }{
+		{"Daily trips per pickup zone (the model tlc_daily_zone)", `SELECT event_date, zone, trips, revenue, avg_distance
+FROM tlc_daily_zone ORDER BY trips DESC LIMIT 5`},
+		{"Daily entries and exits per station (the model mta_station_daily, from the aggregator's windows)", `SELECT event_date, station, entries, exits
+FROM mta_station_daily WHERE entries BETWEEN 0 AND 100000 ORDER BY entries DESC LIMIT 5`},
+		{"What the checks found (the dq_failures table: every failing row, with its check, model and run)", `SELECT model, "check", severity, count(*) AS "rows"
+FROM dq_failures WHERE run_id = '` + runID + `' GROUP BY ALL ORDER BY 1, 2`},
+		{"Some of the refunds the check negative_amounts found", `SELECT "row"->>'tpep_pickup_datetime' AS pickup, "row"->>'payment_type' AS payment_type,
+	"row"->>'fare_amount' AS fare, "row"->>'total_amount' AS total
+FROM dq_failures WHERE run_id = '` + runID + `' AND "check" = 'negative_amounts' ORDER BY 1 LIMIT 5`},
+	} {
+		res, err := eng.Query(ctx, q.sql)
+		if err != nil {
+			return fmt.Errorf("query %q: %w", q.title, err)
+		}
+		fmt.Fprintf(stdout, "\n%s:\n  %s\n\n", q.title, oneLine(q.sql))
+		if err := query.Write(stdout, res, "table"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

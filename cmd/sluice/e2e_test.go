@@ -692,7 +692,7 @@ func s3LakeEndToEnd(t *testing.T, endpoint, bucket string, catFlags []string) {
 // DuckDB reading the source file is the oracle: row count, the sum and
 // non-null count of every numeric column, and the pickup range must match.
 func TestTLCParquetRoundTrip(t *testing.T) {
-	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	src := filepath.Join(repoDir, "internal/sample/data/yellow_tripdata_2025-02_sample5000.parquet")
 	dir := t.TempDir()
 	p := startUp(t, dir, "--flush-interval", "300ms")
 	failed := filepath.Join(t.TempDir(), "failed.ndjson")
@@ -991,7 +991,12 @@ func TestDemo(t *testing.T) {
 			// The aggregations: late trips dead-lettered, the trips' windows
 			// by zone, the seed's 4-hour windows, the daily deltas.
 			"aggregator  late_event", "2025-01-01 00:15:00  Lincoln Square East", "2023-05-27 00:00:00  120         120",
-			"34 ST-HERALD SQ  2023-06-01  13278"} {
+			"34 ST-HERALD SQ  2023-06-01  13278",
+			// The batch models and checks.
+			"tlc_daily_zone           success", "2025-01-01  East Village           551    12825.15",
+			"2023-06-01  34 ST-HERALD SQ  13278    25941",
+			"not_null_passenger_count: 1125 rows (warn), negative_amounts: 273 rows (warn)",
+			"yellow_taxi_trip_sample  not_null_passenger_count        warn      1125"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("run %d: demo output lacks %q:\n%s", run, want, out)
 			}

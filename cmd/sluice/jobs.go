@@ -132,33 +132,8 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return err
 			}
 		}
-	} else {
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "run %s\n", runID)
-		fmt.Fprintln(tw, "MODEL\tSTATUS\tROWS\tFILES\tSNAPSHOT\tTOOK\tCHECKS\tERROR")
-		for _, r := range results {
-			snap := "-"
-			if r.Snapshot != 0 {
-				snap = fmt.Sprint(r.Snapshot)
-			}
-			checks := "-"
-			if len(r.Checks) > 0 {
-				var failed []string
-				for _, c := range r.Checks {
-					if c.Failed > 0 {
-						failed = append(failed, fmt.Sprintf("%s: %d rows (%s)", c.Check, c.Failed, c.Severity))
-					}
-				}
-				checks = fmt.Sprintf("%d passed", len(r.Checks)-len(failed))
-				if len(failed) > 0 {
-					checks += "; failed " + strings.Join(failed, ", ")
-				}
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%v\t%s\t%s\n", r.Model, r.Status, r.Rows, r.Files, snap, r.Took.Round(time.Millisecond), checks, strings.Join(strings.Fields(r.Error), " "))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	} else if err := writeJobResults(stdout, runID, results); err != nil {
+		return err
 	}
 	var failed []string
 	for _, r := range results {
@@ -170,4 +145,36 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d of %d models failed (%s); their tables are as they were", len(failed), len(results), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// writeJobResults prints a run's results as a table.
+func writeJobResults(w io.Writer, runID string, results []jobs.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "run %s\n", runID)
+	fmt.Fprintln(tw, "MODEL\tSTATUS\tROWS\tFILES\tSNAPSHOT\tTOOK\tCHECKS\tERROR")
+	for _, r := range results {
+		snap := "-"
+		if r.Snapshot != 0 {
+			snap = fmt.Sprint(r.Snapshot)
+		}
+		checks := "-"
+		if len(r.Checks) > 0 {
+			var failed []string
+			for _, c := range r.Checks {
+				if c.Failed > 0 {
+					failed = append(failed, fmt.Sprintf("%s: %d rows (%s)", c.Check, c.Failed, c.Severity))
+				}
+			}
+			checks = fmt.Sprintf("%d passed", len(r.Checks)-len(failed))
+			if len(failed) > 0 {
+				checks += "; failed " + strings.Join(failed, ", ")
+			}
+		}
+		rows, files := fmt.Sprint(r.Rows), fmt.Sprint(r.Files)
+		if r.Snapshot == 0 {
+			rows, files = "-", "-" // nothing published: failed, skipped, or a source's checks
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", r.Model, r.Status, rows, files, snap, r.Took.Round(time.Millisecond), checks, strings.Join(strings.Fields(r.Error), " "))
+	}
+	return tw.Flush()
 }

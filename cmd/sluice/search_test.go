@@ -84,7 +84,7 @@ func TestSearchEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startUp(t, dir, "--config", cfgPath)
-	src := filepath.Join(repoDir, "testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	src := filepath.Join(repoDir, "internal/sample/data/yellow_tripdata_2025-02_sample5000.parquet")
 	out, code := sluice(t, "replay", "--collector", "http://"+p.httpAddr, "--preset", "tlc-yellow", "--batch", "500", src)
 	if code != 0 || !strings.Contains(out, "5000") {
 		t.Fatalf("sluice replay = %d:\n%s", code, out)

@@ -2,6 +2,8 @@ package jobs_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,20 @@ func TestIncremental(t *testing.T) {
 	}
 	if diff := cmp.Diff(table("daily_full"), table("daily_inc")); diff != "" {
 		t.Errorf("after the lookback run (-full +incremental):\n%s", diff)
+	}
+
+	// Checks see the table as the run would publish it, not only the
+	// run's rows: a day without rides passes row_count.
+	checks := "checks:\n  - type: row_count\n    min: 1\n  - type: unique\n    columns: [event_date, zone]\n"
+	if err := os.WriteFile(filepath.Join(dir, "daily_inc.yml"), []byte(checks), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = runWith(t, store, cat, dir, "empty-day", jobs.Options{From: day(20), To: day(21)}, now)
+	if res[1].Status != jobs.StatusSuccess {
+		t.Errorf("a run of a day without rides: %+v", res[1])
+	}
+	if diff := cmp.Diff(table("daily_full"), table("daily_inc")); diff != "" {
+		t.Errorf("after a run of a day without rides (-full +incremental):\n%s", diff)
 	}
 }
 

@@ -254,10 +254,11 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 		}
 		return r.audit(ctx, m, quoteIdent(m.Name), columnNames(cols), runID, res)
 	}
-	q, replaced, err := r.output(ctx, m, runID, opts, res)
+	pl, err := r.output(ctx, m, runID, opts, res)
 	if err != nil {
 		return err
 	}
+	q := pl.q
 	st, err := r.stage(ctx, m.Name, q, runID)
 	if err != nil {
 		return err
@@ -273,10 +274,14 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 		}
 		this = "read_parquet([" + strings.Join(quoted, ", ") + "])"
 	}
+	if pl.replacedRows != "" {
+		// The table as it will be: the rows the run keeps, and its own.
+		this = fmt.Sprintf("(SELECT * FROM %s WHERE NOT (%s) UNION ALL BY NAME SELECT * FROM %s)", quoteIdent(m.Name), pl.replacedRows, this)
+	}
 	if err := r.audit(ctx, m, this, st.columns, runID, res); err != nil {
 		return err
 	}
-	t, err := r.publish(ctx, m.Name, st, runID, replaced)
+	t, err := r.publish(ctx, m.Name, st, runID, pl.replaced)
 	if err != nil {
 		return err
 	}
@@ -296,9 +301,19 @@ func columnNames(cols []query.Column) []string {
 	return out
 }
 
-// output is the query of what a model's run writes, and which of the
-// table's files it replaces (nil: all).
-func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options, res *Result) (string, func(iceberg.DataFile) bool, error) {
+// plan is what a model's run writes and replaces.
+type plan struct {
+	// q is the query of the rows the run writes.
+	q string
+	// replaced reports the table's files the run replaces; nil, all.
+	replaced func(iceberg.DataFile) bool
+	// replacedRows is the condition of the rows those files hold, when
+	// not all.
+	replacedRows string
+}
+
+// output plans a model's run.
+func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options, res *Result) (plan, error) {
 	full := func(sql string) string {
 		return rangeTag.ReplaceAllStringFunc(sql, func(tag string) string {
 			if rangeTag.FindStringSubmatch(tag)[1] == "start" {
@@ -315,15 +330,15 @@ func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options
 	case MaterializeIncremental:
 		cols, err := r.eng.Describe(ctx, full(m.SQL))
 		if err != nil {
-			return "", nil, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+			return plan{}, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
 		}
 		if !slices.Contains(columnNames(cols), lake.EventDate) {
-			return "", nil, fmt.Errorf("model %s: an incremental model rebuilds event dates: its result needs an %s column", m.Name, lake.EventDate)
+			return plan{}, fmt.Errorf("model %s: an incremental model rebuilds event dates: its result needs an %s column", m.Name, lake.EventDate)
 		}
 		from, to := opts.From, opts.To
 		if from.IsZero() && to.IsZero() {
 			if opts.FullRefresh || !published() {
-				return "SELECT * FROM (" + full(m.SQL) + ")", nil, nil
+				return plan{q: "SELECT * FROM (" + full(m.SQL) + ")"}, nil
 			}
 			today := r.now().UTC().Truncate(24 * time.Hour)
 			from, to = today.AddDate(0, 0, 1-m.Lookback), today.AddDate(0, 0, 1)
@@ -336,15 +351,15 @@ func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options
 			return dateLiteral(to)
 		})
 		lo, hi := from.Format(time.DateOnly), to.Format(time.DateOnly)
-		q := fmt.Sprintf("SELECT * FROM (%s) WHERE %s >= %s AND %s < %s", sql, lake.EventDate, dateLiteral(from), lake.EventDate, dateLiteral(to))
-		return q, func(f iceberg.DataFile) bool {
+		rows := fmt.Sprintf("%s >= %s AND %s < %s", lake.EventDate, dateLiteral(from), lake.EventDate, dateLiteral(to))
+		return plan{q: fmt.Sprintf("SELECT * FROM (%s) WHERE %s", sql, rows), replacedRows: rows, replaced: func(f iceberg.DataFile) bool {
 			d := lake.PartitionDate(f.FilePath())
 			return d >= lo && d < hi
-		}, nil
+		}}, nil
 	case MaterializeMerge:
 		return r.merge(ctx, m, full(m.SQL), runID, opts, published(), res)
 	}
-	return "SELECT * FROM (" + full(m.SQL) + ")", nil, nil
+	return plan{q: "SELECT * FROM (" + full(m.SQL) + ")"}, nil
 }
 
 // merge stages a merge model's new rows, and returns the query of the
@@ -352,9 +367,9 @@ func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options
 // the new rows. New rows with a null key are left out, and recorded as
 // failures of the check unique_key_not_null (warn); new rows that repeat
 // a key fail the model.
-func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Options, published bool, res *Result) (string, func(iceberg.DataFile) bool, error) {
+func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Options, published bool, res *Result) (plan, error) {
 	if err := r.eng.Exec(ctx, "CREATE OR REPLACE TEMP TABLE merge_new__ AS "+sql); err != nil {
-		return "", nil, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+		return plan{}, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
 	}
 	keys := quoteIdents(m.UniqueKey)
 	var anyNull []string
@@ -365,20 +380,20 @@ func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Opt
 	nulls := Check{Name: "unique_key_not_null", Type: CheckExpression, Severity: SeverityWarn,
 		SQL: "SELECT * FROM merge_new__ WHERE " + nullKey}
 	if err := r.runCheck(ctx, m, nulls, "merge_new__", runID, res); err != nil {
-		return "", nil, err
+		return plan{}, err
 	}
 	var dups int64
 	if err := r.scalar(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT %s FROM merge_new__ WHERE NOT (%s) GROUP BY ALL HAVING count(*) > 1)", keys, nullKey), &dups); err != nil {
-		return "", nil, fmt.Errorf("model %s: %w", m.Name, err)
+		return plan{}, fmt.Errorf("model %s: %w", m.Name, err)
 	}
 	if dups > 0 {
-		return "", nil, fmt.Errorf("model %s: %d keys (%s) are held by more than one of its rows: a merge needs one row per key", m.Name, dups, strings.Join(m.UniqueKey, ", "))
+		return plan{}, fmt.Errorf("model %s: %d keys (%s) are held by more than one of its rows: a merge needs one row per key", m.Name, dups, strings.Join(m.UniqueKey, ", "))
 	}
 	fresh := "SELECT * FROM merge_new__ WHERE NOT (" + nullKey + ")"
 	if !published || opts.FullRefresh {
-		return fresh, nil, nil
+		return plan{q: fresh}, nil
 	}
-	return fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM merge_new__) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, keys, fresh), nil, nil
+	return plan{q: fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM merge_new__) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, keys, fresh)}, nil
 }
 
 func (r *Runner) scalar(ctx context.Context, q string, v any) error {

@@ -213,7 +213,7 @@ func TestSourcesOverHTTP(t *testing.T) {
 	zw.Write([]byte("\ufeffC/A,ENTRIES,EXITS     ,DATE\nA002,7,3,05/27/2023\nA003,,4.0,05/28/2023\n"))
 	zw.Close()
 	os.WriteFile(filepath.Join(dir, "t.csv.gz"), gz.Bytes(), 0o644)
-	data, err := os.ReadFile("../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	data, err := os.ReadFile("../sample/data/yellow_tripdata_2025-02_sample5000.parquet")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,10 +33,12 @@ func Schemas() fs.FS {
 
 // Files are the bundled datasets, by path under data/.
 const (
-	TLCTrips    = "yellow_tripdata_2025-01_first10000.parquet" // NYC TLC yellow taxi trips, first 10,000 of January 2025
-	TaxiZones   = "taxi_zone_lookup.csv"                       // the TLC zone lookup, 265 zones
-	Turnstiles  = "turnstile_230603_classic_first5000.csv"     // MTA NYCT turnstile audits, week of 2023-06-03, 5,000 rows
-	FormsFolder = "forms"                                      // Typeform form definitions
+	TLCTrips = "yellow_tripdata_2025-01_first10000.parquet" // NYC TLC yellow taxi trips, first 10,000 of January 2025
+	// TLCTripsSample has the problems of real data: nulls, refunds.
+	TLCTripsSample = "yellow_tripdata_2025-02_sample5000.parquet" // NYC TLC yellow taxi trips, a random 5,000 of February 2025
+	TaxiZones      = "taxi_zone_lookup.csv"                       // the TLC zone lookup, 265 zones
+	Turnstiles     = "turnstile_230603_classic_first5000.csv"     // MTA NYCT turnstile audits, week of 2023-06-03, 5,000 rows
+	FormsFolder    = "forms"                                      // Typeform form definitions
 
 	// TurnstilesByTime is Turnstiles in event-time order, as WriteTo
 	// writes it beside the others.

@@ -158,7 +158,7 @@ func TestBundledDataIsValid(t *testing.T) {
 		key          Key
 	}{
 		{filepath.Join(dir, sample.TLCTrips), "tlc-yellow", tlc},
-		{"../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet", "tlc-yellow", tlc},
+		{"../sample/data/yellow_tripdata_2025-02_sample5000.parquet", "tlc-yellow", tlc},
 		{filepath.Join(dir, sample.Turnstiles), "mta-turnstile", mta},
 	} {
 		src, err := source.New(tc.file, "")

@@ -9,7 +9,7 @@ import (
 )
 
 func TestParquetRowsTLC(t *testing.T) {
-	f, err := os.Open("../../testdata/tlc/yellow_tripdata_2025-02_sample5000.parquet")
+	f, err := os.Open("../sample/data/yellow_tripdata_2025-02_sample5000.parquet")
 	if err != nil {
 		t.Fatal(err)
 	}
