@@ -270,7 +270,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "up ") || !strings.Contains(out, "collector") {
 		t.Errorf("sluice --help = %d:\n%s", code, out)
 	}
-	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader", "replay", "demo", "forms-api", "schemas"} {
+	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader", "replay", "demo", "forms-api", "schemas", "jobs"} {
 		c := exec.Command(binary, cmd, "--help")
 		outb, err := c.CombinedOutput()
 		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") ||
@@ -278,7 +278,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 			t.Errorf("sluice %s --help: %v\n%s", cmd, err, outb)
 		}
 	}
-	if out, code := sluice(t, "schemas"); code != 0 || !strings.Contains(out, "yellow_taxi_trip  1-0-0    2020-12  20          yellow_taxi_trip/1-0-0.json") {
+	if out, code := sluice(t, "schemas"); code != 0 || !strings.Contains(out, "yellow_taxi_trip         1-0-0    2020-12  20          yellow_taxi_trip/1-0-0.json") {
 		t.Errorf("sluice schemas = %d:\n%s", code, out)
 	}
 	if _, code := sluice(t, "nope"); code != 2 {

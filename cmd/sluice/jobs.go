@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 const jobsUsage = `Usage: sluice jobs run [--models DIR] [--select MODEL[+],...] [--from DATE [--to DATE]] [--full-refresh]
                        [--data-dir DIR | --lake URL]
+       sluice jobs --config FILE --brokers host:port,... [--models DIR] [--lake URL]
 
 Builds the SQL models of a directory into tables of the lake. A model is a
 DuckDB SELECT in DIR/<name>.sql; its table is <name>. It reads lake tables
@@ -45,15 +47,21 @@ and every model's run to job_runs. docs/jobs.md says more.
 
 --select takes model names; name+ adds the models downstream of name,
 +name the models it reads. The exit status is 1 when a model failed.
+
+'sluice jobs' without run is the scheduler: it runs the config's
+jobs.schedules (cron or every, retries, lake upkeep; every model hourly
+without any) while it is the active scheduler of jobs.group, which a Kafka
+consumer group elects: run several, one works and another takes over when
+it stops. 'sluice up' runs it too when jobs.models is set. --ops-addr
+serves /metrics, /healthz, /readyz and the status API.
 `
 
 func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, jobsUsage)
-		return errUsage
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return runScheduler(ctx, args, stderr)
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "help":
 		fmt.Fprint(stdout, jobsUsage)
 		return nil
 	case "run":
@@ -64,11 +72,11 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := pipeline.NewFlagSet("jobs run", jobsUsage, stderr)
 	pipeline.ProcessFlags(fs, "data-dir")
 	pipeline.LakeFlags(fs)
+	pipeline.JobsFlags(fs)
 	logFlags(fs)
-	modelsDir, selection, format := "models", "", "table"
+	selection, format := "", "table"
 	var from, to string
 	var opts jobs.Options
-	fs.String(&modelsDir, "models", "the directory of the models' .sql files (and their checks' .yml)")
 	fs.String(&selection, "select", "the models to build: names, name+ (and downstream), +name (and upstream); default all")
 	fs.String(&from, "from", "incremental models: rebuild the event dates from this date (YYYY-MM-DD) on, a backfill")
 	fs.String(&to, "to", "incremental models: ... up to this date, excluded (default: the day after --from)")
@@ -95,6 +103,10 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("--to %q: want a date after --from, such as %s", to, opts.From.AddDate(0, 0, 1).Format(time.DateOnly))
 			}
 		}
+	}
+	modelsDir := cfg.Jobs.Models
+	if modelsDir == "" {
+		modelsDir = "models"
 	}
 	models, err := jobs.Load(modelsDir)
 	if err != nil {
@@ -145,6 +157,30 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d of %d models failed (%s); their tables are as they were", len(failed), len(results), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// runScheduler runs the config's schedules, as the active scheduler of
+// its group.
+func runScheduler(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := pipeline.NewFlagSet("jobs", jobsUsage, stderr)
+	pipeline.ProcessFlags(fs, "data-dir", "instance-id")
+	logFlags(fs)
+	pipeline.KafkaFlags(fs)
+	pipeline.LakeFlags(fs)
+	pipeline.JobsFlags(fs)
+	opsFlags(fs, "127.0.0.1:9467")
+	cfg, logger, err := setup(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		fs.Usage()
+		return errNoBrokers
+	}
+	if cfg.Jobs.Models == "" {
+		return errors.New("no models: name their directory with --models DIR or jobs.models in the config (docs/jobs.md)")
+	}
+	return runProcess(ctx, cfg, pipeline.Shape{Jobs: true}, logger, nil)
 }
 
 // writeJobResults prints a run's results as a table.

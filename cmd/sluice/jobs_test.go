@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -63,5 +64,59 @@ func TestJobsRun(t *testing.T) {
 	out, code = sluice(t, append([]string{"jobs", "run", "--models", models, "--select", "nope+"}, common...)...)
 	if code != 1 {
 		t.Errorf("--select of no model = %d:\n%s", code, out)
+	}
+}
+
+// TestJobsScheduledInUp: sluice up with jobs.models and a schedule runs the
+// models by itself, as the group's active scheduler, after events come:
+// the model's table appears with every replayed trip counted, and the
+// status API shows the scheduler.
+func TestJobsScheduledInUp(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	if err := os.Mkdir(models, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(models, "zone_trips.sql"),
+		[]byte(`SELECT "PULocationID" AS zone, count(*) AS trips FROM yellow_taxi_trip GROUP BY ALL`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	cfg := "sinks:\n  - type: lake\n    flush_interval: 300ms\njobs:\n  models: " + models + "\n  schedules:\n    - name: often\n      every: 2s\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startUp(t, filepath.Join(dir, "data"), "--config", cfgPath)
+	src := filepath.Join(repoDir, "internal/sample/data/yellow_tripdata_2025-02_sample5000.parquet")
+	if out, code := sluice(t, "replay", "--collector", "http://"+p.httpAddr, "--preset", "tlc-yellow", "--batch", "500", src); code != 0 {
+		t.Fatalf("sluice replay = %d:\n%s", code, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, code := sluice(t, "query", "--data-dir", filepath.Join(dir, "data"), "--format", "csv", "SELECT sum(trips) FROM zone_trips")
+		if code == 0 && strings.TrimSpace(out) == "sum(trips)\n5000" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zone_trips within 60s: %d %q", code, out)
+		}
+		time.Sleep(time.Second)
+	}
+	var st struct {
+		Components []struct {
+			Name    string `json:"name"`
+			Ready   bool   `json:"ready"`
+			Records int64  `json:"records"`
+		} `json:"components"`
+	}
+	searchGet(t, "http://"+p.httpAddr, "/api/v1/status", nil, &st)
+	found := false
+	for _, c := range st.Components {
+		if c.Name == "jobs" {
+			found = c.Ready && c.Records > 0
+		}
+	}
+	if !found {
+		t.Errorf("the status API shows no ready jobs component with runs: %+v", st.Components)
 	}
 }

@@ -29,6 +29,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pipeline.ProducerFlags(fs)
 	pipeline.OpsFlags(fs, "pprof")
 	pipeline.LakeFlags(fs)
+	pipeline.JobsFlags(fs)
 	// --loader-group and --loader-topics would make every sink alike: they
 	// belong to 'sluice loader NAME' and to the file.
 	pipeline.SinkFlags(fs, "*", "flush-rows", "flush-bytes", "flush-interval", "loader-memory")
@@ -54,7 +55,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // upShape is the whole pipeline in one process.
-var upShape = pipeline.Shape{Broker: true, Collector: true, Enricher: true, Sinks: []string{"*"}, Aggregations: true}
+var upShape = pipeline.Shape{Broker: true, Collector: true, Enricher: true, Sinks: []string{"*"}, Aggregations: true, Jobs: true}
 
 // printURLs says where everything is, with commands to try that find this
 // process: through its data directory, which holds its addresses while it

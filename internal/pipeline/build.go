@@ -28,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/health"
+	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
@@ -44,6 +45,9 @@ type Shape struct {
 	// Sinks names the sinks to run, by name or type; "*" is every sink.
 	Sinks        []string
 	Aggregations bool
+	// Jobs runs the batch layer's scheduler when the config names a
+	// models directory.
+	Jobs bool
 }
 
 // Process is a built process: its components, ready to run, and what a
@@ -111,6 +115,9 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 	if shape.Aggregations && len(cfg.Aggregations) == 0 {
 		shape.Aggregations = false
 	}
+	if shape.Jobs && cfg.Jobs.Models == "" {
+		shape.Jobs = false
+	}
 	p.Config = cfg
 
 	if err := ensureTopics(ctx, cfg, shape, sinks, logger); err != nil {
@@ -146,7 +153,7 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 	}
 	var store lake.Storage
 	var cat *lake.Catalog
-	if shape.Aggregations || slices.ContainsFunc(sinks, func(s Sink) bool { spec, _ := SinkSpec(s.Type); return spec.Lake }) {
+	if shape.Aggregations || shape.Jobs || slices.ContainsFunc(sinks, func(s Sink) bool { spec, _ := SinkSpec(s.Type); return spec.Lake }) {
 		if store, err = lake.Open(ctx, cfg.LakeURL(), cfg.Lake.S3); err != nil {
 			return nil, err
 		}
@@ -182,6 +189,14 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 			}
 			p.Add(a)
 		}
+	}
+	if shape.Jobs {
+		if _, err := jobs.Load(cfg.Jobs.Models); err != nil {
+			return nil, fmt.Errorf("jobs.models: %w", err)
+		}
+		lease := bus.NewLease(clientConfig(cfg, "sluice-jobs"), cfg.Jobs.Group, cfg.Topics.Replication, logger.With("component", "jobs"))
+		run := jobs.Executor(cfg.Jobs.Models, store, cat, filepath.Join(cfg.Process.DataDir, "cache"), logger.With("component", "jobs"))
+		p.Add(jobs.NewScheduler(cfg.Jobs.Schedules, lease, run, logger.With("component", "jobs")))
 	}
 	if !shape.Collector && cfg.Ops.Addr != "" {
 		srv, err := app.Listen(cfg.Ops.Addr, p.Ops, logger)

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/enricher"
+	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/sink"
@@ -50,6 +51,9 @@ type Config struct {
 	Models []enricher.ModelConfig `yaml:"models" doc:"Models the enricher applies: the events of a type become rows of tables, such as a checkout's items a table of their own (docs/models.md)."`
 	// Aggregations are the windowed aggregations (docs/aggregations.md).
 	Aggregations []aggregator.Config `yaml:"aggregations" doc:"The windowed aggregations (docs/aggregations.md)."`
+	// Jobs is the batch layer: SQL models over the lake, on schedules
+	// (docs/jobs.md).
+	Jobs jobs.Config `yaml:"jobs"`
 }
 
 // ProcessConfig holds the settings of the process itself.
@@ -89,6 +93,7 @@ func Default() Config {
 		Collector: col,
 		Enricher:  enr,
 		Sinks:     []Sink{NewSink(loader.Spec.Type)},
+		Jobs:      jobs.DefaultConfig(),
 	}
 }
 
@@ -186,6 +191,7 @@ func (c *Config) Validate() error {
 		add("topics.partitions", fmt.Errorf("%d: want at least 1", c.Topics.Partitions))
 	}
 	add("producer", c.Producer.Validate())
+	add("jobs", c.Jobs.Validate())
 	add("collector", c.collectorConfig().Validate())
 	if !c.Enricher.Disabled {
 		add("enricher", c.enricherConfig().Validate())

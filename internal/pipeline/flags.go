@@ -58,6 +58,11 @@ func EnricherFlags(fs *FlagSet, names ...string) {
 	fs.Section(func(c *Config) any { return &c.Enricher }, names...)
 }
 
+// JobsFlags offers the batch layer's settings (the models directory).
+func JobsFlags(fs *FlagSet, names ...string) {
+	fs.Section(func(c *Config) any { return &c.Jobs }, names...)
+}
+
 func LakeFlags(fs *FlagSet, names ...string) {
 	fs.Section(func(c *Config) any { return &c.Lake }, names...)
 }
