@@ -66,6 +66,8 @@ type Model struct {
 	// Source: a table the loader writes, not built here, whose checks
 	// (in <name>.yml, without a .sql) run against the table itself.
 	Source bool
+	// Dedupe is the model's {{ dedupe() }}, when it has one.
+	Dedupe *Dedupe
 }
 
 var (
@@ -76,6 +78,8 @@ var (
 	// rangeTag is the start or end of an incremental run's dates, a
 	// DATE literal at run time: to read only the sources' days it needs.
 	rangeTag = regexp.MustCompile(`\{\{\s*(start|end)\s*\}\}`)
+	// dedupeTag is a deduplicated event table, with its lookback.
+	dedupeTag = regexp.MustCompile(`\{\{\s*dedupe\(\s*['"]([^'"]+)['"]\s*(?:,\s*lookback\s*=\s*['"]([^'"]*)['"]\s*)?\)\s*\}\}`)
 	// thisTag is the relation a check's SQL tests.
 	thisTag = regexp.MustCompile(`\{\{\s*this\s*\}\}`)
 	// A template tag that is none of those: a typo, or a feature not here.
@@ -192,8 +196,21 @@ func Parse(name, text string) (Model, error) {
 	text = refCall.ReplaceAllStringFunc(text, func(s string) string {
 		return quoteIdent(refCall.FindStringSubmatch(s)[1])
 	})
-	if tag := otherTag.FindString(rangeTag.ReplaceAllString(text, "")); tag != "" {
-		errs = append(errs, fmt.Errorf("%s: only {{ ref('name') }}, {{ config(...) }}, {{ start }} and {{ end }} are known", tag))
+	if d := dedupeTag.FindAllStringSubmatch(text, -1); len(d) > 0 {
+		m.Dedupe = &Dedupe{Source: d[0][1], Lookback: defaultDedupeLookback}
+		if d[0][2] != "" {
+			days, err := parseDays(d[0][2])
+			if err != nil {
+				errs = append(errs, fmt.Errorf("dedupe lookback=%q: %w", d[0][2], err))
+			}
+			m.Dedupe.Lookback = days
+		}
+		if len(d) > 1 {
+			errs = append(errs, errors.New("one {{ dedupe() }} a model"))
+		}
+	}
+	if tag := otherTag.FindString(dedupeTag.ReplaceAllString(rangeTag.ReplaceAllString(text, ""), "")); tag != "" {
+		errs = append(errs, fmt.Errorf("%s: only {{ ref('name') }}, {{ config(...) }}, {{ dedupe('table') }}, {{ start }} and {{ end }} are known", tag))
 	}
 	m.SQL = strings.TrimRight(strings.TrimSpace(text), ";")
 	if m.SQL == "" {
@@ -241,6 +258,9 @@ func link(models []Model) error {
 			if w := strings.ToLower(word); byName[w] && w != m.Name {
 				refs[w] = true
 			}
+		}
+		if d := m.Dedupe; d != nil && byName[d.Source] && d.Source != m.Name {
+			refs[d.Source] = true
 		}
 		for r := range refs {
 			models[i].Refs = append(models[i].Refs, r)

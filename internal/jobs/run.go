@@ -254,9 +254,19 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 		}
 		return r.audit(ctx, m, quoteIdent(m.Name), columnNames(cols), runID, res)
 	}
+	if m.Dedupe != nil {
+		var err error
+		if m, err = r.expandDedupe(ctx, m); err != nil {
+			return err
+		}
+	}
 	pl, err := r.output(ctx, m, runID, opts, res)
 	if err != nil {
 		return err
+	}
+	m.Checks = slices.Clone(m.Checks)
+	for i, c := range m.Checks {
+		m.Checks[i].SQL = fillRange(c.SQL, pl.from, pl.to)
 	}
 	q := pl.q
 	st, err := r.stage(ctx, m.Name, q, runID)
@@ -310,25 +320,20 @@ type plan struct {
 	// replacedRows is the condition of the rows those files hold, when
 	// not all.
 	replacedRows string
+	// from and to are the event dates an incremental run rebuilds; zero,
+	// all.
+	from, to time.Time
 }
 
 // output plans a model's run.
 func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options, res *Result) (plan, error) {
-	full := func(sql string) string {
-		return rangeTag.ReplaceAllStringFunc(sql, func(tag string) string {
-			if rangeTag.FindStringSubmatch(tag)[1] == "start" {
-				return "DATE '0001-01-01'"
-			}
-			return "DATE '9999-12-31'"
-		})
-	}
 	published := func() bool {
 		t, err := r.cat.Load(ctx, m.Name)
 		return err == nil && t.CurrentSnapshot() != nil
 	}
 	switch m.Materialized {
 	case MaterializeIncremental:
-		cols, err := r.eng.Describe(ctx, full(m.SQL))
+		cols, err := r.eng.Describe(ctx, fillRange(m.SQL, time.Time{}, time.Time{}))
 		if err != nil {
 			return plan{}, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
 		}
@@ -338,28 +343,39 @@ func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options
 		from, to := opts.From, opts.To
 		if from.IsZero() && to.IsZero() {
 			if opts.FullRefresh || !published() {
-				return plan{q: "SELECT * FROM (" + full(m.SQL) + ")"}, nil
+				return plan{q: "SELECT * FROM (" + fillRange(m.SQL, from, to) + ")"}, nil
 			}
 			today := r.now().UTC().Truncate(24 * time.Hour)
 			from, to = today.AddDate(0, 0, 1-m.Lookback), today.AddDate(0, 0, 1)
 		}
 		res.Range = from.Format(time.DateOnly) + "/" + to.Format(time.DateOnly)
-		sql := rangeTag.ReplaceAllStringFunc(m.SQL, func(tag string) string {
-			if rangeTag.FindStringSubmatch(tag)[1] == "start" {
-				return dateLiteral(from)
-			}
-			return dateLiteral(to)
-		})
 		lo, hi := from.Format(time.DateOnly), to.Format(time.DateOnly)
 		rows := fmt.Sprintf("%s >= %s AND %s < %s", lake.EventDate, dateLiteral(from), lake.EventDate, dateLiteral(to))
-		return plan{q: fmt.Sprintf("SELECT * FROM (%s) WHERE %s", sql, rows), replacedRows: rows, replaced: func(f iceberg.DataFile) bool {
-			d := lake.PartitionDate(f.FilePath())
-			return d >= lo && d < hi
-		}}, nil
+		return plan{q: fmt.Sprintf("SELECT * FROM (%s) WHERE %s", fillRange(m.SQL, from, to), rows), replacedRows: rows,
+			from: from, to: to, replaced: func(f iceberg.DataFile) bool {
+				d := lake.PartitionDate(f.FilePath())
+				return d >= lo && d < hi
+			}}, nil
 	case MaterializeMerge:
-		return r.merge(ctx, m, full(m.SQL), runID, opts, published(), res)
+		return r.merge(ctx, m, fillRange(m.SQL, time.Time{}, time.Time{}), runID, opts, published(), res)
 	}
-	return plan{q: "SELECT * FROM (" + full(m.SQL) + ")"}, nil
+	return plan{q: "SELECT * FROM (" + fillRange(m.SQL, time.Time{}, time.Time{}) + ")"}, nil
+}
+
+// fillRange puts the dates of a run's range, [from, to), in place of
+// {{ start }} and {{ end }}; zero dates are the whole of time.
+func fillRange(sql string, from, to time.Time) string {
+	return rangeTag.ReplaceAllStringFunc(sql, func(tag string) string {
+		switch {
+		case rangeTag.FindStringSubmatch(tag)[1] == "end" && to.IsZero():
+			return "DATE '9999-12-31'"
+		case rangeTag.FindStringSubmatch(tag)[1] == "end":
+			return dateLiteral(to)
+		case from.IsZero():
+			return "DATE '0001-01-01'"
+		}
+		return dateLiteral(from)
+	})
 }
 
 // merge stages a merge model's new rows, and returns the query of the
