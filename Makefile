@@ -78,9 +78,9 @@ fuzz:
 # nginx against one (make test-deps fetches nginx), the enricher's API
 # calls against the bound its concurrency and the API's latency allow, the lake loader
 # against DuckDB's COPY, replay into the collector against replay into a
-# no-op handler, and the search sink against a minimal _bulk client on the
-# same OpenSearch node (make test-deps fetches it), each baseline in the
-# same run.
+# no-op handler, the search sink against a minimal _bulk client on the
+# same OpenSearch node (make test-deps fetches it), and a batch model
+# against DuckDB running its SQL alone, each baseline in the same run.
 bench:
 	$(GO) run ./cmd/sluicebench aggregator
 	$(GO) run ./cmd/sluicebench balance
@@ -89,6 +89,7 @@ bench:
 	$(GO) run ./cmd/sluicebench loader
 	$(GO) run ./cmd/sluicebench replay
 	$(GO) run ./cmd/sluicebench search
+	$(GO) run ./cmd/sluicebench jobs
 
 # swagger-ui refreshes the embedded API-docs assets from the npm registry.
 swagger-ui:

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,4 +122,67 @@ func TestJobsScheduledInUp(t *testing.T) {
 	if !found {
 		t.Errorf("the status API shows no ready jobs component with runs: %+v", st.Components)
 	}
+}
+
+// TestJobsKill9: sluice jobs run killed with SIGKILL at random points of
+// building a table: every reader sees the table of the run before or of
+// the run after, whole, never part of one; a run after the kills builds
+// it again, and orphan removal finds the files the killed runs left.
+func TestJobsKill9(t *testing.T) {
+	dir := t.TempDir()
+	lakeDir := filepath.Join(dir, "lake")
+	store, cat := laketest.Open(t, lakeDir)
+	for d := 1; d <= 5; d++ {
+		var events []string
+		for i := range 200 {
+			events = append(events, fmt.Sprintf(`{"zone":"z%d","fare":%d}`, i%7, i))
+		}
+		laketest.Commit(t, store, cat, "trip", fmt.Sprintf("2025-02-%02d", d), int64(d), events...)
+	}
+	cat.Close() // before the binary opens the catalog
+	models := filepath.Join(dir, "models")
+	if err := os.Mkdir(models, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Each run's rows carry the run's time: a table of two runs would
+	// show two.
+	if err := os.WriteFile(filepath.Join(models, "daily.sql"),
+		[]byte("SELECT event_date, zone, count(*) AS trips, sum(fare) AS fares, now() AS built FROM trip GROUP BY ALL"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--data-dir", filepath.Join(dir, "data"), "--lake", lakeDir, "--log-level", "error"}
+	check := func(when string) {
+		t.Helper()
+		out, code := sluice(t, append([]string{"query", "--format", "csv",
+			"SELECT count(*), count(DISTINCT built), sum(trips), sum(fares) FROM daily"}, common...)...)
+		if code != 0 {
+			t.Fatalf("%s: sluice query = %d:\n%s", when, code, out)
+		}
+		if got := strings.TrimSpace(out); got != "count_star(),count(DISTINCT built),sum(trips),sum(fares)\n35,1,1000,99500" {
+			t.Fatalf("%s: the table holds %q, not one run's 35 rows", when, got)
+		}
+	}
+	out, code := sluice(t, append([]string{"jobs", "run", "--models", models}, common...)...)
+	if code != 0 {
+		t.Fatalf("first run = %d:\n%s", code, out)
+	}
+	check("after the first run")
+	for i := range 8 {
+		cmd := exec.Command(binary, append([]string{"jobs", "run", "--models", models}, common...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(50+mrand.IntN(250)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		check(fmt.Sprintf("after kill %d", i+1))
+	}
+	if out, code := sluice(t, append([]string{"jobs", "run", "--models", models}, common...)...); code != 0 {
+		t.Fatalf("the run after the kills = %d:\n%s", code, out)
+	}
+	check("after the run after the kills")
+	if out, code := sluice(t, append([]string{"lake", "orphans", "--older-than", "0s", "daily"}, common...)...); code != 0 {
+		t.Fatalf("sluice lake orphans = %d:\n%s", code, out)
+	}
+	check("after orphan removal")
 }

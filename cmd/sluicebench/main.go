@@ -42,12 +42,13 @@ func main() {
 		"balance":    benchBalance,
 		"collector":  benchCollector,
 		"enricher":   benchEnricher,
+		"jobs":       benchJobs,
 		"loader":     benchLoader,
 		"replay":     benchReplay,
 		"search":     benchSearch,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|loader|replay|search [flags]   (see -h)")
+		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|replay|search [flags]   (see -h)")
 		os.Exit(2)
 	}
 	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {
