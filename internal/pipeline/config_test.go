@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/internal/app"
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loader"
 	"github.com/sluicehq/sluice/internal/row"
@@ -264,6 +266,14 @@ func TestDocsExamplesLoad(t *testing.T) {
 			for _, l := range strings.Split(body, "\n") {
 				lines = append(lines, strings.TrimPrefix(l, indent))
 			}
+			if strings.HasPrefix(lines[0], "# models/") {
+				// A batch model's checks, not a config.
+				var spec jobs.Spec
+				if err := errors.Join(config.DecodeYAML([]byte(strings.Join(lines, "\n")), &spec), spec.Validate()); err != nil {
+					t.Errorf("%s: a model's checks do not load: %v\n%s", f, err, body)
+				}
+				continue
+			}
 			cfg := Default()
 			if err := cfg.LoadYAML([]byte(strings.Join(lines, "\n"))); err != nil {
 				t.Errorf("%s: a YAML example does not load: %v\n%s", f, err, body)
@@ -277,6 +287,10 @@ func TestDocsExamplesLoad(t *testing.T) {
 	}
 	if n < 3 {
 		t.Errorf("found %d YAML examples, want the README's and the docs'", n)
+	}
+	demoModels, err := jobs.Load("../../cmd/sluice/demo-models")
+	if err != nil || len(demoModels) != 3 {
+		t.Errorf("demo models: %d, %v", len(demoModels), err)
 	}
 	demo, err := os.ReadFile("../../cmd/sluice/demo-aggregations.yml")
 	if err != nil {
