@@ -275,7 +275,7 @@ func demo(ctx context.Context, p *pipeline.Process, fapi *formsapi.Server, kafka
 		return err
 	}
 	defer eng.Close()
-	for _, q := range []struct{ title, sql string }{
+	if err := printQueries(ctx, eng, stdout, []demoQuery{
 		{"Trips and revenue per hour of pickup", `SELECT date_trunc('hour', tpep_pickup_datetime) AS hour, count(*) AS trips,
 	round(sum(total_amount), 2) AS revenue, round(avg(trip_distance), 2) AS avg_miles
 FROM yellow_taxi_trip GROUP BY 1 ORDER BY 1`},
@@ -300,15 +300,8 @@ GROUP BY ALL ORDER BY entries DESC LIMIT 5`},
 	SELECT "STATION", "C/A", "UNIT", "SCP", max("ENTRIES") - min("ENTRIES") AS entries
 	FROM mta_turnstile GROUP BY ALL HAVING entries < 1000000 -- a counter reset is not traffic
 ) GROUP BY 1 ORDER BY 2 DESC LIMIT 5`},
-	} {
-		res, err := eng.Query(ctx, q.sql)
-		if err != nil {
-			return fmt.Errorf("query %q: %w", q.title, err)
-		}
-		fmt.Fprintf(stdout, "\n%s:\n  %s\n\n", q.title, oneLine(q.sql))
-		if err := query.Write(stdout, res, "table"); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
 	if err := demoJobs(ctx, p, eng, cat, local, stdout); err != nil {
 		return err
@@ -353,7 +346,7 @@ func demoJobs(ctx context.Context, p *pipeline.Process, eng *query.Engine, cat *
 	if err := writeJobResults(stdout, runID, results); err != nil {
 		return err
 	}
-	for _, q := range []struct{ title, sql string }{
+	return printQueries(ctx, eng, stdout, []demoQuery{
 		{"Daily trips per pickup zone (the model tlc_daily_zone)", `SELECT event_date, zone, trips, revenue, avg_distance
 FROM tlc_daily_zone ORDER BY trips DESC LIMIT 5`},
 		{"Daily entries and exits per station (the model mta_station_daily, from the aggregator's windows)", `SELECT event_date, station, entries, exits
@@ -363,7 +356,16 @@ FROM dq_failures WHERE run_id = '` + runID + `' GROUP BY ALL ORDER BY 1, 2`},
 		{"Some of the refunds the check negative_amounts found", `SELECT "row"->>'tpep_pickup_datetime' AS pickup, "row"->>'payment_type' AS payment_type,
 	"row"->>'fare_amount' AS fare, "row"->>'total_amount' AS total
 FROM dq_failures WHERE run_id = '` + runID + `' AND "check" = 'negative_amounts' ORDER BY 1 LIMIT 5`},
-	} {
+	})
+}
+
+// demoQuery is a query the demo prints with its result.
+type demoQuery struct{ title, sql string }
+
+// printQueries runs each query and prints its title, its SQL on one line
+// and its result.
+func printQueries(ctx context.Context, eng *query.Engine, stdout io.Writer, queries []demoQuery) error {
+	for _, q := range queries {
 		res, err := eng.Query(ctx, q.sql)
 		if err != nil {
 			return fmt.Errorf("query %q: %w", q.title, err)
