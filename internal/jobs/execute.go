@@ -30,24 +30,24 @@ const (
 // upkeep. A remote lake is read through a mirror in cache, where files are
 // staged too.
 func Executor(dir string, store lake.Storage, cat *lake.Catalog, cache string, logger *slog.Logger) Execute {
-	return func(ctx context.Context, s Schedule, selection string) ([]string, error) {
-		var failed []string
+	return func(ctx context.Context, s Schedule, selection string) ([]Result, error) {
+		var results []Result
 		if selection != selectNoModels {
 			var err error
-			if failed, err = buildModels(ctx, dir, selection, store, cat, cache, logger.With("schedule", s.Name)); err != nil {
+			if results, err = buildModels(ctx, dir, selection, store, cat, cache, logger.With("schedule", s.Name)); err != nil {
 				return nil, err
 			}
 		}
 		for _, u := range s.Upkeep {
 			if err := upkeep(ctx, u, store, cat, logger); err != nil {
-				return failed, fmt.Errorf("upkeep %s: %w", u, err)
+				return results, fmt.Errorf("upkeep %s: %w", u, err)
 			}
 		}
-		return failed, nil
+		return results, nil
 	}
 }
 
-func buildModels(ctx context.Context, dir, selection string, store lake.Storage, cat *lake.Catalog, cache string, logger *slog.Logger) ([]string, error) {
+func buildModels(ctx context.Context, dir, selection string, store lake.Storage, cat *lake.Catalog, cache string, logger *slog.Logger) ([]Result, error) {
 	models, err := Load(dir)
 	if err != nil {
 		return nil, err
@@ -70,17 +70,7 @@ func buildModels(ctx context.Context, dir, selection string, store lake.Storage,
 		return nil, err
 	}
 	defer eng.Close()
-	results, err := NewRunner(eng, cat, store, local, staging, logger).Run(ctx, models, NewRunID(time.Now()), Options{})
-	if err != nil {
-		return nil, err
-	}
-	var failed []string
-	for _, r := range results {
-		if r.Status == StatusError {
-			failed = append(failed, r.Model)
-		}
-	}
-	return failed, nil
+	return NewRunner(eng, cat, store, local, staging, logger).Run(ctx, models, NewRunID(time.Now()), Options{})
 }
 
 // upkeep runs an upkeep task on every table of the catalog.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
 	"github.com/sluicehq/sluice/internal/config"
@@ -124,8 +125,9 @@ func DefaultSchedules() []Schedule {
 }
 
 // Execute runs a schedule's work once: its models (those of selection)
-// and its upkeep, and returns the models that failed, for a retry.
-type Execute func(ctx context.Context, s Schedule, selection string) (failed []string, err error)
+// and its upkeep, and returns what the models did, for a retry of those
+// that failed.
+type Execute func(ctx context.Context, s Schedule, selection string) ([]Result, error)
 
 // Lock elects the active scheduler of a group: Hold returns once this one
 // is, with a context that ends when it no longer is (or ctx ends).
@@ -141,15 +143,20 @@ type Scheduler struct {
 	lock      Lock
 	execute   Execute
 	logger    *slog.Logger
+	metrics   *metrics
 	now       func() time.Time
 }
 
 // NewScheduler runs schedules with execute while it holds lock.
-func NewScheduler(schedules []Schedule, lock Lock, execute Execute, logger *slog.Logger) *Scheduler {
+func NewScheduler(schedules []Schedule, lock Lock, execute Execute, logger *slog.Logger, reg prometheus.Registerer) (*Scheduler, error) {
 	if len(schedules) == 0 {
 		schedules = DefaultSchedules()
 	}
-	return &Scheduler{Reporter: health.New("jobs", logger), schedules: schedules, lock: lock, execute: execute, logger: logger, now: time.Now}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Scheduler{Reporter: health.New("jobs", logger), schedules: schedules, lock: lock, execute: execute, logger: logger, metrics: m, now: time.Now}, nil
 }
 
 // Run waits to be the group's active scheduler, then runs the schedules at
@@ -173,7 +180,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		s.Clear("lock")
 		s.logger.Info("active scheduler of the group: running the schedules", "schedules", len(s.schedules))
+		s.metrics.active.Set(1)
 		s.loop(held)
+		s.metrics.active.Set(0)
 		if ctx.Err() == nil {
 			s.logger.Warn("another scheduler of the group took over")
 		}
@@ -217,11 +226,20 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule) {
 	selection := sc.Select
 	backoff := sc.RetryBackoff
 	for attempt := 0; ; attempt++ {
-		failed, err := s.execute(ctx, sc, selection)
+		results, err := s.execute(ctx, sc, selection)
+		s.metrics.observe(results)
+		var failed []string
+		for _, r := range results {
+			if r.Status == StatusError {
+				failed = append(failed, r.Model)
+			}
+		}
 		if err == nil && len(failed) == 0 {
+			s.metrics.runs.WithLabelValues(sc.Name, "ok").Inc()
 			s.Add(1)
 			return
 		}
+		s.metrics.runs.WithLabelValues(sc.Name, "failed").Inc()
 		if err == nil {
 			err = fmt.Errorf("models failed: %s", strings.Join(failed, ", "))
 		}

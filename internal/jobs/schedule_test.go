@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // held is a lock always held.
@@ -31,17 +33,20 @@ func TestSchedulerTimes(t *testing.T) {
 		start := time.Now() // synctest's clock: 2000-01-01 00:00 UTC
 		var mu sync.Mutex
 		var calls []call
-		exec := func(ctx context.Context, s Schedule, selection string) ([]string, error) {
+		exec := func(ctx context.Context, s Schedule, selection string) ([]Result, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			calls = append(calls, call{time.Since(start).String(), s.Name, selection})
 			return nil, nil
 		}
-		s := NewScheduler([]Schedule{
+		s, err := NewScheduler([]Schedule{
 			{Name: "quarter-past", Cron: "15 * * * *", Select: "a+"},
 			{Name: "half-hourly", Every: 30 * time.Minute},
 			{Name: "daily", Cron: "@daily"},
-		}, held{}, exec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		}, held{}, exec, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error)
 		go func() { done <- s.Run(ctx) }()
@@ -71,18 +76,22 @@ func TestSchedulerRetries(t *testing.T) {
 		var mu sync.Mutex
 		var calls []call
 		fails := 3 // the first hour's run and its two retries fail
-		exec := func(ctx context.Context, s Schedule, selection string) ([]string, error) {
+		exec := func(ctx context.Context, s Schedule, selection string) ([]Result, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			calls = append(calls, call{time.Since(start).String(), s.Name, selection})
 			if fails > 0 {
 				fails--
-				return []string{"b"}, nil
+				return []Result{{Model: "a", Status: StatusSuccess}, {Model: "b", Status: StatusError}, {Model: "c", Status: StatusSkipped}}, nil
 			}
 			return nil, nil
 		}
-		s := NewScheduler([]Schedule{{Name: "hourly", Cron: "@hourly", Retries: 2, RetryBackoff: time.Minute}},
-			held{}, exec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		reg := prometheus.NewRegistry()
+		s, err := NewScheduler([]Schedule{{Name: "hourly", Cron: "@hourly", Retries: 2, RetryBackoff: time.Minute}},
+			held{}, exec, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error)
 		go func() { done <- s.Run(ctx) }()
@@ -101,6 +110,19 @@ func TestSchedulerRetries(t *testing.T) {
 		want := []call{{"1h0m0s", "hourly", ""}, {"1h1m0s", "hourly", "b+"}, {"1h3m0s", "hourly", "b+"}, {"2h0m0s", "hourly", ""}}
 		if diff := cmp.Diff(want, calls); diff != "" {
 			t.Errorf("runs (-want +got):\n%s", diff)
+		}
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP sluice_jobs_model_runs_total Model runs, by model and status (success, error, skipped).
+# TYPE sluice_jobs_model_runs_total counter
+sluice_jobs_model_runs_total{model="a",status="success"} 3
+sluice_jobs_model_runs_total{model="b",status="error"} 3
+sluice_jobs_model_runs_total{model="c",status="skipped"} 3
+# HELP sluice_jobs_schedule_runs_total Runs of a schedule, retries included, by schedule and outcome (ok, failed).
+# TYPE sluice_jobs_schedule_runs_total counter
+sluice_jobs_schedule_runs_total{outcome="failed",schedule="hourly"} 3
+sluice_jobs_schedule_runs_total{outcome="ok",schedule="hourly"} 1
+`), "sluice_jobs_model_runs_total", "sluice_jobs_schedule_runs_total"); err != nil {
+			t.Error(err)
 		}
 	})
 }

@@ -196,7 +196,11 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		}
 		lease := bus.NewLease(clientConfig(cfg, "sluice-jobs"), cfg.Jobs.Group, cfg.Topics.Replication, logger.With("component", "jobs"))
 		run := jobs.Executor(cfg.Jobs.Models, store, cat, filepath.Join(cfg.Process.DataDir, "cache"), logger.With("component", "jobs"))
-		p.Add(jobs.NewScheduler(cfg.Jobs.Schedules, lease, run, logger.With("component", "jobs")))
+		sched, err := jobs.NewScheduler(cfg.Jobs.Schedules, lease, run, logger.With("component", "jobs"), p.Registry)
+		if err != nil {
+			return nil, err
+		}
+		p.Add(sched)
 	}
 	if !shape.Collector && cfg.Ops.Addr != "" {
 		srv, err := app.Listen(cfg.Ops.Addr, p.Ops, logger)
