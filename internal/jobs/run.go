@@ -205,6 +205,13 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 		{FailuresTable, "SELECT *, CAST(failed_at AS DATE) AS event_date FROM run_failures__"},
 		{RunsTable, "SELECT *, CAST(started_at AS DATE) AS event_date FROM run_models__"},
 	} {
+		var n int64
+		if err := r.scalar(ctx, "SELECT count(*) FROM ("+t.q+")", &n); err != nil {
+			return fmt.Errorf("record the run in %s: %w", t.table, err)
+		}
+		if n == 0 {
+			continue
+		}
 		st, err := r.stage(ctx, t.table, t.q, runID)
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
