@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -309,5 +310,37 @@ func TestFailedModel(t *testing.T) {
 	}
 	if got := rows(t, store, cat, `SELECT CAST(sum(trips) AS BIGINT) FROM zone_total`); !cmp.Equal(got, [][]any{{int64(5)}}) {
 		t.Errorf("zone_total after the failed run = %v, want its 5 trips", got)
+	}
+}
+
+// TestParallelWave: models that do not read each other are built side by
+// side; the one that reads both after them. job_runs has when each ran.
+func TestParallelWave(t *testing.T) {
+	store, cat := newLake(t)
+	slow := "SELECT count(*) AS n FROM range(40000000) AS r(i) WHERE i %% 7 = %d"
+	dir := writeModels(t, map[string]string{
+		"a":      fmt.Sprintf(slow, 1),
+		"b":      fmt.Sprintf(slow, 2),
+		"sum_ab": "SELECT a.n + b.n AS n FROM a, b",
+	})
+	res := run(t, store, cat, dir, "parallel")
+	if len(res) != 3 || res[2].Model != "sum_ab" || res[2].Status != jobs.StatusSuccess {
+		t.Fatalf("results: %+v", res)
+	}
+	got := rows(t, store, cat, `SELECT model, started_at, ended_at FROM job_runs WHERE run_id = 'parallel' ORDER BY model`)
+	span := map[string][2]time.Time{}
+	for _, r := range got {
+		span[r[0].(string)] = [2]time.Time{r[1].(time.Time), r[2].(time.Time)}
+	}
+	a, b, sum := span["a"], span["b"], span["sum_ab"]
+	if !a[0].Before(b[1]) || !b[0].Before(a[1]) {
+		t.Errorf("a ran %v–%v and b %v–%v: one after the other", a[0], a[1], b[0], b[1])
+	}
+	if sum[0].Before(a[1]) || sum[0].Before(b[1]) {
+		t.Errorf("sum_ab started at %v, before a (%v) or b (%v) ended", sum[0], a[1], b[1])
+	}
+	// Of 0 to 39,999,999: 5,714,286 leave 1 divided by 7, and 5,714,286 leave 2.
+	if got := rows(t, store, cat, "SELECT n FROM sum_ab"); !cmp.Equal(got, [][]any{{int64(11428572)}}) {
+		t.Errorf("sum_ab = %v", got)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/iceberg-go"
@@ -131,9 +133,11 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	// Tables of the engine's database, not of a connection: models of a
+	// wave run on connections of their own.
 	for _, stmt := range []string{
-		`CREATE OR REPLACE TEMP TABLE run_failures__ (run_id VARCHAR, model VARCHAR, "check" VARCHAR, severity VARCHAR, failed_at TIMESTAMPTZ, "row" JSON)`,
-		`CREATE OR REPLACE TEMP TABLE run_models__ (run_id VARCHAR, model VARCHAR, materialized VARCHAR, status VARCHAR, started_at TIMESTAMPTZ,
+		`CREATE OR REPLACE TABLE run_failures__ (run_id VARCHAR, model VARCHAR, "check" VARCHAR, severity VARCHAR, failed_at TIMESTAMPTZ, "row" JSON)`,
+		`CREATE OR REPLACE TABLE run_models__ (run_id VARCHAR, model VARCHAR, materialized VARCHAR, status VARCHAR, started_at TIMESTAMPTZ,
 			ended_at TIMESTAMPTZ, "rows" BIGINT, files BIGINT, snapshot BIGINT, date_range VARCHAR, checks_failed BIGINT, error VARCHAR)`,
 	} {
 		if err := r.eng.Exec(ctx, stmt); err != nil {
@@ -143,28 +147,46 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Opt
 	failed := map[string]string{} // model → the failed model it comes from
 	var out []Result
 	for _, wave := range waves {
-		for _, m := range wave {
-			if err := ctx.Err(); err != nil {
-				return out, err
-			}
-			start := r.now()
-			var res Result
-			if i := slices.IndexFunc(m.Refs, func(ref string) bool { _, bad := failed[ref]; return bad }); i >= 0 {
-				root := failed[m.Refs[i]]
-				failed[m.Name] = root
-				res = Result{Model: m.Name, Status: StatusSkipped, Error: "upstream model " + root + " failed"}
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		// A wave's models read only earlier waves': they run side by
+		// side, up to one a core.
+		results := make([]Result, len(wave))
+		starts := make([]time.Time, len(wave))
+		roots := make([]string, len(wave)) // of a skipped model, the failed one
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, max(1, min(runtime.GOMAXPROCS(0), maxParallel)))
+		for i, m := range wave {
+			starts[i] = r.now()
+			if j := slices.IndexFunc(m.Refs, func(ref string) bool { _, bad := failed[ref]; return bad }); j >= 0 {
+				root := failed[m.Refs[j]]
+				roots[i] = root
+				results[i] = Result{Model: m.Name, Status: StatusSkipped, Error: "upstream model " + root + " failed"}
 				r.logger.Warn("model skipped", "model", m.Name, "upstream", root)
-			} else {
-				res = r.build(ctx, m, runID, opts)
-				if res.Status != StatusSuccess {
-					failed[m.Name] = m.Name
-					r.logger.Error("model failed", "model", m.Name, "err", res.Error)
-				} else {
-					r.logger.Info("model built", "model", m.Name, "rows", res.Rows, "snapshot", res.Snapshot, "took", res.Took)
-				}
+				continue
+			}
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				starts[i] = r.now()
+				results[i] = r.build(ctx, m, runID, opts)
+			})
+		}
+		wg.Wait()
+		for i, m := range wave {
+			res := results[i]
+			switch {
+			case res.Status == StatusSkipped:
+				failed[m.Name] = roots[i]
+			case res.Status != StatusSuccess:
+				failed[m.Name] = m.Name
+				r.logger.Error("model failed", "model", m.Name, "err", res.Error)
+			default:
+				r.logger.Info("model built", "model", m.Name, "rows", res.Rows, "snapshot", res.Snapshot, "took", res.Took)
 			}
 			out = append(out, res)
-			if err := r.note(ctx, m, res, runID, start); err != nil {
+			if err := r.note(ctx, m, res, runID, starts[i]); err != nil {
 				return out, err
 			}
 		}
@@ -174,6 +196,11 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Opt
 	}
 	return out, nil
 }
+
+// maxParallel bounds the models built side by side: each is a DuckDB
+// query that uses every core already, and a commit; more would only
+// share them.
+const maxParallel = 4
 
 // note adds a model's run to the run's rows of job_runs.
 func (r *Runner) note(ctx context.Context, m Model, res Result, runID string, start time.Time) error {
@@ -190,7 +217,7 @@ func (r *Runner) note(ctx context.Context, m Model, res Result, runID string, st
 		snap = fmt.Sprint(res.Snapshot)
 	}
 	stmt := fmt.Sprintf("INSERT INTO run_models__ VALUES (%s, %s, %s, %s, %s, %s, %d, %d, %s, %s, %d, %s)",
-		quoteString(runID), quoteString(m.Name), quoteString(mat), quoteString(string(res.Status)), timeLiteral(start), timeLiteral(r.now()),
+		quoteString(runID), quoteString(m.Name), quoteString(mat), quoteString(string(res.Status)), timeLiteral(start), timeLiteral(start.Add(res.Took)),
 		res.Rows, res.Files, snap, nullString(res.Range), failedRows, nullString(res.Error))
 	if err := r.eng.Exec(ctx, stmt); err != nil {
 		return fmt.Errorf("record the run of %s: %w", m.Name, err)
@@ -391,7 +418,8 @@ func fillRange(sql string, from, to time.Time) string {
 // failures of the check unique_key_not_null (warn); new rows that repeat
 // a key fail the model.
 func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Options, published bool, res *Result) (plan, error) {
-	if err := r.eng.Exec(ctx, "CREATE OR REPLACE TEMP TABLE merge_new__ AS "+sql); err != nil {
+	staged := quoteIdent("merge_new__" + m.Name)
+	if err := r.eng.Exec(ctx, "CREATE OR REPLACE TABLE "+staged+" AS "+sql); err != nil {
 		return plan{}, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
 	}
 	keys := quoteIdents(m.UniqueKey)
@@ -401,22 +429,22 @@ func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Opt
 	}
 	nullKey := strings.Join(anyNull, " OR ")
 	nulls := Check{Name: "unique_key_not_null", Type: CheckExpression, Severity: SeverityWarn,
-		SQL: "SELECT * FROM merge_new__ WHERE " + nullKey}
-	if err := r.runCheck(ctx, m, nulls, "merge_new__", runID, res); err != nil {
+		SQL: "SELECT * FROM " + staged + " WHERE " + nullKey}
+	if err := r.runCheck(ctx, m, nulls, staged, runID, res); err != nil {
 		return plan{}, err
 	}
 	var dups int64
-	if err := r.scalar(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT %s FROM merge_new__ WHERE NOT (%s) GROUP BY ALL HAVING count(*) > 1)", keys, nullKey), &dups); err != nil {
+	if err := r.scalar(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT %s FROM %s WHERE NOT (%s) GROUP BY ALL HAVING count(*) > 1)", keys, staged, nullKey), &dups); err != nil {
 		return plan{}, fmt.Errorf("model %s: %w", m.Name, err)
 	}
 	if dups > 0 {
 		return plan{}, fmt.Errorf("model %s: %d keys (%s) are held by more than one of its rows: a merge needs one row per key", m.Name, dups, strings.Join(m.UniqueKey, ", "))
 	}
-	fresh := "SELECT * FROM merge_new__ WHERE NOT (" + nullKey + ")"
+	fresh := "SELECT * FROM " + staged + " WHERE NOT (" + nullKey + ")"
 	if !published || opts.FullRefresh {
 		return plan{q: fresh}, nil
 	}
-	return plan{q: fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM merge_new__) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, keys, fresh)}, nil
+	return plan{q: fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM %s) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, staged, keys, fresh)}, nil
 }
 
 func (r *Runner) scalar(ctx context.Context, q string, v any) error {

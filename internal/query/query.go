@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/iceberg-go"
@@ -28,10 +29,12 @@ import (
 
 // Engine is an in-memory DuckDB with a view per lake table.
 type Engine struct {
-	db     *sql.DB
+	db    *sql.DB
+	local *lake.Local
+	cat   *lake.Catalog
+
+	mu     sync.Mutex // guards tables, which Reload changes
 	tables []Table
-	local  *lake.Local
-	cat    *lake.Catalog
 }
 
 // Table is a lake table as the engine sees it.
@@ -62,8 +65,9 @@ func Open(ctx context.Context, local *lake.Local, cat *lake.Catalog, opts Option
 	if err != nil {
 		return nil, fmt.Errorf("start duckdb: %w", err)
 	}
-	// One connection: views live in the connection's catalog.
-	db.SetMaxOpenConns(1)
+	// Views are the database's, seen by each of its connections: batch
+	// models of one wave run side by side on connections of their own.
+	db.SetMaxOpenConns(4)
 	e := &Engine{db: db, local: local, cat: cat}
 	if err := e.openCatalog(ctx, local, cat, opts); err != nil {
 		db.Close()
@@ -114,6 +118,8 @@ func (e *Engine) Reload(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	i := slices.IndexFunc(e.tables, func(t Table) bool { return t.Name == name })
 	if i < 0 {
 		e.tables = append(e.tables, t)
@@ -347,7 +353,9 @@ func (e *Engine) Close() error { return e.db.Close() }
 
 // Tables lists the lake's tables with their row counts.
 func (e *Engine) Tables(ctx context.Context) ([]Table, error) {
+	e.mu.Lock()
 	out := slices.Clone(e.tables)
+	e.mu.Unlock()
 	for i := range out {
 		if !e.queryable(out[i]) {
 			out[i].Rows = -1
