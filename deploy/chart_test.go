@@ -387,6 +387,46 @@ func TestValueSets(t *testing.T) {
 			t.Errorf("search without urls: %v, want an error asking for them", err)
 		}
 	})
+	t.Run("jobs", func(t *testing.T) {
+		values := map[string]any{"jobs": map[string]any{"enabled": true,
+			"models":    map[string]any{"daily.sql": "SELECT 1 AS x", "daily.yml": "checks:\n  - type: not_null\n    columns: [x]\n"},
+			"schedules": []any{map[string]any{"name": "nightly", "cron": "30 2 * * *", "upkeep": []any{"compact"}}}}}
+		o := decode(t, render(t, values))
+		s := statefulSet(t, o, "sluice-jobs")
+		spec := s.Spec.Template.Spec
+		if !slices.Equal(spec.Containers[0].Args, []string{"jobs"}) {
+			t.Errorf("jobs args %v", spec.Containers[0].Args)
+		}
+		mounted := false
+		for _, m := range spec.Containers[0].VolumeMounts {
+			mounted = mounted || m.Name == "models" && m.MountPath == "/etc/sluice/models"
+		}
+		fromMap := false
+		for _, v := range spec.Volumes {
+			fromMap = fromMap || v.Name == "models" && v.ConfigMap != nil && v.ConfigMap.Name == "sluice-models"
+		}
+		if !mounted || !fromMap {
+			t.Errorf("the models are not mounted from sluice-models: %+v %+v", spec.Containers[0].VolumeMounts, spec.Volumes)
+		}
+		var cfg, models map[string]string
+		for _, c := range o.configMaps {
+			switch c.Name {
+			case "sluice-config":
+				cfg = c.Data
+			case "sluice-models":
+				models = c.Data
+			}
+		}
+		if models["daily.sql"] != "SELECT 1 AS x" || !strings.Contains(models["daily.yml"], "not_null") {
+			t.Errorf("models config map %v", models)
+		}
+		if !strings.Contains(cfg["sluice.yaml"], "models: /etc/sluice/models") || !strings.Contains(cfg["sluice.yaml"], "name: nightly") {
+			t.Errorf("config with jobs:\n%s", cfg["sluice.yaml"])
+		}
+		if _, err := renderChart(map[string]any{"jobs": map[string]any{"enabled": true}}); err == nil || !strings.Contains(err.Error(), "jobs.models") {
+			t.Errorf("jobs without models: %v, want an error asking for them", err)
+		}
+	})
 	t.Run("no-aggregations", func(t *testing.T) {
 		o := decode(t, render(t, map[string]any{"config": map[string]any{"aggregations": nil}, "createNamespace": false}))
 		for _, s := range o.statefulSets {
@@ -431,14 +471,17 @@ func TestConfigIsValid(t *testing.T) {
 	bin := buildSluice(t)
 	for name, values := range map[string]map[string]any{"defaults": nil,
 		"rest-catalog": {"lake": map[string]any{"catalogUri": "https://polaris.example/api/catalog", "catalogWarehouse": "lake"}},
-		"search":       {"search": map[string]any{"enabled": true, "urls": []any{"https://opensearch.search:9200"}}}} {
+		"search":       {"search": map[string]any{"enabled": true, "urls": []any{"https://opensearch.search:9200"}}},
+		"jobs": {"jobs": map[string]any{"enabled": true, "models": map[string]any{"daily.sql": "SELECT 1 AS x"},
+			"schedules": []any{map[string]any{"name": "hourly", "cron": "@hourly"}}}}} {
 		t.Run(name, func(t *testing.T) {
 			o := decode(t, render(t, values))
-			if len(o.configMaps) != 1 {
-				t.Fatalf("config maps %d", len(o.configMaps))
+			i := slices.IndexFunc(o.configMaps, func(c corev1.ConfigMap) bool { return c.Name == "sluice-config" })
+			if i < 0 {
+				t.Fatalf("no sluice-config among %d config maps", len(o.configMaps))
 			}
 			file := filepath.Join(t.TempDir(), "sluice.yaml")
-			if err := os.WriteFile(file, []byte(o.configMaps[0].Data["sluice.yaml"]), 0o644); err != nil {
+			if err := os.WriteFile(file, []byte(o.configMaps[i].Data["sluice.yaml"]), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			// The stages' environment, as the pods have it.
