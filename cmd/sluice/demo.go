@@ -333,9 +333,6 @@ func demoJobs(ctx context.Context, p *pipeline.Process, eng *query.Engine, cat *
 		return err
 	}
 	staging := filepath.Join(p.Config.Process.DataDir, "cache", "jobs")
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return err
-	}
 	runID := jobs.NewRunID(time.Now())
 	runner := jobs.NewRunner(eng, cat, local, local, staging, slog.New(slog.DiscardHandler))
 	results, err := runner.Run(ctx, models, runID, jobs.Options{})

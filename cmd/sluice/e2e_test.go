@@ -155,6 +155,17 @@ func sluice(t *testing.T, args ...string) (string, int) {
 	return string(out), code
 }
 
+// killRandomly starts a process kills times and SIGKILLs it each time
+// 0.4 to 1.6 s after its start: somewhere in its work, wherever that is.
+func killRandomly(start func() *exec.Cmd, kills int) {
+	for range kills {
+		cmd := start()
+		time.Sleep(time.Duration(400+mrand.IntN(1200)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+	}
+}
+
 func postEvent(t *testing.T, addr, body string) (int, string) {
 	t.Helper()
 	resp, err := http.Post("http://"+addr+"/api/v1/collect", "application/json", strings.NewReader(body))
@@ -1268,14 +1279,8 @@ func TestLoaderKill9ExactlyOnce(t *testing.T) {
 		}
 		return cmd
 	}
-	rnd := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 13))
 	const kills = 5
-	for range kills {
-		cmd := start()
-		time.Sleep(time.Duration(400+rnd.IntN(1200)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-	}
+	killRandomly(start, kills)
 	cmd := start()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)

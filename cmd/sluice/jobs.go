@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -129,9 +128,6 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer eng.Close()
 	staging := filepath.Join(cfg.Process.DataDir, "cache", "jobs")
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return fmt.Errorf("staging directory: %w", err)
-	}
 	runID := jobs.NewRunID(time.Now())
 	results, err := jobs.NewRunner(eng, l.cat, l.store, l.local, staging, logger).Run(ctx, models, runID, opts)
 	if err != nil {
@@ -147,13 +143,7 @@ func runJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else if err := writeJobResults(stdout, runID, results); err != nil {
 		return err
 	}
-	var failed []string
-	for _, r := range results {
-		if r.Status == jobs.StatusError {
-			failed = append(failed, r.Model)
-		}
-	}
-	if len(failed) > 0 {
+	if failed := jobs.Failed(results); len(failed) > 0 {
 		return fmt.Errorf("%d of %d models failed (%s); their tables are as they were", len(failed), len(results), strings.Join(failed, ", "))
 	}
 	return nil

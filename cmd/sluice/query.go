@@ -117,7 +117,7 @@ func openLake(ctx context.Context, cfg *pipeline.Config, stderr io.Writer) (quer
 	if !ok {
 		// DuckDB here has no httpfs extension (nothing is downloaded at run
 		// time), so a remote lake is read through a local mirror.
-		cache := filepath.Join(cfg.Process.DataDir, "cache", "lake", safeName(store.String()))
+		cache := lake.MirrorDir(filepath.Join(cfg.Process.DataDir, "cache"), store)
 		fmt.Fprintf(stderr, "mirroring %s into %s\n", store, cache)
 		if local, err = lake.Mirror(ctx, store, cache); err != nil {
 			return queryLake{}, err
@@ -150,14 +150,4 @@ func noTable(ctx context.Context, eng *query.Engine, name, lakeURL string) error
 		has = "tables " + strings.Join(names, ", ")
 	}
 	return fmt.Errorf("no table %s in the lake at %s, which has %s; a table appears with the loader's first flush of its rows (sinks' flush_interval, 10s by default)", name, lakeURL, has)
-}
-
-// safeName makes a URL usable as a directory name.
-func safeName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			return r
-		}
-		return '_'
-	}, s)
 }

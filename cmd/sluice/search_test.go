@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -247,13 +246,7 @@ func TestSearchLoaderKill9ExactlyOnce(t *testing.T) {
 		}
 		return cmd
 	}
-	rnd := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 17))
-	for range 5 {
-		cmd := start()
-		time.Sleep(time.Duration(400+rnd.IntN(1200)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-	}
+	killRandomly(start, 5)
 	cmd := start()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/sluicehq/sluice/internal/aggregator"
 	"github.com/sluicehq/sluice/internal/bus"
-	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/window"
 )
@@ -184,11 +183,7 @@ func turnstilesPerCopy(rows [][]byte, copies int) int {
 // its own until it has taken n records, and returns how long that took and
 // how many windows it wrote.
 func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, lakeDir, name string, keyed bool, n int64, logger *slog.Logger, profile string) (time.Duration, float64, error) {
-	store, err := lake.NewLocal(lakeDir)
-	if err != nil {
-		return 0, 0, err
-	}
-	cat, err := lake.OpenCatalog(ctx, lakeDir, lake.CatalogConfig{}, lake.S3Config{})
+	store, cat, err := localLake(ctx, lakeDir)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -48,11 +48,7 @@ func benchJobs(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	lakeDir := filepath.Join(dir, "lake")
-	store, err := lake.NewLocal(lakeDir)
-	if err != nil {
-		return err
-	}
-	cat, err := lake.OpenCatalog(ctx, lakeDir, lake.CatalogConfig{}, lake.S3Config{})
+	store, cat, err := localLake(ctx, lakeDir)
 	if err != nil {
 		return err
 	}

@@ -120,11 +120,7 @@ func benchLoader(ctx context.Context, args []string, out io.Writer) error {
 		// Each run loads the topic again into a lake of its own, under a
 		// consumer group of its own.
 		lakeDir := filepath.Join(dir, fmt.Sprintf("lake-%d", run))
-		store, err := lake.NewLocal(lakeDir)
-		if err != nil {
-			return err
-		}
-		cat, err := lake.OpenCatalog(ctx, lakeDir, lake.CatalogConfig{}, lake.S3Config{})
+		store, cat, err := localLake(ctx, lakeDir)
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/internal/app"
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/loadgen"
 )
 
@@ -274,6 +275,20 @@ func benchBroker(ctx context.Context, dir string, partitions int32, logger *slog
 		return bus.ClientConfig{}, nil, nil, err
 	}
 	return cc, prod, stop, nil
+}
+
+// localLake opens a lake on local disk in dir, with its embedded catalog,
+// which the caller closes.
+func localLake(ctx context.Context, dir string) (*lake.Local, *lake.Catalog, error) {
+	store, err := lake.NewLocal(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := lake.OpenCatalog(ctx, dir, lake.CatalogConfig{}, lake.S3Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, cat, nil
 }
 
 // produceAll writes values to topic, 10,000 at a time, each with its

@@ -190,7 +190,7 @@ func quoteIdents(cols []string) string {
 	return strings.Join(q, ", ")
 }
 
-// hasColumns reports the columns a check names that cols lacks.
+// missing is the columns the check names that cols lacks.
 func (c Check) missing(cols []string) []string {
 	var out []string
 	for _, col := range append(slices.Clone(c.Columns), c.Column) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -57,20 +56,16 @@ func buildModels(ctx context.Context, dir, selection string, store lake.Storage,
 	}
 	local, ok := store.(*lake.Local)
 	if !ok {
-		if local, err = lake.Mirror(ctx, store, filepath.Join(cache, "lake")); err != nil {
+		if local, err = lake.Mirror(ctx, store, lake.MirrorDir(cache, store)); err != nil {
 			return nil, err
 		}
-	}
-	staging := filepath.Join(cache, "jobs")
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return nil, fmt.Errorf("staging directory: %w", err)
 	}
 	eng, err := query.Open(ctx, local, cat, query.Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer eng.Close()
-	return NewRunner(eng, cat, store, local, staging, logger).Run(ctx, models, NewRunID(time.Now()), Options{})
+	return NewRunner(eng, cat, store, local, filepath.Join(cache, "jobs"), logger).Run(ctx, models, NewRunID(time.Now()), Options{})
 }
 
 // upkeep runs an upkeep task on every table of the catalog.

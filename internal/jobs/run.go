@@ -158,10 +158,9 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Opt
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, max(1, min(runtime.GOMAXPROCS(0), maxParallel)))
 		for i, m := range wave {
-			starts[i] = r.now()
 			if j := slices.IndexFunc(m.Refs, func(ref string) bool { _, bad := failed[ref]; return bad }); j >= 0 {
 				root := failed[m.Refs[j]]
-				roots[i] = root
+				roots[i], starts[i] = root, r.now()
 				results[i] = Result{Model: m.Name, Status: StatusSkipped, Error: "upstream model " + root + " failed"}
 				r.logger.Warn("model skipped", "model", m.Name, "upstream", root)
 				continue
@@ -201,6 +200,18 @@ func (r *Runner) Run(ctx context.Context, models []Model, runID string, opts Opt
 // query that uses every core already, and a commit; more would only
 // share them.
 const maxParallel = 4
+
+// Failed is the models of results whose run failed (not those skipped
+// for them).
+func Failed(results []Result) []string {
+	var out []string
+	for _, r := range results {
+		if r.Status == StatusError {
+			out = append(out, r.Model)
+		}
+	}
+	return out
+}
 
 // note adds a model's run to the run's rows of job_runs.
 func (r *Runner) note(ctx context.Context, m Model, res Result, runID string, start time.Time) error {
@@ -242,9 +253,6 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 		st, err := r.stage(ctx, t.table, t.q, runID)
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
-		}
-		if len(st.files) == 0 {
-			continue
 		}
 		if _, err := r.publish(ctx, t.table, st, runID, func(iceberg.DataFile) bool { return false }); err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
@@ -318,14 +326,18 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 		}
 		this = "read_parquet([" + strings.Join(quoted, ", ") + "])"
 	}
-	if pl.replacedRows != "" {
+	if pl.partial() {
 		// The table as it will be: the rows the run keeps, and its own.
-		this = fmt.Sprintf("(SELECT * FROM %s WHERE NOT (%s) UNION ALL BY NAME SELECT * FROM %s)", quoteIdent(m.Name), pl.replacedRows, this)
+		this = fmt.Sprintf("(SELECT * FROM %s WHERE NOT (%s) UNION ALL BY NAME SELECT * FROM %s)", quoteIdent(m.Name), pl.rows(), this)
 	}
 	if err := r.audit(ctx, m, this, st.columns, runID, res); err != nil {
 		return err
 	}
-	t, err := r.publish(ctx, m.Name, st, runID, pl.replaced)
+	var replaced func(iceberg.DataFile) bool
+	if pl.partial() {
+		replaced = pl.replaces
+	}
+	t, err := r.publish(ctx, m.Name, st, runID, replaced)
 	if err != nil {
 		return err
 	}
@@ -349,14 +361,24 @@ func columnNames(cols []query.Column) []string {
 type plan struct {
 	// q is the query of the rows the run writes.
 	q string
-	// replaced reports the table's files the run replaces; nil, all.
-	replaced func(iceberg.DataFile) bool
-	// replacedRows is the condition of the rows those files hold, when
-	// not all.
-	replacedRows string
-	// from and to are the event dates an incremental run rebuilds; zero,
-	// all.
+	// from and to are the event dates [from, to) an incremental run
+	// rebuilds; zero, the run replaces the whole table.
 	from, to time.Time
+}
+
+// partial reports whether the run replaces only some event dates.
+func (p plan) partial() bool { return !p.from.IsZero() }
+
+// rows is the condition of the rows a partial run replaces.
+func (p plan) rows() string {
+	return fmt.Sprintf("%s >= %s AND %s < %s", lake.EventDate, dateLiteral(p.from), lake.EventDate, dateLiteral(p.to))
+}
+
+// replaces reports whether a partial run replaces a data file of the
+// table: one of an event date it rebuilds.
+func (p plan) replaces(f iceberg.DataFile) bool {
+	d := lake.PartitionDate(f.FilePath())
+	return d >= p.from.Format(time.DateOnly) && d < p.to.Format(time.DateOnly)
 }
 
 // output plans a model's run.
@@ -383,13 +405,9 @@ func (r *Runner) output(ctx context.Context, m Model, runID string, opts Options
 			from, to = today.AddDate(0, 0, 1-m.Lookback), today.AddDate(0, 0, 1)
 		}
 		res.Range = from.Format(time.DateOnly) + "/" + to.Format(time.DateOnly)
-		lo, hi := from.Format(time.DateOnly), to.Format(time.DateOnly)
-		rows := fmt.Sprintf("%s >= %s AND %s < %s", lake.EventDate, dateLiteral(from), lake.EventDate, dateLiteral(to))
-		return plan{q: fmt.Sprintf("SELECT * FROM (%s) WHERE %s", fillRange(m.SQL, from, to), rows), replacedRows: rows,
-			from: from, to: to, replaced: func(f iceberg.DataFile) bool {
-				d := lake.PartitionDate(f.FilePath())
-				return d >= lo && d < hi
-			}}, nil
+		pl := plan{from: from, to: to}
+		pl.q = fmt.Sprintf("SELECT * FROM (%s) WHERE %s", fillRange(m.SQL, from, to), pl.rows())
+		return pl, nil
 	case MaterializeMerge:
 		return r.merge(ctx, m, fillRange(m.SQL, time.Time{}, time.Time{}), runID, opts, published(), res)
 	}

@@ -228,12 +228,7 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule) {
 	for attempt := 0; ; attempt++ {
 		results, err := s.execute(ctx, sc, selection)
 		s.metrics.observe(results)
-		var failed []string
-		for _, r := range results {
-			if r.Status == StatusError {
-				failed = append(failed, r.Model)
-			}
-		}
+		failed := Failed(results)
 		if err == nil && len(failed) == 0 {
 			s.metrics.runs.WithLabelValues(sc.Name, "ok").Inc()
 			s.Add(1)

@@ -274,6 +274,18 @@ func (l *Local) Delete(_ context.Context, p string) error {
 // dataFileRE matches the data files of catalog tables.
 var dataFileRE = regexp.MustCompile(`^[^/]+/data/.+\.parquet$`)
 
+// MirrorDir is the directory under cache where the mirror of src lives:
+// one a lake, named after it, for every command and stage that mirrors it.
+func MirrorDir(cache string, src Storage) string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, src.String())
+	return filepath.Join(cache, "lake", name)
+}
+
 // Mirror copies a lake's data files (of its catalog tables and its export
 // tables) into a local directory, fetching only files it does not have yet
 // (a file's name fixes its content, since it names the offset range it
