@@ -346,6 +346,8 @@ func demoJobs(ctx context.Context, p *pipeline.Process, eng *query.Engine, cat *
 	return printQueries(ctx, eng, stdout, []demoQuery{
 		{"Daily trips per pickup zone (the model tlc_daily_zone)", `SELECT event_date, zone, trips, revenue, avg_distance
 FROM tlc_daily_zone ORDER BY trips DESC LIMIT 5`},
+		{"Daily trips per borough (the view tlc_borough_daily over tlc_daily_zone)", `SELECT event_date, borough, trips, revenue
+FROM tlc_borough_daily ORDER BY trips DESC LIMIT 3`},
 		{"Daily entries and exits per station (the model mta_station_daily, from the aggregator's windows)", `SELECT event_date, station, entries, exits
 FROM mta_station_daily WHERE entries BETWEEN 0 AND 100000 ORDER BY entries DESC LIMIT 5`},
 		{"What the checks found (the dq_failures table: every failing row, with its check, model and run)", `SELECT model, "check", severity, count(*) AS "rows"

@@ -1005,6 +1005,7 @@ func TestDemo(t *testing.T) {
 			"34 ST-HERALD SQ  2023-06-01  13278",
 			// The batch models and checks.
 			"tlc_daily_zone           success", "2025-01-01  East Village           551    12825.15",
+			"tlc_borough_daily        success", "view v1",
 			"2023-06-01  34 ST-HERALD SQ  13278    25941",
 			"not_null_passenger_count: 1125 rows (warn), negative_amounts: 273 rows (warn)",
 			"yellow_taxi_trip_sample  not_null_passenger_count        warn      1125"} {

@@ -180,8 +180,11 @@ func writeJobResults(w io.Writer, runID string, results []jobs.Result) error {
 	fmt.Fprintln(tw, "MODEL\tSTATUS\tROWS\tFILES\tSNAPSHOT\tTOOK\tCHECKS\tERROR")
 	for _, r := range results {
 		snap := "-"
-		if r.Snapshot != 0 {
+		switch {
+		case r.Snapshot != 0:
 			snap = fmt.Sprint(r.Snapshot)
+		case r.Version != 0:
+			snap = fmt.Sprintf("view v%d", r.Version)
 		}
 		checks := "-"
 		if len(r.Checks) > 0 {

@@ -35,7 +35,7 @@ func TestParse(t *testing.T) {
 		{name: "bad lookback", file: "d", text: "{{ config(materialized='incremental', lookback='5m') }} SELECT 1", err: "number of days"},
 		{name: "bad name", file: "Daily-Trips", text: "select 1", err: `model name "Daily-Trips"`},
 		{name: "unknown key", file: "d", text: "{{ config(schedule='daily') }} select 1", err: `unknown key "schedule"`},
-		{name: "not yet", file: "d", text: "{{ config(materialized='view') }} select 1", err: `materialized="view"`},
+		{name: "unknown materialization", file: "d", text: "{{ config(materialized='ephemeral') }} select 1", err: `materialized="ephemeral": want table, incremental, merge or view`},
 		{name: "unknown tag", file: "d", text: "select {{ var('x') }}", err: "only {{ ref('name') }}"},
 		{name: "empty", file: "d", text: "-- nothing\n", want: jobs.Model{}, err: ""},
 	} {

@@ -158,3 +158,72 @@ func TestMerge(t *testing.T) {
 		t.Errorf("the table after a failed merge: %v", got)
 	}
 }
+
+// TestView: a view model is published as a view of the catalog, read by
+// the models after it in the same run and by any later query, and is never
+// stale; new SQL is a new version, the same SQL none; a failing check of
+// severity error keeps the view as it was; a view model made a table
+// model drops the view for the table.
+func TestView(t *testing.T) {
+	store, cat := newLake(t)
+	view := "{{ config(materialized='view') }}\nSELECT zone, fare FROM trip WHERE zone = 'JFK'"
+	dir := writeModels(t, map[string]string{
+		"jfk":       view,
+		"jfk_total": "SELECT count(*) AS trips, sum(fare) AS revenue FROM {{ ref('jfk') }}",
+	})
+	res := run(t, store, cat, dir, "v1")
+	if res[0].Status != jobs.StatusSuccess || res[0].Version != 1 || res[0].Snapshot != 0 {
+		t.Fatalf("view model: %+v, want success as version 1 of a view", res[0])
+	}
+	if diff := cmp.Diff([][]any{{int64(3), 60.5}}, rows(t, store, cat, "SELECT trips, revenue FROM jfk_total")); diff != "" {
+		t.Errorf("the table over the view, in the same run (-want +got):\n%s", diff)
+	}
+	if _, err := cat.Load(t.Context(), "jfk"); err == nil {
+		t.Errorf("a view model made a table")
+	}
+
+	// New trips: the view reads them without a run.
+	laketest.Commit(t, store, cat, "trip", "2025-02-03", 7, `{"zone":"JFK","fare":1}`)
+	if diff := cmp.Diff([][]any{{int64(4)}}, rows(t, store, cat, "SELECT count(*) FROM jfk")); diff != "" {
+		t.Errorf("the view after new trips (-want +got):\n%s", diff)
+	}
+	if res := run(t, store, cat, dir, "v2"); res[0].Version != 1 {
+		t.Errorf("the same SQL again: version %d, want 1", res[0].Version)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "jfk.sql"), []byte(view+" AND fare > 5"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, store, cat, dir, "v3"); res[0].Version != 2 {
+		t.Errorf("new SQL: version %d, want 2", res[0].Version)
+	}
+	if diff := cmp.Diff([][]any{{int64(3)}}, rows(t, store, cat, "SELECT count(*) FROM jfk")); diff != "" {
+		t.Errorf("the view's new SQL (-want +got):\n%s", diff)
+	}
+
+	// A check of severity error that fails keeps version 2.
+	if err := os.WriteFile(filepath.Join(dir, "jfk.sql"), []byte(view), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "jfk.yml"), []byte("checks:\n  - type: row_count\n    max: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = run(t, store, cat, dir, "v4")
+	if res[0].Status != jobs.StatusError || res[1].Status != jobs.StatusSkipped {
+		t.Fatalf("a failing check: %+v", summaries(res))
+	}
+	if v, err := cat.LoadView(t.Context(), "jfk"); err != nil || v.Version != 2 {
+		t.Errorf("the view after a failing check: version %d, %v; want 2", v.Version, err)
+	}
+
+	// The model made a table: the view goes, the table comes.
+	os.Remove(filepath.Join(dir, "jfk.yml"))
+	if err := os.WriteFile(filepath.Join(dir, "jfk.sql"), []byte("SELECT zone, fare FROM trip WHERE zone = 'JFK'"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, store, cat, dir, "v5"); res[0].Status != jobs.StatusSuccess || res[0].Rows != 4 {
+		t.Fatalf("view made table: %+v", res[0])
+	}
+	if names, err := cat.ViewNames(t.Context()); err != nil || len(names) != 0 {
+		t.Errorf("views after the model became a table: %v, %v", names, err)
+	}
+}

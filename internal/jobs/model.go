@@ -38,6 +38,9 @@ const (
 	// MaterializeMerge puts the result's rows in place of the table's rows
 	// with the same unique key, and keeps the others.
 	MaterializeMerge Materialization = "merge"
+	// MaterializeView keeps the model's SQL as a view of the catalog,
+	// read by running it: nothing is written, and it is never stale.
+	MaterializeView Materialization = "view"
 )
 
 // defaultLookback is how many days an incremental model rebuilds when no
@@ -172,8 +175,8 @@ func Parse(name, text string) (Model, error) {
 			switch kv[1] {
 			case "materialized":
 				m.Materialized = Materialization(kv[2])
-				if !slices.Contains([]Materialization{MaterializeTable, MaterializeIncremental, MaterializeMerge}, m.Materialized) {
-					errs = append(errs, fmt.Errorf("materialized=%q: want table, incremental or merge", kv[2]))
+				if !slices.Contains([]Materialization{MaterializeTable, MaterializeIncremental, MaterializeMerge, MaterializeView}, m.Materialized) {
+					errs = append(errs, fmt.Errorf("materialized=%q: want table, incremental, merge or view", kv[2]))
 				}
 			case "unique_key":
 				for k := range strings.SplitSeq(kv[2], "|") {

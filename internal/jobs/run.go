@@ -76,13 +76,16 @@ const (
 
 // Result is what one model's run did.
 type Result struct {
-	Model    string        `json:"model"`
-	Status   Status        `json:"status"`
-	Rows     int64         `json:"rows"`
-	Files    int           `json:"files"`
-	Snapshot int64         `json:"snapshot,omitempty"`
-	Took     time.Duration `json:"took_ns"`
-	Error    string        `json:"error,omitempty"`
+	Model    string `json:"model"`
+	Status   Status `json:"status"`
+	Rows     int64  `json:"rows"`
+	Files    int    `json:"files"`
+	Snapshot int64  `json:"snapshot,omitempty"`
+	// Version is the version of a view model's view that the run made
+	// current.
+	Version int64         `json:"version,omitempty"`
+	Took    time.Duration `json:"took_ns"`
+	Error   string        `json:"error,omitempty"`
 	// Range is the event dates an incremental run rebuilt, [from, to).
 	Range  string        `json:"range,omitempty"`
 	Checks []CheckResult `json:"checks,omitempty"`
@@ -301,6 +304,9 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 		if m, err = r.expandDedupe(ctx, m); err != nil {
 			return err
 		}
+	}
+	if m.Materialized == MaterializeView {
+		return r.buildView(ctx, m, runID, res)
 	}
 	pl, err := r.output(ctx, m, runID, opts, res)
 	if err != nil {
@@ -633,12 +639,50 @@ func snapshotRows(s *table.Snapshot) int64 {
 	return n
 }
 
+// buildView checks a view model's result, as its readers will read it,
+// then publishes its SQL as the view's new version. Its rows are not
+// counted: reading them is the readers' work.
+func (r *Runner) buildView(ctx context.Context, m Model, runID string, res *Result) error {
+	q := fillRange(m.SQL, time.Time{}, time.Time{})
+	cols, err := r.eng.Describe(ctx, q)
+	if err != nil {
+		return fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
+	}
+	fields := make([]iceberg.NestedField, len(cols))
+	for i, c := range cols {
+		o, err := outputOf(c)
+		if err != nil {
+			// A view may hold what a table cannot (an interval, say);
+			// its schema says text, and DuckDB reads the real type.
+			o.field = lake.NewField(0, lake.Column{Name: c.Name, Kind: row.KindString})
+		}
+		fields[i] = o.field
+		fields[i].ID = i + 1
+	}
+	if err := r.audit(ctx, m, "("+q+")", columnNames(cols), runID, res); err != nil {
+		return err
+	}
+	v, err := r.cat.ReplaceView(ctx, m.Name, q, iceberg.NewSchema(0, fields...), map[string]string{RunKey: runID})
+	if err != nil {
+		return fmt.Errorf("model %s: publish: %w", m.Name, err)
+	}
+	if err := r.eng.Reload(ctx, m.Name); err != nil {
+		return fmt.Errorf("model %s: read it back: %w", m.Name, err)
+	}
+	res.Version = v.Version
+	return nil
+}
+
 // table loads the model's table, made with the model's columns the first
 // time; a column the model gained is added. A column whose type changed
-// is an error: the table's readers rely on it.
+// is an error: the table's readers rely on it. A view of the model's name
+// (the model was one) is dropped for the table.
 func (r *Runner) table(ctx context.Context, name string, outs []output) (*table.Table, error) {
 	t, err := r.cat.Load(ctx, name)
 	if errors.Is(err, lake.ErrNoTable) {
+		if err := r.cat.DropView(ctx, name); err != nil {
+			return nil, err
+		}
 		fields := make([]iceberg.NestedField, len(outs))
 		for i, o := range outs {
 			fields[i] = o.field

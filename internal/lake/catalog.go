@@ -71,6 +71,10 @@ type Catalog struct {
 	db   *sql.DB // the SQL catalog's database; nil for a REST catalog
 	ns   table.Identifier
 	root string // the lake's URI: file:///dir or s3://bucket/prefix
+	// name is the catalog's name, and props its file IO settings: views
+	// of the SQL catalog write their metadata with them.
+	name  string
+	props iceberg.Properties
 }
 
 // OpenCatalog opens the catalog of the lake at lakeURL (a directory or an
@@ -135,7 +139,7 @@ func (c *Catalog) openSQL(name string, cfg CatalogConfig, s3 S3Config) error {
 		db.Close()
 		return err
 	}
-	c.cat, c.db = cat, db
+	c.cat, c.db, c.name, c.props = cat, db, name, props
 	return nil
 }
 
@@ -170,7 +174,7 @@ func (c *Catalog) openREST(ctx context.Context, name string, cfg CatalogConfig, 
 	if err != nil {
 		return err
 	}
-	c.cat = cat
+	c.cat, c.name = cat, name
 	return nil
 }
 

@@ -188,37 +188,10 @@ func TestMigrate(t *testing.T) {
 // grace period, on every kind of lake: on disk, and on S3 with the
 // embedded catalog or a REST catalog.
 func TestOrphans(t *testing.T) {
-	for _, kind := range []string{"local", "s3", "rest"} {
+	for _, kind := range lakeKinds {
 		t.Run(kind, func(t *testing.T) {
 			ctx := t.Context()
-			var (
-				url   = t.TempDir()
-				cc    lake.CatalogConfig
-				s3cfg lake.S3Config
-				store lake.Storage
-				err   error
-			)
-			if kind == "local" {
-				store, err = lake.NewLocal(url)
-			} else {
-				endpoint, bucket := s3test.Bucket(t)
-				s3cfg = lake.S3Config{Endpoint: endpoint, Region: s3test.Region, PathStyle: true,
-					AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
-				cc.URI = filepath.Join(url, "catalog.db")
-				if kind == "rest" {
-					cc = catalogtest.REST(t, endpoint)
-				}
-				url = "s3://" + bucket + "/lake"
-				store, err = lake.NewS3(url, s3cfg)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			cat, err := lake.OpenCatalog(ctx, url, cc, s3cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cat.Close()
+			store, cat := openLake(t, kind)
 			tbl, err := cat.Create(ctx, "trip", []lake.Column{{Name: "n", Kind: row.KindInt}})
 			if err != nil {
 				t.Fatal(err)
@@ -269,6 +242,44 @@ func TestOrphans(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lakeKinds are the lakes a catalog test runs on: on disk, and on S3
+// with the embedded catalog or a REST catalog.
+var lakeKinds = []string{"local", "s3", "rest"}
+
+// openLake opens a new lake of a kind of lakeKinds.
+func openLake(t *testing.T, kind string) (lake.Storage, *lake.Catalog) {
+	t.Helper()
+	var (
+		url   = t.TempDir()
+		cc    lake.CatalogConfig
+		s3cfg lake.S3Config
+		store lake.Storage
+		err   error
+	)
+	if kind == "local" {
+		store, err = lake.NewLocal(url)
+	} else {
+		endpoint, bucket := s3test.Bucket(t)
+		s3cfg = lake.S3Config{Endpoint: endpoint, Region: s3test.Region, PathStyle: true,
+			AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+		cc.URI = filepath.Join(url, "catalog.db")
+		if kind == "rest" {
+			cc = catalogtest.REST(t, endpoint)
+		}
+		url = "s3://" + bucket + "/lake"
+		store, err = lake.NewS3(url, s3cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := lake.OpenCatalog(t.Context(), url, cc, s3cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return store, cat
 }
 
 // TestRESTCatalogNeedsS3 refuses a REST catalog for a lake on local disk,

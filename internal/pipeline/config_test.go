@@ -289,8 +289,8 @@ func TestDocsExamplesLoad(t *testing.T) {
 		t.Errorf("found %d YAML examples, want the README's and the docs'", n)
 	}
 	demoModels, err := jobs.Load("../../cmd/sluice/demo-models")
-	if err != nil || len(demoModels) != 3 {
-		t.Errorf("demo models: %d, %v", len(demoModels), err)
+	if err != nil || len(demoModels) != 4 {
+		t.Errorf("demo models: %d, %v; want the 3 models and the sample's checks", len(demoModels), err)
 	}
 	demo, err := os.ReadFile("../../cmd/sluice/demo-aggregations.yml")
 	if err != nil {

@@ -11,6 +11,7 @@ package query
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -27,7 +28,8 @@ import (
 	"github.com/sluicehq/sluice/internal/row"
 )
 
-// Engine is an in-memory DuckDB with a view per lake table.
+// Engine is an in-memory DuckDB with a view per lake table, and each view
+// of the catalog as a view of its own.
 type Engine struct {
 	db    *sql.DB
 	local *lake.Local
@@ -49,6 +51,8 @@ type Table struct {
 	SnapshotTime *time.Time `json:"snapshot_time,omitempty"`
 	// Snapshots is how many snapshots the table keeps, for time travel.
 	Snapshots int `json:"snapshots,omitempty"`
+	// Version is a view's version: a view holds no data, only its SQL.
+	Version int64 `json:"version,omitempty"`
 }
 
 // Options say what the engine reads.
@@ -74,6 +78,10 @@ func Open(ctx context.Context, local *lake.Local, cat *lake.Catalog, opts Option
 		return nil, err
 	}
 	if err := e.openFiles(ctx, local); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := e.openViews(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -107,16 +115,77 @@ func (e *Engine) openCatalog(ctx context.Context, local *lake.Local, cat *lake.C
 	return nil
 }
 
-// Reload makes the view of a catalog table read its current snapshot, for
-// a statement after a commit to it (a model the next model reads).
-func (e *Engine) Reload(ctx context.Context, name string) error {
-	tbl, err := e.cat.Load(ctx, name)
+// openViews makes a DuckDB view of each view of the catalog. A view may
+// read another: those whose tables are not there yet are made after the
+// others, until a round makes none.
+func (e *Engine) openViews(ctx context.Context) error {
+	names, err := e.cat.ViewNames(ctx)
 	if err != nil {
 		return err
 	}
-	t, err := e.view(ctx, name, tbl, asOfTime{}, "CREATE OR REPLACE VIEW")
-	if err != nil {
+	var pending []lake.View
+	for _, name := range names {
+		if slices.ContainsFunc(e.tables, func(t Table) bool { return t.Name == name }) {
+			continue // a table's name is the table's
+		}
+		v, err := e.cat.LoadView(ctx, name)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, v)
+	}
+	for len(pending) > 0 {
+		var later []lake.View
+		var errs []error
+		for _, v := range pending {
+			if err := e.createView(ctx, v, "CREATE VIEW"); err != nil {
+				later, errs = append(later, v), append(errs, err)
+				continue
+			}
+			e.tables = append(e.tables, Table{Name: v.Name, Format: "view", Version: v.Version})
+		}
+		if len(later) == len(pending) {
+			// A view over a table that is gone, say: the rest of the
+			// lake still reads.
+			for i, v := range later {
+				e.tables = append(e.tables, Table{Name: v.Name, Format: "view (" + errs[i].Error() + ")", Version: v.Version})
+			}
+			return nil
+		}
+		pending = later
+	}
+	return nil
+}
+
+func (e *Engine) createView(ctx context.Context, v lake.View, create string) error {
+	if _, err := e.db.ExecContext(ctx, fmt.Sprintf("%s %s AS %s", create, quoteIdent(v.Name), v.SQL)); err != nil {
+		return fmt.Errorf("create view %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Reload makes the view of a catalog table read its current snapshot, or
+// a view of the catalog its current SQL, for a statement after a commit
+// to it (a model the next model reads).
+func (e *Engine) Reload(ctx context.Context, name string) error {
+	var t Table
+	tbl, err := e.cat.Load(ctx, name)
+	switch {
+	case errors.Is(err, lake.ErrNoTable):
+		v, verr := e.cat.LoadView(ctx, name)
+		if verr != nil {
+			return err
+		}
+		if err := e.createView(ctx, v, "CREATE OR REPLACE VIEW"); err != nil {
+			return err
+		}
+		t = Table{Name: name, Format: "view", Version: v.Version}
+	case err != nil:
 		return err
+	default:
+		if t, err = e.view(ctx, name, tbl, asOfTime{}, "CREATE OR REPLACE VIEW"); err != nil {
+			return err
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -372,7 +441,7 @@ func (e *Engine) Tables(ctx context.Context) ([]Table, error) {
 }
 
 func (e *Engine) queryable(t Table) bool {
-	return t.Format == "iceberg" || t.Format == "parquet" || t.Format == "csv.gz"
+	return t.Format == "iceberg" || t.Format == "parquet" || t.Format == "csv.gz" || t.Format == "view"
 }
 
 // Result is a query's columns and rows, values as DuckDB's driver gives them.
