@@ -3,13 +3,13 @@ package formsapi
 import (
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/sample"
-	"io/fs"
 )
 
 func TestServesBundledForms(t *testing.T) {
