@@ -257,7 +257,13 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
 		}
-		if _, err := r.publish(ctx, t.table, st, runID, func(iceberg.DataFile) bool { return false }); err != nil {
+		// Appended, without reading the table's files: the run's are new,
+		// and no model reads these tables in the run.
+		files, err := r.upload(ctx, t.table, st, runID)
+		if err == nil {
+			_, err = r.cat.Add(ctx, t.table, files, iceberg.Properties{RunKey: runID})
+		}
+		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
 		}
 	}
@@ -591,8 +597,26 @@ func (r *Runner) stage(ctx context.Context, name, q, runID string) (staged, erro
 }
 
 // publish puts staged files in the lake, and swaps them into the table in
-// place of the files replaced reports, in one snapshot.
+// place of the files replaced reports, in one snapshot, which the engine
+// then reads for the models after it.
 func (r *Runner) publish(ctx context.Context, name string, st staged, runID string, replaced func(iceberg.DataFile) bool) (*table.Table, error) {
+	files, err := r.upload(ctx, name, st, runID)
+	if err != nil {
+		return nil, err
+	}
+	t, err := r.cat.Replace(ctx, st.t, files, iceberg.Properties{RunKey: runID}, replaced)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: publish: %w", name, err)
+	}
+	if err := r.eng.Reload(ctx, name); err != nil {
+		return nil, fmt.Errorf("model %s: read it back: %w", name, err)
+	}
+	return t, nil
+}
+
+// upload puts staged files in the lake (and its mirror), and returns
+// their paths there.
+func (r *Runner) upload(ctx context.Context, name string, st staged, runID string) ([]string, error) {
 	defer os.RemoveAll(st.dir)
 	var files []string
 	for _, p := range st.files {
@@ -619,14 +643,7 @@ func (r *Runner) publish(ctx context.Context, name string, st staged, runID stri
 		}
 		files = append(files, dst)
 	}
-	t, err := r.cat.Replace(ctx, name, files, iceberg.Properties{RunKey: runID}, replaced)
-	if err != nil {
-		return nil, fmt.Errorf("model %s: publish: %w", name, err)
-	}
-	if err := r.eng.Reload(ctx, name); err != nil {
-		return nil, fmt.Errorf("model %s: read it back: %w", name, err)
-	}
-	return t, nil
+	return files, nil
 }
 
 // snapshotRows is the rows a snapshot's table holds, from its summary.

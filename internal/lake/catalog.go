@@ -307,7 +307,7 @@ func (c *Catalog) CreateSchema(ctx context.Context, name string, fields []iceber
 	}
 	_, err := c.cat.CreateTable(ctx, c.ident(name), iceberg.NewSchema(0, fields...),
 		catalog.WithLocation(c.root+"/"+name), catalog.WithPartitionSpec(&spec),
-		catalog.WithProperties(iceberg.Properties{
+		catalog.WithProperties(union(iceberg.Properties{
 			"format-version":                  "2",
 			"write.parquet.compression-codec": "zstd",
 			"created-by":                      "sluice",
@@ -315,11 +315,27 @@ func (c *Catalog) CreateSchema(ctx context.Context, name string, fields []iceber
 			// table loaded every few seconds keeps every one of them.
 			table.MetadataDeleteAfterCommitEnabledKey: "true",
 			table.MetadataPreviousVersionsMaxKey:      "20",
-		}))
+		}, mergeProperties)))
 	if err != nil && !errors.Is(err, catalog.ErrTableAlreadyExists) {
 		return nil, fmt.Errorf("create table %s: %w", name, err)
 	}
 	return c.Load(ctx, name)
+}
+
+// mergeProperties make an append (the loader's every few seconds, a
+// run's job_runs) merge the table's manifests once there are 8: each
+// append writes one, and a reader plans every one. Iceberg's default,
+// 100, made every plan of a table the loader appends to read up to 100
+// files.
+var mergeProperties = iceberg.Properties{
+	table.ManifestMergeEnabledKey:  "true",
+	table.ManifestMinMergeCountKey: "8",
+}
+
+func union(a, b iceberg.Properties) iceberg.Properties {
+	out := maps.Clone(a)
+	maps.Copy(out, b)
+	return out
 }
 
 // jsonDoc marks string columns that hold JSON text: Iceberg v2 has no
@@ -514,6 +530,13 @@ func (c *Catalog) retry(ctx context.Context, name string, base *table.Table, cha
 		if err != nil || tx == nil {
 			return t, err
 		}
+		if _, ok := t.Properties()[table.ManifestMergeEnabledKey]; !ok {
+			// A table made before appends merged manifests: from its
+			// next commit on, they do.
+			if err := tx.SetProperties(mergeProperties); err != nil {
+				return nil, fmt.Errorf("commit to %s: %w", name, err)
+			}
+		}
 		t, err = tx.Commit(ctx)
 		if err == nil {
 			return t, nil
@@ -655,18 +678,40 @@ func stringBound(s []byte, upper bool) ([]byte, bool) {
 	return nil, false
 }
 
-// Replace swaps files into table name in place of the current files that
-// replaced reports (every file, when it is nil), in one snapshot whose
-// summary holds props: readers see the table before or after, never in
-// between. files are paths in the lake's storage of Parquet files that
-// carry the table's field ids (another engine wrote them). Over a table
-// another writer changed meanwhile, it is made again.
-func (c *Catalog) Replace(ctx context.Context, name string, files []string, props iceberg.Properties, replaced func(iceberg.DataFile) bool) (*table.Table, error) {
+// Add appends files to table name in one snapshot whose summary holds
+// props, as Replace does but without reading the table's files: the
+// caller names files that no snapshot holds yet (a run's own, say).
+func (c *Catalog) Add(ctx context.Context, name string, files []string, props iceberg.Properties) (*table.Table, error) {
 	full := make([]string, len(files))
 	for i, f := range files {
 		full[i] = c.root + "/" + f
 	}
 	return c.retry(ctx, name, nil, func(t *table.Table) (*table.Transaction, error) {
+		if len(full) == 0 {
+			return nil, nil
+		}
+		tx := t.NewTransaction()
+		if err := tx.AddFiles(ctx, full, props, true); err != nil {
+			return nil, fmt.Errorf("add files to %s: %w", name, err)
+		}
+		return tx, nil
+	})
+}
+
+// Replace swaps files into table base in place of the current files that
+// replaced reports (every file, when it is nil), in one snapshot whose
+// summary holds props: readers see the table before or after, never in
+// between. files are paths in the lake's storage of Parquet files that
+// carry the table's field ids (another engine wrote them). The swap is
+// made on base as the caller loaded it, and made again over the table when
+// another writer changed it meanwhile.
+func (c *Catalog) Replace(ctx context.Context, base *table.Table, files []string, props iceberg.Properties, replaced func(iceberg.DataFile) bool) (*table.Table, error) {
+	name := tableName(base)
+	full := make([]string, len(files))
+	for i, f := range files {
+		full[i] = c.root + "/" + f
+	}
+	return c.retry(ctx, name, base, func(t *table.Table) (*table.Transaction, error) {
 		var old []string
 		if t.CurrentSnapshot() != nil {
 			tasks, err := t.Scan().PlanFiles(ctx)

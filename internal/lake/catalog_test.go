@@ -314,3 +314,40 @@ func TestCatalogsStartTogether(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestManifestsMerged appends many times, as the loader does every few
+// seconds: each append writes a manifest, and they are merged once there
+// are a few, so that a reader's plan stays short; every row still reads.
+func TestManifestsMerged(t *testing.T) {
+	ctx := t.Context()
+	store, cat := laketest.Open(t, t.TempDir())
+	tbl, err := cat.Create(ctx, "trip", []lake.Column{{Name: "n", Kind: row.KindInt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		buf := lake.NewBuffer()
+		buf.Append([]row.Field{{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: int64(i)}}})
+		df, _, err := cat.WriteFile(ctx, store, tbl, "2025-01-01", fmt.Sprintf("raw-0-%d-%d.parquet", i, i), buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tbl, _, err = cat.Append(ctx, tbl, []iceberg.DataFile{df}, lake.Offsets{"raw/0": int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests, err := tbl.CurrentSnapshot().Manifests(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(manifests) > 8 {
+		t.Errorf("30 appends left %d manifests, want at most 8", len(manifests))
+	}
+	if rows := laketest.TableRows(t, store, cat, "trip"); len(rows) != 30 {
+		t.Errorf("the table reads %d rows, want 30", len(rows))
+	}
+}
