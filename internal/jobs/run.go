@@ -261,7 +261,7 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 		// and no model reads these tables in the run.
 		files, err := r.upload(ctx, t.table, st, runID)
 		if err == nil {
-			_, err = r.cat.Add(ctx, t.table, files, iceberg.Properties{RunKey: runID})
+			_, err = r.cat.Add(ctx, st.t, files, iceberg.Properties{RunKey: runID})
 		}
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)

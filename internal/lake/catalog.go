@@ -678,15 +678,16 @@ func stringBound(s []byte, upper bool) ([]byte, bool) {
 	return nil, false
 }
 
-// Add appends files to table name in one snapshot whose summary holds
+// Add appends files to table base in one snapshot whose summary holds
 // props, as Replace does but without reading the table's files: the
 // caller names files that no snapshot holds yet (a run's own, say).
-func (c *Catalog) Add(ctx context.Context, name string, files []string, props iceberg.Properties) (*table.Table, error) {
+func (c *Catalog) Add(ctx context.Context, base *table.Table, files []string, props iceberg.Properties) (*table.Table, error) {
+	name := tableName(base)
 	full := make([]string, len(files))
 	for i, f := range files {
 		full[i] = c.root + "/" + f
 	}
-	return c.retry(ctx, name, nil, func(t *table.Table) (*table.Transaction, error) {
+	return c.retry(ctx, name, base, func(t *table.Table) (*table.Transaction, error) {
 		if len(full) == 0 {
 			return nil, nil
 		}
