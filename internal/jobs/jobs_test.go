@@ -313,6 +313,23 @@ func TestFailedModel(t *testing.T) {
 	}
 }
 
+// TestModelNamedAsEventTable: a model named as a table the loader fills
+// fails, and the table keeps its events; a model named as a table every
+// run writes does not load.
+func TestModelNamedAsEventTable(t *testing.T) {
+	store, cat := newLake(t)
+	res := run(t, store, cat, writeModels(t, map[string]string{"trip": "SELECT 1 AS n"}), "clash")
+	if res[0].Status != jobs.StatusError || !strings.Contains(res[0].Error, "rename the model") {
+		t.Errorf("a model named as the loader's table: %+v", res[0])
+	}
+	if got := rows(t, store, cat, "SELECT count(*) FROM trip"); !cmp.Equal(got, [][]any{{int64(5)}}) {
+		t.Errorf("the loader's table after the model = %v, want its 5 events", got)
+	}
+	if _, err := jobs.Load(writeModels(t, map[string]string{"job_runs": "SELECT 1 AS n"})); err == nil || !strings.Contains(err.Error(), "every run writes") {
+		t.Errorf("a model named job_runs loads: %v", err)
+	}
+}
+
 // TestParallelWave: models that do not read each other are built side by
 // side; the one that reads both after them. job_runs has when each ran.
 func TestParallelWave(t *testing.T) {

@@ -161,6 +161,9 @@ func Parse(name, text string) (Model, error) {
 	if lake.TableName(name) != name {
 		return m, fmt.Errorf("model name %q: a model is a lake table, named in lower case letters, digits and _ (rename the file %s.sql)", name, lake.TableName(name))
 	}
+	if name == RunsTable || name == FailuresTable {
+		return m, fmt.Errorf("model name %q: every run writes the table %s itself; rename the file", name, name)
+	}
 	var errs []error
 	for _, c := range configCall.FindAllStringSubmatch(text, -1) {
 		for arg := range strings.SplitSeq(c[1], ",") {

@@ -710,6 +710,9 @@ func (r *Runner) table(ctx context.Context, name string, outs []output) (*table.
 	if err != nil {
 		return nil, err
 	}
+	if lake.Streamed(t) {
+		return nil, fmt.Errorf("model %s: the table %s is the loader's or the aggregator's (its snapshots hold Kafka offsets): a model of that name would replace its events; rename the model", name, name)
+	}
 	var add []iceberg.NestedField
 	for _, o := range outs {
 		f, ok := t.Schema().FindFieldByName(o.field.Name)

@@ -440,6 +440,17 @@ func OffsetKey(topic string, partition int32) string {
 	return topic + "/" + strconv.Itoa(int(partition))
 }
 
+// Streamed reports whether a stream writes table t, the loader or the
+// aggregator: its current snapshot holds the Kafka offsets it covers.
+func Streamed(t *table.Table) bool {
+	s := t.CurrentSnapshot()
+	if s == nil || s.Summary == nil {
+		return false
+	}
+	_, ok := s.Summary.Properties[offsetsKey]
+	return ok
+}
+
 // TableOffsets reads the offsets of a table's current snapshot.
 func TableOffsets(t *table.Table) (Offsets, error) {
 	out := Offsets{}
