@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/lake/laketest"
+	"github.com/sluicehq/sluice/internal/query"
 )
 
 // day is a date of February 2025.
@@ -156,6 +158,30 @@ func TestMerge(t *testing.T) {
 	}
 	if got := table(); len(got) != 3 || got[1][1] != "bobby" {
 		t.Errorf("the table after a failed merge: %v", got)
+	}
+}
+
+// TestMergeLeavesNoScratch: a merge's new rows are the run's alone; the
+// engine holds no table of them after the model, built or failed.
+func TestMergeLeavesNoScratch(t *testing.T) {
+	store, cat := newLake(t)
+	eng, err := query.Open(t.Context(), store, cat, query.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	for _, sql := range []string{"SELECT zone, max(fare) AS fare FROM trip GROUP BY zone", "SELECT zone, fare FROM trip"} {
+		models, err := jobs.Load(writeModels(t, map[string]string{"zone_fare": "{{ config(materialized='merge', unique_key='zone') }}\n" + sql}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jobs.NewRunner(eng, cat, store, store, t.TempDir(), slog.New(slog.DiscardHandler)).Run(t.Context(), models, "scratch", jobs.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := eng.QueryRow(t.Context(), "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'merge_new__%'", &n); err != nil || n != 0 {
+			t.Errorf("%s: %d scratch tables after the run, %v", sql, n, err)
+		}
 	}
 }
 

@@ -314,6 +314,14 @@ func (r *Runner) buildModel(ctx context.Context, m Model, runID string, opts Opt
 	if m.Materialized == MaterializeView {
 		return r.buildView(ctx, m, runID, res)
 	}
+	if m.Materialized == MaterializeMerge {
+		// The merge's new rows are held for this run's queries only.
+		defer func() {
+			if err := r.eng.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+mergeStaging(m.Name)); err != nil {
+				r.logger.Warn("drop the merge's new rows", "model", m.Name, "err", err)
+			}
+		}()
+	}
 	pl, err := r.output(ctx, m, runID, opts, res)
 	if err != nil {
 		return err
@@ -448,7 +456,7 @@ func fillRange(sql string, from, to time.Time) string {
 // failures of the check unique_key_not_null (warn); new rows that repeat
 // a key fail the model.
 func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Options, published bool, res *Result) (plan, error) {
-	staged := quoteIdent("merge_new__" + m.Name)
+	staged := mergeStaging(m.Name)
 	if err := r.eng.Exec(ctx, "CREATE OR REPLACE TABLE "+staged+" AS "+sql); err != nil {
 		return plan{}, fmt.Errorf("model %s (%s): %w", m.Name, m.File, err)
 	}
@@ -476,6 +484,9 @@ func (r *Runner) merge(ctx context.Context, m Model, sql, runID string, opts Opt
 	}
 	return plan{q: fmt.Sprintf("SELECT * FROM %s ANTI JOIN (SELECT %s FROM %s) USING (%s) UNION ALL BY NAME %s", quoteIdent(m.Name), keys, staged, keys, fresh)}, nil
 }
+
+// mergeStaging is the engine's table of a merge model's new rows.
+func mergeStaging(model string) string { return quoteIdent("merge_new__" + model) }
 
 func (r *Runner) scalar(ctx context.Context, q string, v any) error {
 	return r.eng.QueryRow(ctx, q, v)
