@@ -94,6 +94,34 @@ type Progress struct {
 	// Pending is a flush in progress: its files may be partly written. A
 	// restart reloads exactly this range, rewriting the same file names.
 	Pending *Range `json:"pending,omitempty"`
+	// Epoch counts the times the topic was found deleted and made again.
+	// Each time its offsets start again from 0, so the lake names the
+	// topic of epoch n > 0 Incarnation(topic, n): in its data files and
+	// in the tables' offsets, which then never meet the earlier ones.
+	Epoch int `json:"epoch,omitempty"`
+}
+
+// Incarnation is how the lake names epoch n of a topic: the topic itself
+// first, then topic~n ('~' is in no Kafka topic name).
+func Incarnation(topic string, epoch int) string {
+	if epoch == 0 {
+		return topic
+	}
+	return topic + "~" + strconv.Itoa(epoch)
+}
+
+// ParseIncarnation reads a name Incarnation made; ok is false for a name
+// of another topic.
+func ParseIncarnation(name, topic string) (epoch int, ok bool) {
+	if name == topic {
+		return 0, true
+	}
+	rest, found := strings.CutPrefix(name, topic+"~")
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil && n > 0
 }
 
 // Range is an inclusive offset range.

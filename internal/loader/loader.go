@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +144,9 @@ type Lake struct {
 
 	mu   sync.Mutex
 	rows map[string]int64 // written, by table, for the status API
+	// epochs are the assigned partitions' epochs (lake.Progress.Epoch),
+	// read by Resume and Rebase.
+	epochs map[partitionKey]int
 
 	// typesMu guards types, which Add reads and Write and Resume update.
 	typesMu sync.Mutex
@@ -173,6 +177,7 @@ type shape struct {
 var (
 	_ sink.Sink    = (*Lake)(nil)
 	_ sink.Decoder = (*Lake)(nil)
+	_ sink.Rebaser = (*Lake)(nil)
 )
 
 // New builds the lake sink over store and its catalog; records of
@@ -189,7 +194,7 @@ func New(cfg Config, store lake.Storage, cat *lake.Catalog, dlqTopic string, sch
 		return nil, err
 	}
 	l := &Lake{cfg: cfg, store: store, cat: cat, dlqTopic: dlqTopic, schemas: schemas, logger: logger, metrics: m,
-		now: time.Now, rows: map[string]int64{}, types: map[string]*columnTypes{}}
+		now: time.Now, rows: map[string]int64{}, types: map[string]*columnTypes{}, epochs: map[partitionKey]int{}}
 	l.parser.l = l
 	return l, nil
 }
@@ -205,41 +210,103 @@ func (l *Lake) Details() any {
 // Resume reads a partition's progress from the lake: its record of the
 // last range, or, when there is none (a lake whose bookkeeping was lost,
 // or loaded by another tool), the offsets of the catalog tables' current
-// snapshots. It also reads the tables' column types, which another
-// instance may have changed.
+// snapshots, of the topic's latest epoch. It also reads the tables' column
+// types, which another instance may have changed.
 func (l *Lake) Resume(ctx context.Context, topic string, partition int32) (sink.Position, error) {
 	prog, err := lake.ReadProgress(ctx, l.store, topic, partition)
 	if err != nil {
 		return sink.Position{}, err
 	}
-	names, err := l.cat.Names(ctx)
+	epoch, fromTables, err := l.tableProgress(ctx, topic, partition)
 	if err != nil {
 		return sink.Position{}, err
-	}
-	fromTables := int64(-1)
-	for _, name := range names {
-		t, err := l.cat.Load(ctx, name)
-		if err != nil {
-			return sink.Position{}, err
-		}
-		l.learn(name, t.Schema())
-		offsets, err := lake.TableOffsets(t)
-		if err != nil {
-			return sink.Position{}, err
-		}
-		if o, ok := offsets[lake.OffsetKey(topic, partition)]; ok {
-			fromTables = max(fromTables, o)
-		}
 	}
 	pos := sink.Position{Committed: prog.Committed, Pending: -1}
 	if prog.Pending != nil {
 		pos.Pending = prog.Pending.Last
 	}
-	if prog.Committed < 0 && prog.Pending == nil && fromTables >= 0 {
-		l.logger.Warn("no progress record: resuming from the tables' snapshots", "topic", topic, "partition", partition, "offset", fromTables)
-		pos.Committed = fromTables
+	if prog.Committed < 0 && prog.Pending == nil && prog.Epoch == 0 && fromTables >= 0 {
+		l.logger.Warn("no progress record: resuming from the tables' snapshots", "topic", topic, "partition", partition,
+			"offset", fromTables, "epoch", epoch)
+		pos.Committed, prog.Epoch = fromTables, epoch
 	}
+	l.mu.Lock()
+	l.epochs[partitionKey{topic, partition}] = prog.Epoch
+	l.mu.Unlock()
 	return pos, nil
+}
+
+// tableProgress reads the catalog tables' schemas, and the latest epoch
+// of a partition in their offsets with the last offset they hold of it;
+// -1 when they hold none.
+func (l *Lake) tableProgress(ctx context.Context, topic string, partition int32) (epoch int, last int64, err error) {
+	names, err := l.cat.Names(ctx)
+	if err != nil {
+		return 0, -1, err
+	}
+	last = -1
+	suffix := "/" + strconv.Itoa(int(partition))
+	for _, name := range names {
+		t, err := l.cat.Load(ctx, name)
+		if err != nil {
+			return 0, -1, err
+		}
+		l.learn(name, t.Schema())
+		offsets, err := lake.TableOffsets(t)
+		if err != nil {
+			return 0, -1, err
+		}
+		for key, o := range offsets {
+			source, found := strings.CutSuffix(key, suffix)
+			e, ok := lake.ParseIncarnation(source, topic)
+			switch {
+			case !found || !ok || e < epoch:
+			case e > epoch:
+				epoch, last = e, o
+			default:
+				last = max(last, o)
+			}
+		}
+	}
+	return epoch, last, nil
+}
+
+// Rebase starts a new epoch of a partition whose topic was deleted and
+// made again (sink.Rebaser): the lake keeps what it loaded of the old
+// topic, and loads the new one from its start under the next epoch's name.
+func (l *Lake) Rebase(ctx context.Context, topic string, partition int32) (sink.Position, error) {
+	prog, err := lake.ReadProgress(ctx, l.store, topic, partition)
+	if err != nil {
+		return sink.Position{}, err
+	}
+	epoch, _, err := l.tableProgress(ctx, topic, partition)
+	if err != nil {
+		return sink.Position{}, err
+	}
+	next := max(prog.Epoch, epoch) + 1
+	if err := lake.WriteProgress(ctx, l.store, topic, partition, lake.Progress{Committed: -1, Epoch: next}); err != nil {
+		return sink.Position{}, err
+	}
+	l.mu.Lock()
+	l.epochs[partitionKey{topic, partition}] = next
+	l.mu.Unlock()
+	l.logger.Warn("the topic was made again: loading it from its start as a new epoch", "topic", topic, "partition", partition,
+		"epoch", next, "named", lake.Incarnation(topic, next))
+	return sink.Position{Committed: -1, Pending: -1}, nil
+}
+
+// partitionKey is a topic-partition.
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// source is how the lake names a range's topic: its epoch's incarnation.
+func (l *Lake) source(r *sink.Range) (name string, epoch int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	epoch = l.epochs[partitionKey{r.Topic, r.Partition}]
+	return lake.Incarnation(r.Topic, epoch), epoch
 }
 
 // tableTypes is a table's column types, made empty the first time; the
@@ -625,7 +692,8 @@ var Points = []string{PointPending, PointMidFiles, sink.PointWritten, sink.Point
 func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 	b := r.Buffer.(*buffer)
 	rng := lake.Range{First: r.First, Last: r.Last}
-	if err := lake.WriteProgress(ctx, l.store, r.Topic, r.Partition, lake.Progress{Committed: r.Committed, Pending: &rng}); err != nil {
+	source, epoch := l.source(r)
+	if err := lake.WriteProgress(ctx, l.store, r.Topic, r.Partition, lake.Progress{Committed: r.Committed, Pending: &rng, Epoch: epoch}); err != nil {
 		return err
 	}
 	if err := r.Point(PointPending); err != nil {
@@ -645,7 +713,7 @@ func (l *Lake) Write(ctx context.Context, r *sink.Range) error {
 			err = l.writeTable(ctx, r, table, keys[i:j], b)
 		} else {
 			for _, k := range keys[i:j] {
-				f := lake.File{Table: k.table, Date: k.date, Topic: r.Topic, Partition: r.Partition, First: r.First, Last: r.Last,
+				f := lake.File{Table: k.table, Date: k.date, Topic: source, Partition: r.Partition, First: r.First, Last: r.Last,
 					Ext: l.cfg.Tables[k.table].Format}
 				if err = l.writeFile(ctx, f, b.tables[k]); err != nil {
 					break
@@ -682,7 +750,8 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 	if err != nil {
 		return err
 	}
-	key := lake.OffsetKey(r.Topic, r.Partition)
+	source, _ := l.source(r)
+	key := lake.OffsetKey(source, r.Partition)
 	if o, ok := offsets[key]; ok && o >= r.Last {
 		return nil
 	}
@@ -692,7 +761,7 @@ func (l *Lake) writeTable(ctx context.Context, r *sink.Range, table string, keys
 		return err
 	}
 	l.learn(table, t.Schema())
-	name := fmt.Sprintf("%s-%d-%d-%d.parquet", r.Topic, r.Partition, r.First, r.Last)
+	name := fmt.Sprintf("%s-%d-%d-%d.parquet", source, r.Partition, r.First, r.Last)
 	var files []iceberg.DataFile
 	for _, k := range keys {
 		df, stats, err := l.cat.WriteFile(ctx, l.store, t, k.date, name, b.tables[k])
@@ -751,7 +820,8 @@ func (l *Lake) newColumns(table string, keys []tableDate, b *buffer) []lake.Colu
 // Commit records the range's last offset as the partition's committed
 // progress, and counts its rows.
 func (l *Lake) Commit(ctx context.Context, r *sink.Range) error {
-	if err := lake.WriteProgress(ctx, l.store, r.Topic, r.Partition, lake.Progress{Committed: r.Last}); err != nil {
+	_, epoch := l.source(r)
+	if err := lake.WriteProgress(ctx, l.store, r.Topic, r.Partition, lake.Progress{Committed: r.Last, Epoch: epoch}); err != nil {
 		return err
 	}
 	b := r.Buffer.(*buffer)

@@ -305,6 +305,78 @@ func TestLoadRoundTrip(t *testing.T) {
 	}
 }
 
+// TestTopicMadeAgain deletes the raw topic after a load and makes it
+// again, as resetting Kafka does: the new topic's offsets start from 0,
+// below those the lake holds. The restarted loader takes its events as a
+// new epoch, in files of their own, and the lake keeps the old ones:
+// every event of both topics once. A restart after that resumes in the
+// new epoch.
+func TestTopicMadeAgain(t *testing.T) {
+	e := newEnv(t)
+	ids := e.produce(200)
+	r, _ := e.loader(nil)
+	stop := run(t, r)
+	e.waitLoaded("sluice.raw", "sluice.dlq")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	cl := e.producer()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.DeleteTopics(t.Context(), "sluice.raw"); err != nil {
+		t.Fatal(err)
+	}
+	// Deletion completes in the background; the topic is made again once
+	// it is gone.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := bus.EnsureTopics(t.Context(), cl, 3, 1, "sluice.raw")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("make the topic again: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cl.Close()
+	maps.Copy(ids, e.produceFrom(200, 40))
+
+	for round := range 2 {
+		r, l := e.loader(nil)
+		stop := run(t, r)
+		e.waitLoaded("sluice.raw", "sluice.dlq")
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		e.checkExactlyOnce(ids)
+		for p := range int32(3) {
+			prog, err := lake.ReadProgress(t.Context(), e.store, "sluice.raw", p)
+			if err != nil || prog.Epoch != 1 {
+				t.Errorf("round %d: progress of sluice.raw/%d = %+v, %v; want epoch 1", round, p, prog, err)
+			}
+		}
+		if round == 0 {
+			if got := testutil.ToFloat64(l.metrics.rows.WithLabelValues("page_view")); got == 0 {
+				t.Errorf("the new topic's page views were not loaded")
+			}
+		}
+	}
+	objs, err := e.store.List(t.Context(), "page_view/data/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var epoch1 int
+	for _, o := range objs {
+		if strings.Contains(o.Path, "/sluice.raw~1-") {
+			epoch1++
+		}
+	}
+	if epoch1 == 0 {
+		t.Errorf("no data file of the new topic is named sluice.raw~1: %v", objs)
+	}
+}
+
 // TestCrashAtEveryPoint stops the loader at each dangerous point of a
 // flush, as a crash would, then runs a fresh loader on the same lake: every
 // record must be in exactly one file.

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -231,6 +234,7 @@ func (r *Runner) untilNextDeadline() time.Duration {
 // resume is called on assignment, before fetching: it starts each
 // partition after the offset the destination says it holds.
 func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	ends := r.endOffsets(ctx, offsets)
 	for topic, parts := range offsets {
 		for p := range parts {
 			// The destination must show every range handed over for this
@@ -241,6 +245,11 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 				// The group joins again, and this is called again.
 				r.FaultFor("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err), faultExpiry)
 				return nil, err
+			}
+			if end, ok := ends.Lookup(topic, p); ok && end.Err == nil && pos.Committed >= end.Offset {
+				if pos, err = r.rebase(ctx, topic, p, pos, end.Offset); err != nil {
+					return nil, err
+				}
 			}
 			r.mu.Lock()
 			if r.parts[tp{topic, p}] == nil {
@@ -256,6 +265,43 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		}
 	}
 	return offsets, nil
+}
+
+// endOffsets lists the end offsets of the partitions being assigned; none
+// when Kafka does not answer, and then the positions go unchecked.
+func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) kadm.ListedOffsets {
+	topics := slices.Collect(maps.Keys(offsets))
+	ends, err := kadm.NewClient(r.cl).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		r.logger.Warn("list end offsets: the destination's positions go unchecked", "err", err)
+		return nil
+	}
+	return ends
+}
+
+// rebase handles a partition the destination holds past the topic's end:
+// the topic was deleted and made again, and its new records reuse offsets
+// the destination holds. A Rebaser takes them as a new epoch; any other
+// sink faults, saying what happened, rather than skip them as held.
+func (r *Runner) rebase(ctx context.Context, topic string, p int32, pos Position, end int64) (Position, error) {
+	held := pos.Committed
+	rb, ok := r.sink.(Rebaser)
+	if !ok {
+		err := fmt.Errorf("%s/%d ends at offset %d, but the destination holds it up to offset %d: the topic was deleted and made again, and this sink cannot tell its new records from those it holds; they are not loaded until it is reset",
+			topic, p, end, held)
+		r.FaultFor("source", err, 24*time.Hour)
+		r.logger.Error("topic made again", "topic", topic, "partition", p, "err", err)
+		return pos, nil
+	}
+	r.logger.Warn("the topic ends before the offsets the destination holds: it was deleted and made again; its records are taken from its start",
+		"topic", topic, "partition", p, "end", end, "held", held)
+	pos, err := rb.Rebase(ctx, topic, p)
+	if err != nil {
+		r.FaultFor("destination", fmt.Errorf("rebase %s/%d: %w", topic, p, err), faultExpiry)
+		return pos, err
+	}
+	r.metrics.rebased.Inc()
+	return pos, nil
 }
 
 // drop forgets revoked or lost partitions' buffers: their next owner reads
@@ -748,6 +794,7 @@ type metrics struct {
 	flushSeconds  prometheus.Histogram
 	writeFailures prometheus.Counter
 	rejected      prometheus.Counter
+	rebased       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
@@ -775,8 +822,11 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_sink_rejected_total", Help: "Records the sink could not take, sent to the dead-letter topic.", ConstLabels: labels,
 		}),
+		rebased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_sink_rebased_partitions_total", Help: "Partitions found deleted and made again, taken from their start as a new epoch.", ConstLabels: labels,
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.assigned, m.buffered, m.memoryFlushes, m.flushSeconds, m.writeFailures, m.rejected} {
+	for _, c := range []prometheus.Collector{m.consumed, m.assigned, m.buffered, m.memoryFlushes, m.flushSeconds, m.writeFailures, m.rejected, m.rebased} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register sink metrics: %w", err)
 		}

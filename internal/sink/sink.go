@@ -63,6 +63,16 @@ type Sink interface {
 	Commit(ctx context.Context, r *Range) error
 }
 
+// Rebaser is a sink that can take a topic that was deleted and made
+// again: its offsets start again from 0, below those the destination
+// holds, and records there would otherwise be taken for ones it has.
+// Rebase makes the destination keep what it holds of the old topic and
+// take the new one from its start; it returns the partition's position
+// then. A sink without it faults instead, loudly, rather than skip them.
+type Rebaser interface {
+	Rebase(ctx context.Context, topic string, partition int32) (Position, error)
+}
+
 // Position is where a partition stands in the destination.
 type Position struct {
 	// Committed is the last offset the destination holds, or -1.

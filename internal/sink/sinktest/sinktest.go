@@ -74,6 +74,7 @@ func Run(t *testing.T, newDest func(t *testing.T) *Destination) {
 	t.Run("TwoInstancesRebalance", func(t *testing.T) { twoInstances(t, newHarness(t, newDest(t))) })
 	t.Run("DestinationDown", func(t *testing.T) { destinationDown(t, newHarness(t, newDest(t))) })
 	t.Run("LargePolls", func(t *testing.T) { largePolls(t, newHarness(t, newDest(t))) })
+	t.Run("TopicMadeAgain", func(t *testing.T) { topicMadeAgain(t, newHarness(t, newDest(t))) })
 }
 
 type harness struct {
@@ -215,6 +216,13 @@ func (h *harness) committed() map[int32]int64 {
 // waitCaughtUp waits until the destination holds every partition's end.
 func (h *harness) waitCaughtUp(within time.Duration) {
 	h.t.Helper()
+	h.waitHolding(func(held, end int64) bool { return held >= end-1 }, within)
+}
+
+// waitHolding waits until done holds of each partition's committed offset
+// in the destination and its end offset in Kafka.
+func (h *harness) waitHolding(done func(held, end int64) bool, within time.Duration) {
+	h.t.Helper()
 	cl := h.producer()
 	defer cl.Close()
 	ends, err := kadm.NewClient(cl).ListEndOffsets(h.t.Context(), h.topic)
@@ -223,12 +231,12 @@ func (h *harness) waitCaughtUp(within time.Duration) {
 	}
 	deadline := time.Now().Add(within)
 	for {
-		done := true
+		all := true
 		got := h.committed()
 		ends.Each(func(o kadm.ListedOffset) {
-			done = done && got[o.Partition] >= o.Offset-1
+			all = all && done(got[o.Partition], o.Offset)
 		})
-		if done {
+		if all {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -408,4 +416,75 @@ func destinationDown(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	h.check()
+}
+
+// topicMadeAgain loads the topic, deletes it and makes it again, as
+// resetting Kafka does, and runs a fresh runner over new records whose
+// offsets the destination already holds for the old topic. A
+// sink.Rebaser takes them, and every record of both topics is there
+// once; any other sink must not skip them silently: its runner says why
+// it is not ready.
+func topicMadeAgain(t *testing.T, h *harness) {
+	h.produce(200)
+	rn := h.start(h.runner(37))
+	h.waitCaughtUp(30 * time.Second)
+	if err := rn.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.remakeTopic()
+	h.produce(60)
+	r := h.runner(37)
+	rn = h.start(r)
+	env := sink.Env{Logger: h.logger, Metrics: prometheus.NewRegistry(), Kafka: h.cc, DLQTopic: h.dlq}
+	if _, ok := h.d.New(t, env).(sink.Rebaser); ok {
+		// Until the runner takes the new topic, the destination holds
+		// more than its end: caught up is holding its end exactly.
+		h.waitHolding(func(held, end int64) bool { return held == end-1 }, 30*time.Second)
+		if err := rn.stop(); err != nil {
+			t.Fatal(err)
+		}
+		h.check()
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := r.Health().Ready()
+		if err != nil && strings.Contains(err.Error(), "deleted and made again") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner of a sink that cannot take the new topic is ready (%v): its records would be skipped unseen", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := rn.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remakeTopic deletes the suite's topic and makes it again, empty.
+func (h *harness) remakeTopic() {
+	h.t.Helper()
+	cl := h.producer()
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).DeleteTopics(h.t.Context(), h.topic); err != nil {
+		h.t.Fatal(err)
+	}
+	// A deletion completes in the background: the topic can be made
+	// again once it is gone.
+	replication := int16(1)
+	if kafkatest.Brokers(h.t) != nil {
+		replication = -1
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := bus.EnsureTopics(h.t.Context(), cl, 3, replication, h.topic)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("make %s again: %v", h.topic, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
