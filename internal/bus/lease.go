@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -12,10 +13,13 @@ import (
 // LeaseTopic is the one-partition topic whose partition a Lease holds.
 const LeaseTopic = "sluice.lease"
 
+// LeaseTimeout is how long a Lease's holder that died keeps it.
+const LeaseTimeout = 10 * time.Second
+
 // Lease elects one process among those sharing a name: the member of the
 // consumer group of that name that Kafka assigns the single partition of
 // LeaseTopic. When it stops or dies, the group rebalances (at once on a
-// clean stop, after the session timeout on a crash) and another member
+// clean stop, after LeaseTimeout on a crash) and another member
 // holds it: nothing but Kafka coordinates them.
 type Lease struct {
 	cc          ClientConfig
@@ -49,6 +53,10 @@ func (l *Lease) Hold(ctx context.Context) (context.Context, error) {
 	}
 	cl, err := NewClient(l.cc, l.logger,
 		kgo.ConsumerGroup(l.name), kgo.ConsumeTopics(LeaseTopic),
+		// A dead holder's lease passes on after this, not Kafka's 45 s:
+		// a member only heartbeats, so a short timeout costs nothing,
+		// and Kafka's smallest allowed (group.min.session.timeout.ms) is 6 s.
+		kgo.SessionTimeout(LeaseTimeout), kgo.HeartbeatInterval(LeaseTimeout/10),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			if holds(m) {
 				once.Do(func() { close(got) })
