@@ -229,3 +229,55 @@ func (c *column) kind() row.Kind {
 func (c *column) conflict() bool {
 	return bits.OnesCount8(c.seen) > 1 && c.seen != 1<<row.KindInt|1<<row.KindFloat
 }
+
+// take moves src's cells to the end of c, which holds rows rows (those
+// past its cells are null), and empties src: cells are copied a block at
+// a time, and text chunks change hands, their cells' chunk numbers moved
+// past c's. It returns the memory c took.
+func (c *column) take(rows int, src *column) (grew int) {
+	if src.n == 0 {
+		src.reset()
+		return 0
+	}
+	// Null cells up to rows, then src's cells, a stretch at a time:
+	// from within one of src's blocks into within one of c's.
+	base := uint64(len(c.text))
+	end := rows + src.n
+	for c.n < end {
+		if c.n%blockRows == 0 && c.n/blockRows == len(c.blocks) {
+			c.blocks = append(c.blocks, blocks.Get().(*block))
+			grew += blockBytes
+		}
+		dst := c.blocks[c.n/blockRows]
+		at := c.n % blockRows
+		if c.n < rows {
+			n := min(blockRows-at, rows-c.n)
+			clear(dst.kinds[at : at+n]) // KindNull
+			c.n += n
+			continue
+		}
+		from := c.n - rows
+		sb, sat := src.blocks[from/blockRows], from%blockRows
+		n := min(blockRows-at, blockRows-sat, end-c.n)
+		copy(dst.kinds[at:at+n], sb.kinds[sat:sat+n])
+		copy(dst.vals[at:at+n], sb.vals[sat:sat+n])
+		if base > 0 {
+			for i, k := range dst.kinds[at : at+n] {
+				if k == row.KindString || k == row.KindJSON {
+					dst.vals[at+i] += base << 32
+				}
+			}
+		}
+		c.n += n
+	}
+	for _, t := range src.text {
+		grew += cap(t)
+	}
+	c.text = append(c.text, src.text...)
+	c.lastStart = 0
+	c.seen |= src.seen
+	clear(src.text) // c's now, not the pool's
+	src.text = src.text[:0]
+	src.reset()
+	return grew
+}

@@ -85,6 +85,73 @@ func TestBufferCells(t *testing.T) {
 	}
 }
 
+// TestBufferTake fills buffers of runs of rows of every size (sparse
+// columns, columns that appear late, text in many chunks and a long
+// value), takes them one after another into a buffer, and reads the same
+// cells as a buffer the rows were appended to; rows appended after a take
+// read too. The taken buffers are left empty.
+func TestBufferTake(t *testing.T) {
+	rowOf := func(r int) []row.Field {
+		fields := []row.Field{{Name: "n", Cell: row.Cell{Kind: row.KindInt, I: int64(r)}}}
+		if r%3 == 0 {
+			fields = append(fields, row.Field{Name: "sparse", Cell: row.Cell{Kind: row.KindString, B: []byte(fmt.Sprint("s", r))}})
+		}
+		text := strings.Repeat("x", r%100)
+		if r == 1500 {
+			text = strings.Repeat("long", maxTextChunk)
+		}
+		fields = append(fields, row.Field{Name: "text", Cell: row.Cell{Kind: row.KindString, B: []byte(text)}})
+		if r > 2000 {
+			fields = append(fields, row.Field{Name: "late", Cell: row.Cell{Kind: row.KindJSON, B: []byte(fmt.Sprintf(`{"r":%d}`, r))}})
+		}
+		return fields
+	}
+	read := func(b *Buffer) map[string][]row.Cell {
+		out := map[string][]row.Cell{}
+		for _, f := range b.Columns() {
+			it := cells{c: b.cols[f.Name]}
+			for range b.Rows() {
+				c := it.next()
+				if len(c.B) == 0 {
+					c.B = nil
+				}
+				out[f.Name] = append(out[f.Name], c)
+			}
+		}
+		return out
+	}
+	whole, taken := NewBuffer(), NewBuffer()
+	r := 0
+	for _, run := range []int{1, 700, 3, blockRows, blockRows - 1, 2 * blockRows, 0, 1000, 17} {
+		part := NewBuffer()
+		for range run {
+			whole.Append(rowOf(r))
+			part.Append(rowOf(r))
+			r++
+		}
+		taken.Take(part)
+		if part.Rows() != 0 || part.Bytes() != 0 || len(part.Columns()) != 0 {
+			t.Fatalf("a taken buffer holds %d rows, %d bytes", part.Rows(), part.Bytes())
+		}
+		// A row appended after a take, as the runner's slow path does.
+		whole.Append(rowOf(r))
+		taken.Append(rowOf(r))
+		r++
+	}
+	if taken.Rows() != whole.Rows() {
+		t.Fatalf("rows = %d, want %d", taken.Rows(), whole.Rows())
+	}
+	if diff := cmp.Diff(read(whole), read(taken)); diff != "" {
+		t.Fatalf("cells of the taken buffers (-appended +taken):\n%s", diff)
+	}
+	if diff := cmp.Diff(whole.Columns(), taken.Columns()); diff != "" {
+		t.Errorf("columns (-appended +taken):\n%s", diff)
+	}
+	if taken.Bytes() < whole.Rows()*9 {
+		t.Errorf("bytes = %d, less than the cells hold", taken.Bytes())
+	}
+}
+
 func BenchmarkBufferAppend(b *testing.B) {
 	var r row.Rower
 	ev := []byte(`{"event_type":"yellow_taxi_trip","collector_tstamp":"2025-01-01T00:00:00.000000Z","root_id":"0199","payload":{"VendorID":1,"tpep_pickup_datetime":"2025-01-01T00:18:38","passenger_count":1,"trip_distance":1.6,"store_and_fwd_flag":"N","PULocationID":229,"fare_amount":10,"total_amount":18}}`)

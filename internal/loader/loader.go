@@ -148,8 +148,9 @@ type Lake struct {
 	// read by Resume and Rebase.
 	epochs map[partitionKey]int
 
-	// typesMu guards types, which Add reads and Write and Resume update.
-	typesMu sync.Mutex
+	// typesMu guards types, which Add updates and reads, the decodings
+	// read, and Write and Resume update.
+	typesMu sync.RWMutex
 	types   map[string]*columnTypes // by catalog table
 }
 
@@ -178,6 +179,7 @@ var (
 	_ sink.Sink    = (*Lake)(nil)
 	_ sink.Decoder = (*Lake)(nil)
 	_ sink.Rebaser = (*Lake)(nil)
+	_ sink.Splicer = (*decoding)(nil)
 )
 
 // New builds the lake sink over store and its catalog; records of
@@ -493,12 +495,26 @@ func (p *parser) parse(r *kgo.Record, dst []row.Field) (parsed, []row.Field) {
 
 // decoding is the parsing of a share of a poll's records on a goroutine
 // of the runner's (sink.Decoder): the Kafka-to-row half of the loader's
-// work, spread over the cores, while the columns are filled in order.
+// work, spread over the cores. Where a partition's records all fit the
+// columns their tables have, it fills their tables' buffers too, which
+// the runner then takes whole (sink.Splicer); the others are added one
+// by one, in order, as their types may change the tables' columns.
 type decoding struct {
 	parser parser
 	recs   []parsed
 	// fields holds every record's fields, reused from share to share.
 	fields []row.Field
+	runs   []partitionRun
+	shape  shape
+	// spare are emptied buffers, for the next runs.
+	spare []*lake.Buffer
+}
+
+// partitionRun is a share's records of one partition, [from, to), and,
+// when each fits its table's columns, their rows by table and date.
+type partitionRun struct {
+	from, to int
+	tables   map[tableDate]*lake.Buffer
 }
 
 // NewDecoding starts a decoding, for the runner.
@@ -513,9 +529,126 @@ func (d *decoding) Decode(recs []*kgo.Record) {
 		p, d.fields = d.parser.parse(r, d.fields)
 		d.recs = append(d.recs, p)
 	}
+	for _, rn := range d.runs {
+		d.release(rn.tables)
+	}
+	d.runs = d.runs[:0]
+	for from := 0; from < len(recs); {
+		to := from + 1
+		for to < len(recs) && recs[to].Partition == recs[from].Partition && recs[to].Topic == recs[from].Topic {
+			to++
+		}
+		d.runs = append(d.runs, partitionRun{from: from, to: to, tables: d.fill(from, to)})
+		from = to
+	}
+}
+
+// fill buffers the rows of records [from, to) by table and date, or
+// returns nil when one of them does not fit its table's columns as they
+// are.
+func (d *decoding) fill(from, to int) map[tableDate]*lake.Buffer {
+	tables := map[tableDate]*lake.Buffer{}
+	for _, p := range d.recs[from:to] {
+		if !d.parser.l.fits(&d.shape, p) {
+			d.release(tables)
+			return nil
+		}
+		k := tableDate{p.table, p.date}
+		buf := tables[k]
+		if buf == nil {
+			buf = lake.NewBuffer()
+			if n := len(d.spare); n > 0 {
+				buf, d.spare = d.spare[n-1], d.spare[:n-1]
+			}
+			tables[k] = buf
+		}
+		buf.Append(p.fields)
+	}
+	return tables
+}
+
+// release empties buffers for later runs.
+func (d *decoding) release(tables map[tableDate]*lake.Buffer) {
+	for _, buf := range tables {
+		buf.Reset()
+		d.spare = append(d.spare, buf)
+	}
 }
 
 func (d *decoding) Add(buf sink.Buffer, i int) (int, error) { return buf.(*buffer).add(d.recs[i]) }
+
+// Runs counts the share's runs of one partition's records.
+func (d *decoding) Runs() int { return len(d.runs) }
+
+// Run is the records of run k, and whether Splice can add them.
+func (d *decoding) Run(k int) (from, to int, ready bool) {
+	rn := d.runs[k]
+	return rn.from, rn.to, rn.tables != nil
+}
+
+// Splice moves run k's rows into buf's tables.
+func (d *decoding) Splice(buf sink.Buffer, k int) int {
+	b := buf.(*buffer)
+	grew := 0
+	for key, rows := range d.runs[k].tables {
+		t := b.tables[key]
+		if t == nil {
+			t = lake.NewBuffer()
+			b.tables[key] = t
+		}
+		grew += t.Take(rows)
+		b.rows = max(b.rows, t.Rows())
+	}
+	return grew
+}
+
+// fits reports whether a parsed record's values fit the columns its
+// catalog table has, converting those of another type that convert, as
+// check would, but changing no column: a record that would (a new
+// column, a wider type) or does not fit is left to check, in order.
+func (l *Lake) fits(sh *shape, p parsed) bool {
+	if len(p.errs) > 0 || p.table == lake.DeadLetterTable || !l.inCatalog(p.table) {
+		return false
+	}
+	l.typesMu.RLock()
+	defer l.typesMu.RUnlock()
+	ct := l.types[p.table]
+	if ct == nil {
+		return false
+	}
+	if sh.table != p.table || sh.version != ct.version {
+		sh.table, sh.version, sh.names, sh.kinds = p.table, ct.version, sh.names[:0], sh.kinds[:0]
+	}
+	for i, f := range p.fields {
+		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
+			continue
+		}
+		var k row.Kind
+		ok := i < len(sh.names) && sh.names[i] == f.Name
+		if ok {
+			k = sh.kinds[i]
+		} else {
+			k, ok = ct.kinds[f.Name]
+			if ok && i == len(sh.names) {
+				sh.names, sh.kinds = append(sh.names, f.Name), append(sh.kinds, k)
+			}
+		}
+		switch {
+		case !ok:
+			return false // a new column
+		case f.Cell.Kind == k:
+			continue
+		case ct.added[f.Name] && k == row.KindInt && f.Cell.Kind == row.KindFloat:
+			return false // a wider type
+		}
+		c, ok := row.Coerce(f.Cell, k)
+		if !ok {
+			return false // a type mismatch, which check dead-letters
+		}
+		p.fields[i].Cell = c
+	}
+	return true
+}
 
 // typeFields gives the row's columns the types its schema and its table's
 // settings say, the table's first, and returns the values that do not fit.

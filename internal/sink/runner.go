@@ -33,6 +33,7 @@ type Runner struct {
 	metrics  *metrics
 	now      func() time.Time
 	cl       *kgo.Client
+	admin    atomic.Pointer[kadm.Client]
 
 	// Crash, when set, is called at each crash point of a flush (the
 	// runner's and the sink's); an error stops the runner there, as a
@@ -102,6 +103,9 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The group's callbacks, on the client's goroutines, may run before
+	// r.cl is set: they reach the client through this.
+	r.admin.Store(kadm.NewClient(r.cl))
 	if d, ok := s.(Decoder); ok {
 		for set := range r.decodings {
 			for range runtime.GOMAXPROCS(0) {
@@ -270,8 +274,12 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 // endOffsets lists the end offsets of the partitions being assigned; none
 // when Kafka does not answer, and then the positions go unchecked.
 func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) kadm.ListedOffsets {
+	adm := r.admin.Load()
+	if adm == nil {
+		return nil
+	}
 	topics := slices.Collect(maps.Keys(offsets))
-	ends, err := kadm.NewClient(r.cl).ListEndOffsets(ctx, topics...)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		r.logger.Warn("list end offsets: the destination's positions go unchecked", "err", err)
 		return nil
@@ -357,10 +365,49 @@ func (r *Runner) addDecoded(recs []*kgo.Record) {
 			size = r.decode(&decoded[(k+1)%2], r.decodings[(k+1)%2], next)
 		}
 		set := r.decodings[k%2]
-		for i, rec := range window {
-			r.add(rec, set[i/share], i%share)
+		for s := 0; s*share < len(window); s++ {
+			r.addShare(window[s*share:min((s+1)*share, len(window))], set[s])
+		}
+		for _, rec := range window {
 			rec.Recycle()
 		}
+	}
+}
+
+// addShare buffers a decoded share: a run of one partition's records
+// that d buffered itself, whole, and the others one by one.
+func (r *Runner) addShare(share []*kgo.Record, d Decoding) {
+	sp, ok := d.(Splicer)
+	if !ok {
+		for i, rec := range share {
+			r.add(rec, d, i)
+		}
+		return
+	}
+	for k := range sp.Runs() {
+		from, to, ready := sp.Run(k)
+		recs := share[from:to]
+		st := r.parts[tp{recs[0].Topic, recs[0].Partition}]
+		// A pending range must end exactly at its offset, and records
+		// the destination holds are skipped: those go one by one.
+		if !ready || st == nil || recs[0].Offset <= st.committed || st.forced >= 0 {
+			for i := from; i < to; i++ {
+				r.add(share[i], d, i)
+			}
+			continue
+		}
+		grew := sp.Splice(st.buf, k)
+		now := r.now()
+		for _, rec := range recs {
+			st.note(rec.Offset, 0, now)
+		}
+		st.bytes += grew
+		r.buffered.Add(int64(grew))
+		r.metrics.buffered.Add(float64(grew))
+		if st.buf.Rows() >= r.cfg.FlushRows || st.bytes >= int(r.cfg.FlushBytes) {
+			r.flush(st)
+		}
+		r.shed()
 	}
 }
 

@@ -117,6 +117,24 @@ type Decoding interface {
 	Add(buf Buffer, i int) (bytes int, err error)
 }
 
+// Splicer is a Decoding that can also add a run of its share's records at
+// once: its records of one partition, whose rows it buffered while
+// decoding. Adding them one by one is then the runner's work only for
+// runs that are not ready (a record that changes the destination's
+// columns, say, which must be added in order).
+type Splicer interface {
+	Decoding
+	// Runs counts the share's runs: its records, in order, grouped by
+	// partition.
+	Runs() int
+	// Run is run k's records, [from, to) in the share, and whether
+	// Splice can add them.
+	Run(k int) (from, to int, ready bool)
+	// Splice adds run k's records to buf, as adding each would, and
+	// returns the memory that took.
+	Splice(buf Buffer, k int) (bytes int)
+}
+
 // Reject is a record a sink cannot take, and why.
 type Reject struct {
 	Reason string
