@@ -182,6 +182,11 @@ func TestMergeLeavesNoScratch(t *testing.T) {
 		if err := eng.QueryRow(t.Context(), "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'merge_new__%'", &n); err != nil || n != 0 {
 			t.Errorf("%s: %d scratch tables after the run, %v", sql, n, err)
 		}
+		// The run's records read through the same engine, as the demo
+		// reads them after its run.
+		if err := eng.QueryRow(t.Context(), "SELECT count(*) FROM job_runs WHERE run_id = 'scratch'", &n); err != nil || n == 0 {
+			t.Errorf("%s: job_runs through the run's engine: %d rows, %v", sql, n, err)
+		}
 	}
 }
 

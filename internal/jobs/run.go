@@ -257,11 +257,15 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
 		}
-		// Appended, without reading the table's files: the run's are new,
-		// and no model reads these tables in the run.
+		// Appended, without reading the table's files: the run's are new.
+		// The engine reads them next, as a caller's queries after the
+		// run do.
 		files, err := r.upload(ctx, t.table, st, runID)
 		if err == nil {
 			_, err = r.cat.Add(ctx, st.t, files, iceberg.Properties{RunKey: runID})
+		}
+		if err == nil {
+			err = r.eng.Reload(ctx, t.table)
 		}
 		if err != nil {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)

@@ -388,9 +388,10 @@ func (r *Runner) addShare(share []*kgo.Record, d Decoding) {
 		from, to, ready := sp.Run(k)
 		recs := share[from:to]
 		st := r.parts[tp{recs[0].Topic, recs[0].Partition}]
-		// A pending range must end exactly at its offset, and records
-		// the destination holds are skipped: those go one by one.
-		if !ready || st == nil || recs[0].Offset <= st.committed || st.forced >= 0 {
+		// A pending range must end exactly at its offset, records the
+		// destination holds are skipped, and a range ends at exactly
+		// FlushRows rows: runs that meet one of those go one by one.
+		if !ready || st == nil || recs[0].Offset <= st.committed || st.forced >= 0 || st.buf.Rows()+len(recs) >= r.cfg.FlushRows {
 			for i := from; i < to; i++ {
 				r.add(share[i], d, i)
 			}
@@ -404,7 +405,7 @@ func (r *Runner) addShare(share []*kgo.Record, d Decoding) {
 		st.bytes += grew
 		r.buffered.Add(int64(grew))
 		r.metrics.buffered.Add(float64(grew))
-		if st.buf.Rows() >= r.cfg.FlushRows || st.bytes >= int(r.cfg.FlushBytes) {
+		if st.bytes >= int(r.cfg.FlushBytes) {
 			r.flush(st)
 		}
 		r.shed()
