@@ -167,12 +167,33 @@ type columnTypes struct {
 
 // shape is the last row's column types by field position: rows of a table
 // mostly repeat their fields in order, so most fields find their type here
-// without a map lookup. Only the runner's goroutine, in Add, uses it.
+// without a map lookup. The runner's goroutine, in Add, has one, and each
+// decoding its own.
 type shape struct {
 	table   string
 	version int
 	names   []string
 	kinds   []row.Kind
+}
+
+// of makes the shape one of table's, whose types are ct, when it is not.
+func (sh *shape) of(table string, ct *columnTypes) {
+	if sh.table != table || sh.version != ct.version {
+		sh.table, sh.version, sh.names, sh.kinds = table, ct.version, sh.names[:0], sh.kinds[:0]
+	}
+}
+
+// kind is the type of a row's i-th field, name: where the last row had
+// it, or from ct, then remembered there.
+func (sh *shape) kind(ct *columnTypes, i int, name string) (row.Kind, bool) {
+	if i < len(sh.names) && sh.names[i] == name {
+		return sh.kinds[i], true
+	}
+	k, ok := ct.kinds[name]
+	if ok && i == len(sh.names) {
+		sh.names, sh.kinds = append(sh.names, name), append(sh.kinds, k)
+	}
+	return k, ok
 }
 
 var (
@@ -346,23 +367,12 @@ func (l *Lake) check(table string, fields []row.Field) (errs []event.FieldError)
 	defer l.typesMu.Unlock()
 	ct := l.tableTypes(table)
 	sh := &l.shape
-	if sh.table != table || sh.version != ct.version {
-		sh.table, sh.version, sh.names, sh.kinds = table, ct.version, sh.names[:0], sh.kinds[:0]
-	}
+	sh.of(table, ct)
 	for i, f := range fields {
 		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
 			continue
 		}
-		var k row.Kind
-		ok := i < len(sh.names) && sh.names[i] == f.Name
-		if ok {
-			k = sh.kinds[i]
-		} else {
-			k, ok = ct.kinds[f.Name]
-			if ok && i == len(sh.names) {
-				sh.names, sh.kinds = append(sh.names, f.Name), append(sh.kinds, k)
-			}
-		}
+		k, ok := sh.kind(ct, i, f.Name)
 		switch {
 		case !ok:
 			ct.kinds[f.Name], ct.added[f.Name] = f.Cell.Kind, true
@@ -616,23 +626,12 @@ func (l *Lake) fits(sh *shape, p parsed) bool {
 	if ct == nil {
 		return false
 	}
-	if sh.table != p.table || sh.version != ct.version {
-		sh.table, sh.version, sh.names, sh.kinds = p.table, ct.version, sh.names[:0], sh.kinds[:0]
-	}
+	sh.of(p.table, ct)
 	for i, f := range p.fields {
 		if f.Cell.Kind == row.KindNull || f.Name == lake.EventDate {
 			continue
 		}
-		var k row.Kind
-		ok := i < len(sh.names) && sh.names[i] == f.Name
-		if ok {
-			k = sh.kinds[i]
-		} else {
-			k, ok = ct.kinds[f.Name]
-			if ok && i == len(sh.names) {
-				sh.names, sh.kinds = append(sh.names, f.Name), append(sh.kinds, k)
-			}
-		}
+		k, ok := sh.kind(ct, i, f.Name)
 		switch {
 		case !ok:
 			return false // a new column
