@@ -295,7 +295,7 @@ func (r *Runner) rebase(ctx context.Context, topic string, p int32, pos Position
 	held := pos.Committed
 	rb, ok := r.sink.(Rebaser)
 	if !ok {
-		err := fmt.Errorf("%s/%d ends at offset %d, but the destination holds it up to offset %d: the topic was deleted and made again, and this sink cannot tell its new records from those it holds; they are not loaded until it is reset",
+		err := fmt.Errorf("%s/%d ends at offset %d, but the destination holds it up to offset %d: the topic was deleted and made again, and this sink cannot tell its new records from those it holds; they are not loaded until the sink's record of the partition is removed (the search sink's: its document in the offsets index, see docs/search.md)",
 			topic, p, end, held)
 		r.FaultFor("source", err, 24*time.Hour)
 		r.logger.Error("topic made again", "topic", topic, "partition", p, "err", err)
