@@ -313,6 +313,23 @@ func TestFailedModel(t *testing.T) {
 	}
 }
 
+// TestCleanFirstRun: a first run whose checks all pass leaves an empty
+// dq_failures table to query, as well as job_runs.
+func TestCleanFirstRun(t *testing.T) {
+	store, cat := newLake(t)
+	dir := writeModels(t, map[string]string{"zones": "SELECT DISTINCT zone FROM trip"})
+	if err := os.WriteFile(filepath.Join(dir, "zones.yml"), []byte("checks:\n  - type: unique\n    columns: [zone]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, store, cat, dir, "clean")
+	if got := rows(t, store, cat, "SELECT count(*) FROM dq_failures"); !cmp.Equal(got, [][]any{{int64(0)}}) {
+		t.Errorf("dq_failures after a clean run = %v, want an empty table", got)
+	}
+	if got := rows(t, store, cat, "SELECT count(*) FROM job_runs"); !cmp.Equal(got, [][]any{{int64(1)}}) {
+		t.Errorf("job_runs after the run = %v, want its one row", got)
+	}
+}
+
 // TestModelNamedAsEventTable: a model named as a table the loader fills
 // fails, and the table keeps its events; a model named as a table every
 // run writes does not load.

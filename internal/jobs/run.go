@@ -251,7 +251,11 @@ func (r *Runner) record(ctx context.Context, runID string) error {
 			return fmt.Errorf("record the run in %s: %w", t.table, err)
 		}
 		if n == 0 {
-			continue
+			// Nothing to add; the table is made empty the first time, so
+			// that a query of it after a clean run finds it.
+			if _, err := r.cat.Load(ctx, t.table); !errors.Is(err, lake.ErrNoTable) {
+				continue
+			}
 		}
 		st, err := r.stage(ctx, t.table, t.q, runID)
 		if err != nil {

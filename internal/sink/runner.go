@@ -8,6 +8,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,7 +239,11 @@ func (r *Runner) untilNextDeadline() time.Duration {
 // resume is called on assignment, before fetching: it starts each
 // partition after the offset the destination says it holds.
 func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	ends := r.endOffsets(ctx, offsets)
+	ends, err := r.endOffsets(ctx, offsets)
+	if err != nil {
+		r.FaultFor("kafka", err, faultExpiry)
+		return nil, err
+	}
 	for topic, parts := range offsets {
 		for p := range parts {
 			// The destination must show every range handed over for this
@@ -250,7 +255,7 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 				r.FaultFor("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err), faultExpiry)
 				return nil, err
 			}
-			if end, ok := ends.Lookup(topic, p); ok && end.Err == nil && pos.Committed >= end.Offset {
+			if end, ok := ends.Lookup(topic, p); ok && pos.Committed >= end.Offset {
 				if pos, err = r.rebase(ctx, topic, p, pos, end.Offset); err != nil {
 					return nil, err
 				}
@@ -271,20 +276,31 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	return offsets, nil
 }
 
-// endOffsets lists the end offsets of the partitions being assigned; none
-// when Kafka does not answer, and then the positions go unchecked.
-func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) kadm.ListedOffsets {
+// endOffsets lists the end offsets of the partitions being assigned. A
+// topic just made again may not answer at once (no leader yet): it asks
+// again for a while, then fails, and the group joins again. Going on
+// unchecked would skip the new topic's records.
+func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (kadm.ListedOffsets, error) {
 	adm := r.admin.Load()
 	if adm == nil {
-		return nil
+		return nil, errors.New("list end offsets: no client yet")
 	}
 	topics := slices.Collect(maps.Keys(offsets))
-	ends, err := adm.ListEndOffsets(ctx, topics...)
-	if err != nil {
-		r.logger.Warn("list end offsets: the destination's positions go unchecked", "err", err)
-		return nil
+	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	var err error
+	for range 15 {
+		var ends kadm.ListedOffsets
+		if ends, err = adm.ListEndOffsets(ctx, topics...); err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			return ends, nil
+		}
+		if backoff.Wait(ctx, 0) != nil {
+			break
+		}
 	}
-	return ends
+	return nil, fmt.Errorf("list end offsets of %s: %w", strings.Join(topics, ", "), err)
 }
 
 // rebase handles a partition the destination holds past the topic's end:
