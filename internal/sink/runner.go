@@ -255,7 +255,7 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 				r.FaultFor("destination", fmt.Errorf("resume %s/%d: %w", topic, p, err), faultExpiry)
 				return nil, err
 			}
-			if end, ok := ends.Lookup(topic, p); ok && pos.Committed >= end.Offset {
+			if end, _ := ends.Lookup(topic, p); pos.Committed >= end.Offset {
 				if pos, err = r.rebase(ctx, topic, p, pos, end.Offset); err != nil {
 					return nil, err
 				}
@@ -292,6 +292,13 @@ func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kg
 		var ends kadm.ListedOffsets
 		if ends, err = adm.ListEndOffsets(ctx, topics...); err == nil {
 			err = ends.Error()
+		}
+		for topic, parts := range offsets {
+			for p := range parts {
+				if _, ok := ends.Lookup(topic, p); !ok && err == nil {
+					err = fmt.Errorf("%s/%d: no end offset in the answer", topic, p)
+				}
+			}
 		}
 		if err == nil {
 			return ends, nil
