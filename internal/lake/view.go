@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/apache/iceberg-go"
@@ -121,17 +122,9 @@ func (c *Catalog) viewLocation(ctx context.Context, name string) (string, error)
 	return loc.String, err
 }
 
-// namespace is the namespace as the SQL catalog's rows name it.
-func (c *Catalog) namespace() string {
-	out := ""
-	for i, part := range c.ns {
-		if i > 0 {
-			out += "."
-		}
-		out += part
-	}
-	return out
-}
+// namespace is the namespace as the SQL catalog's rows name it, for a
+// namespace without dots (iceberg-go encodes others otherwise).
+func (c *Catalog) namespace() string { return strings.Join(c.ns, ".") }
 
 func viewOf(name string, md view.Metadata) (View, error) {
 	v := md.CurrentVersion()

@@ -456,16 +456,21 @@ func (b *buffer) add(d parsed) (int, error) {
 			return 0, &sink.Reject{Reason: ReasonTypeMismatch, Errors: errs}
 		}
 	}
-	k := tableDate{table, date}
+	buf := b.table(tableDate{table, date})
+	before := buf.Bytes()
+	buf.Append(fields)
+	b.rows = max(b.rows, buf.Rows())
+	return buf.Bytes() - before, nil
+}
+
+// table is the buffer of a table and date, made the first time.
+func (b *buffer) table(k tableDate) *lake.Buffer {
 	buf := b.tables[k]
 	if buf == nil {
 		buf = lake.NewBuffer()
 		b.tables[k] = buf
 	}
-	before := buf.Bytes()
-	buf.Append(fields)
-	b.rows = max(b.rows, buf.Rows())
-	return buf.Bytes() - before, nil
+	return buf
 }
 
 // inCatalog reports whether a table is one of the catalog's, rather than
@@ -566,9 +571,10 @@ func (d *decoding) fill(from, to int) map[tableDate]*lake.Buffer {
 		k := tableDate{p.table, p.date}
 		buf := tables[k]
 		if buf == nil {
-			buf = lake.NewBuffer()
 			if n := len(d.spare); n > 0 {
 				buf, d.spare = d.spare[n-1], d.spare[:n-1]
+			} else {
+				buf = lake.NewBuffer()
 			}
 			tables[k] = buf
 		}
@@ -601,11 +607,7 @@ func (d *decoding) Splice(buf sink.Buffer, k int) int {
 	b := buf.(*buffer)
 	grew := 0
 	for key, rows := range d.runs[k].tables {
-		t := b.tables[key]
-		if t == nil {
-			t = lake.NewBuffer()
-			b.tables[key] = t
-		}
+		t := b.table(key)
 		grew += t.Take(rows)
 		b.rows = max(b.rows, t.Rows())
 	}
