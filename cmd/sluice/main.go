@@ -36,7 +36,7 @@ func commands() []command {
 		{"collector", "run the HTTP collector against a Kafka cluster", runCollector},
 		{"enricher", "run the enricher against a Kafka cluster: schemas, lookups, APIs, models", runEnricher},
 		{"aggregator", "run the config file's windowed aggregations against a Kafka cluster", runAggregator},
-		{"loader", "run a sink against a Kafka cluster ('sluice loader lake', 'sluice loader opensearch')", runLoader},
+		{"loader", "run a sink against a Kafka cluster ('sluice loader lake', 'sluice loader search')", runLoader},
 		{"broker", "run the embedded Kafka broker alone", runBroker},
 		{"query", "run SQL over the lake with embedded DuckDB", runQuery},
 		{"lake", "look after the lake's Iceberg tables: history, schema, compact, expire, orphans, migrate", runLake},

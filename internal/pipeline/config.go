@@ -344,8 +344,9 @@ func (s Sink) EncodeYAML() *yaml.Node {
 	return n
 }
 
-// selected reports whether a sink is among names (of sinks or of types);
-// "*" selects every sink.
+// selected reports whether a sink is among names (of sinks, of types or
+// of kinds of types); "*" selects every sink.
 func (s Sink) selected(names []string) bool {
-	return slices.Contains(names, "*") || slices.Contains(names, s.Name) || slices.Contains(names, s.Type)
+	return slices.Contains(names, "*") || slices.Contains(names, s.Name) || slices.Contains(names, s.Type) ||
+		slices.ContainsFunc(names, func(n string) bool { return ofKind(s.Type, n) })
 }

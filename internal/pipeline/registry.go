@@ -25,6 +25,21 @@ func SinkSpec(typ string) (sink.Spec, bool) {
 	return sinks[i], true
 }
 
+// SinkType is the type a command's sink name stands for without a config:
+// itself, or for a kind of sinks ("search"), the first type of that kind.
+func SinkType(name string) string {
+	if i := slices.IndexFunc(sinks, func(s sink.Spec) bool { return s.Kind == name }); i >= 0 {
+		return sinks[i].Type
+	}
+	return name
+}
+
+// ofKind reports whether typ is a sink type of kind.
+func ofKind(typ, kind string) bool {
+	spec, ok := SinkSpec(typ)
+	return ok && spec.Kind != "" && spec.Kind == kind
+}
+
 // SinkTypes names the registered sink types.
 func SinkTypes() []string {
 	out := make([]string, len(sinks))

@@ -39,6 +39,7 @@ import (
 // same sink under the name Elasticsearch users look for.
 var Spec = sink.Spec{
 	Type: "opensearch",
+	Kind: "search",
 	Doc: "Indexes events into OpenSearch through the _bulk API, one index per event type and day by default, " +
 		"with idempotent ids, per-document outcomes and index_rejected dead letters (docs/search.md).",
 	Config: newConfig,
@@ -49,6 +50,7 @@ var Spec = sink.Spec{
 // 8 and 9 take the same requests.
 var SpecElasticsearch = sink.Spec{
 	Type:   "elasticsearch",
+	Kind:   "search",
 	Doc:    "The opensearch sink, for Elasticsearch 8 and 9, which speak the same _bulk API (docs/search.md).",
 	Config: newElasticsearchConfig,
 	New:    build,

@@ -264,6 +264,10 @@ type Env struct {
 // it is for, its settings and how to build it.
 type Spec struct {
 	Type string
+	// Kind is a word for the types that do the same job against different
+	// servers ("search" for opensearch and elasticsearch): a command may name
+	// it to run every sink of those types.
+	Kind string
 	Doc  string
 	// Lake is set for a sink that writes to the process's lake, which the
 	// process then opens (and whose flags its command offers).
