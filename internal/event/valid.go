@@ -1,5 +1,7 @@
 package event
 
+import "encoding/binary"
+
 // span is a value found by walk: its byte range and, when its parent is an
 // object, the range of its key's string literal (quotes included).
 type span struct {
@@ -178,6 +180,18 @@ func hasLit(b []byte, i int, lit string) bool {
 	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
 }
 
+// anySpecial reports whether one of the eight bytes of w is special: a
+// byte below 0x20, a quote or a backslash. Each test is the classic
+// has-zero-byte trick (a byte's high bit survives the subtraction only if
+// the byte was below the bound); they never miss a special byte, and may
+// flag a word whose first special byte is elsewhere, which only sends the
+// scan to the byte loop early.
+func anySpecial(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := func(x, n uint64) uint64 { return (x - ones*n) &^ x & highs }
+	return below(w, 0x20)|below(w^(ones*'"'), 1)|below(w^(ones*'\\'), 1) != 0
+}
+
 // special marks the bytes a string scan must stop at: the quote, the
 // backslash and control characters.
 var special = func() (t [256]bool) {
@@ -193,7 +207,12 @@ var special = func() (t [256]bool) {
 func validString(b []byte, i int) int {
 	i++
 	for {
-		// The common case: runs of plain characters.
+		// The common case: runs of plain characters, eight at a time
+		// while no byte of the word is special, then one at a time up to
+		// the special one.
+		for i+8 <= len(b) && !anySpecial(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
 		for i < len(b) && !special[b[i]] {
 			i++
 		}

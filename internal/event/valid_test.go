@@ -96,3 +96,24 @@ func BenchmarkSplitArray(b *testing.B) {
 		}
 	}
 }
+
+// TestStringSpecialAtEveryPosition puts each byte a string scan must stop
+// at in every position of a long string, on both sides of the eight-byte
+// words the scan reads, with plain and multibyte neighbours: the word
+// test must never step over one.
+func TestStringSpecialAtEveryPosition(t *testing.T) {
+	specials := []byte{'"', '\\'}
+	for c := byte(0); c < 0x20; c++ {
+		specials = append(specials, c)
+	}
+	for _, fill := range []string{"abcdefghijklmnopqrstuvwxyz012345", "ééééééééééééééééé\u00ff~~~~~~~~~~~"} {
+		for pos := range 24 {
+			for _, c := range specials {
+				body := []byte(`"` + fill[:pos] + string(c) + fill[pos:] + `"`)
+				if got, want := valid(body), json.Valid(body); got != want {
+					t.Errorf("valid(%q) = %v, encoding/json.Valid = %v", body, got, want)
+				}
+			}
+		}
+	}
+}

@@ -77,14 +77,13 @@ func (c *column) set(r int, cell row.Cell) (grew int) {
 			c.text[last] = c.text[last][:c.lastStart]
 		}
 	}
-	for c.n <= r {
-		if c.n%blockRows == 0 && c.n/blockRows == len(c.blocks) {
-			c.blocks = append(c.blocks, blocks.Get().(*block))
-			grew += blockBytes
-		}
+	for c.n < r { // rows without this field: null
+		grew += c.grow(c.n)
 		c.blocks[c.n/blockRows].kinds[c.n%blockRows] = row.KindNull
 		c.n++
 	}
+	grew += c.grow(r)
+	c.n = r + 1
 	var v uint64
 	switch cell.Kind {
 	case row.KindNull:
@@ -99,12 +98,22 @@ func (c *column) set(r int, cell row.Cell) (grew int) {
 	default:
 		v = uint64(cell.I)
 	}
-	bl := c.blocks[r/blockRows]
-	bl.kinds[r%blockRows], bl.vals[r%blockRows] = cell.Kind, v
+	bl := c.blocks[uint(r)/blockRows]
+	bl.kinds[uint(r)%blockRows], bl.vals[uint(r)%blockRows] = cell.Kind, v
 	if cell.Kind != row.KindNull {
 		c.seen |= 1 << cell.Kind
 	}
 	return grew
+}
+
+// grow adds row r's block when r is the first row of a block not yet
+// made, and returns the memory that took.
+func (c *column) grow(r int) int {
+	if r%blockRows != 0 || r/blockRows < len(c.blocks) {
+		return 0
+	}
+	c.blocks = append(c.blocks, blocks.Get().(*block))
+	return blockBytes
 }
 
 // full reports whether each of the first rows rows holds a value of kind k
