@@ -281,7 +281,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "up ") || !strings.Contains(out, "collector") {
 		t.Errorf("sluice --help = %d:\n%s", code, out)
 	}
-	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader", "replay", "demo", "forms-api", "schemas", "jobs"} {
+	for _, cmd := range []string{"up", "collector", "broker", "topics", "tail", "query", "loader", "replay", "demo", "forms-api", "schemas", "jobs", "dlq"} {
 		c := exec.Command(binary, cmd, "--help")
 		outb, err := c.CombinedOutput()
 		if err != nil || !strings.Contains(string(outb), "Usage: sluice "+cmd) || !strings.Contains(string(outb), "SLUICE_") ||

@@ -43,6 +43,7 @@ func commands() []command {
 		{"jobs", "build SQL models into lake tables, in the order they read each other ('sluice jobs run')", runJobs},
 		{"topics", "list topics with their partitions and offsets", runTopics},
 		{"tail", "print records from a topic as JSON lines", runTail},
+		{"dlq", "list dead letters and send them back to the raw topic, fixed or as they were, once each", runDLQ},
 		{"replay", "send the rows of Parquet, CSV or NDJSON files to the collector as events", runReplay},
 		{"forms-api", "serve form definitions at GET /forms/{id}, with injectable latency and failures", runFormsAPI},
 		{"config", "check a config file, print the effective config, or its reference", runConfig},

@@ -69,6 +69,7 @@ type Topics struct {
 	Raw         string `yaml:"raw" flag:"topic-raw" doc:"Topic of accepted raw events."`
 	Enriched    string `yaml:"enriched" doc:"Topic of enriched events and modelled rows."`
 	DLQ         string `yaml:"dlq" flag:"topic-dlq" doc:"Topic of failed events (dead letters) of every stage."`
+	Replays     string `yaml:"replays" flag:"topic-replays" doc:"Topic of the replays of dead letters: which were sent back to the raw topic, by whom and when ('sluice dlq replay'); made with one partition on first use."`
 	Partitions  int32  `yaml:"partitions" flag:"topic-partitions" doc:"Partitions of the topics Sluice creates."`
 	Replication int16  `yaml:"replication" doc:"Replication factor of the topics Sluice creates; -1 for the cluster's default (the embedded broker has one copy)."`
 }
@@ -88,7 +89,7 @@ func Default() Config {
 		Ops:       app.OpsConfig{},
 		Kafka:     bus.DefaultClientConfig(),
 		Broker:    bus.BrokerConfig{Addr: "127.0.0.1:9092"},
-		Topics:    Topics{Raw: "sluice.raw", Enriched: "sluice.enriched", DLQ: "sluice.dlq", Partitions: 3, Replication: -1},
+		Topics:    Topics{Raw: "sluice.raw", Enriched: "sluice.enriched", DLQ: "sluice.dlq", Replays: "sluice.replays", Partitions: 3, Replication: -1},
 		Producer:  bus.DefaultProducerConfig(),
 		Collector: col,
 		Enricher:  enr,
@@ -182,7 +183,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Broker.Addr); err != nil {
 		add("broker.addr", fmt.Errorf("%q: want host:port", c.Broker.Addr))
 	}
-	for key, name := range map[string]string{"raw": c.Topics.Raw, "enriched": c.Topics.Enriched, "dlq": c.Topics.DLQ} {
+	for key, name := range map[string]string{"raw": c.Topics.Raw, "enriched": c.Topics.Enriched, "dlq": c.Topics.DLQ, "replays": c.Topics.Replays} {
 		if name == "" {
 			add("topics."+key, errors.New("must be set"))
 		}
