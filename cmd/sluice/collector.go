@@ -23,6 +23,7 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 	pipeline.CollectorFlags(fs)
 	pipeline.ProducerFlags(fs)
 	pipeline.OpsFlags(fs, "pprof")
+	pipeline.ConsoleFlags(fs)
 	fs.Alias("collector-id", "instance-id")
 	cfg, logger, err := setup(fs, args, stderr)
 	if err != nil {

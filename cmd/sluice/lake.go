@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -169,28 +168,7 @@ func lakeHistory(ctx context.Context, cat *lake.Catalog, name string, asJSON boo
 	if err != nil {
 		return err
 	}
-	type snapshot struct {
-		ID        int64             `json:"snapshot_id"`
-		Parent    *int64            `json:"parent_id,omitempty"`
-		Committed time.Time         `json:"committed_at"`
-		Operation string            `json:"operation"`
-		Current   bool              `json:"current"`
-		Summary   map[string]string `json:"summary"`
-	}
-	var out []snapshot
-	cur := t.CurrentSnapshot()
-	for _, s := range t.Metadata().Snapshots() {
-		sn := snapshot{ID: s.SnapshotID, Parent: s.ParentSnapshotID, Committed: time.UnixMilli(s.TimestampMs).UTC(),
-			Current: cur != nil && cur.SnapshotID == s.SnapshotID, Summary: map[string]string{}}
-		if s.Summary != nil {
-			sn.Operation = string(s.Summary.Operation)
-			for k, v := range s.Summary.Properties {
-				sn.Summary[k] = v
-			}
-		}
-		out = append(out, sn)
-	}
-	slices.SortFunc(out, func(a, b snapshot) int { return a.Committed.Compare(b.Committed) })
+	out := lake.Snapshots(t)
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -222,22 +200,7 @@ func lakeSchema(ctx context.Context, cat *lake.Catalog, name string, asJSON bool
 	if err != nil {
 		return err
 	}
-	type column struct {
-		ID       int    `json:"field_id"`
-		Name     string `json:"name"`
-		Type     string `json:"type"`
-		Required bool   `json:"required"`
-		Doc      string `json:"doc,omitempty"`
-	}
-	var cols []column
-	for _, f := range t.Schema().Fields() {
-		cols = append(cols, column{ID: f.ID, Name: f.Name, Type: f.Type.String(), Required: f.Required, Doc: f.Doc})
-	}
-	spec := t.Spec()
-	var parts []string
-	for _, f := range spec.Fields() {
-		parts = append(parts, fmt.Sprintf("%s(%s)", f.Transform, f.Name))
-	}
+	cols, parts := lake.Columns(t), lake.PartitionedBy(t)
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -154,6 +154,7 @@ func logFlags(fs *pipeline.FlagSet) { pipeline.ProcessFlags(fs, "log-format", "l
 func opsFlags(fs *pipeline.FlagSet, addr string) {
 	fs.SetDefaults(func(c *pipeline.Config) { c.Ops.Addr = addr })
 	pipeline.OpsFlags(fs)
+	pipeline.ConsoleFlags(fs)
 	fs.Alias("metrics-addr", "ops-addr")
 }
 

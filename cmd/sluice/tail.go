@@ -26,16 +26,6 @@ Without --brokers it asks the sluice up running on --data-dir
 (./sluice-data by default), else the embedded broker at --broker-addr.
 `
 
-type tailRecord struct {
-	Topic     string            `json:"topic"`
-	Partition int32             `json:"partition"`
-	Offset    int64             `json:"offset"`
-	Timestamp string            `json:"timestamp"`
-	Key       string            `json:"key,omitempty"`
-	Headers   map[string]string `json:"headers,omitempty"`
-	Value     json.RawMessage   `json:"value"`
-}
-
 func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pipeline.NewFlagSet("tail", tailUsage, stderr)
 	pipeline.BrokerFlags(fs, "broker-addr")
@@ -137,7 +127,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				if fromStart {
 					// Everything is printed, so nothing needs holding back.
-					if err := enc.Encode(toTailRecord(r)); err != nil {
+					if err := enc.Encode(bus.Show(r)); err != nil {
 						return err
 					}
 					backlog = backlog[:0]
@@ -147,7 +137,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err := printBacklog(enc, &backlog, n); err != nil {
 				return err
 			}
-			if err := enc.Encode(toTailRecord(r)); err != nil {
+			if err := enc.Encode(bus.Show(r)); err != nil {
 				return err
 			}
 		}
@@ -169,32 +159,10 @@ func printBacklog(enc *json.Encoder, backlog *[]*kgo.Record, n int) error {
 		b = b[len(b)-n:]
 	}
 	for _, r := range b {
-		if err := enc.Encode(toTailRecord(r)); err != nil {
+		if err := enc.Encode(bus.Show(r)); err != nil {
 			return err
 		}
 	}
 	*backlog = (*backlog)[:0]
 	return nil
-}
-
-func toTailRecord(r *kgo.Record) tailRecord {
-	t := tailRecord{
-		Topic:     r.Topic,
-		Partition: r.Partition,
-		Offset:    r.Offset,
-		Timestamp: r.Timestamp.UTC().Format(time.RFC3339Nano),
-		Key:       string(r.Key),
-	}
-	if len(r.Headers) > 0 {
-		t.Headers = make(map[string]string, len(r.Headers))
-		for _, h := range r.Headers {
-			t.Headers[h.Key] = string(h.Value)
-		}
-	}
-	if json.Valid(r.Value) {
-		t.Value = r.Value
-	} else {
-		t.Value, _ = json.Marshal(string(r.Value))
-	}
-	return t
 }

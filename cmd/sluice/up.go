@@ -28,6 +28,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pipeline.CollectorFlags(fs)
 	pipeline.ProducerFlags(fs)
 	pipeline.OpsFlags(fs, "pprof")
+	pipeline.ConsoleFlags(fs)
 	pipeline.LakeFlags(fs)
 	pipeline.JobsFlags(fs)
 	// --loader-group and --loader-topics would make every sink alike: they

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,8 @@ type Ops struct {
 	instanceID string
 	started    time.Time
 	lag        LagFunc
+	// rest serves the routes the ops endpoints do not have, once mounted.
+	rest atomic.Pointer[http.Handler]
 
 	mu       sync.Mutex
 	cachedAt time.Time
@@ -71,10 +74,20 @@ func NewOps(cfg OpsConfig, p *Process, gatherer prometheus.Gatherer, instanceID 
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("/", httpapi.NotFound)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := o.rest.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		httpapi.NotFound(w, r)
+	}))
 	o.handler = mux
 	return o
 }
+
+// Mount serves h (the console) for every route the ops endpoints do not
+// have.
+func (o *Ops) Mount(h http.Handler) { o.rest.Store(&h) }
 
 func (o *Ops) ServeHTTP(w http.ResponseWriter, r *http.Request) { o.handler.ServeHTTP(w, r) }
 

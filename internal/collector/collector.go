@@ -220,14 +220,15 @@ func New(cfg Config, prod Producer, logger *slog.Logger, reg prometheus.Register
 	mux.Handle("/api/v1/collect/batch", httpapi.Methods(batch, http.MethodPost))
 	mux.Handle("/api/v1", get(http.HandlerFunc(c.welcome)))
 	mux.Handle("/api/v1/openapi.json", get(http.HandlerFunc(serveOpenAPI)))
-	mux.Handle("/api/v1/docs/", get(apidocs.Handler("/api/v1/docs/", "/api/v1/openapi.json", "Sluice collector API")))
+	mux.Handle("/api/v1/docs/", get(apidocs.Handler("/api/v1/docs/", "/api/v1/openapi.json", "Sluice API")))
 	mux.Handle("/api/v1/docs", http.RedirectHandler("/api/v1/docs/", http.StatusMovedPermanently))
 	if ops != nil {
-		for _, route := range []string{"/metrics", "/healthz", "/readyz", "/api/v1/status", "/debug/pprof/"} {
-			mux.Handle(route, ops)
-		}
+		// The ops endpoints, and whatever the ops handler serves besides
+		// them (the console and its API).
+		mux.Handle("/", ops)
+	} else {
+		mux.Handle("/", http.HandlerFunc(httpapi.NotFound))
 	}
-	mux.Handle("/", http.HandlerFunc(httpapi.NotFound))
 	c.handler = c.instrument(mux)
 	return c, nil
 }

@@ -108,19 +108,36 @@ func New(cc bus.ClientConfig, topics Topics, logger *slog.Logger) *Replayer {
 // marked with the replay that sent it back; fn returns false to stop. A
 // record of the topic that is not a failed event is skipped.
 func (r *Replayer) Scan(ctx context.Context, f Filter, fn func(*DeadLetter) bool) error {
+	return r.ScanAfter(ctx, f, nil, fn)
+}
+
+// ScanAfter is Scan from just after a dead letter, when after is set: the
+// next page of a listing.
+func (r *Replayer) ScanAfter(ctx context.Context, f Filter, after *Coord, fn func(*DeadLetter) bool) error {
 	replayed, err := r.replayed(ctx)
 	if err != nil {
 		return err
 	}
-	return r.scan(ctx, f, replayed, fn)
+	return r.scan(ctx, f, after, replayed, fn)
 }
 
 var errStop = errors.New("stop")
 
-func (r *Replayer) scan(ctx context.Context, f Filter, replayed map[Coord]string, fn func(*DeadLetter) bool) error {
+func (r *Replayer) scan(ctx context.Context, f Filter, after *Coord, replayed map[Coord]string, fn func(*DeadLetter) bool) error {
 	spans, err := r.spans(ctx, r.topics.DLQ, f.Since)
 	if err != nil {
 		return err
+	}
+	if after != nil {
+		for p, s := range spans {
+			switch {
+			case p < after.Partition:
+				delete(spans, p)
+			case p == after.Partition:
+				s.Start = max(s.Start, after.Offset+1)
+				spans[p] = s
+			}
+		}
 	}
 	// Partitions are read one after another, so that fn sees them in order.
 	parts := make([]int32, 0, len(spans))
@@ -389,7 +406,7 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 		if len(rep.Unreplayable) > 0 {
 			return rep, fmt.Errorf("dead letter %s: %s", dl.Coord, rep.Unreplayable[0].Reason)
 		}
-	} else if err := r.scan(ctx, *f, replayed, collect); err != nil {
+	} else if err := r.scan(ctx, *f, nil, replayed, collect); err != nil {
 		return rep, err
 	}
 	if opts.DryRun || len(todo) == 0 {

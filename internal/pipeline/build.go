@@ -25,11 +25,14 @@ import (
 	"github.com/sluicehq/sluice/internal/app"
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
+	"github.com/sluicehq/sluice/internal/console"
+	"github.com/sluicehq/sluice/internal/dlq"
 	"github.com/sluicehq/sluice/internal/enrich"
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
+	"github.com/sluicehq/sluice/internal/query"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/schema"
 	"github.com/sluicehq/sluice/internal/sink"
@@ -202,6 +205,9 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		}
 		p.Add(sched)
 	}
+	if err := p.mountConsole(cfg, store, cat, logger); err != nil {
+		return nil, err
+	}
 	if !shape.Collector && cfg.Ops.Addr != "" {
 		srv, err := app.Listen(cfg.Ops.Addr, p.Ops, logger)
 		if err != nil {
@@ -212,6 +218,47 @@ func Build(ctx context.Context, cfg Config, shape Shape, logger *slog.Logger) (_
 		p.OpsAddr = srv.Addr()
 	}
 	return p, nil
+}
+
+// mountConsole serves the console beside the ops endpoints: the lake's
+// screens when the process has the lake (store and cat).
+func (p *Process) mountConsole(cfg Config, store lake.Storage, cat *lake.Catalog, logger *slog.Logger) error {
+	cc := clientConfig(cfg, "sluice-console")
+	deps := console.Deps{
+		Status: p.Ops.Status,
+		Kafka:  cc,
+		Raw:    cfg.Topics.Raw,
+		DLQ:    cfg.Topics.DLQ,
+		Replayer: dlq.New(cc, dlq.Topics{DLQ: cfg.Topics.DLQ, Raw: cfg.Topics.Raw, Log: cfg.Topics.Replays,
+			Replication: cfg.Topics.Replication}, logger.With("component", "console")),
+		Logger: logger.With("component", "console"),
+	}
+	if store != nil && cat != nil {
+		cache := filepath.Join(cfg.Process.DataDir, "cache")
+		deps.Lake = func(ctx context.Context) (*query.Engine, *lake.Catalog, func(), error) {
+			local, ok := store.(*lake.Local)
+			if !ok {
+				var err error
+				if local, err = lake.Mirror(ctx, store, lake.MirrorDir(cache, store)); err != nil {
+					return nil, nil, nil, err
+				}
+			}
+			eng, err := query.Open(ctx, local, cat, query.Options{})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return eng, cat, func() { eng.Close() }, nil
+		}
+	}
+	if cfg.Process.DataDir != "" {
+		qs, err := console.NewQueries(filepath.Join(cfg.Process.DataDir, "console"))
+		if err != nil {
+			return err
+		}
+		deps.Queries = qs
+	}
+	p.Ops.Mount(console.New(cfg.Console, deps))
+	return nil
 }
 
 func sinkNames(ss []Sink) []string {

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/collector"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/console"
 	"github.com/sluicehq/sluice/internal/enricher"
 	"github.com/sluicehq/sluice/internal/jobs"
 	"github.com/sluicehq/sluice/internal/lake"
@@ -36,6 +37,7 @@ import (
 type Config struct {
 	Process   ProcessConfig      `yaml:",inline"`
 	Ops       app.OpsConfig      `yaml:"ops"`
+	Console   console.Config     `yaml:"console"`
 	Kafka     bus.ClientConfig   `yaml:"kafka"`
 	Broker    bus.BrokerConfig   `yaml:"broker"`
 	Topics    Topics             `yaml:"topics"`
@@ -179,6 +181,7 @@ func (c *Config) Validate() error {
 		add("log_level", fmt.Errorf("%q: want debug, info, warn or error", c.Process.LogLevel))
 	}
 	add("ops", c.Ops.Validate())
+	add("console", c.Console.Validate())
 	add("kafka", c.Kafka.Validate())
 	if _, _, err := net.SplitHostPort(c.Broker.Addr); err != nil {
 		add("broker.addr", fmt.Errorf("%q: want host:port", c.Broker.Addr))

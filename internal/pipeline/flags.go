@@ -30,6 +30,11 @@ func OpsFlags(fs *FlagSet, names ...string) {
 	fs.Section(func(c *Config) any { return &c.Ops }, names...)
 }
 
+// ConsoleFlags offers the console's keys.
+func ConsoleFlags(fs *FlagSet, names ...string) {
+	fs.Section(func(c *Config) any { return &c.Console }, names...)
+}
+
 func KafkaFlags(fs *FlagSet, names ...string) {
 	fs.Section(func(c *Config) any { return &c.Kafka }, names...)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
@@ -170,4 +171,26 @@ func (o orderedRow) MarshalJSON() ([]byte, error) {
 	}
 	b.WriteByte('}')
 	return []byte(b.String()), nil
+}
+
+// Text is a value as CSV writes it, given its column's type; "" for NULL.
+func Text(v any, typ string) string {
+	if v == nil {
+		return ""
+	}
+	return text(v, typ)
+}
+
+// JSONValues are a row's values as the JSON format writes them; floats
+// that JSON cannot hold (NaN, infinities) become their names as strings.
+func JSONValues(res Result, row []any) []any {
+	out := make([]any, len(row))
+	for i, v := range row {
+		if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			out[i] = strconv.FormatFloat(f, 'g', -1, 64)
+			continue
+		}
+		out[i] = jsonValue(v, res.typ(i))
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -520,3 +521,80 @@ func (e *Engine) query(ctx context.Context, q string, probe bool) (Result, []str
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func quoteString(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+
+// Confine keeps the engine's SQL to the lake: DuckDB may then read no file
+// outside the lake's directory, write none, and no statement may lift
+// that. The console runs SQL from whoever holds a read key through it.
+func (e *Engine) Confine(ctx context.Context) error {
+	dir := e.local.Root()
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	for _, stmt := range []string{
+		"SET GLOBAL allowed_directories = [" + quoteString(dir+string(filepath.Separator)) + "]",
+		"SET GLOBAL enable_external_access = false",
+		"SET GLOBAL lock_configuration = true",
+	} {
+		if _, err := e.db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("confine duckdb (%s): %w", stmt, err)
+		}
+	}
+	return nil
+}
+
+// Page runs a query and reads rows [offset, offset+limit) of its result,
+// and whether more follow, reading no more than that from DuckDB. q must
+// be one query (a SELECT, WITH, VALUES, FROM or a table's name as DuckDB
+// takes it), not a statement that changes anything.
+func (e *Engine) Page(ctx context.Context, q string, offset, limit int) (Result, bool, error) {
+	paged := fmt.Sprintf("SELECT * FROM (%s) LIMIT %d OFFSET %d", strings.TrimRight(strings.TrimSpace(q), "; \n\t"), limit+1, offset)
+	res, err := e.Query(ctx, paged)
+	if err != nil {
+		return res, false, err
+	}
+	more := len(res.Rows) > limit
+	if more {
+		res.Rows = res.Rows[:limit]
+	}
+	return res, more, nil
+}
+
+// Stream runs a query, tells columns its column names and types, then
+// calls fn with each row in turn, the values as Query gives them; the
+// slice is reused. Nothing is held but the row.
+func (e *Engine) Stream(ctx context.Context, q string, columns func(names, types []string) error, fn func([]any) error) error {
+	rows, err := e.db.QueryContext(ctx, fmt.Sprintf("SELECT * FROM (%s)", strings.TrimRight(strings.TrimSpace(q), "; \n\t")))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	cts, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	types := make([]string, len(cts))
+	for i, t := range cts {
+		types[i] = t.DatabaseTypeName()
+	}
+	if err := columns(cols, types); err != nil {
+		return err
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if err := fn(vals); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -3,6 +3,7 @@ package query
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path"
 	"strings"
 	"testing"
@@ -184,5 +185,54 @@ func TestQueryCSVAndAvroTables(t *testing.T) {
 	tables, _ := eng.Tables(ctx)
 	if len(tables) != 2 || tables[1].Name != "arch" || tables[1].Rows != -1 || !strings.Contains(tables[1].Format, "not queryable") {
 		t.Errorf("Tables() = %+v, want arch listed as not queryable", tables)
+	}
+}
+
+// TestConfine checks that a confined engine still reads the lake, pages
+// results, and reads or writes no other file, nor can be freed.
+func TestConfine(t *testing.T) {
+	ctx := t.Context()
+	s, cat := newLake(t)
+	f := lake.File{Table: "trip", Date: "2025-01-01", Topic: "sluice.raw", Partition: 0, First: 0, Last: 2, Ext: "parquet"}
+	writeLakeFile(t, s, cat, f,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T00:18:38.000000Z","payload":{"fare":1}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T01:00:00.000000Z","payload":{"fare":2}}`,
+		`{"event_type":"trip","collector_tstamp":"2025-01-01T02:00:00.000000Z","payload":{"fare":3}}`)
+	eng, err := Open(ctx, s, cat, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	if err := eng.Confine(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, more, err := eng.Page(ctx, "SELECT fare FROM trip ORDER BY fare;", 1, 1)
+	if err != nil || !more || len(res.Rows) != 1 || fmt.Sprint(res.Rows[0][0]) != "2" {
+		t.Fatalf("page 2 of 1 row: %v, more %v, %v", res.Rows, more, err)
+	}
+	if res, more, err = eng.Page(ctx, "SELECT fare FROM trip ORDER BY fare", 2, 5); err != nil || more || len(res.Rows) != 1 {
+		t.Fatalf("last page: %v, more %v, %v", res.Rows, more, err)
+	}
+	var streamed []any
+	if err := eng.Stream(ctx, "SELECT fare FROM trip ORDER BY fare", func(_, _ []string) error { return nil },
+		func(v []any) error { streamed = append(streamed, v[0]); return nil }); err != nil || len(streamed) != 3 {
+		t.Fatalf("streamed %v, %v", streamed, err)
+	}
+	out := t.TempDir()
+	for _, q := range []string{
+		"SELECT * FROM read_csv('/etc/hostname')",
+		"COPY (SELECT 1) TO '" + out + "/x.csv'",
+		"SET GLOBAL enable_external_access = true",
+		"SELECT * FROM trip; COPY (SELECT 1) TO '" + out + "/y.csv'",
+	} {
+		if _, _, err := eng.Page(ctx, q, 0, 10); err == nil {
+			t.Errorf("%s: allowed", q)
+		}
+		if err := eng.Exec(ctx, q); err == nil {
+			t.Errorf("Exec %s: allowed", q)
+		}
+	}
+	if _, _, err := eng.Page(ctx, "SELECT count(*) FROM trip", 0, 1); err != nil {
+		t.Errorf("the lake after the refusals: %v", err)
 	}
 }
