@@ -13,7 +13,7 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatc
                 ./internal/search:FuzzBulkLines:40000 ./internal/search:FuzzReadItems:30000 \
                 ./internal/jobs:FuzzModels:50000
 
-.PHONY: all build test test-deps vet unit fuzz bench swagger-ui clean
+.PHONY: all build test test-deps vet unit fuzz bench swagger-ui console clean
 
 all: build
 
@@ -44,6 +44,13 @@ test-deps:
 		echo "installing Java and Maven (Debian packages) for the Iceberg REST catalog test"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless maven >/dev/null; }
+	@command -v chromium >/dev/null || { \
+		echo "installing Chromium (Debian package) for the console's browser test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@cmp -s web/package-lock.json web/node_modules/.sluice-package-lock.json || { \
+		echo "installing the console's npm packages (web/package-lock.json: Vite, Preact, uPlot, playwright-core)"; \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.sluice-package-lock.json; }
 	testenv/fetch iceberg-rest
 	testenv/fetch kafka-java
 	testenv/fetch spark-kafka
@@ -90,6 +97,12 @@ bench:
 	$(GO) run ./cmd/sluicebench replay
 	$(GO) run ./cmd/sluicebench search
 	$(GO) run ./cmd/sluicebench jobs
+
+# console rebuilds the web console (web/) into internal/console/dist, which
+# the binary embeds; commit both. TestEmbeddedBuildIsFresh fails when the
+# build is older than its sources.
+console:
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 # swagger-ui refreshes the embedded API-docs assets from the npm registry.
 swagger-ui:

@@ -153,7 +153,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if exit {
 			return nil
 		}
-		fmt.Fprintln(stdout, "\nSluice keeps running: send your own events, query the lake. Press Ctrl-C to stop.")
+		fmt.Fprintf(stdout, "\nSluice keeps running: open the console at http://%s/, send your own events, query the lake. Press Ctrl-C to stop.\n", p.CollectorAddr)
 		<-gctx.Done()
 		return nil
 	})

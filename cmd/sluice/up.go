@@ -68,6 +68,7 @@ func printURLs(w io.Writer, p *pipeline.Process) {
 		find = " --data-dir " + cfg.Process.DataDir
 	}
 	fmt.Fprintf(w, "Sluice is up.\n"+
+		"  console    http://%[1]s/\n"+
 		"  collector  http://%[1]s/api/v1/collect  (batch: /api/v1/collect/batch)\n"+
 		"  API docs   http://%[1]s/api/v1/docs/\n"+
 		"  status     http://%[1]s/api/v1/status  (metrics: /metrics)\n"+

@@ -235,7 +235,9 @@ func (p *Process) mountConsole(cfg Config, store lake.Storage, cat *lake.Catalog
 	}
 	if store != nil && cat != nil {
 		cache := filepath.Join(cfg.Process.DataDir, "cache")
-		deps.Lake = func(ctx context.Context) (*query.Engine, *lake.Catalog, func(), error) {
+		// Screens ask several things at once: they share an engine a few
+		// seconds old at most.
+		deps.Lake = console.ShareLake(func(ctx context.Context) (*query.Engine, *lake.Catalog, func(), error) {
 			local, ok := store.(*lake.Local)
 			if !ok {
 				var err error
@@ -248,7 +250,7 @@ func (p *Process) mountConsole(cfg Config, store lake.Storage, cat *lake.Catalog
 				return nil, nil, nil, err
 			}
 			return eng, cat, func() { eng.Close() }, nil
-		}
+		}, 3*time.Second)
 	}
 	if cfg.Process.DataDir != "" {
 		qs, err := console.NewQueries(filepath.Join(cfg.Process.DataDir, "console"))

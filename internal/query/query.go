@@ -36,8 +36,10 @@ type Engine struct {
 	local *lake.Local
 	cat   *lake.Catalog
 
-	mu     sync.Mutex // guards tables, which Reload changes
+	mu     sync.Mutex // guards tables, which Reload changes, and confined
 	tables []Table
+	// confined is set once Confine has locked DuckDB's settings.
+	confined bool
 }
 
 // Table is a lake table as the engine sees it.
@@ -526,6 +528,11 @@ func quoteString(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`
 // outside the lake's directory, write none, and no statement may lift
 // that. The console runs SQL from whoever holds a read key through it.
 func (e *Engine) Confine(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.confined {
+		return nil
+	}
 	dir := e.local.Root()
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
@@ -539,6 +546,7 @@ func (e *Engine) Confine(ctx context.Context) error {
 			return fmt.Errorf("confine duckdb (%s): %w", stmt, err)
 		}
 	}
+	e.confined = true
 	return nil
 }
 

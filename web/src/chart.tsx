@@ -57,8 +57,16 @@ export function chartData(columns: string[], rows: unknown[][], spec: ChartSpec)
     points.get(name)!.set(x, typeof y === 'number' ? y : y === null ? null : Number(y))
   }
   xs.sort((a, b) => a - b)
-  const series = names.slice(0, 20).map((n) => xs.map((x) => points.get(n)!.get(x) ?? null))
-  return { xs, series, names: names.slice(0, 20), times, categories }
+  const shown = names.slice(0, 20)
+  let series = shown.map((n) => xs.map((x) => points.get(n)!.get(x) ?? null))
+  const stacked = spec.kind !== 'line' && series.length > 1
+  if (stacked) {
+    // Each series is drawn as the sum of it and those before it, the
+    // largest first, so every bar or area shows its own part of the total.
+    const sums = xs.map(() => 0)
+    series = series.map((ys) => ys.map((y, i) => (sums[i] += y ?? 0)))
+  }
+  return { xs, series, names: shown, times, categories, stacked }
 }
 
 export function Chart({ columns, rows, spec, height = 320 }: { columns: string[]; rows: unknown[][]; spec: ChartSpec; height?: number }) {
@@ -72,28 +80,36 @@ export function Chart({ columns, rows, spec, height = 320 }: { columns: string[]
     }
     el.current.textContent = ''
     const bars = spec.kind === 'bar' ? uPlot.paths.bars!({ size: [0.6, 64] }) : undefined
+    // Drawn last first, so that a stack's lower parts cover the sums.
+    const order = d.stacked ? d.names.map((_, i) => d.names.length - 1 - i) : d.names.map((_, i) => i)
+    const step = d.xs.length > 1 ? Math.min(...d.xs.slice(1).map((x, i) => x - d.xs[i])) : d.times ? 60 : 1
     const opts: uPlot.Options = {
       width: el.current.clientWidth || 800,
       height,
-      scales: { x: { time: d.times } },
+      scales: {
+        // One x value: uPlot would span a day of it (in its units, 1,000
+        // days of seconds); a bucket's width either side instead.
+        x: { time: d.times, range: (_u, min, max) => (d.xs.length === 1 ? [d.xs[0] - step, d.xs[0] + step] : [min - step / 2, max + step / 2]) },
+        y: { range: (_u, min, max) => (spec.kind === 'line' ? [min, max === min ? max + 1 : max] : [Math.min(0, min), max > 0 ? max * 1.05 : 1]) },
+      },
       axes: [
         d.categories.length > 0
           ? { values: (_u, ticks) => ticks.map((t) => d.categories[Math.round(t)] ?? '') , space: 60 }
           : {},
-        {},
+        { size: 64 },
       ],
       series: [
         { label: spec.x },
-        ...d.names.map((n, i) => ({
-          label: n,
+        ...order.map((i) => ({
+          label: d.names[i] + (d.stacked ? ' (stacked)' : ''),
           stroke: palette[i % palette.length],
-          fill: spec.kind === 'line' ? undefined : palette[i % palette.length] + (spec.kind === 'bar' ? 'cc' : '33'),
+          fill: spec.kind === 'line' ? undefined : palette[i % palette.length] + (spec.kind === 'bar' ? 'ee' : '55'),
           paths: bars,
           points: { show: spec.kind === 'line' && d.xs.length < 60 },
         })),
       ],
     }
-    const plot = new uPlot(opts, [d.xs, ...d.series] as uPlot.AlignedData, el.current)
+    const plot = new uPlot(opts, [d.xs, ...order.map((i) => d.series[i])] as uPlot.AlignedData, el.current)
     const resize = () => plot.setSize({ width: el.current?.clientWidth || 800, height })
     window.addEventListener('resize', resize)
     return () => {

@@ -117,7 +117,7 @@ export function Failed({ admin, params }: { admin: boolean; params: URLSearchPar
             </>
           )}
         </div>
-        {selected && <DeadLetterPane key={selected} coord={selected} admin={admin} onReplayed={() => page.reload()} />}
+        {selected && <DeadLetterPane key={selected} coord={selected} admin={admin} onReplayed={() => { page.reload(); replays.reload() }} />}
       </div>
       <h2>Replays</h2>
       <ErrorBox error={replays.error} />
