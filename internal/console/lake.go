@@ -260,32 +260,12 @@ func (c *Console) queryCSV(w http.ResponseWriter, r *http.Request) {
 
 // jobRuns lists the batch layer's latest runs, from the lake's job_runs.
 func (c *Console) jobRuns(w http.ResponseWriter, r *http.Request) {
-	limit, err := intParam(r, "limit", 50, 1, 1000)
-	if err != nil {
-		badRequest(w, err.Error())
-		return
-	}
-	offset, err := intParam(r, "offset", 0, 0, 1<<30)
-	if err != nil {
-		badRequest(w, err.Error())
-		return
-	}
-	c.lakeTablePage(w, r, jobs.RunsTable, "SELECT * FROM "+jobs.RunsTable+" ORDER BY started_at DESC, model", offset, limit)
+	c.lakeTablePage(w, r, jobs.RunsTable, "SELECT * FROM "+jobs.RunsTable+" ORDER BY started_at DESC, model")
 }
 
 // checkFailures lists the failing rows of data-quality checks, from the
 // lake's dq_failures, optionally of one model.
 func (c *Console) checkFailures(w http.ResponseWriter, r *http.Request) {
-	limit, err := intParam(r, "limit", 50, 1, 1000)
-	if err != nil {
-		badRequest(w, err.Error())
-		return
-	}
-	offset, err := intParam(r, "offset", 0, 0, 1<<30)
-	if err != nil {
-		badRequest(w, err.Error())
-		return
-	}
 	q := "SELECT * FROM " + jobs.FailuresTable
 	if m := r.URL.Query().Get("model"); m != "" {
 		if !identifier.MatchString(m) {
@@ -294,11 +274,20 @@ func (c *Console) checkFailures(w http.ResponseWriter, r *http.Request) {
 		}
 		q += " WHERE model = '" + m + "'"
 	}
-	c.lakeTablePage(w, r, jobs.FailuresTable, q+" ORDER BY failed_at DESC, model, \"check\"", offset, limit)
+	c.lakeTablePage(w, r, jobs.FailuresTable, q+` ORDER BY failed_at DESC, model, "check"`)
 }
 
-// lakeTablePage is runPage over a table the batch layer makes on its first
-// run: before it, an empty page.
-func (c *Console) lakeTablePage(w http.ResponseWriter, r *http.Request, table, q string, offset, limit int) {
-	c.page(w, r, q, offset, limit, table)
+// lakeTablePage answers the page of q that the request's offset and limit
+// ask for, over a table the batch layer makes on its first run: before
+// it, an empty page.
+func (c *Console) lakeTablePage(w http.ResponseWriter, r *http.Request, table, q string) {
+	limit, err := intParam(r, "limit", 50, 1, 1000)
+	if err == nil {
+		var offset int
+		if offset, err = intParam(r, "offset", 0, 0, 1<<30); err == nil {
+			c.page(w, r, q, offset, limit, table)
+			return
+		}
+	}
+	badRequest(w, err.Error())
 }
