@@ -17,7 +17,9 @@ import (
 // screen opens; a query runs and is drawn as a chart, kept in the URL; a
 // live event arrives, and one sent while the tail is paused arrives once
 // it resumes; a dead letter is fixed in the editor, replayed, and found in
-// the lake. Screenshots of each screen go to test-artifacts/console (or
+// the lake. Then, on a sluice up with keys, the console asks for one,
+// refuses a wrong one, lets a read key look but not replay, and an admin
+// key replay. Screenshots of each screen go to test-artifacts/console (or
 // $SLUICE_ARTIFACTS/console). make test-deps installs Chromium (Debian's)
 // and the console's npm packages.
 func TestConsoleInBrowser(t *testing.T) {
@@ -49,24 +51,49 @@ func TestConsoleInBrowser(t *testing.T) {
 		artifacts = filepath.Join(dir, "console")
 	}
 
-	demo := exec.Command(binary, "demo", "--data-dir", filepath.Join(t.TempDir(), "demo"), "--http-addr", "127.0.0.1:0",
-		"--broker-addr", "127.0.0.1:0", "--log-format", "json")
+	browse := func(t *testing.T, script string, args ...string) {
+		cmd := exec.Command(node, append([]string{"tests/" + script}, args...)...)
+		cmd.Dir = filepath.Join(repoDir, "web")
+		cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+		res, err := cmd.CombinedOutput()
+		t.Logf("%s (screenshots in %s):\n%s", script, artifacts, res)
+		if err != nil {
+			t.Fatalf("the console failed in the browser: %v", err)
+		}
+	}
+	t.Run("demo", func(t *testing.T) {
+		base := serveConsole(t, `open the console at (http://[^/]+)/`, "demo", "--data-dir", filepath.Join(t.TempDir(), "demo"))
+		browse(t, "console.test.mjs", base, artifacts)
+	})
+	t.Run("keys", func(t *testing.T) {
+		base := serveConsole(t, `console +(http://[^/]+)/`, "up", "--data-dir", filepath.Join(t.TempDir(), "up"),
+			"--console-read-key", "look-only", "--console-admin-key", "may-fix")
+		browse(t, "keys.test.mjs", base, artifacts, "look-only", "may-fix")
+	})
+}
+
+// serveConsole starts sluice with args on free ports and returns the base
+// URL its output names (the first group of pattern), stopping it when the
+// test ends.
+func serveConsole(t *testing.T, pattern string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary, append(args, "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0", "--log-format", "json")...)
 	var logs bytes.Buffer
-	demo.Stderr = &logs
-	out, err := demo.StdoutPipe()
+	cmd.Stderr = &logs
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := demo.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		demo.Process.Signal(syscall.SIGTERM)
-		demo.Wait()
-	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
 	addr := make(chan string, 1)
 	go func() {
-		re := regexp.MustCompile(`open the console at (http://[^/]+)/`)
+		re := regexp.MustCompile(pattern)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
@@ -75,25 +102,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		close(addr)
 	}()
-	var base string
 	select {
 	case a, ok := <-addr:
 		if !ok {
-			t.Fatalf("the demo ended before serving:\n%s", logs.String())
+			t.Fatalf("sluice %s ended before serving:\n%s", args[0], logs.String())
 		}
-		base = a
+		return a
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("the demo did not start serving in 3 minutes:\n%s", logs.String())
+		t.Fatalf("sluice %s did not serve in 3 minutes:\n%s", args[0], logs.String())
 	}
-
-	cmd := exec.Command(node, "tests/console.test.mjs", base, artifacts)
-	cmd.Dir = filepath.Join(repoDir, "web")
-	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
-	res, err := cmd.CombinedOutput()
-	t.Logf("browser test (screenshots in %s):\n%s", artifacts, res)
-	if err != nil {
-		t.Fatalf("the console failed in the browser: %v", err)
-	}
+	return ""
 }
 
 func fileMissing(path string) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -187,11 +188,16 @@ func readReplay(w http.ResponseWriter, r *http.Request) (replayRequest, bool) {
 	return req, true
 }
 
+// by says who replays, for the record: the console, and from where.
 func (c *Console) by(r *http.Request) string {
-	if c.role(r) == roleAdmin && len(c.cfg.AdminKeys) > 0 {
-		return "console admin key from " + r.RemoteAddr
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
 	}
-	return "console from " + r.RemoteAddr
+	if len(c.cfg.AdminKeys) > 0 {
+		return "console (admin key) at " + host
+	}
+	return "console at " + host
 }
 
 func (c *Console) replayMatching(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
@@ -160,7 +161,7 @@ func (c *Console) records(w http.ResponseWriter, r *http.Request) {
 		from = max(from, page.Start)
 		return nil
 	})
-	if errors.Is(err, errNoPartition) || err != nil && strings.Contains(err.Error(), "UNKNOWN_TOPIC") {
+	if errors.Is(err, errNoPartition) || errors.Is(err, kerr.UnknownTopicOrPartition) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no partition %d of topic %q; see /api/v1/topics", part, topic))
 		return
 	}

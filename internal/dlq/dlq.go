@@ -177,9 +177,13 @@ func (r *Replayer) Get(ctx context.Context, c Coord) (*DeadLetter, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.get(ctx, c, replayed)
+}
+
+func (r *Replayer) get(ctx context.Context, c Coord, replayed map[Coord]string) (*DeadLetter, error) {
 	var out *DeadLetter
 	one := map[string]map[int32]bus.Span{r.topics.DLQ: {c.Partition: {Start: c.Offset, End: c.Offset + 1}}}
-	err = bus.ReadSpans(ctx, r.cc, one, func(rec *kgo.Record) error {
+	err := bus.ReadSpans(ctx, r.cc, one, func(rec *kgo.Record) error {
 		dl := &DeadLetter{Coord: c, Time: rec.Timestamp.UTC()}
 		if rec.Offset != c.Offset {
 			return nil
@@ -395,7 +399,7 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 		return true
 	}
 	if one != nil {
-		dl, err := r.getWith(ctx, *one, replayed)
+		dl, err := r.get(ctx, *one, replayed)
 		if err != nil {
 			return rep, err
 		}
@@ -436,15 +440,6 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 	r.logger.Info("replayed dead letters", "replay_id", rep.ID, "by", opts.By, "replayed", rep.Replayed,
 		"already_replayed", rep.AlreadyReplayed, "unreplayable", len(rep.Unreplayable))
 	return rep, nil
-}
-
-func (r *Replayer) getWith(ctx context.Context, c Coord, replayed map[Coord]string) (*DeadLetter, error) {
-	dl, err := r.Get(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	dl.ReplayedIn = replayed[c]
-	return dl, nil
 }
 
 // send writes one transaction: the events of dls to the raw topic and
