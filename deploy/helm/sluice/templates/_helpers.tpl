@@ -79,7 +79,7 @@ app.kubernetes.io/component: {{ .stage }}
 {{/* Secrets as environment: every key of the Secret that is set; optional, so a missing key is no error. */}}
 {{- define "sluice.secretEnv" -}}
 {{- $name := include "sluice.secretName" . -}}
-{{- range list "SLUICE_API_KEY" "SLUICE_KAFKA_SASL_PASSWORD" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "SLUICE_CATALOG_CREDENTIAL" "SLUICE_CATALOG_TOKEN" "SLUICE_SEARCH_PASSWORD" "SLUICE_SEARCH_API_KEY" }}
+{{- range list "SLUICE_API_KEY" "SLUICE_CONSOLE_READ_KEY" "SLUICE_CONSOLE_ADMIN_KEY" "SLUICE_KAFKA_SASL_PASSWORD" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "SLUICE_CATALOG_CREDENTIAL" "SLUICE_CATALOG_TOKEN" "SLUICE_SEARCH_PASSWORD" "SLUICE_SEARCH_API_KEY" }}
 - name: {{ . }}
   valueFrom:
     secretKeyRef:
