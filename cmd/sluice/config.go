@@ -54,6 +54,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs := pipeline.NewFlagSet("config print", configUsage, stderr)
 		pipeline.ProcessFlags(fs)
 		pipeline.OpsFlags(fs)
+		pipeline.ConsoleFlags(fs)
 		pipeline.BrokerFlags(fs)
 		pipeline.KafkaFlags(fs)
 		pipeline.TopicFlags(fs)
