@@ -86,33 +86,33 @@ type Console struct {
 type route struct {
 	pattern, method string
 	admin           bool
-	handler         func(*Console) http.HandlerFunc
+	handler         func(*Console, http.ResponseWriter, *http.Request)
 }
 
 // routes are the console's API, each documented in the OpenAPI document
 // (TestOpenAPICoversRoutes).
 var routes = []route{
-	{"/api/v1/whoami", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.whoami }},
-	{"/api/v1/topics", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.topics }},
-	{"/api/v1/topics/{topic}/records", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.records }},
-	{"/api/v1/topics/{topic}/live", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.live }},
-	{"/api/v1/deadletters", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.deadLetters }},
-	{"/api/v1/deadletters/stats", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.deadLetterStats }},
-	{"/api/v1/deadletters/replay", http.MethodPost, true, func(c *Console) http.HandlerFunc { return c.replayMatching }},
-	{"/api/v1/deadletters/{partition}/{offset}", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.deadLetter }},
-	{"/api/v1/deadletters/{partition}/{offset}/replay", http.MethodPost, true, func(c *Console) http.HandlerFunc { return c.replayOne }},
-	{"/api/v1/replays", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.replays }},
-	{"/api/v1/lake/tables", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.tables }},
-	{"/api/v1/lake/tables/{table}", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.table }},
-	{"/api/v1/lake/tables/{table}/preview", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.preview }},
+	{"/api/v1/whoami", http.MethodGet, false, (*Console).whoami},
+	{"/api/v1/topics", http.MethodGet, false, (*Console).topics},
+	{"/api/v1/topics/{topic}/records", http.MethodGet, false, (*Console).records},
+	{"/api/v1/topics/{topic}/live", http.MethodGet, false, (*Console).live},
+	{"/api/v1/deadletters", http.MethodGet, false, (*Console).deadLetters},
+	{"/api/v1/deadletters/stats", http.MethodGet, false, (*Console).deadLetterStats},
+	{"/api/v1/deadletters/replay", http.MethodPost, true, (*Console).replayMatching},
+	{"/api/v1/deadletters/{partition}/{offset}", http.MethodGet, false, (*Console).deadLetter},
+	{"/api/v1/deadletters/{partition}/{offset}/replay", http.MethodPost, true, (*Console).replayOne},
+	{"/api/v1/replays", http.MethodGet, false, (*Console).replays},
+	{"/api/v1/lake/tables", http.MethodGet, false, (*Console).tables},
+	{"/api/v1/lake/tables/{table}", http.MethodGet, false, (*Console).table},
+	{"/api/v1/lake/tables/{table}/preview", http.MethodGet, false, (*Console).preview},
 	// A query is a POST for its body's size, but only reads.
-	{"/api/v1/query", http.MethodPost, false, func(c *Console) http.HandlerFunc { return c.query }},
-	{"/api/v1/query.csv", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.queryCSV }},
-	{"/api/v1/queries", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.savedQueries }},
-	{"/api/v1/queries", http.MethodPost, true, func(c *Console) http.HandlerFunc { return c.saveQuery }},
-	{"/api/v1/queries/{name}", http.MethodDelete, true, func(c *Console) http.HandlerFunc { return c.deleteQuery }},
-	{"/api/v1/jobs/runs", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.jobRuns }},
-	{"/api/v1/jobs/failures", http.MethodGet, false, func(c *Console) http.HandlerFunc { return c.checkFailures }},
+	{"/api/v1/query", http.MethodPost, false, (*Console).query},
+	{"/api/v1/query.csv", http.MethodGet, false, (*Console).queryCSV},
+	{"/api/v1/queries", http.MethodGet, false, (*Console).savedQueries},
+	{"/api/v1/queries", http.MethodPost, true, (*Console).saveQuery},
+	{"/api/v1/queries/{name}", http.MethodDelete, true, (*Console).deleteQuery},
+	{"/api/v1/jobs/runs", http.MethodGet, false, (*Console).jobRuns},
+	{"/api/v1/jobs/failures", http.MethodGet, false, (*Console).checkFailures},
 }
 
 // New builds the console's handler.
@@ -132,7 +132,8 @@ func New(cfg Config, deps Deps) *Console {
 		handlers := map[string]http.Handler{}
 		var methods []string
 		for _, r := range byPattern[p] {
-			handlers[r.method] = c.allow(r.admin, r.handler(c))
+			handle := r.handler
+			handlers[r.method] = c.allow(r.admin, func(w http.ResponseWriter, req *http.Request) { handle(c, w, req) })
 			methods = append(methods, r.method)
 			if r.method == http.MethodGet {
 				handlers[http.MethodHead] = handlers[r.method]
