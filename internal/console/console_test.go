@@ -205,7 +205,7 @@ func TestDeadLettersPagingAndReplay(t *testing.T) {
 	if code := f.do(t, "GET", path, "", "", &one); code != 200 || one.Reason != "schema_violation" || one.ReplayedIn != "" {
 		t.Fatalf("GET %s: %d %+v", path, code, one)
 	}
-	fixed := `{"original":{"event_type":"page_view","schema_version":"1-0-0","payload":{"i":99,"url":"/fixed"}}}`
+	fixed := `{"by":"alice","original":{"event_type":"page_view","schema_version":"1-0-0","payload":{"i":99,"url":"/fixed"}}}`
 	if code := f.do(t, "POST", path+"/replay", "", fixed, &rep); code != 200 || rep.Replayed != 1 {
 		t.Fatalf("replay the fixed one: %d %+v", code, rep)
 	}
@@ -225,7 +225,8 @@ func TestDeadLettersPagingAndReplay(t *testing.T) {
 		Replays []replaySummary `json:"replays"`
 	}
 	f.do(t, "GET", "/api/v1/replays", "", "", &replays)
-	if len(replays.Replays) != 2 || replays.Replays[0].DeadLetters != 1 || replays.Replays[0].Fixed != 1 || replays.Replays[1].DeadLetters != 5 {
+	if len(replays.Replays) != 2 || replays.Replays[0].DeadLetters != 1 || replays.Replays[0].Fixed != 1 || replays.Replays[1].DeadLetters != 5 ||
+		replays.Replays[0].By != "alice (console at 127.0.0.1)" || replays.Replays[1].By != "console at 127.0.0.1" {
 		t.Errorf("replays, newest first: %+v", replays.Replays)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/dlq"
@@ -171,6 +172,8 @@ type replayRequest struct {
 	Until    string          `json:"until"`
 	DryRun   bool            `json:"dry_run"`
 	Original json.RawMessage `json:"original"`
+	// By names who replays, for the record, beside where from.
+	By string `json:"by"`
 }
 
 const maxReplayBody = 4 << 20
@@ -188,16 +191,28 @@ func readReplay(w http.ResponseWriter, r *http.Request) (replayRequest, bool) {
 	return req, true
 }
 
-// by says who replays, for the record: the console, and from where.
-func (c *Console) by(r *http.Request) string {
+// by says who replays, for the record: the name the request gives, if
+// any, and the console and where from.
+func (c *Console) by(r *http.Request, name string) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
+	where := "console at " + host
 	if len(c.cfg.AdminKeys) > 0 {
-		return "console (admin key) at " + host
+		where = "console (admin key) at " + host
 	}
-	return "console at " + host
+	if name = strings.TrimSpace(name); name != "" {
+		return truncate(name, 100) + " (" + where + ")"
+	}
+	return where
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n])
+	}
+	return s
 }
 
 func (c *Console) replayMatching(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +236,7 @@ func (c *Console) replayMatching(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rep, err := c.deps.Replayer.Replay(r.Context(), f, dlq.Options{By: c.by(r), DryRun: req.DryRun})
+	rep, err := c.deps.Replayer.Replay(r.Context(), f, dlq.Options{By: c.by(r, req.By), DryRun: req.DryRun})
 	if err != nil {
 		unavailable(w, fmt.Errorf("%w (sent %d before it)", err, rep.Replayed))
 		return
@@ -238,7 +253,7 @@ func (c *Console) replayOne(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	opts := dlq.Options{By: c.by(r), DryRun: req.DryRun}
+	opts := dlq.Options{By: c.by(r, req.By), DryRun: req.DryRun}
 	if len(req.Original) > 0 && string(req.Original) != "null" {
 		opts.Fixed = map[dlq.Coord][]byte{co: req.Original}
 	}

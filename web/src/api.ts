@@ -12,6 +12,17 @@ export function setKey(k: string) {
   else localStorage.removeItem(keyName)
 }
 
+const nameKey = 'sluice-console-name'
+
+// The name replays are recorded under, as the user gave it.
+export function getName(): string {
+  return localStorage.getItem(nameKey) ?? ''
+}
+
+export function setName(n: string) {
+  localStorage.setItem(nameKey, n)
+}
+
 export class APIError extends Error {
   constructor(public status: number, public code: string, message: string) {
     super(message)

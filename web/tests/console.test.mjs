@@ -98,11 +98,14 @@ await step('failed-events', async () => {
     await page.reload()
     return false
   }, 30000)
+  await page.getByTestId('replay-as').fill('browser test')
   await row.click()
   await page.getByTestId('dead-letter').waitFor()
   await page.getByTestId('fix-editor').fill(bad + '}')
   await page.getByTestId('replay-fixed').click()
   await page.getByTestId('replay-result').waitFor({ timeout: 30000 })
+  // Recorded, with who.
+  await page.locator('tr').filter({ hasText: 'browser test (console at' }).first().waitFor({ timeout: 10000 })
 })
 
 await step('fixed-event-in-lake', async () => {

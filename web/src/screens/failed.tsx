@@ -4,7 +4,7 @@
 // letter a filter selects. Each replay is recorded, and a dead letter is
 // never sent twice.
 import { useState } from 'preact/hooks'
-import { APIError, get, post, type DeadLetter, type ReplayReport } from '../api'
+import { APIError, get, getName, post, setName, type DeadLetter, type ReplayReport } from '../api'
 import { go } from '../app'
 import { Chart } from '../chart'
 import { ErrorBox, JSONView, Pager, Table, ago, num, usePoll } from '../ui'
@@ -56,7 +56,7 @@ export function Failed({ admin, params }: { admin: boolean; params: URLSearchPar
     setBusy(dryRun ? 'counting' : 'replaying')
     setBulkError('')
     try {
-      setBulk(await post<ReplayReport>('/api/v1/deadletters/replay', { ...filter, dry_run: dryRun }))
+      setBulk(await post<ReplayReport>('/api/v1/deadletters/replay', { ...filter, dry_run: dryRun, by: getName() }))
     } catch (e) {
       setBulkError(String((e as Error).message))
     }
@@ -76,6 +76,7 @@ export function Failed({ admin, params }: { admin: boolean; params: URLSearchPar
         <label>Since <select value={since} onChange={(e) => set('since', e.currentTarget.value)}>
           {['15m', '1h', '6h', '24h', '168h', '720h'].map((s) => <option key={s}>{s}</option>)}
         </select></label>
+        {admin && <label>Replaying as <input defaultValue={getName()} placeholder="your name, for the record" data-testid="replay-as" onInput={(e) => setName(e.currentTarget.value)} /></label>}
         {admin && <button onClick={() => replayAll(true)} disabled={!!busy} data-testid="replay-matching">Replay all matching…</button>}
       </div>
       {bulk && (
@@ -143,10 +144,10 @@ function DeadLetterPane({ coord, admin, onReplayed }: { coord: string; admin: bo
   const replay = async (fixed: boolean) => {
     setError('')
     setResult('')
-    let body: { original?: unknown } = {}
+    let body: { original?: unknown; by?: string } = { by: getName() }
     if (fixed) {
       try {
-        body = { original: JSON.parse(edited) }
+        body.original = JSON.parse(edited)
       } catch (e) {
         setError('The fixed event is not JSON: ' + (e as Error).message)
         return
