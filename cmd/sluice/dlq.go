@@ -42,6 +42,15 @@ at --broker-addr.
 `
 
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	brokers := ""
+	err := dlqCommand(ctx, args, stdout, stderr, &brokers)
+	if err != nil && brokers != "" && strings.Contains(err.Error(), "unable to dial") {
+		return fmt.Errorf("%w (is Kafka running at %s? Without --brokers, sluice dlq asks the sluice up running on --data-dir, else --broker-addr)", err, brokers)
+	}
+	return err
+}
+
+func dlqCommand(ctx context.Context, args []string, stdout, stderr io.Writer, brokers *string) error {
 	switch {
 	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help"):
 		args = []string{"replay", "--help"} // the subcommand with the most flags
@@ -100,6 +109,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("--until: %w", err)
 	}
 	cfg.BrokersOrLocal()
+	*brokers = strings.Join(cfg.Kafka.Brokers, ",")
 	r := dlq.New(cfg.Client("sluice-dlq"), dlq.Topics{DLQ: cfg.Topics.DLQ, Raw: cfg.Topics.Raw, Log: cfg.Topics.Replays,
 		Replication: cfg.Topics.Replication}, logger)
 	rest := fs.Args()
@@ -195,7 +205,7 @@ func listDeadLetters(ctx context.Context, r *dlq.Replayer, f dlq.Filter, n int, 
 		}
 		return werr == nil && (n <= 0 || count < n)
 	})
-	if tw != nil {
+	if tw != nil && err == nil {
 		tw.Flush()
 	}
 	return errors.Join(err, werr)
