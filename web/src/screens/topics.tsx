@@ -76,7 +76,7 @@ export function Topics({ params }: { params: URLSearchParams }) {
                   <div class="records" data-testid="records">
                     {page.data.records.map((r) => (
                       <details key={r.offset} class="record" open={page.data!.records.length <= 3}>
-                        <summary><code>{r.partition}/{r.offset}</code> {r.timestamp} <span class="muted">key {r.key || '-'}</span></summary>
+                        <summary><code>{r.partition}/{r.offset}</code> {r.timestamp} {r.headers?.event_type && <b>{r.headers.event_type}</b>} <span class="muted">key {r.key || '-'}</span></summary>
                         {r.headers && <table class="headers"><tbody>{Object.entries(r.headers).map(([k, v]) => <tr key={k}><th>{k}</th><td>{v}</td></tr>)}</tbody></table>}
                         <JSONView value={r.value} />
                       </details>
