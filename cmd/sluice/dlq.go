@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/user"
 	"strings"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/sluicehq/sluice/internal/dlq"
 	"github.com/sluicehq/sluice/internal/pipeline"
-	"github.com/sluicehq/sluice/internal/row"
 )
 
 const dlqUsage = `Usage: sluice dlq list    [--stage S] [--reason R] [--since T] [--until T] [-n N] [--json]
@@ -44,7 +44,7 @@ at --broker-addr.
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	brokers := ""
 	err := dlqCommand(ctx, args, stdout, stderr, &brokers)
-	if err != nil && brokers != "" && strings.Contains(err.Error(), "unable to dial") {
+	if _, dial := errors.AsType[*net.OpError](err); dial && brokers != "" {
 		return fmt.Errorf("%w (is Kafka running at %s? Without --brokers, sluice dlq asks the sluice up running on --data-dir, else --broker-addr)", err, brokers)
 	}
 	return err
@@ -102,10 +102,10 @@ func dlqCommand(ctx context.Context, args []string, stdout, stderr io.Writer, br
 		return err
 	}
 	now := time.Now()
-	if f.Since, err = parseWhen(since, now); err != nil {
+	if f.Since, err = dlq.ParseWhen(since, now); err != nil {
 		return fmt.Errorf("--since: %w", err)
 	}
-	if f.Until, err = parseWhen(until, now); err != nil {
+	if f.Until, err = dlq.ParseWhen(until, now); err != nil {
 		return fmt.Errorf("--until: %w", err)
 	}
 	cfg.BrokersOrLocal()
@@ -242,21 +242,6 @@ func replayHistory(ctx context.Context, r *dlq.Replayer, asJSON bool, stdout io.
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", rp.ID, rp.At.Format(time.RFC3339), rp.By, len(rp.DeadLetters), fixedN, filter)
 	}
 	return tw.Flush()
-}
-
-// parseWhen reads a time, or a duration back from now; "" is the zero
-// time.
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return now.Add(-d), nil
-	}
-	if t, ok := row.ParseTime(s); ok {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("%q: want a time (2026-12-01T10:00:00Z, 2026-12-01) or a duration back from now (1h)", s)
 }
 
 func readFixed(path string) ([]byte, error) {

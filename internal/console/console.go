@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -254,20 +255,12 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// timeParam reads a time, or a duration back from now.
+// timeParam reads a query parameter as a time, or a duration back from
+// now.
 func (c *Console) timeParam(r *http.Request, name string) (time.Time, error) {
-	s := r.URL.Query().Get(name)
-	if s == "" {
-		return time.Time{}, nil
+	t, err := dlq.ParseWhen(r.URL.Query().Get(name), c.now())
+	if err != nil {
+		return t, fmt.Errorf("%s: %w", name, err)
 	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return c.now().Add(-d), nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, errors.New(name + ": want an RFC 3339 time, a date, or a duration back from now (1h)")
+	return t, nil
 }

@@ -222,19 +222,13 @@ func (c *Console) replayMatching(w http.ResponseWriter, r *http.Request) {
 	}
 	f := dlq.Filter{Stage: req.Stage, Reason: req.Reason}
 	var err error
-	for _, t := range []struct {
-		s   string
-		dst *time.Time
-	}{{req.Since, &f.Since}, {req.Until, &f.Until}} {
-		if t.s == "" {
-			continue
-		}
-		if d, derr := time.ParseDuration(t.s); derr == nil {
-			*t.dst = c.now().Add(-d)
-		} else if *t.dst, err = time.Parse(time.RFC3339Nano, t.s); err != nil {
-			badRequest(w, "since and until: want an RFC 3339 time or a duration back from now (1h)")
-			return
-		}
+	if f.Since, err = dlq.ParseWhen(req.Since, c.now()); err != nil {
+		badRequest(w, "since: "+err.Error())
+		return
+	}
+	if f.Until, err = dlq.ParseWhen(req.Until, c.now()); err != nil {
+		badRequest(w, "until: "+err.Error())
+		return
 	}
 	rep, err := c.deps.Replayer.Replay(r.Context(), f, dlq.Options{By: c.by(r, req.By), DryRun: req.DryRun})
 	if err != nil {

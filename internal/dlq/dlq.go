@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/event"
+	"github.com/sluicehq/sluice/internal/row"
 )
 
 // TransactionalID is the one transactional id of every replay, so that a
@@ -72,6 +73,22 @@ type Filter struct {
 	// time), [Since, Until).
 	Since time.Time `json:"since,omitzero"`
 	Until time.Time `json:"until,omitzero"`
+}
+
+// ParseWhen reads a filter's time: a duration back from now (1h), or a
+// time as row.ParseTime reads one (2026-12-01T10:00:00Z, 2026-12-01); ""
+// is the zero time, no bound.
+func ParseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if t, ok := row.ParseTime(s); ok {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want a time (2026-12-01T10:00:00Z, 2026-12-01) or a duration back from now (1h)", s)
 }
 
 func (f Filter) match(dl *DeadLetter) bool {
@@ -148,14 +165,10 @@ func (r *Replayer) scan(ctx context.Context, f Filter, after *Coord, replayed ma
 	for _, p := range parts {
 		one := map[string]map[int32]bus.Span{r.topics.DLQ: {p: spans[p]}}
 		err := bus.ReadSpans(ctx, r.cc, one, func(rec *kgo.Record) error {
-			dl := &DeadLetter{Coord: Coord{rec.Partition, rec.Offset}, Time: rec.Timestamp.UTC()}
-			if json.Unmarshal(rec.Value, &dl.Failed) != nil || dl.Stage == "" {
+			dl, ok := deadLetterOf(rec, replayed)
+			if !ok || !f.match(dl) {
 				return nil
 			}
-			if !f.match(dl) {
-				return nil
-			}
-			dl.ReplayedIn = replayed[dl.Coord]
 			if !fn(dl) {
 				return errStop
 			}
@@ -184,12 +197,7 @@ func (r *Replayer) get(ctx context.Context, c Coord, replayed map[Coord]string) 
 	var out *DeadLetter
 	one := map[string]map[int32]bus.Span{r.topics.DLQ: {c.Partition: {Start: c.Offset, End: c.Offset + 1}}}
 	err := bus.ReadSpans(ctx, r.cc, one, func(rec *kgo.Record) error {
-		dl := &DeadLetter{Coord: c, Time: rec.Timestamp.UTC()}
-		if rec.Offset != c.Offset {
-			return nil
-		}
-		if err := json.Unmarshal(rec.Value, &dl.Failed); err == nil && dl.Stage != "" {
-			dl.ReplayedIn = replayed[c]
+		if dl, ok := deadLetterOf(rec, replayed); ok {
 			out = dl
 		}
 		return nil
@@ -201,6 +209,18 @@ func (r *Replayer) get(ctx context.Context, c Coord, replayed map[Coord]string) 
 		return nil, fmt.Errorf("%w: %s of %s", ErrNotFound, c, r.topics.DLQ)
 	}
 	return out, nil
+}
+
+// deadLetterOf reads a record of the dead-letter topic, marked with the
+// replay that sent it back; ok is false for a record that is not a failed
+// event.
+func deadLetterOf(rec *kgo.Record, replayed map[Coord]string) (dl *DeadLetter, ok bool) {
+	dl = &DeadLetter{Coord: Coord{rec.Partition, rec.Offset}, Time: rec.Timestamp.UTC()}
+	if json.Unmarshal(rec.Value, &dl.Failed) != nil || dl.Stage == "" {
+		return nil, false
+	}
+	dl.ReplayedIn = replayed[dl.Coord]
+	return dl, true
 }
 
 // ErrNotFound is returned for a dead letter that is not in the topic.
@@ -265,11 +285,13 @@ type Sent struct {
 // dead letter it sent.
 func (r *Replayer) Replays(ctx context.Context) ([]Replay, error) {
 	var out []Replay
+	at := map[string]int{} // replay id → its place in out
 	err := r.readLog(ctx, func(rp Replay) {
-		if i := slices.IndexFunc(out, func(o Replay) bool { return o.ID == rp.ID }); i >= 0 {
+		if i, ok := at[rp.ID]; ok {
 			out[i].DeadLetters = append(out[i].DeadLetters, rp.DeadLetters...)
 			return
 		}
+		at[rp.ID] = len(out)
 		out = append(out, rp)
 	})
 	return out, err
@@ -380,22 +402,20 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 	if err != nil {
 		return rep, err
 	}
-	var todo []*DeadLetter
+	var todo []outgoing
+	now := r.now()
 	collect := func(dl *DeadLetter) bool {
 		rep.Matched++
 		if dl.ReplayedIn != "" {
 			rep.AlreadyReplayed++
 			return true
 		}
-		original := []byte(dl.Original)
-		if fixed, ok := opts.Fixed[dl.Coord]; ok {
-			original = fixed
-		}
-		if _, err := rawEvent(dl, original, r.now()); err != nil {
+		out, err := r.outgoing(dl, opts.Fixed, now)
+		if err != nil {
 			rep.Unreplayable = append(rep.Unreplayable, Refused{Coord: dl.Coord, Reason: err.Error()})
 			return true
 		}
-		todo = append(todo, dl)
+		todo = append(todo, out)
 		return true
 	}
 	if one != nil {
@@ -442,9 +462,31 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 	return rep, nil
 }
 
-// send writes one transaction: the events of dls to the raw topic and
+// outgoing is a dead letter to send: its event's record for the raw
+// topic, and its entry in the log.
+type outgoing struct {
+	rec  *kgo.Record
+	sent Sent
+}
+
+// outgoing makes the record of dl's original, or of its fix in fixed.
+func (r *Replayer) outgoing(dl *DeadLetter, fixed map[Coord][]byte, now time.Time) (outgoing, error) {
+	original, isFixed := fixed[dl.Coord]
+	if !isFixed {
+		original = dl.Original
+	}
+	rec, err := rawEvent(dl, original, now)
+	if err != nil {
+		return outgoing{}, err
+	}
+	rec.Topic = r.topics.Raw
+	rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderReplayOf, Value: []byte(r.topics.DLQ + "/" + dl.Coord.String())})
+	return outgoing{rec: rec, sent: Sent{Coord: dl.Coord, Fixed: isFixed}}, nil
+}
+
+// send writes one transaction: the events of todo to the raw topic and
 // their record to the log, all or none.
-func (r *Replayer) send(ctx context.Context, cl *kgo.Client, id string, f *Filter, opts Options, dls []*DeadLetter) (err error) {
+func (r *Replayer) send(ctx context.Context, cl *kgo.Client, id string, f *Filter, opts Options, todo []outgoing) (err error) {
 	if err := cl.BeginTransaction(); err != nil {
 		return fmt.Errorf("begin a replay transaction: %w", err)
 	}
@@ -464,24 +506,11 @@ func (r *Replayer) send(ctx context.Context, cl *kgo.Client, id string, f *Filte
 			r.logger.Warn("abort a replay transaction", "replay_id", id, "err", aerr)
 		}
 	}()
-	now := r.now()
-	entry := Replay{ID: id, By: opts.By, At: now.UTC(), Filter: f}
+	entry := Replay{ID: id, By: opts.By, At: r.now().UTC(), Filter: f}
 	var acks bus.Acks
-	for _, dl := range dls {
-		original := []byte(dl.Original)
-		fixed, ok := opts.Fixed[dl.Coord]
-		if ok {
-			original = fixed
-		}
-		rec, err := rawEvent(dl, original, now)
-		if err != nil {
-			return fmt.Errorf("dead letter %s: %w", dl.Coord, err)
-		}
-		rec.Topic = r.topics.Raw
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderReplayOf,
-			Value: []byte(r.topics.DLQ + "/" + dl.Coord.String())})
-		cl.Produce(ctx, rec, acks.Promise())
-		entry.DeadLetters = append(entry.DeadLetters, Sent{Coord: dl.Coord, Fixed: ok})
+	for _, o := range todo {
+		cl.Produce(ctx, o.rec, acks.Promise())
+		entry.DeadLetters = append(entry.DeadLetters, o.sent)
 	}
 	value, err := json.Marshal(entry)
 	if err != nil {

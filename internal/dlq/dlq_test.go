@@ -337,3 +337,43 @@ func TestParseCoord(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayConcurrent runs two replays of the same dead letters at once:
+// the later one fences the earlier, and after one more run each event is
+// in the raw topic once.
+func TestReplayConcurrent(t *testing.T) {
+	f := newFixture(t)
+	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	for i := range 60 {
+		f.deadLetter(t, event.StageEnricher, "enrichment_failed", fmt.Sprintf("r%d", i), stamped(i, at), at)
+	}
+	errs := make(chan error, 2)
+	for _, by := range []string{"a", "b"} {
+		go func() {
+			_, err := f.replayer().Replay(t.Context(), Filter{}, Options{By: by, Batch: 5})
+			errs <- err
+		}()
+	}
+	failed := 0
+	for range 2 {
+		if err := <-errs; err != nil {
+			failed++
+			t.Logf("a replay stopped: %v", err)
+		}
+	}
+	if failed == 2 {
+		t.Fatal("both replays failed")
+	}
+	if _, err := f.replayer().Replay(t.Context(), Filter{}, Options{By: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	seen, _ := f.raw(t)
+	if len(seen) != 60 {
+		t.Errorf("%d distinct events, want 60", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s sent %d times", id, n)
+		}
+	}
+}

@@ -54,11 +54,9 @@ func buildModels(ctx context.Context, dir, selection string, store lake.Storage,
 	if models, err = Select(models, selection); err != nil {
 		return nil, err
 	}
-	local, ok := store.(*lake.Local)
-	if !ok {
-		if local, err = lake.Mirror(ctx, store, lake.MirrorDir(cache, store)); err != nil {
-			return nil, err
-		}
+	local, err := lake.LocalOf(ctx, store, cache)
+	if err != nil {
+		return nil, err
 	}
 	eng, err := query.Open(ctx, local, cat, query.Options{})
 	if err != nil {

@@ -286,6 +286,16 @@ func MirrorDir(cache string, src Storage) string {
 	return filepath.Join(cache, "lake", name)
 }
 
+// LocalOf is store when it is on local disk, else its mirror under cache
+// (MirrorDir), brought up to date: how DuckDB, which reads only local files
+// here (nothing is downloaded at run time, so no httpfs), reads any lake.
+func LocalOf(ctx context.Context, store Storage, cache string) (*Local, error) {
+	if local, ok := store.(*Local); ok {
+		return local, nil
+	}
+	return Mirror(ctx, store, MirrorDir(cache, store))
+}
+
 // Mirror copies a lake's data files (of its catalog tables and its export
 // tables) into a local directory, fetching only files it does not have yet
 // (a file's name fixes its content, since it names the offset range it

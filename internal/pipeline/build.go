@@ -238,12 +238,9 @@ func (p *Process) mountConsole(cfg Config, store lake.Storage, cat *lake.Catalog
 		// Screens ask several things at once: they share an engine a few
 		// seconds old at most.
 		deps.Lake = console.ShareLake(func(ctx context.Context) (*query.Engine, *lake.Catalog, func(), error) {
-			local, ok := store.(*lake.Local)
-			if !ok {
-				var err error
-				if local, err = lake.Mirror(ctx, store, lake.MirrorDir(cache, store)); err != nil {
-					return nil, nil, nil, err
-				}
+			local, err := lake.LocalOf(ctx, store, cache)
+			if err != nil {
+				return nil, nil, nil, err
 			}
 			eng, err := query.Open(ctx, local, cat, query.Options{})
 			if err != nil {

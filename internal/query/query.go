@@ -466,7 +466,7 @@ func (e *Engine) Query(ctx context.Context, q string) (Result, error) {
 	for i, c := range jsonCols {
 		replace[i] = fmt.Sprintf("CAST(%s AS VARCHAR) AS %s", quoteIdent(c), quoteIdent(c))
 	}
-	wrapped := fmt.Sprintf("SELECT * REPLACE (%s) FROM (%s)", strings.Join(replace, ", "), strings.TrimRight(strings.TrimSpace(q), ";"))
+	wrapped := fmt.Sprintf("SELECT * REPLACE (%s) FROM (%s)", strings.Join(replace, ", "), subquery(q))
 	text, _, err := e.query(ctx, wrapped, false)
 	if err != nil {
 		// Columns of one name twice, say: the maps will do.
@@ -520,6 +520,10 @@ func (e *Engine) query(ctx context.Context, q string, probe bool) (Result, []str
 	return res, nil, rows.Err()
 }
 
+// subquery is a query as the FROM clause of another takes it: without the
+// semicolons and space that may end it.
+func subquery(q string) string { return strings.TrimRight(strings.TrimSpace(q), "; \n\t") }
+
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func quoteString(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
@@ -555,7 +559,7 @@ func (e *Engine) Confine(ctx context.Context) error {
 // be one query (a SELECT, WITH, VALUES, FROM or a table's name as DuckDB
 // takes it), not a statement that changes anything.
 func (e *Engine) Page(ctx context.Context, q string, offset, limit int) (Result, bool, error) {
-	paged := fmt.Sprintf("SELECT * FROM (%s) LIMIT %d OFFSET %d", strings.TrimRight(strings.TrimSpace(q), "; \n\t"), limit+1, offset)
+	paged := fmt.Sprintf("SELECT * FROM (%s) LIMIT %d OFFSET %d", subquery(q), limit+1, offset)
 	res, err := e.Query(ctx, paged)
 	if err != nil {
 		return res, false, err
@@ -571,7 +575,7 @@ func (e *Engine) Page(ctx context.Context, q string, offset, limit int) (Result,
 // calls fn with each row in turn, the values as Query gives them; the
 // slice is reused. Nothing is held but the row.
 func (e *Engine) Stream(ctx context.Context, q string, columns func(names, types []string) error, fn func([]any) error) error {
-	rows, err := e.db.QueryContext(ctx, fmt.Sprintf("SELECT * FROM (%s)", strings.TrimRight(strings.TrimSpace(q), "; \n\t")))
+	rows, err := e.db.QueryContext(ctx, "SELECT * FROM ("+subquery(q)+")")
 	if err != nil {
 		return err
 	}
