@@ -226,10 +226,12 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	took := time.Since(start)
+	// Stopping writes the completed windows still held and the
+	// checkpoints: part of the job.
 	cancel()
 	if err := <-errc; err != nil {
 		return 0, 0, err
 	}
+	took := time.Since(start)
 	return took, metricValue(reg, "sluice_aggregator_windows_emitted_total"), nil
 }

@@ -28,12 +28,13 @@ import (
 	"log/slog"
 	"math"
 	"path"
+	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -234,6 +235,10 @@ type Aggregator struct {
 	// of each aggregate's field (-1: none).
 	timeAt, groupAt, dedupeAt, keyAt, aggAt []int
 	ints                                    []bool // per aggregate: written as BIGINT
+	// Every result record's headers, and the length of the column names
+	// in its value.
+	resultHeaders []kgo.RecordHeader
+	resultNames   int
 	// tasks is how many partitions the repartition topic has: a watermark
 	// is broadcast to each.
 	tasks   int32
@@ -284,7 +289,13 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	}
 	for _, ag := range cfg.Aggregates {
 		a.ints = append(a.ints, ag.Op == window.Count || (ag.Op != window.Avg && types[ag.Field] == "int"))
+		a.resultNames += len(ag.As)
 	}
+	for _, g := range cfg.GroupBy {
+		a.resultNames += len(g)
+	}
+	a.resultHeaders = []kgo.RecordHeader{{Key: "aggregation", Value: []byte(cfg.Name)}, {Key: "table", Value: []byte(cfg.Table())}}
+	a.resultHeaders = a.resultHeaders[:2:2] // shared: an append copies
 	m, err := newMetrics(reg, cfg.Name)
 	if err != nil {
 		return nil, err
@@ -396,11 +407,10 @@ func (a *Aggregator) partitions(ctx context.Context, topic string) (int32, error
 	}
 }
 
-// read parses a record into its fields and event time. A record that is
-// not an event of this aggregation gives neither; one that cannot be read
-// gives its dead letter.
-func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
-	f := make(fields, len(a.slots))
+// read parses a record into f, which has a field per slot, and returns f
+// and the event time. A record that is not an event of this aggregation
+// gives neither; one that cannot be read gives its dead letter.
+func (a *Aggregator) read(rec *kgo.Record, f fields) (fields, time.Time, *kgo.Record) {
 	err := a.parse.parse(rec.Value, f)
 	if errors.Is(err, errSkip) {
 		a.metrics.events.WithLabelValues("skipped").Inc()
@@ -416,14 +426,18 @@ func (a *Aggregator) read(rec *kgo.Record) (fields, time.Time, *kgo.Record) {
 	return f, t, nil
 }
 
-// event is the operator's view of a record read from partition p.
-func (a *Aggregator) event(f fields, t time.Time, p int32) window.Event {
-	e := window.Event{Partition: p, Time: t, Group: make([]string, len(a.cfg.GroupBy)),
-		Values: make([]float64, len(a.cfg.Aggregates))}
+// event is the operator's view of a record read from partition p, in e's
+// slices: the operator keeps none of them.
+func (a *Aggregator) event(e *window.Event, f fields, t time.Time, p int32) {
+	e.Partition, e.Time = p, t
+	e.Group = slices.Grow(e.Group[:0], len(a.groupAt))[:len(a.groupAt)]
+	e.Values = slices.Grow(e.Values[:0], len(a.aggAt))[:len(a.aggAt)]
+	e.DedupeKey = ""
 	for i, at := range a.groupAt {
 		e.Group[i] = f[at].s
 	}
 	for i, at := range a.aggAt {
+		e.Values[i] = 0 // a count of events ignores it
 		if at >= 0 {
 			e.Values[i] = number(f[at])
 		}
@@ -431,7 +445,6 @@ func (a *Aggregator) event(f fields, t time.Time, p int32) window.Event {
 	if len(a.dedupeAt) > 0 {
 		e.DedupeKey = string(a.join(nil, f, a.dedupeAt))
 	}
-	return e
 }
 
 // join appends the fields at the slots, separated by NULs, to b.
@@ -469,10 +482,17 @@ func (c *Config) File(task int32, start, end time.Time) lake.File {
 func (a *Aggregator) windowBuffer(results []window.Result) *lake.Buffer {
 	buf := lake.NewBuffer()
 	var fields []row.Field
+	var text []byte // the group values' bytes, which Append copies
 	for _, res := range results {
-		fields = fields[:0]
+		fields, text = fields[:0], text[:0]
+		for _, g := range res.Group {
+			text = append(text, g...)
+		}
+		off := 0
 		for i, g := range a.cfg.GroupBy {
-			fields = append(fields, row.Field{Name: g, Cell: row.Cell{Kind: row.KindString, B: []byte(res.Group[i])}})
+			end := off + len(res.Group[i])
+			fields = append(fields, row.Field{Name: g, Cell: row.Cell{Kind: row.KindString, B: text[off:end:end]}})
+			off = end
 		}
 		fields = append(fields,
 			row.Field{Name: "window_start", Cell: row.Cell{Kind: row.KindTimestamp, I: res.Start.UnixMicro()}},
@@ -502,70 +522,105 @@ func (a *Aggregator) columns() []lake.Column {
 	return cols
 }
 
-// writeWindows writes a task's completed windows, each window one file, and
-// commits them to the table as one snapshot. The snapshot records the
-// task's last window start: a task restored from an older checkpoint emits
-// its windows again, and those the table holds are not written twice.
-// Windows of a task complete in the order of their starts.
-func (a *Aggregator) writeWindows(ctx context.Context, task int32, results []window.Result) error {
-	if a.cfg.Output.Format != "parquet" {
-		for i := 0; i < len(results); {
-			j := windowEnd(results, i)
-			f := a.cfg.File(task, results[i].Start, results[i].End)
-			if err := lake.Put(ctx, a.store, f.Path(), func(w io.Writer) error {
-				buf := a.windowBuffer(results[i:j])
-				defer buf.Reset()
-				_, err := buf.Write(w, a.cfg.Output.Format)
-				return err
-			}); err != nil {
-				return err
-			}
-			i = j
+// taskResults are one task's completed windows, in the order of their
+// starts.
+type taskResults struct {
+	task    int32
+	results []window.Result
+}
+
+// writeWindows writes the tasks' completed windows, each window of each
+// task one file, and commits them to the table as one snapshot; it returns
+// their records for the output topic. The snapshot records each task's
+// last window start: a task restored from an older checkpoint emits its
+// windows again, and those the table holds are not written twice. The
+// files are written on every core.
+func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([]*kgo.Record, error) {
+	var t *table.Table
+	offsets := lake.Offsets{}
+	if a.cfg.Output.Format == "parquet" {
+		name := a.cfg.Table()
+		var err error
+		t, err = a.cat.Load(ctx, name)
+		if errors.Is(err, lake.ErrNoTable) {
+			t, err = a.cat.Create(ctx, name, a.columns())
 		}
-		return nil
+		if err != nil {
+			return nil, err
+		}
+		if offsets, err = lake.TableOffsets(t); err != nil {
+			return nil, err
+		}
 	}
-	name := a.cfg.Table()
-	t, err := a.cat.Load(ctx, name)
-	if errors.Is(err, lake.ErrNoTable) {
-		t, err = a.cat.Create(ctx, name, a.columns())
+	type written struct {
+		files []iceberg.DataFile
+		last  int64 // the last window start written
+		recs  []*kgo.Record
 	}
-	if err != nil {
-		return err
+	out := make([]written, len(batches))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for bi, b := range batches {
+		key := lake.OffsetKey("window", b.task)
+		done, ok := offsets[key]
+		if !ok {
+			done = math.MinInt64
+		}
+		w := &out[bi]
+		w.last = done
+		g.Go(func() error {
+			for i := 0; i < len(b.results); {
+				j := windowEnd(b.results, i)
+				res := b.results[i:j]
+				start := res[0].Start
+				i = j
+				for _, r := range res {
+					w.recs = append(w.recs, a.resultRecord(r))
+				}
+				if start.Unix() <= done {
+					continue // in the table already
+				}
+				f := a.cfg.File(b.task, start, res[0].End)
+				buf := a.windowBuffer(res)
+				var err error
+				if t == nil {
+					err = lake.Put(gctx, a.store, f.Path(), func(w io.Writer) error {
+						_, err := buf.Write(w, a.cfg.Output.Format)
+						return err
+					})
+				} else {
+					var df iceberg.DataFile
+					df, _, err = a.cat.WriteFile(gctx, a.store, t, f.Date, path.Base(f.Path()), buf)
+					w.files = append(w.files, df)
+				}
+				buf.Reset() // its memory back to the pools, for the next window
+				if err != nil {
+					return err
+				}
+				w.last = max(w.last, start.Unix())
+			}
+			return nil
+		})
 	}
-	offsets, err := lake.TableOffsets(t)
-	if err != nil {
-		return err
-	}
-	key := lake.OffsetKey("window", task)
-	done, ok := offsets[key]
-	if !ok {
-		done = math.MinInt64
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	var files []iceberg.DataFile
-	last := done
-	for i := 0; i < len(results); {
-		j := windowEnd(results, i)
-		start := results[i].Start
-		if start.Unix() <= done {
-			i = j
-			continue
+	var recs []*kgo.Record
+	set := lake.Offsets{}
+	for bi, w := range out {
+		files = append(files, w.files...)
+		recs = append(recs, w.recs...)
+		if len(w.files) > 0 {
+			set[lake.OffsetKey("window", batches[bi].task)] = w.last
 		}
-		f := a.cfg.File(task, start, results[i].End)
-		buf := a.windowBuffer(results[i:j])
-		df, _, err := a.cat.WriteFile(ctx, a.store, t, f.Date, path.Base(f.Path()), buf)
-		buf.Reset() // its memory back to the pools, for the next window
-		if err != nil {
-			return err
+	}
+	if len(files) > 0 {
+		if _, _, err := a.cat.Append(ctx, t, files, set); err != nil {
+			return nil, err
 		}
-		files = append(files, df)
-		last = max(last, start.Unix())
-		i = j
 	}
-	if len(files) == 0 {
-		return nil
-	}
-	_, _, err = a.cat.Append(ctx, t, files, lake.Offsets{key: last})
-	return err
+	return recs, nil
 }
 
 // windowEnd is where the results of the window starting results[i] end.
@@ -588,9 +643,20 @@ func (a *Aggregator) cell(i int, v float64) row.Cell {
 }
 
 // resultRecord is a window result for the output topic, keyed by window
-// and group so that a compacted topic keeps one of each.
+// and group so that a compacted topic keeps one of each. Key and value
+// share one allocation, and every record the same headers.
 func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
-	b := []byte{'{'}
+	n := 64 + 48*len(a.cfg.Aggregates)
+	for _, g := range res.Group {
+		n += 2 * (len(g) + 8)
+	}
+	b := make([]byte, 0, n+a.resultNames)
+	b = res.Start.AppendFormat(b, time.RFC3339)
+	for _, g := range res.Group {
+		b = append(append(b, '|'), g...)
+	}
+	key := len(b)
+	b = append(b, '{')
 	for i, g := range a.cfg.GroupBy {
 		b = append(event.AppendString(b, g), ':')
 		b = append(event.AppendString(b, res.Group[i]), ',')
@@ -614,11 +680,7 @@ func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
 		}
 	}
 	b = append(b, '}')
-	key := res.Start.Format(time.RFC3339) + "|" + strings.Join(res.Group, "|")
-	return &kgo.Record{Topic: a.cfg.Output.Topic, Key: []byte(key), Value: b, Headers: []kgo.RecordHeader{
-		{Key: "aggregation", Value: []byte(a.cfg.Name)},
-		{Key: "table", Value: []byte(a.cfg.Table())},
-	}}
+	return &kgo.Record{Topic: a.cfg.Output.Topic, Key: b[:key:key], Value: b[key:], Headers: a.resultHeaders}
 }
 
 // produce writes recs and waits for every acknowledgement.

@@ -43,8 +43,9 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 		Logger:         a.logger,
 		Fn: func(_ context.Context, in []*kgo.Record, out func(*kgo.Record)) {
 			latest := map[int32]time.Time{}
+			f := make(fields, len(a.slots))
 			for _, rec := range in {
-				r, at := a.route(rec, topic)
+				r, at := a.route(rec, topic, f)
 				if r != nil {
 					out(r)
 				}
@@ -70,10 +71,10 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 
 // route is the record rec becomes: keyed by its partition key on the
 // repartition topic, a dead letter, or nil for a record to skip; and the
-// event's time. The value stays as it came, so a late event's dead letter
+// event's time; f is scratch for its fields. The value stays as it came, so a late event's dead letter
 // holds the input.
-func (a *Aggregator) route(rec *kgo.Record, topic string) (*kgo.Record, time.Time) {
-	f, at, dead := a.read(rec)
+func (a *Aggregator) route(rec *kgo.Record, topic string, f fields) (*kgo.Record, time.Time) {
+	f, at, dead := a.read(rec, f)
 	if f == nil {
 		return dead, time.Time{}
 	}

@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
@@ -47,6 +51,7 @@ type task struct {
 	dirty          bool  // records taken since the last checkpoint
 	dead           []*kgo.Record
 	done           []window.Result // emitted by the watermark, not yet written
+	doneSince      time.Time       // when the oldest of done completed
 	lastCheckpoint time.Time
 	forced         int64
 }
@@ -63,6 +68,9 @@ type tasks struct {
 	// fatal is a checkpoint that cannot be used: retrying will not help,
 	// so the poll loop stops with it.
 	fatal error
+	// The poll loop's scratch for each record.
+	fields fields
+	event  window.Event
 }
 
 // aggregate runs the tasks of topic that the group gives this instance;
@@ -93,7 +101,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 	defer cl.AllowRebalance()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fetches := cl.PollRecords(pctx, 10_000)
+		fetches := cl.PollRecords(pctx, pollRecords)
 		cancel()
 		if ctx.Err() != nil {
 			// Keep what is done, so that a restart replays little.
@@ -101,12 +109,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 			defer cancel()
 			ts.mu.Lock()
 			defer ts.mu.Unlock()
-			for _, t := range ts.m {
-				if err := ts.checkpoint(wctx, t); err != nil {
-					return err
-				}
-			}
-			return nil
+			return ts.flush(wctx, slices.Collect(maps.Values(ts.m))...)
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -120,7 +123,9 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		err := ts.fatal
 		if err == nil {
 			fetches.EachRecord(ts.add)
-			err = ts.advance(wctx, cl)
+			// A full poll says more is waiting: the windows it completed
+			// can wait for the next ones, to be written together.
+			err = ts.advance(wctx, cl, fetches.NumRecords() >= pollRecords)
 		}
 		ts.mu.Unlock()
 		wcancel()
@@ -141,13 +146,26 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 			}
 			wctx, wcancel := graceful(ctx)
 			ts.mu.Lock()
-			err = ts.advance(wctx, cl)
+			err = ts.advance(wctx, cl, false)
 			ts.mu.Unlock()
 			wcancel()
 		}
 		a.Clear("output")
 	}
 }
+
+// pollRecords bounds the records taken at once.
+const pollRecords = 10_000
+
+// While the tasks catch up on a backlog, completed windows are held for up
+// to holdFor, or until a task holds holdRows of them, and written
+// together: one snapshot, one batch of results and one checkpoint for many
+// windows instead of each. Every window still has its own file, so what a
+// restart writes does not depend on how the windows were batched.
+const (
+	holdFor  = time.Second
+	holdRows = 200_000
+)
 
 // errCrash, in an error from the lake or Kafka, stops the aggregator as a
 // crash would, rather than being waited out as a fault: tests inject it.
@@ -244,7 +262,7 @@ func (ts *tasks) drop(ctx context.Context, parts []int32, revoked bool) {
 			continue
 		}
 		if revoked {
-			if err := ts.checkpoint(ctx, t); err != nil {
+			if err := ts.flush(ctx, t); err != nil {
 				ts.logger.Warn("checkpoint of a revoked task failed; its next owner replays from the one before", "partition", p, "err", err)
 			}
 		}
@@ -264,7 +282,10 @@ func (ts *tasks) add(rec *kgo.Record) {
 		ts.observe(t, rec)
 		return
 	}
-	f, at, dead := ts.read(rec)
+	if ts.fields == nil {
+		ts.fields = make(fields, len(ts.slots))
+	}
+	f, at, dead := ts.read(rec, ts.fields)
 	if dead != nil {
 		t.dead = append(t.dead, dead)
 		return
@@ -278,7 +299,8 @@ func (ts *tasks) add(rec *kgo.Record) {
 			src = int32(p)
 		}
 	}
-	switch out, missed := t.op.Add(ts.event(f, at, src)); out {
+	ts.Aggregator.event(&ts.event, f, at, src)
+	switch out, missed := t.op.Add(ts.event); out {
 	case window.Counted:
 		ts.metrics.events.WithLabelValues("counted").Inc()
 		ts.Add(1)
@@ -306,11 +328,13 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 }
 
 // advance moves every task's watermark; windows it completes are written,
-// then the task's checkpoint. Without any, the checkpoint waits for its
-// interval. The group's offsets follow the checkpoints, for lag monitors.
-func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
+// then the task's checkpoint, unless catchingUp lets them wait (holdFor).
+// Without any, the checkpoint waits for its interval. The group's offsets
+// follow the checkpoints, for lag monitors.
+func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, catchingUp bool) error {
 	open, wm := 0, int64(math.MaxInt64)
-	commit := map[int32]kgo.EpochOffset{}
+	var due []*task
+	now := ts.now()
 	for _, t := range ts.m {
 		t.done = append(t.done, t.op.Advance()...)
 		open += t.op.Open()
@@ -324,25 +348,27 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
 				"partition", t.partition, "window_groups", f-t.forced, "limit", ts.cfg.MaxOpenWindows)
 			t.forced = f
 		}
-		due := len(t.done) > 0 || (t.dirty && ts.now().Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval)
-		if len(t.done) > 0 {
-			if err := ts.emit(ctx, t.partition, t.done); err != nil {
-				return err
-			}
-			t.done = nil
+		if len(t.done) > 0 && t.doneSince.IsZero() {
+			t.doneSince = now
 		}
-		if due {
-			if err := ts.checkpoint(ctx, t); err != nil {
-				return err
-			}
-			commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		interval := t.dirty && now.Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval
+		held := catchingUp && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
+		if interval || (len(t.done) > 0 && !held) {
+			due = append(due, t)
 		}
 	}
 	ts.metrics.openWindows.Set(float64(open))
 	if wm != math.MaxInt64 {
 		ts.metrics.watermark.Set(float64(wm) / 1e9)
 	}
-	if len(commit) > 0 {
+	if err := ts.flush(ctx, due...); err != nil {
+		return err
+	}
+	if len(due) > 0 {
+		commit := map[int32]kgo.EpochOffset{}
+		for _, t := range due {
+			commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		}
 		// Synchronously, while the rebalance waits: never for a partition
 		// that has moved on.
 		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{ts.topic: commit}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
@@ -354,21 +380,53 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client) error {
 	return nil
 }
 
-// checkpoint makes the task's dead letters durable, then records its state
-// with the offset it covers.
-func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
-	if !t.dirty && len(t.dead) == 0 {
-		return nil
+// flush writes the tasks' completed windows, then their checkpoints. The
+// tasks' files are written at once, on every core, and committed in one
+// snapshot.
+func (ts *tasks) flush(ctx context.Context, tasks ...*task) error {
+	var done []*task
+	for _, t := range tasks {
+		if len(t.done) > 0 {
+			done = append(done, t)
+		}
 	}
-	if len(t.done) > 0 {
-		// The state no longer holds these windows: recording it before
-		// their files are written would lose them.
-		return fmt.Errorf("task %d: %d window results not written yet", t.partition, len(t.done))
+	if len(done) > 0 {
+		if err := ts.emit(ctx, done); err != nil {
+			return err
+		}
+		for _, t := range done {
+			t.done, t.doneSince = nil, time.Time{}
+		}
 	}
-	if err := ts.produce(ctx, t.dead); err != nil {
+	var dead []*kgo.Record
+	for _, t := range tasks {
+		dead = append(dead, t.dead...)
+	}
+	if err := ts.produce(ctx, dead); err != nil {
 		return fmt.Errorf("dead letters: %w", err)
 	}
-	t.dead = t.dead[:0]
+	for _, t := range tasks {
+		t.dead = t.dead[:0]
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, t := range tasks {
+		g.Go(func() error { return ts.checkpoint(gctx, t) })
+	}
+	return g.Wait()
+}
+
+// checkpoint records the task's state with the offset it covers, once its
+// windows are written and its dead letters durable.
+func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
+	if !t.dirty {
+		return nil
+	}
+	if len(t.done) > 0 || len(t.dead) > 0 {
+		// The state no longer holds these windows, nor the offsets these
+		// records: recording it first would lose them.
+		return fmt.Errorf("task %d: %d window results and %d dead letters not written yet", t.partition, len(t.done), len(t.dead))
+	}
 	b, err := encode(checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic, Partition: t.partition, Offset: t.next,
 		WrittenAt: ts.now().UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()})
 	if err != nil {
@@ -398,20 +456,21 @@ func encode(cp checkpoint) ([]byte, error) {
 	return append(append(b, state...), '}'), nil
 }
 
-// emit writes a task's completed windows to the table, then the results
+// emit writes the tasks' completed windows to the table, then the results
 // to the output topic.
-func (ts *tasks) emit(ctx context.Context, task int32, results []window.Result) error {
-	if err := ts.writeWindows(ctx, task, results); err != nil {
+func (ts *tasks) emit(ctx context.Context, done []*task) error {
+	batches := make([]taskResults, len(done))
+	for i, t := range done {
+		batches[i] = taskResults{t.partition, t.done}
+	}
+	recs, err := ts.writeWindows(ctx, batches)
+	if err != nil {
 		return err
 	}
-	recs := make([]*kgo.Record, 0, len(results))
-	for i := 0; i < len(results); {
-		j := windowEnd(results, i)
-		for _, res := range results[i:j] {
-			recs = append(recs, ts.resultRecord(res))
+	for _, b := range batches {
+		for i := 0; i < len(b.results); i = windowEnd(b.results, i) {
+			ts.metrics.windows.Inc()
 		}
-		ts.metrics.windows.Inc()
-		i = j
 	}
 	return ts.produce(ctx, recs)
 }

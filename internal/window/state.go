@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/event"
@@ -57,10 +56,6 @@ type AggState struct {
 }
 
 type acc WindowState
-
-func newAcc(group []string, n int) *acc {
-	return &acc{Group: slices.Clone(group), Aggs: make([]AggState, n)}
-}
 
 func (a *acc) add(aggs []Aggregate, t, seq int64, values []float64) {
 	a.Count++
@@ -135,11 +130,13 @@ func (o *Operator) Snapshot() State {
 		c := *p
 		st.Partitions[id] = &c
 	}
-	for k, a := range o.open {
-		w := WindowState(*a)
-		w.Start = k.start
-		w.Aggs = slices.Clone(a.Aggs)
-		st.Windows = append(st.Windows, w)
+	st.Windows = make([]WindowState, 0, o.nOpen)
+	for _, g := range o.open {
+		for _, a := range g.wins {
+			w := WindowState(*a)
+			w.Aggs = slices.Clone(a.Aggs)
+			st.Windows = append(st.Windows, w)
+		}
 	}
 	slices.SortFunc(st.Windows, func(a, b WindowState) int {
 		return cmp.Or(cmp.Compare(a.Start, b.Start), slices.Compare(a.Group, b.Group))
@@ -150,7 +147,7 @@ func (o *Operator) Snapshot() State {
 // Restore replaces the operator's state with st. Partitions count as seen
 // now: the time the process was down is not idleness.
 func (o *Operator) Restore(st State) error {
-	open := map[windowKey]*acc{}
+	open := map[string]*groupWindows{}
 	nextEnd := int64(math.MaxInt64)
 	for i, w := range st.Windows {
 		if len(w.Aggs) != len(o.cfg.Aggregates) {
@@ -163,7 +160,15 @@ func (o *Operator) Restore(st State) error {
 		}
 		a := acc(w)
 		a.Aggs = slices.Clone(w.Aggs)
-		open[windowKey{w.Start, strings.Join(w.Group, "\x00")}] = &a
+		k := string(appendKey(nil, w.Group))
+		g := open[k]
+		if g == nil {
+			g = &groupWindows{}
+			open[k] = g
+		}
+		if _, made := g.at(w.Start, func() *acc { return &a }); !made {
+			return fmt.Errorf("checkpoint window %d: group %q has two windows starting %d", i, w.Group, w.Start)
+		}
 		nextEnd = min(nextEnd, w.Start+int64(o.cfg.Size))
 	}
 	now := o.now().UnixNano()
@@ -176,7 +181,7 @@ func (o *Operator) Restore(st State) error {
 		c.LastSeen, c.Idle = now, false
 		o.st.Partitions[id] = &c
 	}
-	o.open, o.nextEnd = open, nextEnd
+	o.open, o.nOpen, o.nextEnd = open, len(st.Windows), nextEnd
 	return nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -158,10 +157,15 @@ const (
 
 // Operator holds the open windows. It is not safe for concurrent use.
 type Operator struct {
-	cfg  Config
-	now  func() time.Time
-	st   State
-	open map[windowKey]*acc
+	cfg Config
+	now func() time.Time
+	st  State
+	// open holds each group's open windows (one or two for tumbling
+	// windows), by the group's values joined with NULs: looked up without
+	// making that string, which only a new group needs.
+	open  map[string]*groupWindows
+	nOpen int    // open window-groups, over all groups
+	key   []byte // Add's scratch for a group's key
 	// nextEnd is the earliest end of an open window: the watermark moves
 	// with nearly every event, and only passing this is worth a scan.
 	nextEnd int64
@@ -173,9 +177,34 @@ type Operator struct {
 	began int64
 }
 
-type windowKey struct {
-	start int64 // unix nanoseconds
-	group string
+type groupWindows struct {
+	wins []*acc // by start, ascending
+}
+
+// at is the group's window starting start, made if it is not open.
+func (g *groupWindows) at(start int64, newAcc func() *acc) (a *acc, made bool) {
+	i := len(g.wins)
+	for i > 0 && g.wins[i-1].Start >= start {
+		if g.wins[i-1].Start == start {
+			return g.wins[i-1], false
+		}
+		i--
+	}
+	a = newAcc()
+	a.Start = start
+	g.wins = slices.Insert(g.wins, i, a)
+	return a, true
+}
+
+// appendKey appends group's key in open to b.
+func appendKey(b []byte, group []string) []byte {
+	for i, g := range group {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, g...)
+	}
+	return b
 }
 
 // New returns an empty operator; now is the wall clock for idle timeouts.
@@ -186,7 +215,7 @@ func New(cfg Config, now func() time.Time) (*Operator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	o := &Operator{cfg: cfg, now: now, open: map[windowKey]*acc{}, nextEnd: math.MaxInt64}
+	o := &Operator{cfg: cfg, now: now, open: map[string]*groupWindows{}, nextEnd: math.MaxInt64}
 	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
 	return o, nil
 }
@@ -226,16 +255,25 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 		o.st.Seen[e.DedupeKey] = last + size
 	}
 	o.st.Arrivals++
-	group := strings.Join(e.Group, "\x00")
+	o.key = appendKey(o.key[:0], e.Group)
+	g := o.open[string(o.key)]
+	if g == nil {
+		g = &groupWindows{}
+		o.open[string(o.key)] = g
+	}
+	var group []string // shared by the group's new windows
 	for start := last; start > t-size; start -= slide {
 		if start+size <= o.st.Watermark {
 			break // emitted already; the event still counts in later ones
 		}
-		k := windowKey{start, group}
-		a := o.open[k]
-		if a == nil {
-			a = newAcc(e.Group, len(o.cfg.Aggregates))
-			o.open[k] = a
+		a, made := g.at(start, func() *acc {
+			if group == nil {
+				group = slices.Clone(e.Group)
+			}
+			return &acc{Group: group, Aggs: make([]AggState, len(o.cfg.Aggregates))}
+		})
+		if made {
+			o.nOpen++
 			o.nextEnd = min(o.nextEnd, start+size)
 		}
 		a.add(o.cfg.Aggregates, t, o.st.Arrivals, e.Values)
@@ -299,7 +337,7 @@ func (o *Operator) Advance() []Result {
 			out = o.emit(func(end int64) bool { return end <= wm })
 		}
 	}
-	for o.cfg.MaxOpen > 0 && len(o.open) > o.cfg.MaxOpen {
+	for o.cfg.MaxOpen > 0 && o.nOpen > o.cfg.MaxOpen {
 		wm := o.nextEnd
 		o.st.Watermark = max(o.st.Watermark, wm)
 		early := o.emit(func(end int64) bool { return end <= wm })
@@ -321,19 +359,26 @@ func (o *Operator) Watermark() time.Time {
 }
 
 // Open is the number of open window-groups, the state's size.
-func (o *Operator) Open() int { return len(o.open) }
+func (o *Operator) Open() int { return o.nOpen }
 
 func (o *Operator) emit(done func(end int64) bool) []Result {
 	var out []Result
 	size := int64(o.cfg.Size)
 	o.nextEnd = math.MaxInt64
-	for k, a := range o.open {
-		if !done(k.start + size) {
-			o.nextEnd = min(o.nextEnd, k.start+size)
-			continue
+	for k, g := range o.open {
+		// A group's windows end in the order they start.
+		n := 0
+		for n < len(g.wins) && done(g.wins[n].Start+size) {
+			out = append(out, g.wins[n].result(o.cfg.Aggregates, g.wins[n].Start, size))
+			n++
 		}
-		out = append(out, a.result(o.cfg.Aggregates, k.start, size))
-		delete(o.open, k)
+		if n == len(g.wins) {
+			delete(o.open, k)
+		} else {
+			g.wins = slices.Delete(g.wins, 0, n)
+			o.nextEnd = min(o.nextEnd, g.wins[0].Start+size)
+		}
+		o.nOpen -= n
 	}
 	for key, end := range o.st.Seen {
 		if done(end) {
