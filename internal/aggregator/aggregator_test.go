@@ -618,6 +618,17 @@ func TestLateEventsAreDeadLettered(t *testing.T) {
 			if f.Reason == ReasonLateEvent && !strings.Contains(f.Errors[0].Message, "window [2023-05-27T00:00:00Z, 2023-05-27T04:00:00Z)") {
 				t.Errorf("late event message %q does not name the window it missed", f.Errors[0].Message)
 			}
+			if f.Reason == ReasonLateEvent {
+				// Through the repartition topic, in its parsed form: the
+				// dead letter still holds the input as it came.
+				var orig string
+				if err := json.Unmarshal(f.Original, &orig); err != nil || orig != string(late) {
+					t.Errorf("late event's original is %s, want the input line %q", f.Original, late)
+				}
+				if bus.Header(r, headerParsed) != "" {
+					t.Errorf("late event's dead letter has the header %s", headerParsed)
+				}
+			}
 		})
 	}
 	// Unreadable records are dead-lettered by the repartitioner, late ones
@@ -811,5 +822,71 @@ func TestQuietGroupsWindowsClose(t *testing.T) {
 	})
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResumesFromJSONCheckpoint: a task whose checkpoint is in the JSON of
+// earlier versions resumes from it, writes its successor in the binary
+// form and removes it; the lake ends as an uninterrupted run's.
+func TestResumesFromJSONCheckpoint(t *testing.T) {
+	e := newEnv(t, 1)
+	lines := mtaLines(t)
+	half := len(lines) / 2
+	e.produce("mta-turnstile", lines[:half])
+	cfg := mtaConfig()
+	if err := e.runUntil(cfg, e.store, consumed(half)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.store.ReadObject(t.Context(), cfg.CheckpointPath(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte(checkpointMagic)) {
+		t.Fatalf("checkpoint starts %q, want the binary form", b[:min(len(b), 40)])
+	}
+	cp, err := decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cp.State.Windows) == 0 || len(cp.State.Seen) == 0 {
+		t.Fatalf("checkpoint has %d windows and %d dedupe keys: want a state to resume", len(cp.State.Windows), len(cp.State.Seen))
+	}
+	old, err := json.Marshal(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lake.PutBytes(t.Context(), e.store, cfg.jsonCheckpointPath(0), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Delete(t.Context(), cfg.CheckpointPath(0)); err != nil {
+		t.Fatal(err)
+	}
+	ref := newEnv(t, 1)
+	ref.produce("mta-turnstile", lines)
+	if err := ref.runUntil(cfg, ref.store, consumed(len(lines))); err != nil {
+		t.Fatal(err)
+	}
+	want := ref.tableFiles(t, ref.store)
+
+	e.produce("mta-turnstile", lines[half:])
+	var reg *prometheus.Registry
+	if err := e.runUntil(cfg, e.store, func(r *prometheus.Registry) bool {
+		reg = r
+		return consumed(len(lines)-half)(r) && e.sameFiles(t, e.store, want)()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// From the JSON checkpoint's offset, not the start.
+	if got := counter(reg, "sluice_aggregator_events_total", ""); got != float64(len(lines)-half) {
+		t.Errorf("the resumed run read %v records, want the %d after the checkpoint", got, len(lines)-half)
+	}
+	if _, err := e.store.ReadObject(t.Context(), cfg.jsonCheckpointPath(0)); !errors.Is(err, lake.ErrNotExist) {
+		t.Errorf("the JSON checkpoint is still there (%v); want it removed once its successor is written", err)
+	}
+	if _, err := e.store.ReadObject(t.Context(), cfg.CheckpointPath(0)); err != nil {
+		t.Errorf("no checkpoint in the binary form: %v", err)
+	}
+	if diff := cmp.Diff(e.tableFiles(t, e.store), want); diff != "" {
+		t.Errorf("files after resuming from a JSON checkpoint differ from an uninterrupted run's (-got +want):\n%s", diff)
 	}
 }

@@ -1,9 +1,19 @@
 package aggregator
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/window"
 )
 
 // FuzzParse: no record value, however broken, panics a parser or the
@@ -77,4 +87,39 @@ func TestCSVFields(t *testing.T) {
 			t.Errorf("%q: got %s, want %s", in, got, want)
 		}
 	}
+}
+
+// FuzzReadParsed: a repartitioned record in the parsed form reads back as
+// the event it was parsed into, with the input after it; any other value
+// under the header is refused (and parsed from the input), never a panic.
+func FuzzReadParsed(f *testing.F) {
+	f.Add([]byte("A002,R051,02-00-00,59 ST,NQR456W,BMT,05/27/2023,00:00:00,REGULAR,2040,985"))
+	f.Add([]byte(`"A,002",R051,"x""y",,,,05/27/2023,00:00:00,,1,`))
+	f.Add([]byte{0x80, 0x80})
+	a, err := New(mtaConfig(), bus.ClientConfig{}, nil, nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		f.Fatal(err)
+	}
+	header := []kgo.RecordHeader{{Key: headerParsed, Value: []byte(parsedVersion)}}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		var e window.Event
+		a.readParsed(&kgo.Record{Value: value, Headers: header}, &e)
+		fs, at, _ := a.read(&kgo.Record{Value: value}, make(fields, len(a.slots)))
+		if fs == nil {
+			return
+		}
+		var want window.Event
+		a.event(&want, fs, at, 0)
+		rec, _ := a.route(&kgo.Record{Value: value}, "repartition", make(fields, len(a.slots)))
+		orig, ok := a.readParsed(rec, &e)
+		if !ok {
+			t.Fatalf("%q: its parsed form is refused", value)
+		}
+		if diff := cmp.Diff(e, want, cmpopts.EquateNaNs()); diff != "" {
+			t.Errorf("%q: parsed form reads back (-got +want):\n%s", value, diff)
+		}
+		if !bytes.Equal(orig, value) {
+			t.Errorf("%q: the input after the parsed form is %q", value, orig)
+		}
+	})
 }

@@ -2,12 +2,17 @@ package aggregator
 
 import (
 	"context"
+	"encoding/binary"
+	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/bus"
+	"github.com/sluicehq/sluice/internal/window"
 )
 
 // headerSource carries a repartitioned record's input partition: the
@@ -22,6 +27,15 @@ const headerSource = "sluice-source-partition"
 // whose groups get no event from a partition still sees it advance, so the
 // windows of quiet groups close with the rest.
 const headerWatermark = "sluice-watermark"
+
+// headerParsed marks a repartitioned event whose value is its parsed form
+// (appendParsed) ahead of the input's value: its task counts it without
+// parsing the input a second time. Its value is the form's version.
+const headerParsed = "sluice-parsed"
+
+// parsedVersion is the parsed form's layout; a task parses the input of
+// any other.
+const parsedVersion = "1"
 
 // repartition reads the input in the repartitioner's consumer group and
 // writes each event to the repartition topic, keyed by its group, in one
@@ -71,8 +85,9 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 
 // route is the record rec becomes: keyed by its partition key on the
 // repartition topic, a dead letter, or nil for a record to skip; and the
-// event's time; f is scratch for its fields. The value stays as it came, so a late event's dead letter
-// holds the input.
+// event's time; f is scratch for its fields. The value is the event parsed,
+// then the input's value as it came, which a late event's dead letter
+// holds.
 func (a *Aggregator) route(rec *kgo.Record, topic string, f fields) (*kgo.Record, time.Time) {
 	f, at, dead := a.read(rec, f)
 	if f == nil {
@@ -81,8 +96,112 @@ func (a *Aggregator) route(rec *kgo.Record, topic string, f fields) (*kgo.Record
 	// Never a nil key: the partitioner spreads those at random.
 	key := a.join([]byte{}, f, a.keyAt)
 	headers := append(rec.Headers[:len(rec.Headers):len(rec.Headers)],
-		kgo.RecordHeader{Key: headerSource, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)})
-	return &kgo.Record{Topic: topic, Key: key, Value: rec.Value, Headers: headers}, at
+		kgo.RecordHeader{Key: headerSource, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)},
+		kgo.RecordHeader{Key: headerParsed, Value: []byte(parsedVersion)})
+	value := append(a.appendParsed(make([]byte, 0, 128+len(rec.Value)), f, at), rec.Value...)
+	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}, at
+}
+
+// appendParsed appends what a task needs of an event to b: its time, its
+// group's values, its aggregates' values and its dedupe key. The input's
+// value follows, for dead letters.
+func (a *Aggregator) appendParsed(b []byte, f fields, at time.Time) []byte {
+	b = binary.AppendVarint(b, at.UnixNano())
+	for _, i := range a.groupAt {
+		b = binary.AppendUvarint(b, uint64(len(f[i].s)))
+		b = append(b, f[i].s...)
+	}
+	for _, i := range a.aggAt {
+		v := 0.0 // a count of events ignores it
+		if i >= 0 {
+			v = number(f[i])
+		}
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+	}
+	n := len(a.dedupeAt) - 1 // the separators
+	for _, i := range a.dedupeAt {
+		n += len(f[i].s)
+	}
+	b = binary.AppendUvarint(b, uint64(max(n, 0)))
+	return a.join(b, f, a.dedupeAt)
+}
+
+// readParsed reads an event of the repartition topic in its parsed form
+// into e, and returns the input's value; false when rec is not in the
+// form this aggregation writes (an older version, or another
+// configuration's), for it to be parsed from the input.
+func (a *Aggregator) readParsed(rec *kgo.Record, e *window.Event) ([]byte, bool) {
+	if bus.Header(rec, headerParsed) != parsedVersion {
+		return nil, false
+	}
+	// One string, that the group's values are sliced from.
+	v := string(rec.Value)
+	off := 0
+	next := func() (uint64, bool) {
+		n, size := uvarint(v[off:])
+		off += size
+		return n, size > 0
+	}
+	t, size := varint(v)
+	if size <= 0 {
+		return nil, false
+	}
+	off = size
+	e.Time = time.Unix(0, t).UTC()
+	e.Group = slices.Grow(e.Group[:0], len(a.groupAt))[:len(a.groupAt)]
+	for i := range e.Group {
+		n, ok := next()
+		if !ok || n > uint64(len(v)-off) {
+			return nil, false
+		}
+		e.Group[i] = v[off : off+int(n)]
+		off += int(n)
+	}
+	e.Values = slices.Grow(e.Values[:0], len(a.aggAt))[:len(a.aggAt)]
+	for i := range e.Values {
+		if len(v)-off < 8 {
+			return nil, false
+		}
+		e.Values[i] = math.Float64frombits(binary.LittleEndian.Uint64(rec.Value[off:]))
+		off += 8
+	}
+	n, ok := next()
+	if !ok || n > uint64(len(v)-off) {
+		return nil, false
+	}
+	e.DedupeKey = ""
+	if len(a.dedupeAt) > 0 {
+		// Its own string: the operator keeps it, and should not keep the
+		// record's with it.
+		e.DedupeKey = strings.Clone(v[off : off+int(n)])
+	}
+	off += int(n)
+	return rec.Value[off:], true
+}
+
+// uvarint and varint are binary's, over a string.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -1
+			}
+			return x | uint64(c)<<(7*i), i + 1
+		}
+		x |= uint64(c&0x7f) << (7 * i)
+	}
+	return 0, 0
+}
+
+func varint(s string) (int64, int) {
+	ux, n := uvarint(s)
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
+	}
+	return x, n
 }
 
 // partitioner places the repartition topic's records: an event by its key,

@@ -1,7 +1,9 @@
 package aggregator
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,7 +42,48 @@ type checkpointHead struct {
 
 // CheckpointPath is where the task of partition p keeps its checkpoint.
 func (c *Config) CheckpointPath(p int32) string {
+	return fmt.Sprintf("_sluice/aggregator/%s/partition-%d.ckpt", c.Name, p)
+}
+
+// jsonCheckpointPath is where versions before the binary form kept it: a
+// task without a checkpoint in the binary form resumes from it.
+func (c *Config) jsonCheckpointPath(p int32) string {
 	return fmt.Sprintf("_sluice/aggregator/%s/partition-%d.json", c.Name, p)
+}
+
+// checkpointMagic begins a checkpoint: the head follows as JSON, its
+// length a uvarint before it, then the state's binary form
+// (window.State.AppendBinary).
+const checkpointMagic = "SLUICE-AGGREGATOR-CHECKPOINT-1\n"
+
+// encode writes cp in the binary form.
+func encode(cp checkpoint) ([]byte, error) {
+	head, err := json.Marshal(cp.checkpointHead)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 4096)
+	b = binary.AppendUvarint(append(b, checkpointMagic...), uint64(len(head)))
+	return cp.State.AppendBinary(append(b, head...))
+}
+
+// decode reads a checkpoint in the binary form, or the JSON of versions
+// before it.
+func decode(b []byte) (checkpoint, error) {
+	var cp checkpoint
+	rest, binaryForm := bytes.CutPrefix(b, []byte(checkpointMagic))
+	if !binaryForm {
+		err := json.Unmarshal(b, &cp)
+		return cp, err
+	}
+	n, size := binary.Uvarint(rest)
+	if size <= 0 || n > uint64(len(rest)-size) {
+		return cp, errors.New("its head is cut short")
+	}
+	if err := json.Unmarshal(rest[size:size+int(n)], &cp.checkpointHead); err != nil {
+		return cp, fmt.Errorf("head: %w", err)
+	}
+	return cp, cp.State.UnmarshalBinary(rest[size+int(n):])
 }
 
 // task aggregates one partition of the tasks' topic.
@@ -54,6 +97,9 @@ type task struct {
 	doneSince      time.Time       // when the oldest of done completed
 	lastCheckpoint time.Time
 	forced         int64
+	// legacy is the JSON checkpoint the task resumed from, removed once
+	// its successor is written, so that moving that away starts over.
+	legacy string
 }
 
 // tasks are the tasks this instance has been given. The group's callbacks
@@ -123,9 +169,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		err := ts.fatal
 		if err == nil {
 			fetches.EachRecord(ts.add)
-			// A full poll says more is waiting: the windows it completed
-			// can wait for the next ones, to be written together.
-			err = ts.advance(wctx, cl, fetches.NumRecords() >= pollRecords)
+			err = ts.advance(wctx, cl, true)
 		}
 		ts.mu.Unlock()
 		wcancel()
@@ -157,11 +201,12 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 // pollRecords bounds the records taken at once.
 const pollRecords = 10_000
 
-// While the tasks catch up on a backlog, completed windows are held for up
-// to holdFor, or until a task holds holdRows of them, and written
-// together: one snapshot, one batch of results and one checkpoint for many
-// windows instead of each. Every window still has its own file, so what a
-// restart writes does not depend on how the windows were batched.
+// Completed windows are held for up to holdFor, or until a task holds
+// holdRows of them, and written together: when the tasks catch up on a
+// backlog, one snapshot, one batch of results and one checkpoint for many
+// windows instead of each; live, a second more before a window that took
+// minutes or hours is written. Every window still has its own file, so
+// what a restart writes does not depend on how the windows were batched.
 const (
 	holdFor  = time.Second
 	holdRows = 200_000
@@ -214,6 +259,10 @@ func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
 	defer ts.expect(t)
 	path := ts.cfg.CheckpointPath(p)
 	b, err := ts.store.ReadObject(ctx, path)
+	if errors.Is(err, lake.ErrNotExist) {
+		path = ts.cfg.jsonCheckpointPath(p)
+		b, err = ts.store.ReadObject(ctx, path)
+	}
 	switch {
 	case errors.Is(err, lake.ErrNotExist):
 		ts.logger.Info("task started", "partition", p)
@@ -221,8 +270,8 @@ func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read checkpoint %s: %w", path, err)
 	}
-	var cp checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
+	cp, err := decode(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w %s (%v): move it away to start this partition over", errUnusable, path, err)
 	}
 	if cp.Topic != ts.topic {
@@ -233,6 +282,9 @@ func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
 		return nil, fmt.Errorf("%w %s: %v", errUnusable, path, err)
 	}
 	t.next = cp.Offset
+	if path == ts.cfg.jsonCheckpointPath(p) {
+		t.legacy = path
+	}
 	ts.logger.Info("task resumed from its checkpoint", "partition", p, "offset", t.next,
 		"watermark", op.Watermark(), "open_windows", op.Open())
 	return t, nil
@@ -282,24 +334,30 @@ func (ts *tasks) add(rec *kgo.Record) {
 		ts.observe(t, rec)
 		return
 	}
-	if ts.fields == nil {
-		ts.fields = make(fields, len(ts.slots))
-	}
-	f, at, dead := ts.read(rec, ts.fields)
-	if dead != nil {
-		t.dead = append(t.dead, dead)
-		return
-	}
-	if f == nil {
-		return
-	}
 	src := rec.Partition
 	if h := bus.Header(rec, headerSource); h != "" {
 		if p, err := strconv.ParseInt(h, 10, 32); err == nil {
 			src = int32(p)
 		}
 	}
-	ts.Aggregator.event(&ts.event, f, at, src)
+	original, parsed := ts.readParsed(rec, &ts.event)
+	if parsed {
+		ts.event.Partition = src
+	} else {
+		if ts.fields == nil {
+			ts.fields = make(fields, len(ts.slots))
+		}
+		f, at, dead := ts.read(rec, ts.fields)
+		if dead != nil {
+			t.dead = append(t.dead, dead)
+			return
+		}
+		if f == nil {
+			return
+		}
+		ts.Aggregator.event(&ts.event, f, at, src)
+	}
+	at := ts.event.Time
 	switch out, missed := t.op.Add(ts.event); out {
 	case window.Counted:
 		ts.metrics.events.WithLabelValues("counted").Inc()
@@ -308,7 +366,12 @@ func (ts *tasks) add(rec *kgo.Record) {
 		ts.metrics.events.WithLabelValues("duplicate").Inc()
 	case window.Late:
 		ts.metrics.events.WithLabelValues("late").Inc()
-		t.dead = append(t.dead, ts.deadLetter(rec, ReasonLateEvent, ts.cfg.Time.Fields[0], fmt.Sprintf(
+		input := rec // as the input had it
+		if parsed {
+			input = &kgo.Record{Key: rec.Key, Value: original, Headers: slices.DeleteFunc(slices.Clone(rec.Headers),
+				func(h kgo.RecordHeader) bool { return h.Key == headerParsed })}
+		}
+		t.dead = append(t.dead, ts.deadLetter(input, ReasonLateEvent, ts.cfg.Time.Fields[0], fmt.Sprintf(
 			"event time %s is behind the watermark %s (delay %v): window [%s, %s) was already emitted",
 			at.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
@@ -328,10 +391,10 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 }
 
 // advance moves every task's watermark; windows it completes are written,
-// then the task's checkpoint, unless catchingUp lets them wait (holdFor).
+// then the task's checkpoint, unless hold lets them wait (holdFor).
 // Without any, the checkpoint waits for its interval. The group's offsets
 // follow the checkpoints, for lag monitors.
-func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, catchingUp bool) error {
+func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
 	open, wm := 0, int64(math.MaxInt64)
 	var due []*task
 	now := ts.now()
@@ -352,7 +415,7 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, catchingUp bool) e
 			t.doneSince = now
 		}
 		interval := t.dirty && now.Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval
-		held := catchingUp && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
+		held := hold && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
 		if interval || (len(t.done) > 0 && !held) {
 			due = append(due, t)
 		}
@@ -435,25 +498,15 @@ func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
 	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(t.partition), b); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
+	if t.legacy != "" {
+		if err := ts.store.Delete(ctx, t.legacy); err != nil {
+			return fmt.Errorf("remove the checkpoint %s, now in %s: %w", t.legacy, ts.cfg.CheckpointPath(t.partition), err)
+		}
+		t.legacy = ""
+	}
 	ts.metrics.checkpoints.Inc()
 	t.dirty, t.lastCheckpoint = false, ts.now()
 	return nil
-}
-
-// encode is json.Marshal(cp) but for the state, which json would check
-// after its own encoder wrote it, doubling the cost of the largest part of
-// a checkpoint.
-func encode(cp checkpoint) ([]byte, error) {
-	state, err := cp.State.MarshalJSON()
-	if err != nil {
-		return nil, err
-	}
-	head, err := json.Marshal(cp.checkpointHead)
-	if err != nil {
-		return nil, err
-	}
-	b := append(head[:len(head)-1], `,"state":`...)
-	return append(append(b, state...), '}'), nil
 }
 
 // emit writes the tasks' completed windows to the table, then the results
