@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -53,13 +52,8 @@ func benchBalance(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if *bin == "" {
-		*bin = filepath.Join(dir, "sluice")
-		build := exec.Command("go", "build", "-o", *bin, "./cmd/sluice")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build sluice: %w", err)
-		}
+	if *bin, err = buildSluice(dir, *bin); err != nil {
+		return err
 	}
 	ports, err := freePorts(5)
 	if err != nil {
@@ -68,46 +62,19 @@ func benchBalance(ctx context.Context, args []string, out io.Writer) error {
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	brokerAddr, col1, col2 := addr(0), addr(1), addr(2)
 
-	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			p.Process.Signal(syscall.SIGTERM)
-			p.Wait()
-		}
-	}()
-	start := func(name string, args ...string) (*exec.Cmd, error) {
-		log, err := os.Create(filepath.Join(dir, name+".log"))
-		if err != nil {
-			return nil, err
-		}
-		defer log.Close()
-		cmd := exec.Command(*bin, append(args, "--log-level", "warn")...)
-		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
-		}
-		procs = append(procs, cmd)
-		return cmd, nil
-	}
-	broker, err := start("broker", "broker", "--broker-addr", brokerAddr, "--data-dir", filepath.Join(dir, "broker"))
+	ps := &processes{dir: dir}
+	defer ps.stopAll()
+	broker, err := ps.start("broker", *bin, "broker", "--broker-addr", brokerAddr, "--data-dir", filepath.Join(dir, "broker"), "--log-level", "warn")
 	if err != nil {
 		return err
 	}
-	dial := func() error {
-		c, err := net.Dial("tcp", brokerAddr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
-	if err := waitFor(dial); err != nil {
+	if err := waitFor(func() error { return dial(brokerAddr) }); err != nil {
 		return fmt.Errorf("the broker does not listen: %w", err)
 	}
 	var collectors []*exec.Cmd
 	for i, a := range []string{col1, col2} {
-		c, err := start(fmt.Sprintf("collector-%d", i+1), "collector", "--brokers", brokerAddr, "--http-addr", a,
-			"--instance-id", fmt.Sprintf("collector-%d", i+1))
+		c, err := ps.start(fmt.Sprintf("collector-%d", i+1), *bin, "collector", "--brokers", brokerAddr, "--http-addr", a,
+			"--instance-id", fmt.Sprintf("collector-%d", i+1), "--log-level", "warn")
 		if err != nil {
 			return err
 		}

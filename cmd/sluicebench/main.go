@@ -47,9 +47,12 @@ func main() {
 		"loader":     benchLoader,
 		"replay":     benchReplay,
 		"search":     benchSearch,
+		"up":         benchUp,
+		// benchUp's baseline, run as a process of its own.
+		"noop-server": noopServer,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|replay|search [flags]   (see -h)")
+		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|replay|search|up [flags]   (see -h)")
 		os.Exit(2)
 	}
 	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {

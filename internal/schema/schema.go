@@ -193,11 +193,14 @@ func (r *Registry) Validate(k Key, payload []byte) ([]event.FieldError, error) {
 	if e == nil {
 		return nil, fmt.Errorf("%w for %s", ErrNoSchema, k)
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
-	if err != nil {
-		return []event.FieldError{{Path: "/" + event.FieldPayload, Message: "not valid JSON: " + err.Error()}}, nil
+	doc, ok := decode(payload)
+	if !ok {
+		var err error
+		if doc, err = jsonschema.UnmarshalJSON(bytes.NewReader(payload)); err != nil {
+			return []event.FieldError{{Path: "/" + event.FieldPayload, Message: "not valid JSON: " + err.Error()}}, nil
+		}
 	}
-	err = e.schema.Validate(doc)
+	err := e.schema.Validate(doc)
 	var ve *jsonschema.ValidationError
 	if err == nil {
 		return nil, nil
