@@ -37,6 +37,7 @@ type Registry struct {
 
 type entry struct {
 	schema     *jsonschema.Schema
+	fast       *fast // nil: every document goes to schema
 	columns    map[string]row.Kind
 	properties int
 	file       string
@@ -118,7 +119,7 @@ func (r *Registry) Reload() error {
 		if err != nil {
 			return fmt.Errorf("load schemas: schema %s: %w", f.path, err)
 		}
-		schemas[f.key] = &entry{schema: sch, columns: columns(f.doc), properties: properties(f.doc), file: f.path}
+		schemas[f.key] = &entry{schema: sch, fast: compileFast(sch), columns: columns(f.doc), properties: properties(f.doc), file: f.path}
 	}
 	r.mu.Lock()
 	r.schemas = schemas
@@ -194,6 +195,9 @@ func (r *Registry) Validate(k Key, payload []byte) ([]event.FieldError, error) {
 		return nil, fmt.Errorf("%w for %s", ErrNoSchema, k)
 	}
 	doc, ok := decode(payload)
+	if ok && e.fast != nil && e.fast.check(doc) {
+		return nil, nil
+	}
 	if !ok {
 		var err error
 		if doc, err = jsonschema.UnmarshalJSON(bytes.NewReader(payload)); err != nil {

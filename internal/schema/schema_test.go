@@ -22,7 +22,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-func bundled(t *testing.T) *Registry {
+func bundled(t testing.TB) *Registry {
 	t.Helper()
 	r, err := Load(sample.Schemas())
 	if err != nil {
