@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing/fstest"
 	"text/tabwriter"
@@ -52,21 +53,27 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	defer os.RemoveAll(dir)
 
 	// The forms API serves ids distinct forms, each a bundled definition
-	// under a new id.
-	forms, err := benchForms(*ids)
+	// under a new id, from a process of its own, as a real API is: in this
+	// one its handlers and timers would take turns with the enricher's
+	// goroutines, and its answers wait for them.
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	fapi, err := formsapi.New(formsapi.Config{Forms: forms, Latency: *latency})
+	ports, err := freePorts(1)
 	if err != nil {
 		return err
 	}
-	timed := &timedHandler{next: fapi}
-	apiAddr, stopAPI, err := serve(timed)
-	if err != nil {
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	ps := &processes{dir: dir}
+	defer ps.stopAll()
+	if _, err := ps.start("forms-api", self, "forms-api-server", "-addr", apiAddr, "-forms", strconv.Itoa(*ids),
+		"-latency", latency.String()); err != nil {
 		return err
 	}
-	defer stopAPI()
+	if err := waitFor(func() error { return ready("http://" + apiAddr + "/stats") }); err != nil {
+		return fmt.Errorf("forms API: %w", err)
+	}
 
 	cc, prod, stop, err := benchBroker(ctx, dir, 3, logger, "bench.trips", "bench.enriched", "bench.dlq")
 	if err != nil {
@@ -109,7 +116,7 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	formPipeline, err := enricher.Forms("http://" + apiAddr.String() + "/forms/{payload.form_id}").Pipeline(enricher.Pipeline{})
+	formPipeline, err := enricher.Forms("http://" + apiAddr + "/forms/{payload.form_id}").Pipeline(enricher.Pipeline{})
 	if err != nil {
 		return err
 	}
@@ -152,12 +159,20 @@ func benchEnricher(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	calls, window := timed.calls.Load(), time.Duration(timed.last.Load()-timed.first.Load())
+	st, err := apiStats("http://" + apiAddr + "/stats")
+	if err != nil {
+		return err
+	}
+	calls, window := st.Calls, time.Duration(st.Last-st.First)
 	warm, err := run("warm", "bench.forms", "form_event", formPipeline)
 	if err != nil {
 		return err
 	}
-	warmCalls := timed.calls.Load() - calls
+	st, err = apiStats("http://" + apiAddr + "/stats")
+	if err != nil {
+		return err
+	}
+	warmCalls := st.Calls - calls
 	lookup, err := run("lookup", "bench.trips", "yellow_taxi_trip", tripPipeline)
 	if err != nil {
 		return err
@@ -218,7 +233,7 @@ func benchForms(n int) (iofs.FS, error) {
 }
 
 // timedHandler counts requests and keeps the time the first began and the
-// last ended.
+// last ended, which /stats tells.
 type timedHandler struct {
 	next        http.Handler
 	calls       atomic.Int64
@@ -226,8 +241,49 @@ type timedHandler struct {
 }
 
 func (h *timedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/stats" {
+		json.NewEncoder(w).Encode(stats{Calls: h.calls.Load(), First: h.first.Load(), Last: h.last.Load()})
+		return
+	}
 	h.first.CompareAndSwap(0, time.Now().UnixNano())
 	h.next.ServeHTTP(w, r)
 	h.calls.Add(1)
 	h.last.Store(time.Now().UnixNano())
+}
+
+// stats are a timedHandler's figures.
+type stats struct {
+	Calls       int64
+	First, Last int64 // unix nanoseconds
+}
+
+func apiStats(url string) (stats, error) {
+	var st stats
+	resp, err := http.Get(url)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// formsAPIServer serves benchEnricher's forms API, timed, on -addr until
+// stopped: a process of its own.
+func formsAPIServer(ctx context.Context, args []string, _ io.Writer) error {
+	fs := flag.NewFlagSet("forms-api-server", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	ids := fs.Int("forms", 1_000, "distinct form ids")
+	latency := fs.Duration("latency", 20*time.Millisecond, "latency per request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	forms, err := benchForms(*ids)
+	if err != nil {
+		return err
+	}
+	fapi, err := formsapi.New(formsapi.Config{Forms: forms, Latency: *latency})
+	if err != nil {
+		return err
+	}
+	return serveUntilStopped(ctx, *addr, &timedHandler{next: fapi})
 }

@@ -48,8 +48,9 @@ func main() {
 		"replay":     benchReplay,
 		"search":     benchSearch,
 		"up":         benchUp,
-		// benchUp's baseline, run as a process of its own.
-		"noop-server": noopServer,
+		// Servers of the benchmarks above, run as processes of their own.
+		"noop-server":      noopServer,
+		"forms-api-server": formsAPIServer,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
 		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|replay|search|up [flags]   (see -h)")

@@ -208,12 +208,18 @@ func noopServer(ctx context.Context, args []string, _ io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
-	defer stop()
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/collect", loadgen.Noop())
 	mux.HandleFunc("/readyz", func(http.ResponseWriter, *http.Request) {})
-	srv := &http.Server{Addr: *addr, Handler: mux}
+	return serveUntilStopped(ctx, *addr, mux)
+}
+
+// serveUntilStopped serves h on addr until ctx is done or SIGTERM comes:
+// the benchmark's servers of their own processes.
+func serveUntilStopped(ctx context.Context, addr string, h http.Handler) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Addr: addr, Handler: h}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
