@@ -237,6 +237,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 				kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 				kgo.RequireStableFetchOffsets(),
 			}
+			opts = append(opts, bus.FullerFetches()...)
 			if e.cfg.InstanceID != "" {
 				opts = append(opts, kgo.InstanceID(e.cfg.InstanceID))
 			}

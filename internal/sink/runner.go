@@ -97,6 +97,7 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 		// Buffers copy what they keep of a record, then it is recycled.
 		bus.RecyclePools(),
 	}
+	opts = append(opts, bus.FullerFetches()...)
 	if env.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(env.InstanceID))
 	}
