@@ -97,6 +97,7 @@ bench:
 	$(GO) run ./cmd/sluicebench replay
 	$(GO) run ./cmd/sluicebench search
 	$(GO) run ./cmd/sluicebench jobs
+	$(GO) run ./cmd/sluicebench up
 
 # console rebuilds the web console (web/) into internal/console/dist, which
 # the binary embeds; commit both. TestEmbeddedBuildIsFresh fails when the
