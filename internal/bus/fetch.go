@@ -17,9 +17,8 @@ const (
 // fullerFetchWait: the stages behind the collector (the enricher, the
 // sinks) take records in fewer, larger polls, and the enricher in fewer
 // transactions. Each poll and transaction costs the same whatever it holds,
-// and in `sluice up` those stages share the collector's cores:
-// `sluicebench up` measured the collector inside it 25 to 35% faster so.
-// Under a trickle of events it adds at most the wait to an event's way.
+// and in `sluice up` those stages share the collector's cores. Under a
+// trickle of events it adds at most the wait to an event's way.
 func FullerFetches() []kgo.Opt {
 	return []kgo.Opt{kgo.FetchMinBytes(fullerFetchBytes), kgo.FetchMaxWait(fullerFetchWait)}
 }
