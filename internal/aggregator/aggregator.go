@@ -584,8 +584,8 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 				buf := a.windowBuffer(res)
 				var err error
 				if t == nil {
-					err = lake.Put(gctx, a.store, f.Path(), func(w io.Writer) error {
-						_, err := buf.Write(w, a.cfg.Output.Format)
+					err = lake.Put(gctx, a.store, f.Path(), func(file io.Writer) error {
+						_, err := buf.Write(file, a.cfg.Output.Format)
 						return err
 					})
 				} else {
