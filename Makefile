@@ -11,7 +11,9 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatc
                 ./internal/aggregator:FuzzParse:50000 ./internal/pipeline:FuzzConfig:40000 \
                 ./internal/lake:FuzzReadDataFile:40000 ./internal/row:FuzzParseFloat:300000 \
                 ./internal/search:FuzzBulkLines:40000 ./internal/search:FuzzReadItems:30000 \
-                ./internal/jobs:FuzzModels:50000
+                ./internal/jobs:FuzzModels:50000 ./internal/aggregator:FuzzReadParsed:12000 \
+                ./internal/window:FuzzStateBinary:250000 ./internal/schema:FuzzDecode:60000 \
+                ./internal/schema:FuzzFastAgrees:80000
 
 .PHONY: all build test test-deps vet unit fuzz bench swagger-ui console clean
 
