@@ -15,7 +15,7 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:200000 ./internal/event:FuzzSplitBatc
                 ./internal/window:FuzzStateBinary:250000 ./internal/schema:FuzzDecode:60000 \
                 ./internal/schema:FuzzFastAgrees:80000
 
-.PHONY: all build test test-deps vet unit fuzz bench swagger-ui console clean
+.PHONY: all build test test-deps vet unit fuzz bench bench-deps swagger-ui console clean
 
 all: build
 
@@ -73,7 +73,7 @@ unit:
 	cd deploy && $(GO) test -race -count=1 ./...
 	@echo "the exactly-once end-to-end tests again, and the multi-instance run, against a real 3-node Apache Kafka cluster (testenv/kafka)"
 	SLUICE_REQUIRE_TOOLS=1 SLUICE_TEST_KAFKA=cluster $(GO) test -race -count=1 -p 1 -timeout 30m \
-		-run 'TestConformance|Kill9|TestDistributed|Compacted' ./internal/sink ./internal/loader ./internal/search ./cmd/sluice
+		-run 'TestConformance|Kill9|TestDistributed|Compacted|BackToBack' ./internal/bus ./internal/sink ./internal/loader ./internal/search ./cmd/sluice
 
 # Short runs minimize new inputs briefly, or minimizing takes the whole run.
 fuzz:
@@ -90,8 +90,14 @@ fuzz:
 # no-op handler, the search sink against a minimal _bulk client on the
 # same OpenSearch node (make test-deps fetches it), and a batch model
 # against DuckDB running its SQL alone, each baseline in the same run.
-bench:
+# bench-deps adds to test-deps what only the benchmarks run: the Kafka
+# Streams peer of sluicebench peers (testenv/kafka-streams).
+bench-deps: test-deps
+	testenv/fetch kafka-streams
+
+bench: bench-deps
 	$(GO) run ./cmd/sluicebench aggregator
+	$(GO) run ./cmd/sluicebench peers
 	$(GO) run ./cmd/sluicebench balance
 	$(GO) run ./cmd/sluicebench collector
 	$(GO) run ./cmd/sluicebench enricher

@@ -14,11 +14,14 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 )
 
-// runScript runs a Python script of testdata and returns what it printed,
-// failing the test with its errors if it fails.
+// runScript runs a Python script (a name in testdata, or a path) and
+// returns what it printed, failing the test with its errors if it fails.
 func runScript(t *testing.T, python, script string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{filepath.Join(repoDir, "cmd/sluice/testdata", script)}, args...)...)
+	if !filepath.IsAbs(script) {
+		script = filepath.Join(repoDir, "cmd/sluice/testdata", script)
+	}
+	cmd := exec.Command(python, append([]string{script}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -257,7 +260,7 @@ func TestSparkStructuredStreaming(t *testing.T) {
 	}
 
 	outFile := filepath.Join(dir, "spark.jsonl")
-	runScript(t, python, "spark_turnstile.py", p.brokerAddr, "mta-turnstile", javatest.Lib("spark-kafka"), outFile)
+	runScript(t, python, filepath.Join(javatest.Dir("spark-kafka"), "turnstile.py"), p.brokerAddr, "mta-turnstile", javatest.Lib("spark-kafka"), outFile)
 	b, err := os.ReadFile(outFile)
 	if err != nil {
 		t.Fatal(err)

@@ -55,15 +55,8 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer stop()
-	// Keyed by turnstile, as the seed's producer keyed them by unit.
-	for i := 0; i < len(rows); i += 10_000 {
-		var recs []*kgo.Record
-		for _, r := range rows[i:min(i+10_000, len(rows))] {
-			recs = append(recs, &kgo.Record{Topic: "mta-turnstile", Key: r[:bytes.IndexByte(r, ',')+17], Value: r})
-		}
-		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return err
-		}
+	if err := produceTurnstiles(ctx, prod, "mta-turnstile", rows); err != nil {
+		return err
 	}
 
 	type result struct {
@@ -83,7 +76,7 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 				profile = *cpuProfile
 			}
 			took, windows, err := aggregateOnce(ctx, cc, prod, filepath.Join(dir, fmt.Sprintf("lake-%v-%d", keyed, run)),
-				fmt.Sprintf("bench_%v_%d", keyed, run), keyed, int64(len(rows)), logger, profile)
+				fmt.Sprintf("bench_%v_%d", keyed, run), keyed, seedAggregates, int64(len(rows)), logger, profile)
 			if err != nil {
 				return err
 			}
@@ -179,10 +172,33 @@ func turnstilesPerCopy(rows [][]byte, copies int) int {
 	return len(seen) / copies
 }
 
-// aggregateOnce runs the seed's aggregation over the topic into a lake of
-// its own until it has taken n records, and returns how long that took and
-// how many windows it wrote.
-func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, lakeDir, name string, keyed bool, n int64, logger *slog.Logger, profile string) (time.Duration, float64, error) {
+// produceTurnstiles writes the MTA rows to topic, keyed by turnstile as
+// the seed's producer keyed them by unit, 10,000 at a time, and waits for
+// every acknowledgement.
+func produceTurnstiles(ctx context.Context, prod *kgo.Client, topic string, rows [][]byte) error {
+	for i := 0; i < len(rows); i += 10_000 {
+		var recs []*kgo.Record
+		for _, r := range rows[i:min(i+10_000, len(rows))] {
+			recs = append(recs, &kgo.Record{Topic: topic, Key: r[:bytes.IndexByte(r, ',')+17], Value: r})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("produce to %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+// seedAggregates are the seed's: readings, sums and deltas of the counters.
+var seedAggregates = []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
+	{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
+	{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}
+
+// aggregateOnce runs the seed's aggregation, with aggs, over the topic
+// mta-turnstile into a lake of its own until it has taken n records, and
+// returns how long that took and how many windows it wrote. Its results
+// go to the topic sluice.agg.NAME too.
+func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, lakeDir, name string, keyed bool, aggs []window.Aggregate,
+	n int64, logger *slog.Logger, profile string) (time.Duration, float64, error) {
 	store, cat, err := localLake(ctx, lakeDir)
 	if err != nil {
 		return 0, 0, err
@@ -194,12 +210,10 @@ func aggregateOnce(ctx context.Context, cc bus.ClientConfig, prod *kgo.Client, l
 		{Name: "ENTRIES", Type: "int"}, {Name: "EXITS", Type: "int"}}
 	cfg := aggregator.Config{Name: name, Topic: "mta-turnstile", Format: "csv", Columns: cols, Keyed: keyed,
 		Time: aggregator.Time{Fields: []string{"DATE", "TIME"}, Layout: "MM/DD/YYYY HH:mm:ss"}, TransactionalID: name,
-		Window:  aggregator.Window{Size: 4 * time.Hour, Delay: time.Hour},
-		GroupBy: []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
-		Dedupe:  []string{"C/A", "UNIT", "SCP", "STATION", "DATE", "TIME"},
-		Aggregates: []window.Aggregate{{Op: window.Count, As: "readings"}, {Op: window.Sum, Field: "ENTRIES", As: "entries"},
-			{Op: window.Sum, Field: "EXITS", As: "exits"}, {Op: window.Delta, Field: "ENTRIES", As: "entries_delta"},
-			{Op: window.Delta, Field: "EXITS", As: "exits_delta"}}}
+		Window:     aggregator.Window{Size: 4 * time.Hour, Delay: time.Hour},
+		GroupBy:    []string{"C/A", "UNIT", "SCP", "STATION", "LINENAME", "DIVISION", "DATE", "DESC"},
+		Dedupe:     []string{"C/A", "UNIT", "SCP", "STATION", "DATE", "TIME"},
+		Aggregates: aggs}
 	reg := prometheus.NewRegistry()
 	a, err := aggregator.New(cfg, cc, prod, store, cat, logger, reg)
 	if err != nil {

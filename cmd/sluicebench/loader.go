@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"flag"
@@ -282,8 +283,16 @@ func loadOnce(ctx context.Context, cc bus.ClientConfig, store lake.Storage, cat 
 	}
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
+// median is the middle of xs (the upper one of an even count).
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
 	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// medianBy is the element of xs whose by is the median.
+func medianBy[T any](xs []T, by func(T) float64) T {
+	s := slices.Clone(xs)
+	slices.SortFunc(s, func(a, b T) int { return cmp.Compare(by(a), by(b)) })
 	return s[len(s)/2]
 }

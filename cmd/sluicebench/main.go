@@ -45,6 +45,7 @@ func main() {
 		"enricher":   benchEnricher,
 		"jobs":       benchJobs,
 		"loader":     benchLoader,
+		"peers":      benchPeers,
 		"replay":     benchReplay,
 		"search":     benchSearch,
 		"up":         benchUp,
@@ -53,7 +54,7 @@ func main() {
 		"forms-api-server": formsAPIServer,
 	}
 	if len(os.Args) < 2 || benches[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|replay|search|up [flags]   (see -h)")
+		fmt.Fprintln(os.Stderr, "usage: sluicebench aggregator|balance|collector|enricher|jobs|loader|peers|replay|search|up [flags]   (see -h)")
 		os.Exit(2)
 	}
 	if err := benches[os.Args[1]](ctx, os.Args[2:], os.Stdout); err != nil {

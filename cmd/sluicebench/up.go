@@ -139,7 +139,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			cores = append(cores, used)
 			load = append(load, (after[len(pids)-1]-before[len(pids)-1])/wall)
 		}
-		res := medianResult(results)
+		res := medianBy(results, loadgen.Result.EventsPerSec)
 		if noop == 0 {
 			noop = res.EventsPerSec()
 		}
@@ -148,7 +148,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			failed += n
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%d\t%.2f\t%.2f\t%.2f\t\n", tg.name, res.EventsPerSec(),
-			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed, medianOf(cores), medianOf(load), res.EventsPerSec()/noop)
+			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed, median(cores), median(load), res.EventsPerSec()/noop)
 	}
 	return tw.Flush()
 }
@@ -173,31 +173,6 @@ func fetchProfile(base string, d time.Duration, path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// medianResult is the result of median rate.
-func medianResult(rs []loadgen.Result) loadgen.Result {
-	byRate := func(i int) float64 { return rs[i].EventsPerSec() }
-	idx := make([]int, len(rs))
-	for i := range idx {
-		idx[i] = i
-	}
-	for i := range idx { // a handful: insertion sort
-		for j := i; j > 0 && byRate(idx[j]) < byRate(idx[j-1]); j-- {
-			idx[j], idx[j-1] = idx[j-1], idx[j]
-		}
-	}
-	return rs[idx[len(idx)/2]]
-}
-
-func medianOf(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	for i := range s {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-	return s[len(s)/2]
 }
 
 // noopServer serves the no-op handler on -addr until interrupted: the

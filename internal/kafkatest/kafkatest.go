@@ -175,16 +175,7 @@ func Brokers(t testing.TB) []string {
 				shared.err = err
 				return
 			}
-			defer func() {
-				if r := recover(); r != nil {
-					failed, ok := r.(processFailure)
-					if !ok {
-						panic(r)
-					}
-					shared.err = errors.New(string(failed))
-				}
-			}()
-			shared.c = start(processT{}, dir)
+			shared.c, shared.err = Run(dir)
 		})
 		if shared.err != nil {
 			t.Fatalf("start the shared kafka cluster: %v", shared.err)
@@ -194,6 +185,31 @@ func Brokers(t testing.TB) []string {
 		return strings.Split(v, ",")
 	}
 }
+
+// Run formats and starts a cluster in dir for a program that is not a
+// test (the benchmark), or for the tests' shared cluster, which outlives
+// any one test. Stop ends it.
+func Run(dir string) (c *Cluster, err error) {
+	if err := javatest.Check("kafka"); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			failed, ok := r.(processFailure)
+			if !ok {
+				panic(r)
+			}
+			c, err = nil, errors.New(string(failed))
+		}
+	}()
+	return start(processT{}, dir), nil
+}
+
+// Stop kills every node. The data stays in the cluster's directory.
+func (c *Cluster) Stop() { c.stop() }
 
 // Main runs a package's tests, then stops its shared cluster, if one was
 // started, and removes its data: the TestMain of a package whose tests
@@ -219,8 +235,8 @@ func Names(name string) string {
 
 var names atomic.Int64
 
-// processT stands in for a test while the shared cluster starts: a
-// failure panics, and Brokers recovers it as the start's error.
+// processT stands in for a test while a cluster starts outside one: a
+// failure panics, and Run recovers it as the start's error.
 type processT struct{}
 
 type processFailure string
