@@ -390,6 +390,17 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 	t.done = append(t.done, t.op.Advance()...)
 }
 
+// due reports whether t is to write its completed windows and checkpoint
+// now: its checkpoint interval has passed with records taken, or it holds
+// completed windows that may not wait (hold false), or not longer
+// (holdFor since the oldest completed, or holdRows of them: the bound on
+// what a task holds in memory).
+func (t *task) due(now time.Time, hold bool, interval time.Duration) bool {
+	checkpoint := t.dirty && now.Sub(t.lastCheckpoint) >= interval
+	held := hold && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
+	return checkpoint || (len(t.done) > 0 && !held)
+}
+
 // advance moves every task's watermark; windows it completes are written,
 // then the task's checkpoint, unless hold lets them wait (holdFor).
 // Without any, the checkpoint waits for its interval. The group's offsets
@@ -414,9 +425,7 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
 		if len(t.done) > 0 && t.doneSince.IsZero() {
 			t.doneSince = now
 		}
-		interval := t.dirty && now.Sub(t.lastCheckpoint) >= ts.cfg.CheckpointInterval
-		held := hold && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
-		if interval || (len(t.done) > 0 && !held) {
+		if t.due(now, hold, ts.cfg.CheckpointInterval) {
 			due = append(due, t)
 		}
 	}
