@@ -165,7 +165,6 @@ func NewProducer(cc ClientConfig, pc ProducerConfig, logger *slog.Logger) (*kgo.
 		// Topics are created up front; an unknown topic fails fast rather
 		// than holding requests until they time out.
 		kgo.UnknownTopicRetries(2),
-		MetadataRefresh,
 	)
 	if pc.MaxBufferedBytes > 0 {
 		opts = append(opts, kgo.MaxBufferedBytes(int(pc.MaxBufferedBytes)))
@@ -193,16 +192,14 @@ func NewClient(cc ClientConfig, logger *slog.Logger, extra ...kgo.Opt) (*kgo.Cli
 	return cl, nil
 }
 
-// MetadataRefresh is an option every producing client takes: a produce
-// that must be retried after a metadata refresh (a leader that moved, a
-// topic just created) waits up to 100 ms for it, the Java client's
-// refresh backoff, instead of franz-go's 5 s minimum metadata age. On
-// Kafka 4 (transactions v2, KIP-890) it matters at every transaction: a
-// transaction's end returns before its commit markers are written, the
-// next transaction's first produce can get CONCURRENT_TRANSACTIONS, and
-// franz-go retries that after a refresh. Against a real cluster,
+// MetadataRefresh is an option every transactional client takes. On
+// Kafka 4 (transactions v2, KIP-890) a transaction's end returns before
+// its commit markers are written, and the next transaction's first produce
+// can get CONCURRENT_TRANSACTIONS; franz-go retries it after a metadata
+// refresh, which it holds to a 5 s minimum age. Against a real cluster,
 // back-to-back transactions stalled 4.5 s each without it (sluicebench
-// peers: the aggregator took 52 s for the MTA week, 14 to 20 s with it).
+// peers: the aggregator took 52 s for the MTA week, 20 s with it). 100 ms
+// is the Java client's refresh backoff.
 var MetadataRefresh = kgo.MetadataMinAge(100 * time.Millisecond)
 
 // NewGroupTransactSession builds a transactional consumer-producer from
