@@ -206,7 +206,7 @@ func benchPeers(ctx context.Context, args []string, out io.Writer) error {
 // still under way (measured: Sluice's first transactions took 5 s each).
 func warmUp(ctx context.Context, cc bus.ClientConfig) error {
 	const topic, group = "sluicebench.warmup", "sluicebench-warmup"
-	cl, err := bus.NewClient(cc, slog.New(slog.DiscardHandler), kgo.TransactionalID(group), bus.MetadataRefresh)
+	cl, err := bus.NewClient(cc, slog.New(slog.DiscardHandler), kgo.TransactionalID(group))
 	if err != nil {
 		return err
 	}

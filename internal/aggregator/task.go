@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/retry"
+	"github.com/sluicehq/sluice/internal/stop"
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -151,7 +152,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		cancel()
 		if ctx.Err() != nil {
 			// Keep what is done, so that a restart replays little.
-			wctx, cancel := graceful(ctx)
+			wctx, cancel := stop.Grace(ctx, stopGrace)
 			defer cancel()
 			ts.mu.Lock()
 			defer ts.mu.Unlock()
@@ -164,7 +165,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		})
 		// Records taken are seen through to their files and checkpoint,
 		// even when a stop comes meanwhile.
-		wctx, wcancel := graceful(ctx)
+		wctx, wcancel := stop.Grace(ctx, stopGrace)
 		ts.mu.Lock()
 		err := ts.fatal
 		if err == nil {
@@ -188,7 +189,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 			if backoff.Wait(ctx, 0) != nil {
 				return nil // the next run resumes from the last checkpoint
 			}
-			wctx, wcancel := graceful(ctx)
+			wctx, wcancel := stop.Grace(ctx, stopGrace)
 			ts.mu.Lock()
 			err = ts.advance(wctx, cl, false)
 			ts.mu.Unlock()
@@ -219,13 +220,6 @@ var errCrash = errors.New("injected crash")
 // stopGrace bounds the work a stop waits for: the windows and checkpoints
 // of records already taken.
 const stopGrace = 30 * time.Second
-
-// graceful is a context that ends stopGrace after ctx does.
-func graceful(ctx context.Context) (context.Context, context.CancelFunc) {
-	g, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
-	return g, func() { stop(); cancel() }
-}
 
 // assigned makes a task of each partition given to this instance, from
 // its checkpoint, and starts each partition where the checkpoint ends.

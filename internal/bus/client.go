@@ -70,6 +70,17 @@ func (c ClientConfig) opts(logger *slog.Logger) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.WithLogger(kgoLogger{logger, newRepeats()}),
+		// A request retried after a metadata refresh (a leader that moved,
+		// a topic just created) waits up to 100 ms for it, the Java
+		// client's refresh backoff, rather than franz-go's 5 s minimum
+		// age. On Kafka 4 (transactions v2, KIP-890) it matters at every
+		// transaction: a transaction's end returns before its commit
+		// markers are written, the next one's first produce can get
+		// CONCURRENT_TRANSACTIONS, and franz-go retries that after a
+		// refresh. Against a real cluster, back-to-back transactions
+		// stalled 4.5 s each without it (TestTransformBackToBack), and
+		// sluicebench peers took 52 s rather than 9.
+		kgo.MetadataMinAge(100 * time.Millisecond),
 	}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))
@@ -192,16 +203,6 @@ func NewClient(cc ClientConfig, logger *slog.Logger, extra ...kgo.Opt) (*kgo.Cli
 	return cl, nil
 }
 
-// MetadataRefresh is an option every transactional client takes. On
-// Kafka 4 (transactions v2, KIP-890) a transaction's end returns before
-// its commit markers are written, and the next transaction's first produce
-// can get CONCURRENT_TRANSACTIONS; franz-go retries it after a metadata
-// refresh, which it holds to a 5 s minimum age. Against a real cluster,
-// back-to-back transactions stalled 4.5 s each without it (sluicebench
-// peers: the aggregator took 52 s for the MTA week, 20 s with it). 100 ms
-// is the Java client's refresh backoff.
-var MetadataRefresh = kgo.MetadataMinAge(100 * time.Millisecond)
-
 // NewGroupTransactSession builds a transactional consumer-producer from
 // cc, for stages that read, process and write exactly once.
 func NewGroupTransactSession(cc ClientConfig, logger *slog.Logger, extra ...kgo.Opt) (*kgo.GroupTransactSession, error) {
@@ -209,7 +210,7 @@ func NewGroupTransactSession(cc ClientConfig, logger *slog.Logger, extra ...kgo.
 	if err != nil {
 		return nil, err
 	}
-	s, err := kgo.NewGroupTransactSession(append(append(opts, MetadataRefresh), extra...)...)
+	s, err := kgo.NewGroupTransactSession(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("new transactional kafka client: %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 
 // TestTransformBackToBack runs transactions back to back, as a stage under
 // load does, and checks that none waits out franz-go's 5 s minimum
-// metadata age (MetadataRefresh). On Kafka 4 a transaction's first produce
+// metadata age (see ClientConfig.opts). On Kafka 4 a transaction's first produce
 // can get CONCURRENT_TRANSACTIONS while the last one's markers are still
 // being written, so this checks something only against a real cluster
 // (make test runs it there, SLUICE_TEST_KAFKA=cluster); the embedded

@@ -383,7 +383,7 @@ func (r *Replayer) replay(ctx context.Context, f *Filter, one *Coord, opts Optio
 	var cl *kgo.Client
 	if !opts.DryRun {
 		var err error
-		cl, err = bus.NewClient(r.cc, r.logger, kgo.TransactionalID(TransactionalID), bus.MetadataRefresh,
+		cl, err = bus.NewClient(r.cc, r.logger, kgo.TransactionalID(TransactionalID),
 			kgo.TransactionTimeout(time.Minute), kgo.RequiredAcks(kgo.AllISRAcks()))
 		if err != nil {
 			return rep, err

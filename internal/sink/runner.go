@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/health"
 	"github.com/sluicehq/sluice/internal/retry"
+	"github.com/sluicehq/sluice/internal/stop"
 )
 
 // Runner runs one sink: a component of its process.
@@ -34,7 +35,10 @@ type Runner struct {
 	metrics  *metrics
 	now      func() time.Time
 	cl       *kgo.Client
-	admin    atomic.Pointer[kadm.Client]
+	admin    *kadm.Client
+	// started is closed once cl and admin are set. The group's callbacks,
+	// on the client's goroutines, may run before that: they wait on it.
+	started chan struct{}
 
 	// Crash, when set, is called at each crash point of a flush (the
 	// runner's and the sink's); an error stops the runner there, as a
@@ -75,7 +79,7 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	}
 	logger := env.Logger.With("component", "sink."+name)
 	r := &Runner{Reporter: health.New("sink."+name, logger), cfg: cfg, sink: s, dlqTopic: env.DLQTopic, logger: logger,
-		metrics: m, now: time.Now, parts: map[tp]*partition{}, queue: newQueue()}
+		metrics: m, now: time.Now, parts: map[tp]*partition{}, queue: newQueue(), started: make(chan struct{})}
 	opts := []kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
@@ -105,9 +109,8 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The group's callbacks, on the client's goroutines, may run before
-	// r.cl is set: they reach the client through this.
-	r.admin.Store(kadm.NewClient(r.cl))
+	r.admin = kadm.NewClient(r.cl)
+	close(r.started)
 	if d, ok := s.(Decoder); ok {
 		for set := range r.decodings {
 			for range runtime.GOMAXPROCS(0) {
@@ -118,6 +121,9 @@ func New(name string, cfg Config, s Sink, env Env) (*Runner, error) {
 	r.SetDetails(r.details)
 	return r, nil
 }
+
+// stopGrace bounds how long a stop waits for the write in flight.
+const stopGrace = 30 * time.Second
 
 // faultExpiry clears a fault not reported again for this long: longer than
 // the longest backoff between retries.
@@ -245,6 +251,9 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		r.FaultFor("kafka", err, faultExpiry)
 		return nil, err
 	}
+	// The brokers answered for every partition: a fault of an earlier
+	// join is over, though no record may come for a long while.
+	r.Clear("kafka")
 	for topic, parts := range offsets {
 		for p := range parts {
 			// The destination must show every range handed over for this
@@ -282,10 +291,12 @@ func (r *Runner) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 // again for a while, then fails, and the group joins again. Going on
 // unchecked would skip the new topic's records.
 func (r *Runner) endOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (kadm.ListedOffsets, error) {
-	adm := r.admin.Load()
-	if adm == nil {
-		return nil, errors.New("list end offsets: no client yet")
+	select {
+	case <-r.started:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
+	adm := r.admin
 	topics := slices.Collect(maps.Keys(offsets))
 	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	var err error
@@ -609,7 +620,12 @@ func (r *Runner) retry(ctx context.Context, j *job) {
 		if ctx.Err() != nil || r.failed() != nil || attempt > 0 && j.revoked.Load() {
 			return
 		}
-		err := r.write(ctx, j.rng)
+		// An attempt begun runs to its end through a stop: cut between
+		// its dead letters and its commit, the range's next owner would
+		// send them again.
+		wctx, cancel := stop.Grace(ctx, stopGrace)
+		err := r.write(wctx, j.rng)
+		cancel()
 		switch {
 		case err == nil:
 			if attempt > 0 {

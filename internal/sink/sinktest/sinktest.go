@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -72,6 +73,7 @@ func Run(t *testing.T, newDest func(t *testing.T) *Destination) {
 		}
 	})
 	t.Run("TwoInstancesRebalance", func(t *testing.T) { twoInstances(t, newHarness(t, newDest(t))) })
+	t.Run("StopMidWrite", func(t *testing.T) { stopMidWrite(t, newHarness(t, newDest(t))) })
 	t.Run("DestinationDown", func(t *testing.T) { destinationDown(t, newHarness(t, newDest(t))) })
 	t.Run("LargePolls", func(t *testing.T) { largePolls(t, newHarness(t, newDest(t))) })
 	t.Run("TopicMadeAgain", func(t *testing.T) { topicMadeAgain(t, newHarness(t, newDest(t))) })
@@ -357,6 +359,52 @@ func twoInstances(t *testing.T, h *harness) {
 	h.produce(200)
 	h.waitCaughtUp(60 * time.Second)
 	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.check()
+}
+
+// stopMidWrite stops a runner while it writes its first range. A clean
+// stop lets the write in flight finish with its commit: otherwise its dead
+// letters, sent before the commit, would be sent again by the range's next
+// owner. Then a fresh runner reads on, and is ready once caught up.
+func stopMidWrite(t *testing.T, h *harness) {
+	h.produce(400)
+	r := h.runner(37)
+	var rn *running
+	started, stopped := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.Crash = func(p string) error {
+		if p == sink.PointWritten {
+			once.Do(func() {
+				<-started
+				rn.cancel()
+				close(stopped)
+			})
+		}
+		return nil
+	}
+	rn = h.start(r)
+	close(started)
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runner wrote nothing within 30s")
+	}
+	if err := rn.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.committed(); !slices.ContainsFunc(slices.Collect(maps.Values(got)), func(c int64) bool { return c >= 0 }) {
+		t.Fatalf("the range written when the runner was stopped is not committed: committed %v", got)
+	}
+	h.produce(100)
+	fresh := h.runner(1000)
+	rn = h.start(fresh)
+	h.waitCaughtUp(30 * time.Second)
+	if err := fresh.Health().Ready(); err != nil {
+		t.Errorf("the runner is not ready once caught up: %v", err)
+	}
+	if err := rn.stop(); err != nil {
 		t.Fatal(err)
 	}
 	h.check()
