@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,9 +44,9 @@ type Config struct {
 	// UnknownSchema is pass (the default) or reject: what becomes of
 	// events whose type and version have no schema.
 	UnknownSchema string `yaml:"unknown_schema" flag:"unknown-schema" doc:"What becomes of an event whose type and version have no schema: pass (on, unvalidated) or reject (to the dead-letter topic as unknown_schema)."`
-	// Concurrency bounds the events enriched at once; MaxPollRecords the
-	// events of one transaction.
-	Concurrency    int `yaml:"concurrency" flag:"enricher-concurrency" doc:"Events enriched at once (API calls in flight, at most)."`
+	// Concurrency bounds a poll's API lookups in flight; MaxPollRecords
+	// the events of one transaction.
+	Concurrency    int `yaml:"concurrency" flag:"enricher-concurrency" doc:"API lookups in flight at once, at most: the distinct URLs of a poll's events, each called once (the API's own limits apply too)."`
 	MaxPollRecords int `yaml:"-"`
 	// FormsAPI, when set, turns on the bundled form pipeline.
 	FormsAPI string `yaml:"forms_api" flag:"forms-api" doc:"URL template of the forms API, such as http://forms:8090/forms/{payload.form_id}; turns on the form_event pipeline, which fetches each form's definition and models it into the form and form_field tables."`
@@ -194,12 +192,6 @@ type Enricher struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
-	// cpu holds a token per core. Events waiting on an API hold none, so
-	// the few events being validated or modelled at once leave the
-	// scheduler free to run the API calls' goroutines the moment their
-	// answers arrive; with hundreds of events modelling at once, answers
-	// queued behind them and the calls took twice their latency.
-	cpu chan struct{}
 }
 
 // New builds an enricher reading and writing through transactional
@@ -219,7 +211,7 @@ func New(cfg Config, cc bus.ClientConfig, schemas *schema.Registry, logger *slog
 		return nil, err
 	}
 	return &Enricher{Reporter: health.New("enricher", logger), cfg: cfg, cc: cc, schemas: schemas, logger: logger, metrics: m,
-		now: time.Now, cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}, nil
+		now: time.Now}, nil
 }
 
 // Groups is the enricher's consumer group, for the status API's lag.
@@ -260,21 +252,4 @@ func (e *Enricher) Run(ctx context.Context) error {
 		Fault:     func(err error) { e.FaultFor("kafka", err, time.Minute) },
 		Recovered: func() { e.Clear("kafka") },
 	}.Run(ctx)
-}
-
-// process enriches records concurrently, bounded, and returns each one's
-// output records in the records' order.
-func (e *Enricher) process(ctx context.Context, recs []*kgo.Record) [][]*kgo.Record {
-	outs := make([][]*kgo.Record, len(recs))
-	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
-	var wg sync.WaitGroup
-	for i, r := range recs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			outs[i] = e.enrich(ctx, r)
-		})
-	}
-	wg.Wait()
-	return outs
 }

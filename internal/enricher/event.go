@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -14,14 +17,101 @@ import (
 	"github.com/sluicehq/sluice/internal/schema"
 )
 
-// enrich turns one raw record into its output records: the enriched event
-// or its table rows, or one dead letter saying why not.
-func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
-	e.cpu <- struct{}{}
-	defer func() { <-e.cpu }()
+// step is one record's way through a poll: prepared (parsed, validated,
+// joined), then its API's answer fetched, then finished (modelled).
+type step struct {
+	// outs, once set, are the record's outputs: a dead letter, or the
+	// event of a type no pipeline names.
+	outs    []*kgo.Record
+	top     []event.Member
+	payload []byte
+	p       Pipeline
+	// doc and url are the API's document and the call's URL; call is the
+	// poll's call whose answer the record takes.
+	doc  []byte
+	url  string
+	call int
+}
+
+// call is one distinct API call of a poll: every record of the poll that
+// renders the same URL takes its answer.
+type call struct {
+	api    *enrich.API
+	doc    []byte
+	answer []byte
+	err    error
+}
+
+type callKey struct {
+	api *enrich.API
+	url string
+}
+
+// process enriches a poll's records and returns each one's output records
+// in the records' order. It runs in three phases: every record is
+// prepared, on every core; then the poll's distinct API calls are made,
+// with no other work in the process to delay their answers; then every
+// record is finished, on every core. Overlapping the calls with the
+// modelling of answered records made them slower: each answer, and the
+// call after it, waited for a core busy modelling (and the API server, on
+// the same machine in the benchmark, for its timers). The poll commits as
+// one transaction, so no record's output is later for waiting.
+func (e *Enricher) process(ctx context.Context, recs []*kgo.Record) [][]*kgo.Record {
+	steps := make([]step, len(recs))
+	onCores(len(recs), func(i int) { e.prepare(recs[i], &steps[i]) })
+	var calls []call
+	index := map[callKey]int{}
+	for i := range steps {
+		st := &steps[i]
+		if st.outs != nil || st.p.API == nil {
+			continue
+		}
+		k := callKey{st.p.API, st.url}
+		n, ok := index[k]
+		if !ok {
+			n = len(calls)
+			index[k] = n
+			calls = append(calls, call{api: st.p.API, doc: st.doc})
+		}
+		st.call = n
+	}
+	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	var wg sync.WaitGroup
+	for i := range calls {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c := &calls[i]
+			c.answer, c.err = c.api.Fetch(ctx, c.doc)
+		})
+	}
+	wg.Wait()
+	outs := make([][]*kgo.Record, len(recs))
+	onCores(len(recs), func(i int) { outs[i] = e.finish(recs[i], &steps[i], calls) })
+	return outs
+}
+
+// onCores calls f for every index below n, from a goroutine per core.
+func onCores(n int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// prepare parses, validates and joins a raw record, and renders its API
+// call. A record that goes no further gets its outputs.
+func (e *Enricher) prepare(r *kgo.Record, st *step) {
 	top, _, err := event.ObjectMembers(r.Value, "", nil, nil)
 	if err != nil {
-		return e.dead(r, event.ReasonInvalidJSON, []event.FieldError{{Path: "", Message: err.Error()}})
+		st.outs = e.dead(r, event.ReasonInvalidJSON, []event.FieldError{{Path: "", Message: err.Error()}})
+		return
 	}
 	var eventType, version string
 	var payload []byte
@@ -36,7 +126,8 @@ func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
 		}
 	}
 	if eventType == "" || payload == nil {
-		return e.dead(r, event.ReasonMissingField, []event.FieldError{{Path: "", Message: "an event needs event_type and payload"}})
+		st.outs = e.dead(r, event.ReasonMissingField, []event.FieldError{{Path: "", Message: "an event needs event_type and payload"}})
+		return
 	}
 	key := schema.Key{EventType: eventType, Version: version}
 	errs, err := e.schemas.Validate(key, payload)
@@ -44,57 +135,78 @@ func (e *Enricher) enrich(ctx context.Context, r *kgo.Record) []*kgo.Record {
 	case errors.Is(err, schema.ErrNoSchema):
 		e.metrics.unknown.WithLabelValues(eventType).Inc()
 		if e.cfg.UnknownSchema == "reject" {
-			return e.dead(r, ReasonUnknownSchema, []event.FieldError{{Path: "/" + event.FieldSchemaVersion,
+			st.outs = e.dead(r, ReasonUnknownSchema, []event.FieldError{{Path: "/" + event.FieldSchemaVersion,
 				Message: fmt.Sprintf("no schema for %s; add schemas/%s/%s.json or run with --unknown-schema pass", key, eventType, version)}})
+			return
 		}
 	case err != nil:
-		return e.dead(r, ReasonSchemaViolation, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
+		st.outs = e.dead(r, ReasonSchemaViolation, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
+		return
 	case len(errs) > 0:
-		return e.dead(r, ReasonSchemaViolation, errs)
+		st.outs = e.dead(r, ReasonSchemaViolation, errs)
+		return
 	}
 
 	p, ok := e.cfg.Pipelines[eventType]
 	if !ok {
-		return []*kgo.Record{e.out(r, r.Value, "")}
+		st.outs = []*kgo.Record{e.out(r, r.Value, "")}
+		return
 	}
 	for _, j := range p.Joins {
 		joined, matched, err := j.Apply(payload)
 		if err != nil {
-			return e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
+			st.outs = e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
+			return
 		}
 		if !matched {
 			e.metrics.lookupMisses.WithLabelValues(eventType, j.Field).Inc()
 			if j.Reject {
-				return e.dead(r, ReasonLookupMiss, []event.FieldError{{Path: "/payload/" + j.Field, Message: "not in the lookup"}})
+				st.outs = e.dead(r, ReasonLookupMiss, []event.FieldError{{Path: "/payload/" + j.Field, Message: "not in the lookup"}})
+				return
 			}
 		}
 		payload = joined
 	}
-	var answer []byte
+	st.top, st.payload, st.p = top, payload, p
 	if p.API != nil {
-		doc := append(append([]byte(`{"payload":`), payload...), '}')
-		<-e.cpu
-		answer, err = p.API.Fetch(ctx, doc)
-		e.cpu <- struct{}{}
-		switch {
-		case errors.Is(err, enrich.ErrNotFound):
-			u, _ := p.API.URL(doc)
-			return e.dead(r, ReasonNotFound, []event.FieldError{{Path: "/" + event.FieldPayload, Message: "the API has nothing at " + u}})
-		case err != nil:
-			return e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
+		st.doc = append(append([]byte(`{"payload":`), payload...), '}')
+		if st.url, err = p.API.URL(st.doc); err != nil {
+			st.outs = e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload,
+				Message: fmt.Errorf("%w: %w", enrich.ErrFailed, err).Error()}})
 		}
 	}
-	if p.Model == nil {
-		return []*kgo.Record{e.out(r, withPayload(top, payload), "")}
+}
+
+// finish turns a prepared record, with its API's answer, into its
+// outputs: the enriched event or its table rows, or one dead letter saying
+// why not.
+func (e *Enricher) finish(r *kgo.Record, st *step, calls []call) []*kgo.Record {
+	if st.outs != nil {
+		return st.outs
 	}
-	doc := modelDocument(top, payload, p.APIKey, answer, e.now())
+	p := st.p
+	var answer []byte
+	if p.API != nil {
+		c := calls[st.call]
+		switch {
+		case errors.Is(c.err, enrich.ErrNotFound):
+			return e.dead(r, ReasonNotFound, []event.FieldError{{Path: "/" + event.FieldPayload, Message: "the API has nothing at " + st.url}})
+		case c.err != nil:
+			return e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload, Message: c.err.Error()}})
+		}
+		answer = c.answer
+	}
+	if p.Model == nil {
+		return []*kgo.Record{e.out(r, withPayload(st.top, st.payload), "")}
+	}
+	doc := modelDocument(st.top, st.payload, p.APIKey, answer, e.now())
 	rows, err := p.Model.Rows(doc)
 	if err != nil {
 		return e.dead(r, ReasonFailed, []event.FieldError{{Path: "", Message: "model: " + err.Error()}})
 	}
 	outs := make([]*kgo.Record, 0, len(rows)+1)
 	if p.KeepEvent {
-		outs = append(outs, e.out(r, withPayload(top, payload), ""))
+		outs = append(outs, e.out(r, withPayload(st.top, st.payload), ""))
 	}
 	for _, row := range rows {
 		outs = append(outs, e.out(r, row.JSON(), row.Table))
