@@ -87,6 +87,12 @@ var null = []byte("null")
 
 // Rows applies the model to a JSON document.
 func (m Model) Rows(doc []byte) ([]Row, error) {
+	// The document's top level is parsed once: each table and include
+	// looks up a path in it, and it holds a whole API answer.
+	top, _, err := event.ObjectMembers(doc, "", nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("model document: %w", err)
+	}
 	var out []Row
 	first := map[string]Row{}
 	for _, t := range m.Tables {
@@ -94,7 +100,7 @@ func (m Model) Rows(doc []byte) ([]Row, error) {
 		if sep == "" {
 			sep = "_"
 		}
-		src := lookup(doc, t.From)
+		src := lookupIn(doc, top, t.From)
 		if t.Optional && (src == nil || bytes.Equal(src, null)) {
 			continue
 		}
@@ -103,7 +109,7 @@ func (m Model) Rows(doc []byte) ([]Row, error) {
 		}
 		var extra []Field
 		for _, inc := range t.Include {
-			v := lookup(doc, inc.Path)
+			v := lookupIn(doc, top, inc.Path)
 			if v == nil {
 				v = null
 			}
@@ -119,7 +125,6 @@ func (m Model) Rows(doc []byte) ([]Row, error) {
 			}
 		}
 		var rows []Row
-		var err error
 		switch src[0] {
 		case '{':
 			rows, err = t.element(src, nil, sep, extra, rows)
@@ -174,7 +179,7 @@ func (t TableModel) element(obj []byte, parentID []byte, sep string, extra []Fie
 		for _, f := range flat {
 			if f.Name == name {
 				used[name] = true
-				return f.Value
+				return cell(f.Value)
 			}
 		}
 		// A listed column may also come from elsewhere in the document.
@@ -202,7 +207,7 @@ func (t TableModel) element(obj []byte, parentID []byte, sep string, extra []Fie
 		for _, f := range flat {
 			if !used[f.Name] {
 				used[f.Name] = true
-				row.Fields = append(row.Fields, f)
+				row.Fields = append(row.Fields, Field{f.Name, cell(f.Value)})
 			}
 		}
 	}
@@ -250,12 +255,43 @@ func (t TableModel) flatten(obj []byte, prefix, path, sep string, out *[]Field, 
 				*nested = m.Value
 				continue
 			}
-			*out = append(*out, Field{prefix + name, event.AppendString(nil, string(m.Value))})
+			// Left as the array: cell makes it a string if a column
+			// takes it. An API answer's arrays are most of it, and most
+			// are no column (a form's fields are rows of their own).
+			*out = append(*out, Field{prefix + name, m.Value})
 		default:
 			*out = append(*out, Field{prefix + name, m.Value})
 		}
 	}
 	return nil
+}
+
+// cell is a flattened member's value as a column holds it: an array as a
+// JSON string, anything else as it is (objects are flattened, so a value
+// that starts with '[' is an array).
+func cell(v []byte) []byte {
+	if v[0] == '[' {
+		return event.AppendString(nil, string(v))
+	}
+	return v
+}
+
+// lookupIn is lookup in a document whose top-level members are parsed.
+func lookupIn(doc []byte, top []event.Member, path string) []byte {
+	if path == "" {
+		return doc
+	}
+	key, rest, _ := strings.Cut(path, ".")
+	var v []byte
+	for _, m := range top {
+		if m.Is(key) {
+			v = m.Value // the last wins, as in encoding/json
+		}
+	}
+	if v == nil || rest == "" {
+		return v
+	}
+	return lookup(v, rest)
 }
 
 // lookup finds the value at a dotted path of object members, or nil.

@@ -226,3 +226,17 @@ func TestOptionalArray(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFormModel models one form event as the enricher does, with the
+// largest bundled form (HealthHistoryV3, 37 KB): the cost per event of the
+// forms pipeline, warm cache.
+func BenchmarkFormModel(b *testing.B) {
+	t := &testing.T{}
+	doc := formDoc(t, "HealthHistoryV3.json")
+	b.SetBytes(int64(len(doc)))
+	for b.Loop() {
+		if _, err := FormModel.Rows(doc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
