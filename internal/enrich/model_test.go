@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // formDoc is what the enricher models for a form event: the event's
 // payload, the form it fetched, and when.
-func formDoc(t *testing.T, file string) []byte {
+func formDoc(t testing.TB, file string) []byte {
 	t.Helper()
 	def, err := fs.ReadFile(sample.FS(), "forms/"+file)
 	if err != nil {
@@ -231,8 +231,7 @@ func TestOptionalArray(t *testing.T) {
 // largest bundled form (HealthHistoryV3, 37 KB): the cost per event of the
 // forms pipeline, warm cache.
 func BenchmarkFormModel(b *testing.B) {
-	t := &testing.T{}
-	doc := formDoc(t, "HealthHistoryV3.json")
+	doc := formDoc(b, "HealthHistoryV3.json")
 	b.SetBytes(int64(len(doc)))
 	for b.Loop() {
 		if _, err := FormModel.Rows(doc); err != nil {
