@@ -61,7 +61,7 @@ func TestDLQReplayKill9(t *testing.T) {
 	if out := run("replay", "--dry-run", "--by", "tester"); !strings.Contains(out, "matched 3000 dead letters: would replay 3000, 0 already replayed") {
 		t.Errorf("dry run said:\n%s", out)
 	}
-	if got := rawEvents(t, k.brokers, raw); len(got) != 0 {
+	if got := rawEvents(t, k.brokers, raw, 0); len(got) != 0 {
 		t.Fatalf("the dry run sent %d events", len(got))
 	}
 	if out := run("replay", "--reason", "schema_violation", "--by", "tester"); !strings.Contains(out, "matched 300 dead letters: replayed 300, 0 already replayed") {
@@ -91,13 +91,13 @@ func TestDLQReplayKill9(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 	}
-	if sent := len(rawEvents(t, k.brokers, raw)); sent >= n {
+	if sent := len(rawEvents(t, k.brokers, raw, 0)); sent >= n {
 		t.Fatalf("after the kills: %d events sent; the kills came too late to test anything", sent)
 	}
 	if out := run("replay", "--by", "tester"); !strings.Contains(out, "matched 3000 dead letters: replayed ") {
 		t.Errorf("the last replay said:\n%s", out)
 	}
-	got := rawEvents(t, k.brokers, raw)
+	got := rawEvents(t, k.brokers, raw, n)
 	if len(got) != n {
 		t.Errorf("%d distinct events in the raw topic, want %d", len(got), n)
 	}
@@ -128,8 +128,10 @@ func TestDLQReplayKill9(t *testing.T) {
 	}
 }
 
-// rawEvents counts the committed events of the raw topic by root id.
-func rawEvents(t *testing.T, brokers, topic string) map[string]int {
+// rawEvents counts the committed events of the raw topic by root id. It
+// reads until want records came (a loaded machine may bring none for a
+// while), then until a poll brings no more, so that extras show.
+func rawEvents(t *testing.T, brokers, topic string, want int) map[string]int {
 	t.Helper()
 	cl, err := bus.NewClient(bus.ClientConfig{Brokers: strings.Split(brokers, ",")}, slog.New(slog.DiscardHandler), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -138,15 +140,21 @@ func rawEvents(t *testing.T, brokers, topic string) map[string]int {
 	}
 	defer cl.Close()
 	out := map[string]int{}
-	for idle := 0; idle < 2; {
+	deadline := time.Now().Add(30 * time.Second)
+	for total, empty := 0, 0; ; {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		fetches := cl.PollFetches(ctx)
 		cancel()
-		if fetches.NumRecords() == 0 {
-			idle++
-			continue
+		n := fetches.NumRecords()
+		total += n
+		if n == 0 {
+			empty++
+		}
+		// Nothing read yet takes two empty polls: the client may still
+		// be finding where to start.
+		if n == 0 && (total >= want && (total > 0 || empty >= 2) || time.Now().After(deadline)) {
+			return out
 		}
 		fetches.EachRecord(func(r *kgo.Record) { out[bus.Header(r, event.HeaderRootID)]++ })
 	}
-	return out
 }

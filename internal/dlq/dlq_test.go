@@ -73,7 +73,7 @@ func (f *fixture) replayer() *Replayer {
 }
 
 // raw reads the raw topic: root id → times seen, and the events.
-func (f *fixture) raw(t *testing.T) (map[string]int, map[string]map[string]any) {
+func (f *fixture) raw(t *testing.T, want int) (map[string]int, map[string]map[string]any) {
 	t.Helper()
 	cl, err := bus.NewClient(f.cc, slog.New(slog.DiscardHandler), kgo.ConsumeTopics(f.topics.Raw),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -82,13 +82,22 @@ func (f *fixture) raw(t *testing.T) (map[string]int, map[string]map[string]any) 
 	}
 	defer cl.Close()
 	seen, events := map[string]int{}, map[string]map[string]any{}
-	for idle := 0; idle < 2; {
+	// Until want records came (a loaded machine may bring none for a
+	// while), then until a poll brings no more: extras show too.
+	deadline := time.Now().Add(30 * time.Second)
+	for total, empty := 0, 0; ; {
 		ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
 		fetches := cl.PollFetches(ctx)
 		cancel()
-		if fetches.NumRecords() == 0 {
-			idle++
-			continue
+		n := fetches.NumRecords()
+		total += n
+		if n == 0 {
+			empty++
+		}
+		// Nothing read yet takes two empty polls: the client may still
+		// be finding where to start.
+		if n == 0 && (total >= want && (total > 0 || empty >= 2) || time.Now().After(deadline)) {
+			break
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
 			var ev map[string]any
@@ -141,7 +150,7 @@ func TestReplayFiltered(t *testing.T) {
 	if diff := cmp.Diff(Report{Matched: 13, Replayed: 13, DryRun: true}, dry); diff != "" {
 		t.Errorf("dry run (-want +got):\n%s", diff)
 	}
-	if seen, _ := f.raw(t); len(seen) != 0 {
+	if seen, _ := f.raw(t, 0); len(seen) != 0 {
 		t.Fatalf("a dry run sent %d events", len(seen))
 	}
 
@@ -161,7 +170,7 @@ func TestReplayFiltered(t *testing.T) {
 	if diff := cmp.Diff([]int{5, 10, 13}, progress); diff != "" {
 		t.Errorf("progress (-want +got):\n%s", diff)
 	}
-	seen, events := f.raw(t)
+	seen, events := f.raw(t, 13)
 	var want []string
 	for i := 10; i < 30; i++ {
 		if i%3 != 1 {
@@ -194,7 +203,7 @@ func TestReplayFiltered(t *testing.T) {
 	if diff := cmp.Diff(Report{Matched: 13, AlreadyReplayed: 13}, again); diff != "" {
 		t.Errorf("second replay (-want +got):\n%s", diff)
 	}
-	if seen, _ := f.raw(t); len(seen) != 13 {
+	if seen, _ := f.raw(t, 13); len(seen) != 13 {
 		t.Errorf("after a second replay, %d events", len(seen))
 	}
 
@@ -244,7 +253,7 @@ func TestReplayFixed(t *testing.T) {
 	if _, err := r.ReplayOne(t.Context(), dl.Coord, Options{By: "bob", Fixed: map[Coord][]byte{dl.Coord: fixed}}); !errors.Is(err, ErrAlreadyReplayed) {
 		t.Fatalf("replaying it again: %v, want ErrAlreadyReplayed", err)
 	}
-	seen, events := f.raw(t)
+	seen, events := f.raw(t, 1)
 	if diff := cmp.Diff(map[string]int{"c0": 1}, seen); diff != "" {
 		t.Fatalf("raw events (-want +got):\n%s", diff)
 	}
@@ -279,7 +288,7 @@ func TestReplayInterrupted(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted replay: %v, want canceled", err)
 	}
-	if seen, _ := f.raw(t); len(seen) != 10 {
+	if seen, _ := f.raw(t, 10); len(seen) != 10 {
 		t.Fatalf("after the interrupted replay: %d events, want its first transaction's 10", len(seen))
 	}
 
@@ -318,7 +327,7 @@ func TestReplayInterrupted(t *testing.T) {
 	if rep.Matched != 40 || rep.AlreadyReplayed != 10 || rep.Replayed != 30 {
 		t.Errorf("report %+v, want 40 matched, 10 already, 30 replayed", rep)
 	}
-	seen, _ := f.raw(t)
+	seen, _ := f.raw(t, 40)
 	if len(seen) != 40 {
 		t.Errorf("%d distinct events, want 40", len(seen))
 	}
@@ -367,7 +376,7 @@ func TestReplayConcurrent(t *testing.T) {
 	if _, err := f.replayer().Replay(t.Context(), Filter{}, Options{By: "c"}); err != nil {
 		t.Fatal(err)
 	}
-	seen, _ := f.raw(t)
+	seen, _ := f.raw(t, 60)
 	if len(seen) != 60 {
 		t.Errorf("%d distinct events, want 60", len(seen))
 	}
