@@ -265,5 +265,17 @@ func eventTime(f fields, names []string, at []int, layout string) (time.Time, er
 	if err != nil {
 		return time.Time{}, fmt.Errorf("time %q does not match the layout %q", s, layout)
 	}
+	if t.Before(earliest) || !t.Before(latest) {
+		return time.Time{}, fmt.Errorf("time %q is outside the years %d to %d that windows hold", s, earliest.Year(), latest.Year()-1)
+	}
 	return t.UTC(), nil
 }
+
+// earliest and latest bound the event times a window holds: windows count
+// time in int64 nanoseconds (years 1678 to 2262), with room to spare for
+// a window's size. A time past them (a typo such as 3023) would wrap
+// around to another century.
+var (
+	earliest = time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC)
+	latest   = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)

@@ -45,6 +45,24 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// TestEventTimeRange: a time windows cannot hold is a bad time, not one
+// wrapped around to another century.
+func TestEventTimeRange(t *testing.T) {
+	st := slots{}
+	st.add("t")
+	for in, ok := range map[string]bool{
+		"2023-05-27T00:00:00Z": true, "1700-01-01T00:00:00Z": true, "2199-12-31T23:59:59Z": true,
+		"3023-05-27T00:00:00Z": false, "1600-01-01T00:00:00Z": false, "2200-01-01T00:00:00Z": false,
+	} {
+		fs := make(fields, 1)
+		fs[0] = field{s: in, ok: true}
+		_, err := eventTime(fs, []string{"t"}, []int{st["t"]}, TimeLayout(""))
+		if (err == nil) != ok {
+			t.Errorf("%s: err %v, want ok %v", in, err, ok)
+		}
+	}
+}
+
 // TestCSVFields: quoting as RFC 4180 has it, stray quotes as they are,
 // spaces trimmed, empty fields null; the header and broken lines refused.
 func TestCSVFields(t *testing.T) {
