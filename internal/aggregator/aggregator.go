@@ -235,10 +235,12 @@ type Aggregator struct {
 	// of each aggregate's field (-1: none).
 	timeAt, groupAt, dedupeAt, keyAt, aggAt []int
 	ints                                    []bool // per aggregate: written as BIGINT
-	// Every result record's headers, and the length of the column names
-	// in its value.
-	resultHeaders []kgo.RecordHeader
-	resultNames   int
+	// Every result record's headers, and the JSON of its value's names:
+	// `"group":` for each group field, `,"as":` for each aggregate.
+	resultHeaders   []kgo.RecordHeader
+	groupNames      [][]byte
+	aggregateNames  [][]byte
+	resultNameBytes int
 	// tasks is how many partitions the repartition topic has: a watermark
 	// is broadcast to each.
 	tasks   int32
@@ -289,10 +291,13 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	}
 	for _, ag := range cfg.Aggregates {
 		a.ints = append(a.ints, ag.Op == window.Count || (ag.Op != window.Avg && types[ag.Field] == "int"))
-		a.resultNames += len(ag.As)
+		a.aggregateNames = append(a.aggregateNames, append(event.AppendString([]byte(","), ag.As), ':'))
 	}
 	for _, g := range cfg.GroupBy {
-		a.resultNames += len(g)
+		a.groupNames = append(a.groupNames, append(event.AppendString(nil, g), ':'))
+	}
+	for _, n := range slices.Concat(a.groupNames, a.aggregateNames) {
+		a.resultNameBytes += len(n)
 	}
 	a.resultHeaders = []kgo.RecordHeader{{Key: "aggregation", Value: []byte(cfg.Name)}, {Key: "table", Value: []byte(cfg.Table())}}
 	a.resultHeaders = a.resultHeaders[:2:2] // shared: an append copies
@@ -574,8 +579,9 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 				res := b.results[i:j]
 				start := res[0].Start
 				i = j
+				bounds := a.windowBounds(start, res[0].End)
 				for _, r := range res {
-					w.recs = append(w.recs, a.resultRecord(r))
+					w.recs = append(w.recs, a.resultRecord(r, bounds))
 				}
 				if start.Unix() <= done {
 					continue // in the table already
@@ -642,29 +648,41 @@ func (a *Aggregator) cell(i int, v float64) row.Cell {
 	return row.Cell{Kind: row.KindFloat, F: v}
 }
 
+// windowBounds is what the result records of the window [start, end)
+// share: `start` for their keys, and the bounds' JSON for their values.
+type windowBounds struct {
+	start, json []byte
+}
+
+func (a *Aggregator) windowBounds(start, end time.Time) windowBounds {
+	b := start.AppendFormat(nil, time.RFC3339)
+	key := len(b)
+	b = append(start.AppendFormat(append(b, `"window_start":"`...), time.RFC3339), '"')
+	b = append(end.AppendFormat(append(b, `,"window_end":"`...), time.RFC3339), '"')
+	return windowBounds{start: b[:key:key], json: b[key:]}
+}
+
 // resultRecord is a window result for the output topic, keyed by window
 // and group so that a compacted topic keeps one of each. Key and value
 // share one allocation, and every record the same headers.
-func (a *Aggregator) resultRecord(res window.Result) *kgo.Record {
-	n := 64 + 48*len(a.cfg.Aggregates)
+func (a *Aggregator) resultRecord(res window.Result, bounds windowBounds) *kgo.Record {
+	n := len(bounds.start) + len(bounds.json) + 2 + len(a.groupNames) + a.resultNameBytes + 24*len(a.cfg.Aggregates)
 	for _, g := range res.Group {
-		n += 2 * (len(g) + 8)
+		n += 2 * (len(g) + 4)
 	}
-	b := make([]byte, 0, n+a.resultNames)
-	b = res.Start.AppendFormat(b, time.RFC3339)
+	b := make([]byte, 0, n)
+	b = append(b, bounds.start...)
 	for _, g := range res.Group {
 		b = append(append(b, '|'), g...)
 	}
 	key := len(b)
 	b = append(b, '{')
-	for i, g := range a.cfg.GroupBy {
-		b = append(event.AppendString(b, g), ':')
-		b = append(event.AppendString(b, res.Group[i]), ',')
+	for i, name := range a.groupNames {
+		b = append(event.AppendString(append(b, name...), res.Group[i]), ',')
 	}
-	b = append(res.Start.AppendFormat(append(b, `"window_start":"`...), time.RFC3339), '"')
-	b = append(res.End.AppendFormat(append(b, `,"window_end":"`...), time.RFC3339), '"')
-	for i, ag := range a.cfg.Aggregates {
-		b = append(event.AppendString(append(b, ','), ag.As), ':')
+	b = append(b, bounds.json...)
+	for i, name := range a.aggregateNames {
+		b = append(b, name...)
 		c := a.cell(i, res.Values[i])
 		switch c.Kind {
 		case row.KindNull:

@@ -101,6 +101,11 @@ type task struct {
 	// legacy is the JSON checkpoint the task resumed from, removed once
 	// its successor is written, so that moving that away starts over.
 	legacy string
+	// Scratch for each record, and the outcomes of a poll's records:
+	// the tasks count their records at once, each on a core.
+	fields                     fields
+	event                      window.Event
+	counted, duplicates, lates int
 }
 
 // tasks are the tasks this instance has been given. The group's callbacks
@@ -115,9 +120,6 @@ type tasks struct {
 	// fatal is a checkpoint that cannot be used: retrying will not help,
 	// so the poll loop stops with it.
 	fatal error
-	// The poll loop's scratch for each record.
-	fields fields
-	event  window.Event
 }
 
 // aggregate runs the tasks of topic that the group gives this instance;
@@ -169,7 +171,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		ts.mu.Lock()
 		err := ts.fatal
 		if err == nil {
-			fetches.EachRecord(ts.add)
+			ts.addAll(fetches)
 			err = ts.advance(wctx, cl, true)
 		}
 		ts.mu.Unlock()
@@ -317,11 +319,42 @@ func (ts *tasks) drop(ctx context.Context, parts []int32, revoked bool) {
 	ts.metrics.tasks.Set(float64(len(ts.m)))
 }
 
-// add counts one record in its task, or makes it a dead letter.
-func (ts *tasks) add(rec *kgo.Record) {
-	t := ts.m[rec.Partition]
-	if t == nil || rec.Offset < t.next {
-		return // not ours (any more), or taken before a rebalance
+// addAll counts a poll's records in their tasks. The tasks share nothing
+// but the metrics, so each counts its records on a core of its own: on one,
+// counting took as long as writing the windows on all of them.
+func (ts *tasks) addAll(fetches kgo.Fetches) {
+	byTask := map[*task][]*kgo.Record{}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if t := ts.m[p.Partition]; t != nil && p.Topic == ts.topic {
+			byTask[t] = append(byTask[t], p.Records...)
+		}
+	})
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for t, recs := range byTask {
+		g.Go(func() error {
+			for _, rec := range recs {
+				ts.add(t, rec)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // no error: a record that cannot be read is a dead letter
+	counted, duplicates, lates := 0, 0, 0
+	for t := range byTask {
+		counted, duplicates, lates = counted+t.counted, duplicates+t.duplicates, lates+t.lates
+		t.counted, t.duplicates, t.lates = 0, 0, 0
+	}
+	ts.metrics.events.WithLabelValues("counted").Add(float64(counted))
+	ts.metrics.events.WithLabelValues("duplicate").Add(float64(duplicates))
+	ts.metrics.events.WithLabelValues("late").Add(float64(lates))
+	ts.Add(counted)
+}
+
+// add counts one record in its task t, or makes it a dead letter.
+func (ts *tasks) add(t *task, rec *kgo.Record) {
+	if rec.Offset < t.next {
+		return // taken before a rebalance
 	}
 	t.next, t.dirty = rec.Offset+1, true
 	if len(rec.Headers) > 0 && rec.Headers[0].Key == headerWatermark {
@@ -334,14 +367,14 @@ func (ts *tasks) add(rec *kgo.Record) {
 			src = int32(p)
 		}
 	}
-	original, parsed := ts.readParsed(rec, &ts.event)
+	original, parsed := ts.readParsed(rec, &t.event)
 	if parsed {
-		ts.event.Partition = src
+		t.event.Partition = src
 	} else {
-		if ts.fields == nil {
-			ts.fields = make(fields, len(ts.slots))
+		if t.fields == nil {
+			t.fields = make(fields, len(ts.slots))
 		}
-		f, at, dead := ts.read(rec, ts.fields)
+		f, at, dead := ts.read(rec, t.fields)
 		if dead != nil {
 			t.dead = append(t.dead, dead)
 			return
@@ -349,17 +382,16 @@ func (ts *tasks) add(rec *kgo.Record) {
 		if f == nil {
 			return
 		}
-		ts.Aggregator.event(&ts.event, f, at, src)
+		ts.Aggregator.event(&t.event, f, at, src)
 	}
-	at := ts.event.Time
-	switch out, missed := t.op.Add(ts.event); out {
+	at := t.event.Time
+	switch out, missed := t.op.Add(t.event); out {
 	case window.Counted:
-		ts.metrics.events.WithLabelValues("counted").Inc()
-		ts.Add(1)
+		t.counted++
 	case window.Duplicate:
-		ts.metrics.events.WithLabelValues("duplicate").Inc()
+		t.duplicates++
 	case window.Late:
-		ts.metrics.events.WithLabelValues("late").Inc()
+		t.lates++
 		input := rec // as the input had it
 		if parsed {
 			input = &kgo.Record{Key: rec.Key, Value: original, Headers: slices.DeleteFunc(slices.Clone(rec.Headers),

@@ -3,10 +3,10 @@ package lake
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math"
 	"reflect"
-	"strconv"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -262,26 +262,28 @@ const sampleRows = 1024
 // exact times), so that a dictionary would hold nearly every value twice:
 // once in it and once as an index. Such a column was twice the size of
 // DuckDB's plain one.
-func (c *column) distinct() bool {
-	seen := make(map[string]struct{}, sampleRows)
+func (c *column) distinct(seen map[uint64]struct{}) bool {
+	// Values by their hash: a collision only makes a column look a little
+	// less distinct than it is, and no value is copied to a string.
+	clear(seen)
 	it := cells{c: c}
 	values := 0
 	for r := 0; r < c.n && values < sampleRows; r++ {
-		cell := it.next()
-		switch cell.Kind {
+		k, v, b := it.raw()
+		switch k {
 		case row.KindNull:
 			continue
 		case row.KindString, row.KindJSON:
-			seen[string(cell.B)] = struct{}{}
-		case row.KindFloat:
-			seen[strconv.FormatUint(math.Float64bits(cell.F), 36)] = struct{}{}
+			seen[maphash.Bytes(distinctSeed, b)] = struct{}{}
 		default:
-			seen[strconv.FormatInt(cell.I, 36)] = struct{}{}
+			seen[v] = struct{}{}
 		}
 		values++
 	}
 	return values >= 64 && len(seen) > values*3/4
 }
+
+var distinctSeed = maphash.MakeSeed()
 
 func (f fileColumn) node() parquet.Node {
 	n := node(f.kind)
@@ -310,12 +312,13 @@ func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) 
 	stats := DataFile{Rows: int64(b.rows), Nulls: map[int]int64{}, Values: map[int]int64{},
 		Lower: map[int]row.Cell{}, Upper: map[int]row.Cell{}}
 	group := columnGroup{Group: make(parquet.Group, len(cols))}
+	seen := make(map[uint64]struct{}, sampleRows)
 	for i, f := range cols {
 		switch {
 		case f.date:
 			f.required = true
 		case f.c != nil:
-			f.plain = f.c.distinct()
+			f.plain = f.c.distinct(seen)
 			f.required = f.c.full(b.rows, f.kind)
 		}
 		cols[i] = f
