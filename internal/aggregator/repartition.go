@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/window"
@@ -56,14 +58,29 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 		MaxPollRecords: 10_000,
 		Logger:         a.logger,
 		Fn: func(_ context.Context, in []*kgo.Record, out func(*kgo.Record)) {
+			// Routed on every core, a slice of the poll each, and written
+			// in the input's order.
+			routed := make([]*kgo.Record, len(in))
+			times := make([]time.Time, len(in))
+			var g errgroup.Group
+			slice := max(1000, (len(in)+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0))
+			for lo := 0; lo < len(in); lo += slice {
+				hi := min(lo+slice, len(in))
+				g.Go(func() error {
+					f := make(fields, len(a.slots))
+					for i := lo; i < hi; i++ {
+						routed[i], times[i] = a.route(in[i], topic, f)
+					}
+					return nil
+				})
+			}
+			_ = g.Wait() // no error: a record that cannot be read is a dead letter
 			latest := map[int32]time.Time{}
-			f := make(fields, len(a.slots))
-			for _, rec := range in {
-				r, at := a.route(rec, topic, f)
-				if r != nil {
-					out(r)
+			for i, rec := range in {
+				if routed[i] != nil {
+					out(routed[i])
 				}
-				if !at.IsZero() && at.After(latest[rec.Partition]) {
+				if at := times[i]; !at.IsZero() && at.After(latest[rec.Partition]) {
 					latest[rec.Partition] = at
 				}
 			}
@@ -93,13 +110,34 @@ func (a *Aggregator) route(rec *kgo.Record, topic string, f fields) (*kgo.Record
 	if f == nil {
 		return dead, time.Time{}
 	}
-	// Never a nil key: the partitioner spreads those at random.
-	key := a.join([]byte{}, f, a.keyAt)
+	// Never a nil key: the partitioner spreads those at random. Key and
+	// value share one allocation, and the headers' values are shared.
+	b := a.join(make([]byte, 0, 160+len(rec.Value)), f, a.keyAt)
+	key := b[:len(b):len(b)]
+	value := append(a.appendParsed(b[len(b):], f, at), rec.Value...)
 	headers := append(rec.Headers[:len(rec.Headers):len(rec.Headers)],
-		kgo.RecordHeader{Key: headerSource, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)},
-		kgo.RecordHeader{Key: headerParsed, Value: []byte(parsedVersion)})
-	value := append(a.appendParsed(make([]byte, 0, 128+len(rec.Value)), f, at), rec.Value...)
+		kgo.RecordHeader{Key: headerSource, Value: partitionText(rec.Partition)},
+		kgo.RecordHeader{Key: headerParsed, Value: parsedVersionText})
 	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}, at
+}
+
+// parsedVersionText and partitionText are header values that records
+// share, read only.
+var (
+	parsedVersionText = []byte(parsedVersion)
+	partitionTexts    = func() (t [64][]byte) {
+		for i := range t {
+			t[i] = strconv.AppendInt(nil, int64(i), 10)
+		}
+		return t
+	}()
+)
+
+func partitionText(p int32) []byte {
+	if p >= 0 && int(p) < len(partitionTexts) {
+		return partitionTexts[p]
+	}
+	return strconv.AppendInt(nil, int64(p), 10)
 }
 
 // appendParsed appends what a task needs of an event to b: its time, its

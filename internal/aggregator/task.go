@@ -95,7 +95,6 @@ type task struct {
 	dirty          bool  // records taken since the last checkpoint
 	dead           []*kgo.Record
 	done           []window.Result // emitted by the watermark, not yet written
-	doneSince      time.Time       // when the oldest of done completed
 	lastCheckpoint time.Time
 	forced         int64
 	// legacy is the JSON checkpoint the task resumed from, removed once
@@ -120,6 +119,9 @@ type tasks struct {
 	// fatal is a checkpoint that cannot be used: retrying will not help,
 	// so the poll loop stops with it.
 	fatal error
+	// writing is the write in flight, or one that failed, to be done
+	// again before any other.
+	writing *write
 }
 
 // aggregate runs the tasks of topic that the group gives this instance;
@@ -148,6 +150,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 	}
 	defer cl.Close()
 	defer cl.AllowRebalance()
+	defer ts.awaitWrite() // on every return: the write in flight is this loop's
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		fetches := cl.PollRecords(pctx, pollRecords)
@@ -172,7 +175,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		err := ts.fatal
 		if err == nil {
 			ts.addAll(fetches)
-			err = ts.advance(wctx, cl, true)
+			err = ts.advance(wctx, ctx, cl, true)
 		}
 		ts.mu.Unlock()
 		wcancel()
@@ -193,7 +196,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 			}
 			wctx, wcancel := stop.Grace(ctx, stopGrace)
 			ts.mu.Lock()
-			err = ts.advance(wctx, cl, false)
+			err = ts.advance(wctx, ctx, cl, false)
 			ts.mu.Unlock()
 			wcancel()
 		}
@@ -204,16 +207,16 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 // pollRecords bounds the records taken at once.
 const pollRecords = 10_000
 
-// Completed windows are held for up to holdFor, or until a task holds
-// holdRows of them, and written together: when the tasks catch up on a
-// backlog, one snapshot, one batch of results and one checkpoint for many
-// windows instead of each; live, a second more before a window that took
-// minutes or hours is written. Every window still has its own file, so
-// what a restart writes does not depend on how the windows were batched.
-const (
-	holdFor  = time.Second
-	holdRows = 200_000
-)
+// Completed windows are written as soon as the write before them is done:
+// those that complete while a write is in flight wait for it, and go
+// together in the next (as a database commits a group). Live, a window is
+// written when it completes; on a backlog, one snapshot, one batch of
+// results and one checkpoint cover many windows, written while the tasks
+// count on. A task holds at most holdRows of them, the bound on its memory:
+// past it the poll loop waits for the write. Every window still has its
+// own file, so what a restart writes does not depend on how the windows
+// were batched.
+const holdRows = 200_000
 
 // errCrash, in an error from the lake or Kafka, stops the aggregator as a
 // crash would, rather than being waited out as a fault: tests inject it.
@@ -313,6 +316,13 @@ func (ts *tasks) drop(ctx context.Context, parts []int32, revoked bool) {
 			if err := ts.flush(ctx, t); err != nil {
 				ts.logger.Warn("checkpoint of a revoked task failed; its next owner replays from the one before", "partition", p, "err", err)
 			}
+		} else if w := ts.writing; w != nil {
+			<-w.done
+		}
+		if w := ts.writing; w != nil && w.err != nil {
+			// Written again later, it could replace the next owner's
+			// checkpoint with an older one.
+			w.forget(p)
 		}
 		delete(ts.m, p)
 	}
@@ -418,23 +428,25 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 
 // due reports whether t is to write its completed windows and checkpoint
 // now: its checkpoint interval has passed with records taken, or it holds
-// completed windows that may not wait (hold false), or not longer
-// (holdFor since the oldest completed, or holdRows of them: the bound on
-// what a task holds in memory).
-func (t *task) due(now time.Time, hold bool, interval time.Duration) bool {
+// completed windows that need not wait for a write in flight (writing
+// false), or not longer (holdRows of them).
+func (t *task) due(now time.Time, writing bool, interval time.Duration) bool {
 	checkpoint := t.dirty && now.Sub(t.lastCheckpoint) >= interval
-	held := hold && now.Sub(t.doneSince) < holdFor && len(t.done) < holdRows
+	held := writing && len(t.done) < holdRows
 	return checkpoint || (len(t.done) > 0 && !held)
 }
 
 // advance moves every task's watermark; windows it completes are written,
-// then the task's checkpoint, unless hold lets them wait (holdFor).
-// Without any, the checkpoint waits for its interval. The group's offsets
-// follow the checkpoints, for lag monitors.
-func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
+// then the task's checkpoint, unless hold lets them wait for the write in
+// flight. Without any, the checkpoint waits for its interval. What is due
+// is written in the background while the poll loop reads on (see write),
+// to end stopGrace after run does; a write that failed is done again
+// first, before anything else is.
+func (ts *tasks) advance(ctx, run context.Context, cl *kgo.Client, hold bool) error {
 	open, wm := 0, int64(math.MaxInt64)
 	var due []*task
 	now := ts.now()
+	writing := hold && ts.writing != nil && !ts.writing.finished()
 	for _, t := range ts.m {
 		t.done = append(t.done, t.op.Advance()...)
 		open += t.op.Open()
@@ -448,10 +460,7 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
 				"partition", t.partition, "window_groups", f-t.forced, "limit", ts.cfg.MaxOpenWindows)
 			t.forced = f
 		}
-		if len(t.done) > 0 && t.doneSince.IsZero() {
-			t.doneSince = now
-		}
-		if t.due(now, hold, ts.cfg.CheckpointInterval) {
+		if t.due(now, writing, ts.cfg.CheckpointInterval) {
 			due = append(due, t)
 		}
 	}
@@ -459,17 +468,150 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
 	if wm != math.MaxInt64 {
 		ts.metrics.watermark.Set(float64(wm) / 1e9)
 	}
-	if err := ts.flush(ctx, due...); err != nil {
+	if len(due) == 0 && (ts.writing == nil || !ts.writing.finished()) {
+		return nil
+	}
+	if err := ts.settle(ctx, cl); err != nil {
 		return err
 	}
 	if len(due) > 0 {
-		commit := map[int32]kgo.EpochOffset{}
-		for _, t := range due {
-			commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		ts.writing = ts.take(due)
+		ts.writing.start(run, ts)
+	}
+	return nil
+}
+
+// write is what a flush writes, taken from its tasks at once: their
+// completed windows, their dead letters, and checkpoints of their state as
+// it was then. The poll loop counts the next records meanwhile, on
+// another core: counting and writing took about as long as each other,
+// one after the other. One write is in flight at a time, and the next
+// waits for it, so that files and checkpoints go in the order taken.
+type write struct {
+	batches     []taskResults
+	dead        []*kgo.Record
+	checkpoints []taskCheckpoint
+	commit      map[int32]kgo.EpochOffset // the group's offsets, for lag monitors
+	done        chan struct{}             // closed when run returns
+	err         error                     // run's, once done is closed
+}
+
+// taskCheckpoint is a task's checkpoint as taken, and the checkpoint of
+// an earlier version that it replaces.
+type taskCheckpoint struct {
+	cp     checkpoint
+	legacy string
+}
+
+// take moves what the tasks have to write into a write. Its checkpoints
+// are of the tasks' state now, which no longer holds the windows it
+// writes.
+func (ts *tasks) take(tasks []*task) *write {
+	w := &write{commit: map[int32]kgo.EpochOffset{}}
+	now := ts.now()
+	for _, t := range tasks {
+		if len(t.done) > 0 {
+			w.batches = append(w.batches, taskResults{t.partition, t.done})
 		}
+		w.dead = append(w.dead, t.dead...)
+		if t.dirty {
+			w.checkpoints = append(w.checkpoints, taskCheckpoint{checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
+				Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()}, t.legacy})
+			w.commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		}
+		t.done, t.dead, t.legacy = nil, nil, ""
+		t.dirty, t.lastCheckpoint = false, now
+	}
+	return w
+}
+
+// start runs w in the background, under a context of its own that a stop
+// of ctx leaves stopGrace to finish.
+func (w *write) start(ctx context.Context, ts *tasks) {
+	w.done = make(chan struct{})
+	wctx, cancel := stop.Grace(ctx, stopGrace)
+	go func() {
+		defer close(w.done)
+		defer cancel()
+		w.err = w.run(wctx, ts)
+	}()
+}
+
+// forget removes task p's windows and checkpoint from a write that
+// failed, once the task has moved to another owner: that owner replays
+// them from the task's last checkpoint. Its dead letters are sent anyway,
+// at least once as ever.
+func (w *write) forget(p int32) {
+	w.batches = slices.DeleteFunc(w.batches, func(b taskResults) bool { return b.task == p })
+	w.checkpoints = slices.DeleteFunc(w.checkpoints, func(c taskCheckpoint) bool { return c.cp.Partition == p })
+	delete(w.commit, p)
+}
+
+// awaitWrite waits for the write in flight, if any, to end.
+func (ts *tasks) awaitWrite() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if w := ts.writing; w != nil {
+		<-w.done
+	}
+}
+
+func (w *write) finished() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// run writes the windows to the table and the results topic, then the
+// dead letters, then the checkpoints: a checkpoint never covers records
+// whose windows or dead letters are not written. Run again after a
+// failure, it writes what is missing: the table skips windows it holds.
+func (w *write) run(ctx context.Context, ts *tasks) error {
+	if len(w.batches) > 0 {
+		if err := ts.emit(ctx, w.batches); err != nil {
+			return err
+		}
+		w.batches = nil
+	}
+	if err := ts.produce(ctx, w.dead); err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	w.dead = nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range w.checkpoints {
+		c := &w.checkpoints[i]
+		g.Go(func() error { return ts.checkpoint(gctx, c) })
+	}
+	return g.Wait()
+}
+
+// settle waits for the write in flight, if any, and runs it again if it
+// failed; once it is done, the group's offsets follow its checkpoints
+// (when cl is not nil).
+func (ts *tasks) settle(ctx context.Context, cl *kgo.Client) error {
+	w := ts.writing
+	if w == nil {
+		return nil
+	}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if w.err != nil {
+		if w.err = w.run(ctx, ts); w.err != nil {
+			return w.err
+		}
+	}
+	ts.writing = nil
+	if cl != nil && len(w.commit) > 0 {
 		// Synchronously, while the rebalance waits: never for a partition
 		// that has moved on.
-		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{ts.topic: commit}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{ts.topic: w.commit}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 			if err != nil && ctx.Err() == nil {
 				ts.logger.Debug("commit of the group's offsets failed; the checkpoints hold the truth", "err", err)
 			}
@@ -478,79 +620,46 @@ func (ts *tasks) advance(ctx context.Context, cl *kgo.Client, hold bool) error {
 	return nil
 }
 
-// flush writes the tasks' completed windows, then their checkpoints. The
-// tasks' files are written at once, on every core, and committed in one
-// snapshot.
+// flush writes the tasks' completed windows, dead letters and checkpoints,
+// after the write in flight, and returns when they are written.
 func (ts *tasks) flush(ctx context.Context, tasks ...*task) error {
-	var done []*task
-	for _, t := range tasks {
-		if len(t.done) > 0 {
-			done = append(done, t)
-		}
+	if err := ts.settle(ctx, nil); err != nil {
+		return err
 	}
-	if len(done) > 0 {
-		if err := ts.emit(ctx, done); err != nil {
-			return err
-		}
-		for _, t := range done {
-			t.done, t.doneSince = nil, time.Time{}
-		}
+	ts.writing = ts.take(tasks)
+	ts.writing.done = make(chan struct{})
+	close(ts.writing.done)
+	ts.writing.err = ts.writing.run(ctx, ts)
+	if err := ts.writing.err; err != nil {
+		return err // kept, to be written again
 	}
-	var dead []*kgo.Record
-	for _, t := range tasks {
-		dead = append(dead, t.dead...)
-	}
-	if err := ts.produce(ctx, dead); err != nil {
-		return fmt.Errorf("dead letters: %w", err)
-	}
-	for _, t := range tasks {
-		t.dead = t.dead[:0]
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, t := range tasks {
-		g.Go(func() error { return ts.checkpoint(gctx, t) })
-	}
-	return g.Wait()
+	ts.writing = nil
+	return nil
 }
 
-// checkpoint records the task's state with the offset it covers, once its
-// windows are written and its dead letters durable.
-func (ts *tasks) checkpoint(ctx context.Context, t *task) error {
-	if !t.dirty {
-		return nil
-	}
-	if len(t.done) > 0 || len(t.dead) > 0 {
-		// The state no longer holds these windows, nor the offsets these
-		// records: recording it first would lose them.
-		return fmt.Errorf("task %d: %d window results and %d dead letters not written yet", t.partition, len(t.done), len(t.dead))
-	}
-	b, err := encode(checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic, Partition: t.partition, Offset: t.next,
-		WrittenAt: ts.now().UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()})
+// checkpoint writes a task's checkpoint, once its windows are written and
+// its dead letters durable.
+func (ts *tasks) checkpoint(ctx context.Context, c *taskCheckpoint) error {
+	b, err := encode(c.cp)
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(t.partition), b); err != nil {
+	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(c.cp.Partition), b); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if t.legacy != "" {
-		if err := ts.store.Delete(ctx, t.legacy); err != nil {
-			return fmt.Errorf("remove the checkpoint %s, now in %s: %w", t.legacy, ts.cfg.CheckpointPath(t.partition), err)
+	if c.legacy != "" {
+		if err := ts.store.Delete(ctx, c.legacy); err != nil {
+			return fmt.Errorf("remove the checkpoint %s, now in %s: %w", c.legacy, ts.cfg.CheckpointPath(c.cp.Partition), err)
 		}
-		t.legacy = ""
+		c.legacy = ""
 	}
 	ts.metrics.checkpoints.Inc()
-	t.dirty, t.lastCheckpoint = false, ts.now()
 	return nil
 }
 
 // emit writes the tasks' completed windows to the table, then the results
 // to the output topic.
-func (ts *tasks) emit(ctx context.Context, done []*task) error {
-	batches := make([]taskResults, len(done))
-	for i, t := range done {
-		batches[i] = taskResults{t.partition, t.done}
-	}
+func (ts *tasks) emit(ctx context.Context, batches []taskResults) error {
 	recs, err := ts.writeWindows(ctx, batches)
 	if err != nil {
 		return err
