@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -39,5 +42,33 @@ func TestTaskDue(t *testing.T) {
 				t.Errorf("due = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestWriteForget: a failed write keeps nothing of a task that moved to
+// another owner, whose checkpoint it could otherwise replace with an older
+// one, and keeps the other tasks' windows and checkpoints whole.
+func TestWriteForget(t *testing.T) {
+	w := &write{
+		batches:     []taskResults{{task: 1, results: make([]window.Result, 2)}, {task: 2, results: make([]window.Result, 3)}},
+		checkpoints: []taskCheckpoint{{cp: checkpoint{checkpointHead: checkpointHead{Partition: 1, Offset: 10}}}, {cp: checkpoint{checkpointHead: checkpointHead{Partition: 2, Offset: 20}}}},
+		commit:      map[int32]kgo.EpochOffset{1: {Epoch: -1, Offset: 10}, 2: {Epoch: -1, Offset: 20}},
+	}
+	w.forget(1)
+	var tasks []int32
+	for _, b := range w.batches {
+		tasks = append(tasks, b.task)
+	}
+	for _, c := range w.checkpoints {
+		tasks = append(tasks, c.cp.Partition)
+	}
+	for p := range w.commit {
+		tasks = append(tasks, p)
+	}
+	if diff := cmp.Diff([]int32{2, 2, 2}, tasks); diff != "" {
+		t.Errorf("tasks left in the write (-want +got):\n%s", diff)
+	}
+	if len(w.batches[0].results) != 3 {
+		t.Errorf("task 2 keeps %d windows, want 3", len(w.batches[0].results))
 	}
 }
