@@ -14,8 +14,8 @@
 // skips the repartition topic: its own partitions are the tasks.
 //
 // Exactly once: a task's state and the offset it covers are checkpointed
-// together, in one object of the lake's storage, after every emission and
-// at an interval. Output files are named by task and window, so a restart
+// together, in one object of the lake's storage, after emissions (at most
+// once a second) and at an interval. Output files are named by task and window, so a restart
 // from the checkpoint rewrites the same files with the same rows.
 package aggregator
 
@@ -81,7 +81,7 @@ type Config struct {
 	Output     Output             `yaml:"output"`
 	// CheckpointInterval bounds the input replayed after a crash when no
 	// window was emitted for a while.
-	CheckpointInterval time.Duration `yaml:"checkpoint_interval" doc:"Checkpoint state and offsets at least this often, besides at every emission: bounds what a restart reads again."`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval" doc:"Checkpoint state and offsets at least this often, besides after emissions (at most once a second): bounds what a restart reads again."`
 	// MaxOpenWindows bounds the state in window-groups (0: no bound).
 	MaxOpenWindows int `yaml:"max_open_windows" doc:"The state limit, in window-groups held (0: none): past it the earliest window is written early, and its later events are late_event dead letters."`
 	// Keyed says the input is partitioned by the group key already (or the

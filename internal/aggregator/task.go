@@ -95,6 +95,7 @@ type task struct {
 	dirty          bool  // records taken since the last checkpoint
 	dead           []*kgo.Record
 	done           []window.Result // emitted by the watermark, not yet written
+	owed           bool            // windows written with no checkpoint after them
 	lastCheckpoint time.Time
 	forced         int64
 	// legacy is the JSON checkpoint the task resumed from, removed once
@@ -427,13 +428,20 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 }
 
 // due reports whether t is to write its completed windows and checkpoint
-// now: its checkpoint interval has passed with records taken, or it holds
+// now: its checkpoint is due (checkpointDue), or it holds
 // completed windows that need not wait for a write in flight (writing
 // false), or not longer (holdRows of them).
 func (t *task) due(now time.Time, writing bool, interval time.Duration) bool {
-	checkpoint := t.dirty && now.Sub(t.lastCheckpoint) >= interval
 	held := writing && len(t.done) < holdRows
-	return checkpoint || (len(t.done) > 0 && !held)
+	return t.checkpointDue(now, interval) || (len(t.done) > 0 && !held)
+}
+
+// checkpointDue reports whether t's checkpoint is due now: its interval
+// has passed with records taken, or checkpointGap has since windows were
+// written (or are to be) with none after them.
+func (t *task) checkpointDue(now time.Time, interval time.Duration) bool {
+	since := now.Sub(t.lastCheckpoint)
+	return t.dirty && (since >= interval || ((t.owed || len(t.done) > 0) && since >= checkpointGap))
 }
 
 // advance moves every task's watermark; windows it completes are written,
@@ -475,7 +483,7 @@ func (ts *tasks) advance(ctx, run context.Context, cl *kgo.Client, hold bool) er
 		return err
 	}
 	if len(due) > 0 {
-		ts.writing = ts.take(due)
+		ts.writing = ts.take(due, false)
 		ts.writing.start(run, ts)
 	}
 	return nil
@@ -505,25 +513,36 @@ type taskCheckpoint struct {
 
 // take moves what the tasks have to write into a write. Its checkpoints
 // are of the tasks' state now, which no longer holds the windows it
-// writes.
-func (ts *tasks) take(tasks []*task) *write {
+// writes: of every task with records taken when final (a stop, a
+// rebalance), else of those whose checkpoint is due (checkpointDue).
+func (ts *tasks) take(tasks []*task, final bool) *write {
 	w := &write{commit: map[int32]kgo.EpochOffset{}}
 	now := ts.now()
 	for _, t := range tasks {
+		due := t.dirty && (final || t.checkpointDue(now, ts.cfg.CheckpointInterval))
 		if len(t.done) > 0 {
 			w.batches = append(w.batches, taskResults{t.partition, t.done})
+			t.owed = !due
 		}
 		w.dead = append(w.dead, t.dead...)
-		if t.dirty {
-			w.checkpoints = append(w.checkpoints, taskCheckpoint{checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
-				Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()}, t.legacy})
-			w.commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		t.done, t.dead = nil, nil
+		if !due {
+			continue
 		}
-		t.done, t.dead, t.legacy = nil, nil, ""
-		t.dirty, t.lastCheckpoint = false, now
+		w.checkpoints = append(w.checkpoints, taskCheckpoint{checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
+			Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()}, t.legacy})
+		w.commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+		t.legacy, t.dirty, t.owed, t.lastCheckpoint = "", false, false, now
 	}
 	return w
 }
+
+// checkpointGap is the least time between checkpoints of a task that
+// writes windows: its whole state is copied and encoded each time, which
+// on a backlog, with a write every few hundred milliseconds, cost more
+// than the windows. A window written without one is correct: a restart
+// from the checkpoint before emits it again, and the table skips it.
+const checkpointGap = time.Second
 
 // start runs w in the background, under a context of its own that a stop
 // of ctx leaves stopGrace to finish.
@@ -626,7 +645,7 @@ func (ts *tasks) flush(ctx context.Context, tasks ...*task) error {
 	if err := ts.settle(ctx, nil); err != nil {
 		return err
 	}
-	ts.writing = ts.take(tasks)
+	ts.writing = ts.take(tasks, true)
 	ts.writing.done = make(chan struct{})
 	close(ts.writing.done)
 	ts.writing.err = ts.writing.run(ctx, ts)

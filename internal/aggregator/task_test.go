@@ -16,11 +16,12 @@ import (
 func TestTaskDue(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	const interval = 10 * time.Second
-	recent := now.Add(-interval / 2)
 	tests := []struct {
 		name    string
 		done    int
 		dirty   bool
+		owed    bool // windows written, no checkpoint after them
+		since   time.Duration
 		writing bool
 		want    bool
 	}{
@@ -30,14 +31,14 @@ func TestTaskDue(t *testing.T) {
 		{name: "no write in flight: written at once", done: 1, want: true},
 		{name: "one short of holdRows", done: holdRows - 1, writing: true, want: false},
 		{name: "holdRows reached during a write", done: holdRows, writing: true, want: true},
-		{name: "checkpoint interval passed with records taken", dirty: true, writing: true, want: true},
+		{name: "checkpoint interval passed with records taken", dirty: true, since: interval, writing: true, want: true},
+		{name: "windows written, checkpointGap not passed", dirty: true, owed: true, since: checkpointGap / 2, writing: true, want: false},
+		{name: "windows written, checkpointGap passed", dirty: true, owed: true, since: checkpointGap, writing: true, want: true},
+		{name: "records taken, no windows, checkpointGap passed", dirty: true, since: checkpointGap, writing: true, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tk := &task{done: make([]window.Result, tt.done), dirty: tt.dirty, lastCheckpoint: recent}
-			if tt.dirty {
-				tk.lastCheckpoint = now.Add(-interval)
-			}
+			tk := &task{done: make([]window.Result, tt.done), dirty: tt.dirty, owed: tt.owed, lastCheckpoint: now.Add(-tt.since)}
 			if got := tk.due(now, tt.writing, interval); got != tt.want {
 				t.Errorf("due = %v, want %v", got, tt.want)
 			}

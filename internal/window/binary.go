@@ -12,7 +12,7 @@ import (
 // AppendBinary appends st in its binary form to b: varints and the bits
 // of floats, in the order of MarshalJSON, a third of its size and a
 // fraction of its cost. A checkpoint holds every open window and dedupe
-// key, and is written at every emission.
+// key, and is written at emissions.
 func (st State) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendVarint(b, st.Watermark)
 	b = binary.AppendVarint(b, st.Arrivals)

@@ -187,7 +187,7 @@ func (o *Operator) Restore(st State) error {
 
 // MarshalJSON writes st as encoding/json would from its field tags, but
 // without reflection: a checkpoint holds every open window, and is
-// written at every emission, where encoding/json spent a fifth of the
+// written at emissions, where encoding/json spent a fifth of the
 // aggregator's time.
 func (st State) MarshalJSON() ([]byte, error) {
 	size := 256 + 64*len(st.Seen)
