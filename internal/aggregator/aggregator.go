@@ -15,8 +15,9 @@
 //
 // Exactly once: a task's state and the offset it covers are checkpointed
 // together, in one object of the lake's storage, after emissions (at most
-// once a second) and at an interval. Output files are named by task and window, so a restart
-// from the checkpoint rewrites the same files with the same rows.
+// once a second) and at an interval. Output files are named by task and
+// window, so a restart from the checkpoint rewrites the same files with
+// the same rows.
 package aggregator
 
 import (

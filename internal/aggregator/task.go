@@ -428,9 +428,9 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 }
 
 // due reports whether t is to write its completed windows and checkpoint
-// now: its checkpoint is due (checkpointDue), or it holds
-// completed windows that need not wait for a write in flight (writing
-// false), or not longer (holdRows of them).
+// now: its checkpoint is due (checkpointDue), or it holds completed
+// windows that need not wait for a write in flight (writing false), or
+// not longer (holdRows of them).
 func (t *task) due(now time.Time, writing bool, interval time.Duration) bool {
 	held := writing && len(t.done) < holdRows
 	return t.checkpointDue(now, interval) || (len(t.done) > 0 && !held)
