@@ -82,22 +82,27 @@ type Join struct {
 type Rename struct{ From, To string }
 
 // Apply returns the payload with the join's columns appended (null when
-// the key is absent or not in the lookup), and whether it matched.
-func (j Join) Apply(payload []byte) (out []byte, matched bool, err error) {
-	members, _, err := event.ObjectMembers(payload, "", nil, nil)
-	if err != nil {
-		return nil, false, err
+// the key is absent or not in the lookup), its members with those columns
+// added, and whether it matched. members are the payload's top-level
+// members, as event.ObjectMembers gives them: the enricher has them from
+// its one pass over the event, so a join reads no bytes but the key's,
+// and a second join finds the first one's columns among those returned.
+func (j Join) Apply(payload []byte, members []event.Member) (out []byte, joined []event.Member, matched bool, err error) {
+	body := bytesTrimRightSpace(payload)
+	if len(body) < 2 || body[len(body)-1] != '}' {
+		return nil, nil, false, event.ErrNotObject
 	}
 	var row []Field
 	for _, m := range members {
 		if m.Is(j.Field) && m.Value[0] != 'n' {
-			row = j.Lookup.rows[keyText(m.Value)]
+			row = j.Lookup.find(m.Value)
 		}
 	}
 	// Reopen the object: drop its closing brace, then add the columns.
-	body := bytesTrimRightSpace(payload)
-	out = bytesTrimRightSpace(append([]byte(nil), body[:len(body)-1]...))
+	out = bytesTrimRightSpace(append(make([]byte, 0, len(body)+32*len(j.Columns)), body[:len(body)-1]...))
 	empty := out[len(out)-1] == '{'
+	type span struct{ key, value [2]int }
+	spans := make([]span, 0, len(j.Columns))
 	for i, c := range j.Columns {
 		v := null
 		for _, f := range row {
@@ -108,9 +113,37 @@ func (j Join) Apply(payload []byte) (out []byte, matched bool, err error) {
 		if i > 0 || !empty {
 			out = append(out, ',')
 		}
-		out = append(append(event.AppendString(out, c.To), ':'), v...)
+		var s span
+		s.key[0] = len(out)
+		out = append(event.AppendString(out, c.To), ':')
+		s.key[1], s.value[0] = len(out)-1, len(out)
+		out = append(out, v...)
+		s.value[1] = len(out)
+		spans = append(spans, s)
 	}
-	return append(out, '}'), row != nil, nil
+	out = append(out, '}')
+	// The new members alias out, which is final only now.
+	joined = members[:len(members):len(members)]
+	for _, s := range spans {
+		joined = append(joined, event.Member{Key: out[s.key[0]:s.key[1]], Value: out[s.value[0]:s.value[1]]})
+	}
+	return out, joined, row != nil, nil
+}
+
+// find is the row of a key value. An integer written plainly is its own
+// key text, and is looked up without a copy: nearly every join key is one.
+func (l *Lookup) find(v []byte) []Field {
+	plain := len(v) > 0 && (v[0] != '0' || len(v) == 1)
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return l.rows[string(v)]
+	}
+	return l.rows[keyText(v)]
 }
 
 func bytesTrimRightSpace(b []byte) []byte {

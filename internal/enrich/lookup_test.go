@@ -2,11 +2,13 @@ package enrich
 
 import (
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/sample"
 	"github.com/sluicehq/sluice/internal/source"
 )
@@ -36,11 +38,15 @@ func TestZoneJoinOnTLC(t *testing.T) {
 	boroughs := map[string]int{}
 	trips, misses := 0, 0
 	err = src.Rows(t.Context(), nil, func(_ int64, row []byte) error {
-		out, ok1, err := pickup.Apply(row)
+		members, _, err := event.ObjectMembers(row, "", nil, nil)
 		if err != nil {
 			return err
 		}
-		out, ok2, err := dropoff.Apply(out)
+		out, members, ok1, err := pickup.Apply(row, members)
+		if err != nil {
+			return err
+		}
+		out, _, ok2, err := dropoff.Apply(out, members)
 		if err != nil {
 			return err
 		}
@@ -83,13 +89,57 @@ func TestJoinMissAndEdges(t *testing.T) {
 		{`{"id":8}`, `{"id":8,"zone":null}`, false},
 		{`{"id":null}`, `{"id":null,"zone":null}`, false},
 		{`{ }`, `{"zone":null}`, false},
+		{`{"id":7,"id":null}`, `{"id":7,"id":null,"zone":"Astoria"}`, true},
+		{`{"id":"x","id":7e0}`, `{"id":"x","id":7e0,"zone":"Astoria"}`, true},
 	} {
-		out, ok, err := j.Apply([]byte(tc.in))
+		members, _, err := event.ObjectMembers([]byte(tc.in), "", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		out, joined, ok, err := j.Apply([]byte(tc.in), members)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The members returned are those of the output, as a new pass finds them.
+		again, _, err := event.ObjectMembers(out, "", nil, nil)
+		if err != nil {
+			t.Fatalf("%s: joined %s is no object: %v", tc.in, out, err)
+		}
+		if diff := cmp.Diff(again, joined); diff != "" {
+			t.Errorf("%s: members (-reparsed +returned):\n%s", tc.in, diff)
+		}
 		if diff := cmp.Diff(tc.out, string(out)); diff != "" || ok != tc.ok {
 			t.Errorf("%s: matched %v; (-want +got):\n%s", tc.in, ok, diff)
+		}
+	}
+}
+
+// TestJoinOnJoined joins on a column an earlier join added, and refuses a
+// payload that is no object.
+func TestJoinOnJoined(t *testing.T) {
+	zones := &Lookup{rows: map[string][]Field{"7": {{"Zone", []byte(`"Astoria"`)}}}}
+	boroughs := &Lookup{rows: map[string][]Field{"Astoria": {{"Borough", []byte(`"Queens"`)}}}}
+	first := Join{Lookup: zones, Field: "id", Columns: []Rename{{"Zone", "zone"}}}
+	second := Join{Lookup: boroughs, Field: "zone", Columns: []Rename{{"Borough", "borough"}}}
+	in := []byte(`{"id":7}`)
+	members, _, err := event.ObjectMembers(in, "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, members, _, err := first.Apply(in, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, ok, err := second.Apply(out, members)
+	if err != nil || !ok {
+		t.Fatalf("matched %v, error %v", ok, err)
+	}
+	if diff := cmp.Diff(`{"id":7,"zone":"Astoria","borough":"Queens"}`, string(out)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, in := range []string{`[7]`, `"x"`, `7`, ``} {
+		if _, _, _, err := first.Apply([]byte(in), nil); !errors.Is(err, event.ErrNotObject) {
+			t.Errorf("%q: error %v, want %v", in, err, event.ErrNotObject)
 		}
 	}
 }

@@ -108,7 +108,7 @@ func onCores(n int, f func(i int)) {
 // prepare parses, validates and joins a raw record, and renders its API
 // call. A record that goes no further gets its outputs.
 func (e *Enricher) prepare(r *kgo.Record, st *step) {
-	top, _, err := event.ObjectMembers(r.Value, "", nil, nil)
+	top, fields, err := event.ObjectMembers(r.Value, event.FieldPayload, nil, nil)
 	if err != nil {
 		st.outs = e.dead(r, event.ReasonInvalidJSON, []event.FieldError{{Path: "", Message: err.Error()}})
 		return
@@ -153,7 +153,7 @@ func (e *Enricher) prepare(r *kgo.Record, st *step) {
 		return
 	}
 	for _, j := range p.Joins {
-		joined, matched, err := j.Apply(payload)
+		joined, joinedFields, matched, err := j.Apply(payload, fields)
 		if err != nil {
 			st.outs = e.dead(r, ReasonFailed, []event.FieldError{{Path: "/" + event.FieldPayload, Message: err.Error()}})
 			return
@@ -165,7 +165,7 @@ func (e *Enricher) prepare(r *kgo.Record, st *step) {
 				return
 			}
 		}
-		payload = joined
+		payload, fields = joined, joinedFields
 	}
 	st.top, st.payload, st.p = top, payload, p
 	if p.API != nil {
