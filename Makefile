@@ -12,6 +12,7 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:150000 ./internal/event:FuzzSplitBatc
                 ./internal/source:FuzzRows:40000 ./internal/enrich:FuzzFormModel:50000 \
                 ./internal/aggregator:FuzzParse:12000 ./internal/pipeline:FuzzConfig:10000 \
                 ./internal/lake:FuzzReadDataFile:10000 ./internal/row:FuzzParseFloat:200000 \
+                ./internal/row:FuzzParseTime:200000 \
                 ./internal/search:FuzzBulkLines:10000 ./internal/search:FuzzReadItems:10000 \
                 ./internal/jobs:FuzzModels:15000 ./internal/aggregator:FuzzReadParsed:8000 \
                 ./internal/window:FuzzStateBinary:150000 ./internal/schema:FuzzDecode:60000 \

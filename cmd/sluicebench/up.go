@@ -33,7 +33,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured time before each run")
 	runs := fs.Int("runs", 1, "runs of each target; the median is reported")
 	bin := fs.String("sluice", "", "the sluice binary to run (default: built from ./cmd/sluice)")
-	profile := fs.String("cpuprofile", "", "write a CPU profile of sluice up, from its /debug/pprof/profile, to this file")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of sluice up, from its /debug/pprof/profile, to this file, and one of the collector alone to this file with .alone added")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			if err := waitFor(func() error { return dial(addr(2)) }); err != nil {
 				return fmt.Errorf("the broker does not listen: %w", err)
 			}
-			_, err := ps.start("collector", *bin, "collector", "--brokers", addr(2), "--http-addr", addr(1), "--log-level", "warn")
+			_, err := ps.start("collector", *bin, "collector", "--brokers", addr(2), "--http-addr", addr(1), "--log-level", "warn", "--pprof")
 			return err
 		}},
 		{"collector inside sluice up", addr(1), func(ps *processes) error {
@@ -107,10 +107,14 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			}
 			pids := append(ps.pids(), os.Getpid())
 			profiled := make(chan error, 1)
-			if *profile != "" && tg.name == "collector inside sluice up" {
+			if *profile != "" && tg.name != "no-op handler" {
+				path := *profile
+				if tg.name == "collector and broker alone" {
+					path += ".alone"
+				}
 				go func() {
 					time.Sleep(*warmup)
-					profiled <- fetchProfile("http://"+tg.addr, *duration, *profile)
+					profiled <- fetchProfile("http://"+tg.addr, *duration, path)
 				}()
 			} else {
 				profiled <- nil

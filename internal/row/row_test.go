@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -83,5 +84,30 @@ func FuzzParseFloat(f *testing.F) {
 		if (err != nil) != (wantErr != nil) || (err == nil && math.Float64bits(got) != math.Float64bits(want)) {
 			t.Errorf("parseFloat(%q) = %v, %v; strconv: %v, %v", in, got, err, want, wantErr)
 		}
+	})
+}
+
+// FuzzParseTime: the fast path for common times reads what the layouts
+// read, to the nanosecond and the zone.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"2025-01-01T00:18:38", "2025-01-01 00:18:38.000000000", "2024-02-29T23:59:59.5Z",
+		"2023-02-29T00:00:00", "2025-01-01T24:00:00", "2025-01-01T00:18:38.1234567891", "2025-01-01T00:18:38.", "0000-01-01 00:00:00Z",
+		"2022-01-01 00:35:40+00:00", "05/27/2023 00:00:00", "2025-01-01"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseCommonTime(s)
+		if !ok {
+			return
+		}
+		for _, layout := range timeLayouts {
+			if want, err := time.Parse(layout, s); err == nil {
+				if !got.Equal(want) || got.Location() != want.UTC().Location() {
+					t.Errorf("%q: fast %v, layout %q %v", s, got, layout, want)
+				}
+				return
+			}
+		}
+		t.Errorf("%q: fast %v, but no layout reads it", s, got)
 	})
 }

@@ -53,10 +53,20 @@ func (d *decoder) value(depth int) (any, bool) {
 	case c == '[':
 		return d.array(depth)
 	case c == '"':
-		return d.string()
+		s, ok := d.text()
+		return string(s), ok
 	case c == '-' || (c >= '0' && c <= '9'):
-		return d.number()
+		start := d.i
+		if !d.number() {
+			return nil, false
+		}
+		return json.Number(d.b[start:d.i]), true
 	}
+	return d.literal()
+}
+
+// literal reads true, false or null.
+func (d *decoder) literal() (any, bool) {
 	for _, lit := range [...]struct {
 		text string
 		v    any
@@ -82,7 +92,7 @@ func (d *decoder) object(depth int) (any, bool) {
 		if d.i >= len(d.b) || d.b[d.i] != '"' {
 			return nil, false
 		}
-		k, ok := d.string()
+		k, ok := d.text()
 		if !ok {
 			return nil, false
 		}
@@ -96,7 +106,7 @@ func (d *decoder) object(depth int) (any, bool) {
 		if !ok {
 			return nil, false
 		}
-		m[k.(string)] = v // the last of a repeated name, as encoding/json
+		m[string(k)] = v // the last of a repeated name, as encoding/json
 		if end, ok := d.after('}'); !ok || end {
 			return m, ok
 		}
@@ -142,10 +152,10 @@ func (d *decoder) after(close byte) (end, ok bool) {
 	return false, false
 }
 
-// string reads a string; one with escapes or bytes past ASCII goes
-// through encoding/json, which knows JSON's escapes and mends invalid
-// UTF-8 as UnmarshalJSON does.
-func (d *decoder) string() (any, bool) {
+// text reads a string, as its bytes when it is plain ASCII with no
+// escapes; any other goes through encoding/json, which knows JSON's
+// escapes and mends invalid UTF-8 as UnmarshalJSON does.
+func (d *decoder) text() ([]byte, bool) {
 	start := d.i
 	d.i++ // "
 	plain := true
@@ -154,13 +164,13 @@ func (d *decoder) string() (any, bool) {
 		case c == '"':
 			d.i++
 			if plain {
-				return string(d.b[start+1 : d.i-1]), true
+				return d.b[start+1 : d.i-1], true
 			}
 			var s string
 			if json.Unmarshal(d.b[start:d.i], &s) != nil {
 				return nil, false
 			}
-			return s, true
+			return []byte(s), true
 		case c == '\\':
 			plain = false
 			d.i++ // the escaped byte, whatever it is: encoding/json checks it
@@ -174,8 +184,7 @@ func (d *decoder) string() (any, bool) {
 }
 
 // number reads a number as JSON writes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
-func (d *decoder) number() (any, bool) {
-	start := d.i
+func (d *decoder) number() bool {
 	if d.b[d.i] == '-' {
 		d.i++
 	}
@@ -185,12 +194,12 @@ func (d *decoder) number() (any, bool) {
 	case d.i < len(d.b) && d.b[d.i] >= '1' && d.b[d.i] <= '9':
 		d.digits()
 	default:
-		return nil, false
+		return false
 	}
 	if d.i < len(d.b) && d.b[d.i] == '.' {
 		d.i++
 		if !d.digits() {
-			return nil, false
+			return false
 		}
 	}
 	if d.i < len(d.b) && (d.b[d.i] == 'e' || d.b[d.i] == 'E') {
@@ -198,11 +207,9 @@ func (d *decoder) number() (any, bool) {
 		if d.i < len(d.b) && (d.b[d.i] == '+' || d.b[d.i] == '-') {
 			d.i++
 		}
-		if !d.digits() {
-			return nil, false
-		}
+		return d.digits()
 	}
-	return json.Number(d.b[start:d.i]), true
+	return true
 }
 
 // digits reads one or more digits.

@@ -1,11 +1,11 @@
 package schema
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/big"
 	"reflect"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -13,15 +13,17 @@ import (
 
 // fast checks the part of JSON Schema that event schemas are written in —
 // types, required and known properties, enums of strings, bounds, lengths,
-// patterns and formats — on a decoded document, without jsonschema's work
-// per value (it writes every number out and parses it back as a big.Rat).
-// The collector and the enricher validate every event, and valid events
-// are nearly all of them. It only ever says "valid": a document it does
-// not pass goes to jsonschema, which decides and names the errors, so it
-// can cost time but never change an answer (FuzzFastAgrees).
+// patterns and formats — on the document's bytes, in one pass that decodes
+// only the scalars the schema constrains, without jsonschema's work per
+// value (it writes every number out and parses it back as a big.Rat) and
+// without building the document. The collector and the enricher validate
+// every event, and valid events are nearly all of them. It only ever says
+// "valid": a document it does not pass goes to jsonschema, which decides
+// and names the errors, so it can cost time but never change an answer
+// (FuzzFastAgrees).
 type fast struct {
-	anything bool            // the schema true
-	types    map[string]bool // none: any type
+	anything bool  // the schema true
+	types    kinds // none: any type
 	enum     []any           // strings, booleans and nulls; nil: no enum
 	format   *jsonschema.Format
 
@@ -37,6 +39,30 @@ type fast struct {
 
 	items              *fast
 	minItems, maxItems *int
+}
+
+// kinds is a set of JSON Schema's types.
+type kinds uint8
+
+const (
+	kindNull kinds = 1 << iota
+	kindBoolean
+	kindString
+	kindNumber
+	kindInteger
+	kindObject
+	kindArray
+)
+
+var kindOf = map[string]kinds{"null": kindNull, "boolean": kindBoolean, "string": kindString, "number": kindNumber,
+	"integer": kindInteger, "object": kindObject, "array": kindArray}
+
+// allows says whether a value of kind t may have the schema's type: an
+// integer (a number written without fraction or exponent) is also a
+// number. One written as 1.0 is an integer to JSON Schema too, but not
+// here: jsonschema decides those.
+func (f *fast) allows(t kinds, integer bool) bool {
+	return f.types == 0 || f.types&t != 0 || (integer && f.types&kindInteger != 0)
 }
 
 // bound is a numeric keyword's value, and the same as a float64 when that
@@ -58,13 +84,15 @@ func newBound(r *big.Rat) *bound {
 // cmp compares n with the bound: -1, 0 or +1, and false when n is no
 // number it can read. A float64 decides unless it ties with the bound:
 // the float nearest n lies strictly on n's side of any other float.
-func (b *bound) cmp(n json.Number) (int, bool) {
+func (b *bound) cmp(n []byte) (int, bool) {
 	if f, err := strconv.ParseFloat(string(n), 64); err == nil && b.exact {
 		switch {
 		case f < b.f:
 			return -1, true
 		case f > b.f:
 			return 1, true
+		case plainInteger(n):
+			return 0, true // the float is n itself: a tie is equality
 		}
 	}
 	r, ok := new(big.Rat).SetString(string(n))
@@ -72,6 +100,13 @@ func (b *bound) cmp(n json.Number) (int, bool) {
 		return 0, false
 	}
 	return r.Cmp(b.rat), true
+}
+
+// plainInteger says whether n is an integer of at most 15 digits, which a
+// float64 holds exactly.
+func plainInteger(n []byte) bool {
+	s := bytes.TrimPrefix(n, []byte("-"))
+	return len(s) <= 15 && !bytes.ContainsAny(s, ".eE")
 }
 
 // known are the Schema fields fast either checks or may ignore: the rest
@@ -114,9 +149,8 @@ func compileFast(s *jsonschema.Schema) *fast {
 		return nil // the validator may check it with another engine
 	}
 	if s.Types != nil && !s.Types.IsEmpty() {
-		f.types = map[string]bool{}
 		for _, t := range s.Types.ToStrings() {
-			f.types[t] = true
+			f.types |= kindOf[t]
 		}
 	}
 	if s.Enum != nil {
@@ -129,6 +163,9 @@ func compileFast(s *jsonschema.Schema) *fast {
 				return nil
 			}
 		}
+	}
+	if len(f.required) > 64 {
+		return nil // more than scanObject's set of those seen holds
 	}
 	if len(s.Properties) > 0 {
 		f.props = make(map[string]*fast, len(s.Properties))
@@ -165,100 +202,173 @@ func compileFast(s *jsonschema.Schema) *fast {
 	return f
 }
 
-// check says whether v is certainly valid.
-func (f *fast) check(v any) bool {
-	if f.anything {
-		return true
-	}
-	var t string
-	integer := false
-	switch v := v.(type) {
-	case nil:
-		t = "null"
-	case bool:
-		t = "boolean"
-	case string:
-		t = "string"
-	case json.Number:
-		t, integer = "number", !strings.ContainsAny(string(v), ".eE")
-	case map[string]any:
-		t = "object"
-	case []any:
-		t = "array"
-	default:
+// valid says whether the JSON document b is certainly valid.
+func (f *fast) valid(b []byte) bool {
+	d := decoder{b: b}
+	d.space()
+	if !f.scan(&d, 0) {
 		return false
 	}
-	// An integer written as 1.0 is one to JSON Schema: jsonschema decides.
-	if f.types != nil && !f.types[t] && !(integer && f.types["integer"]) {
+	d.space()
+	return d.i == len(d.b)
+}
+
+// scan reads the value at d and says whether it is certainly valid: false
+// also when it is not JSON as decode reads it. A nil f is the schema true,
+// whose values are only read.
+func (f *fast) scan(d *decoder, depth int) bool {
+	if d.i >= len(d.b) || depth > maxDepth {
 		return false
 	}
-	if f.enum != nil && !f.inEnum(v) {
+	if f != nil && f.anything {
+		f = nil
+	}
+	switch c := d.b[d.i]; {
+	case c == '{':
+		return f.object(d, depth)
+	case c == '[':
+		return f.array(d, depth)
+	case c == '"':
+		s, ok := d.text()
+		if !ok || f == nil {
+			return ok
+		}
+		return f.scalar(string(s), kindString, false)
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := d.i
+		if !d.number() {
+			return false
+		}
+		if f == nil {
+			return true
+		}
+		n := d.b[start:d.i]
+		// Enums hold no numbers, and only a format needs the value boxed.
+		if !f.allows(kindNumber, !bytes.ContainsAny(n, ".eE")) || f.enum != nil ||
+			(f.format != nil && f.format.Validate(json.Number(n)) != nil) {
+			return false
+		}
+		return f.number(n)
+	}
+	v, ok := d.literal()
+	if !ok || f == nil {
+		return ok
+	}
+	t := kindNull
+	if v != nil {
+		t = kindBoolean
+	}
+	return f.scalar(v, t, false)
+}
+
+// scalar checks a string, a bool or nil, of kind t.
+func (f *fast) scalar(v any, t kinds, integer bool) bool {
+	if !f.allows(t, integer) || (f.enum != nil && !f.inEnum(v)) || (f.format != nil && f.format.Validate(v) != nil) {
 		return false
 	}
-	if f.format != nil && f.format.Validate(v) != nil {
-		return false
-	}
-	switch v := v.(type) {
-	case map[string]any:
-		return f.object(v)
-	case []any:
-		return f.array(v)
-	case string:
-		return f.string(v)
-	case json.Number:
-		return f.number(v)
+	if s, ok := v.(string); ok {
+		return f.string(s)
 	}
 	return true
 }
 
 func (f *fast) inEnum(v any) bool {
-	switch v.(type) {
-	case string, bool, nil:
-		for _, e := range f.enum {
-			if e == v {
-				return true
-			}
+	for _, e := range f.enum {
+		if e == v {
+			return true
 		}
 	}
 	return false
 }
 
-func (f *fast) object(m map[string]any) bool {
-	for _, r := range f.required {
-		if _, ok := m[r]; !ok {
-			return false
-		}
-	}
-	for k, v := range m {
-		p := f.props[k]
-		switch {
-		case p != nil:
-		case f.noOthers:
-			return false
-		case f.additional != nil:
-			p = f.additional
-		default:
-			continue
-		}
-		if !p.check(v) {
-			return false
-		}
-	}
-	return true
-}
-
-func (f *fast) array(a []any) bool {
-	if (f.minItems != nil && len(a) < *f.minItems) || (f.maxItems != nil && len(a) > *f.maxItems) {
+// object reads an object. A repeated name's every value is checked, where
+// jsonschema sees only the last: stricter, so never wrong.
+func (f *fast) object(d *decoder, depth int) bool {
+	// Enums hold no objects, and a format may judge one: jsonschema decides.
+	if f != nil && (!f.allows(kindObject, false) || f.enum != nil || f.format != nil) {
 		return false
 	}
-	if f.items != nil {
-		for _, v := range a {
-			if !f.items.check(v) {
+	var seen uint64 // bit i: required[i] is present
+	d.i++           // {
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == '}' {
+		d.i++
+		return f.hasRequired(seen)
+	}
+	for {
+		d.space()
+		if d.i >= len(d.b) || d.b[d.i] != '"' {
+			return false
+		}
+		name, ok := d.text()
+		if !ok {
+			return false
+		}
+		var p *fast
+		if f != nil {
+			for i, r := range f.required {
+				if r == string(name) {
+					seen |= 1 << i
+				}
+			}
+			p = f.props[string(name)]
+			switch {
+			case p != nil:
+			case f.noOthers:
 				return false
+			default:
+				p = f.additional // nil: anything
+			}
+		}
+		d.space()
+		if d.i >= len(d.b) || d.b[d.i] != ':' {
+			return false
+		}
+		d.i++
+		d.space()
+		if !p.scan(d, depth+1) {
+			return false
+		}
+		if end, ok := d.after('}'); !ok || end {
+			return ok && f.hasRequired(seen)
+		}
+	}
+}
+
+func (f *fast) hasRequired(seen uint64) bool {
+	return f == nil || seen == 1<<len(f.required)-1
+}
+
+func (f *fast) array(d *decoder, depth int) bool {
+	var items *fast
+	if f != nil {
+		if !f.allows(kindArray, false) || f.enum != nil || f.format != nil {
+			return false
+		}
+		items = f.items
+	}
+	n := 0
+	d.i++ // [
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == ']' {
+		d.i++
+	} else {
+		for {
+			d.space()
+			if !items.scan(d, depth+1) {
+				return false
+			}
+			n++
+			end, ok := d.after(']')
+			if !ok {
+				return false
+			}
+			if end {
+				break
 			}
 		}
 	}
-	return true
+	return f == nil || !((f.minItems != nil && n < *f.minItems) || (f.maxItems != nil && n > *f.maxItems))
 }
 
 func (f *fast) string(s string) bool {
@@ -271,7 +381,7 @@ func (f *fast) string(s string) bool {
 	return f.pattern == nil || f.pattern.MatchString(s)
 }
 
-func (f *fast) number(n json.Number) bool {
+func (f *fast) number(n []byte) bool {
 	for _, c := range [...]struct {
 		b    *bound
 		okIf func(int) bool

@@ -194,10 +194,10 @@ func (r *Registry) Validate(k Key, payload []byte) ([]event.FieldError, error) {
 	if e == nil {
 		return nil, fmt.Errorf("%w for %s", ErrNoSchema, k)
 	}
-	doc, ok := decode(payload)
-	if ok && e.fast != nil && e.fast.check(doc) {
+	if e.fast != nil && e.fast.valid(payload) {
 		return nil, nil
 	}
+	doc, ok := decode(payload)
 	if !ok {
 		var err error
 		if doc, err = jsonschema.UnmarshalJSON(bytes.NewReader(payload)); err != nil {
