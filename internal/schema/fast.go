@@ -24,7 +24,7 @@ import (
 type fast struct {
 	anything bool  // the schema true
 	types    kinds // none: any type
-	enum     []any           // strings, booleans and nulls; nil: no enum
+	enum     []any // strings, booleans and nulls; nil: no enum
 	format   *jsonschema.Format
 
 	required   []string
