@@ -434,23 +434,25 @@ func (c *Collector) produce(ctx context.Context, t *turn, recs ...*kgo.Record) e
 		c.prod.Produce(rctx, r, promise)
 	}
 	t.done() // handed over: each partition has them in order
-	// rctx is also canceled when the last promise fires, so the wait has a
-	// timer of its own.
-	timer := time.NewTimer(c.cfg.ProduceTimeout - c.now().Sub(start))
-	defer timer.Stop()
 	var first error
 	for range recs {
+		var err error
 		select {
-		case err := <-done:
-			if err != nil && first == nil {
-				first = err
+		case err = <-done:
+		case <-rctx.Done():
+			if rctx.Err() == context.DeadlineExceeded {
+				c.metrics.produceFailures.WithLabelValues("timeout").Inc()
+				return fmt.Errorf("%w (%s)", errProduceTimeout, c.cfg.ProduceTimeout)
 			}
-		case <-timer.C:
-			c.metrics.produceFailures.WithLabelValues("timeout").Inc()
-			return fmt.Errorf("%w (%s)", errProduceTimeout, c.cfg.ProduceTimeout)
+			// Canceled: the last promise has fired, after every promise
+			// sent its answer, so this one is there.
+			err = <-done
 		case <-ctx.Done():
 			c.metrics.produceFailures.WithLabelValues("client_gone").Inc()
 			return fmt.Errorf("client went away: %w", ctx.Err())
+		}
+		if err != nil && first == nil {
+			first = err
 		}
 	}
 	c.metrics.produceLatency.Observe(c.now().Sub(start).Seconds())
