@@ -163,6 +163,15 @@ const dictMaxBytes = 64 << 10
 // pageBytes is the page buffer's size; pageWindow must hold a page.
 const pageBytes = 1 << 20
 
+// pageBufferSize is the page buffer of a file of n rows: up to pageBytes,
+// but no more than its columns are likely to need. parquet-go allocates
+// the whole buffer for every required column up front, so a file of 1,500
+// rows (an aggregator's window, a loader's flush in a quiet second) made a
+// MiB of garbage per column.
+func pageBufferSize(n int) int {
+	return min(pageBytes, max(64<<10, 32*n))
+}
+
 // WriteParquet writes the buffer as a zstd-compressed Parquet file, each
 // column typed by the values it holds, and returns how many values were
 // written as strings because their column's types conflicted. It is the
@@ -330,7 +339,7 @@ func (b *Buffer) writeParquet(w io.Writer, cols []fileColumn) (DataFile, error) 
 	// zstd finds the repeats of a column across a large one; with
 	// parquet-go's 256 KiB a page held 25,000 ints and the files were
 	// twice DuckDB's.
-	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes), parquet.PageBufferSize(pageBytes))
+	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(parquetZstd), parquet.DictionaryMaxBytes(dictMaxBytes), parquet.PageBufferSize(pageBufferSize(b.rows)))
 	if err != nil {
 		return stats, fmt.Errorf("parquet writer config: %w", err)
 	}

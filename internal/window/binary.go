@@ -14,6 +14,13 @@ import (
 // fraction of its cost. A checkpoint holds every open window and dedupe
 // key, and is written at emissions.
 func (st State) AppendBinary(b []byte) ([]byte, error) {
+	// Room for about all of it at once: growing a checkpoint of thousands
+	// of windows by appends copied it over and over.
+	perWindow := 16
+	if len(st.Windows) > 0 {
+		perWindow += 24*len(st.Windows[0].Group) + 64*len(st.Windows[0].Aggs)
+	}
+	b = slices.Grow(b, 32+32*len(st.Partitions)+40*len(st.Seen)+perWindow*len(st.Windows))
 	b = binary.AppendVarint(b, st.Watermark)
 	b = binary.AppendVarint(b, st.Arrivals)
 	b = binary.AppendUvarint(b, uint64(len(st.Partitions)))

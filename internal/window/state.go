@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"strconv"
 	"time"
 
@@ -130,17 +131,25 @@ func (o *Operator) Snapshot() State {
 		c := *p
 		st.Partitions[id] = &c
 	}
-	st.Windows = make([]WindowState, 0, o.nOpen)
-	for _, g := range o.open {
+	// By start, then group, as emit orders its results and for the same
+	// reason: by integers and keys, not by the groups' values.
+	order := make([]emitted, 0, o.nOpen)
+	wins := make([]*acc, 0, o.nOpen)
+	for k, g := range o.open {
 		for _, a := range g.wins {
-			w := WindowState(*a)
-			w.Aggs = slices.Clone(a.Aggs)
-			st.Windows = append(st.Windows, w)
+			order = append(order, emitted{a.Start, k, int32(len(wins))})
+			wins = append(wins, a)
 		}
 	}
-	slices.SortFunc(st.Windows, func(a, b WindowState) int {
-		return cmp.Or(cmp.Compare(a.Start, b.Start), slices.Compare(a.Group, b.Group))
+	slices.SortFunc(order, func(a, b emitted) int {
+		return cmp.Or(cmp.Compare(a.start, b.start), strings.Compare(a.key, b.key))
 	})
+	st.Windows = make([]WindowState, len(order))
+	for i, e := range order {
+		a := wins[e.i]
+		st.Windows[i] = WindowState(*a)
+		st.Windows[i].Aggs = slices.Clone(a.Aggs)
+	}
 	return st
 }
 

@@ -407,7 +407,7 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 	return sorted
 }
 
-// emitted is a result of emit, to sort by.
+// emitted is a result of emit, or an open window of Snapshot, to sort by.
 type emitted struct {
 	start int64
 	key   string
