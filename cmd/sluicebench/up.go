@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -31,7 +32,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 	conns := fs.Int("conns", 64, "concurrent keep-alive connections")
 	duration := fs.Duration("duration", 10*time.Second, "measured time of each run")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured time before each run")
-	runs := fs.Int("runs", 1, "runs of each target; the median is reported")
+	runs := fs.Int("runs", 1, "runs, each loading the three targets in turn; medians are reported, and ratios to the no-op handler of the same run")
 	bin := fs.String("sluice", "", "the sluice binary to run (default: built from ./cmd/sluice)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of sluice up, from its /debug/pprof/profile, to this file, and one of the collector alone to this file with .alone added")
 	if err := fs.Parse(args); err != nil {
@@ -89,72 +90,102 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "up benchmark: single TLC trip events over %d connections, %v after %v warm-up, to each target in processes\n"+
 		"of its own, loaded from this process; cores: each target's CPU time over the run's wall time (the machine has %d)\n\n",
 		*conns, *duration, *warmup, runtime.NumCPU())
+	// A run loads the three targets one after the other, and each ratio is
+	// to the no-op handler of the same run: this machine's speed drifts by
+	// half within minutes, and a no-op run minutes before or after another
+	// target's made ratios of 0.4 and 0.7 for the same binary.
+	type measured struct {
+		results           []loadgen.Result
+		cores, load, vsNo []float64
+	}
+	got := make([]measured, len(targets))
+	for range *runs {
+		for i, tg := range targets {
+			res, used, load, err := loadTarget(ctx, tg.name, tg.addr, tg.start, dir, single, *conns, *duration, *warmup, *profile)
+			if err != nil {
+				return fmt.Errorf("%s: %w", tg.name, err)
+			}
+			m := &got[i]
+			m.results = append(m.results, res)
+			m.cores = append(m.cores, used)
+			m.load = append(m.load, load)
+			m.vsNo = append(m.vsNo, res.EventsPerSec()/got[0].results[len(got[0].results)-1].EventsPerSec())
+		}
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tevents/s\tp50\tp99\tfailed\tcores: target\tload\t÷ no-op\t")
-	var noop float64
-	for _, tg := range targets {
-		var results []loadgen.Result
-		var cores, load []float64
-		for range *runs {
-			ps := &processes{dir: dir}
-			err := tg.start(ps)
-			if err == nil {
-				err = waitFor(func() error { return ready("http://" + tg.addr + "/readyz") })
-			}
-			if err != nil {
-				ps.stopAll()
-				return fmt.Errorf("%s: %w", tg.name, err)
-			}
-			pids := append(ps.pids(), os.Getpid())
-			profiled := make(chan error, 1)
-			if *profile != "" && tg.name != "no-op handler" {
-				path := *profile
-				if tg.name == "collector and broker alone" {
-					path += ".alone"
-				}
-				go func() {
-					time.Sleep(*warmup)
-					profiled <- fetchProfile("http://"+tg.addr, *duration, path)
-				}()
-			} else {
-				profiled <- nil
-			}
-			before, wallBefore := cpuTimes(pids), time.Now()
-			res, err := loadgen.Run(ctx, loadgen.Config{
-				URL: "http://" + tg.addr + single.path, ContentType: "application/json",
-				Bodies: single.bodies, EventsPerBody: 1, Connections: *conns,
-				Duration: *duration, Warmup: *warmup,
-			})
-			after, wall := cpuTimes(pids), time.Since(wallBefore).Seconds()
-			if perr := <-profiled; perr != nil {
-				fmt.Fprintln(os.Stderr, "profile:", perr)
-			}
-			ps.stopAll()
-			os.RemoveAll(filepath.Join(dir, "up"))
-			os.RemoveAll(filepath.Join(dir, "broker"))
-			if err != nil {
-				return fmt.Errorf("%s: %w", tg.name, err)
-			}
-			used := 0.0
-			for j := range len(pids) - 1 {
-				used += (after[j] - before[j]) / wall
-			}
-			results = append(results, res)
-			cores = append(cores, used)
-			load = append(load, (after[len(pids)-1]-before[len(pids)-1])/wall)
-		}
-		res := medianBy(results, loadgen.Result.EventsPerSec)
-		if noop == 0 {
-			noop = res.EventsPerSec()
-		}
+	fmt.Fprintln(tw, "target\tevents/s\tp50\tp99\tfailed\tcores: target\tload\ttarget's CPU µs/event\t÷ no-op (each run)\t")
+	for i, tg := range targets {
+		m := got[i]
+		res := medianBy(m.results, loadgen.Result.EventsPerSec)
 		failed := 0
 		for _, n := range res.Failures {
 			failed += n
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%d\t%.2f\t%.2f\t%.2f\t\n", tg.name, res.EventsPerSec(),
-			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed, median(cores), median(load), res.EventsPerSec()/noop)
+		each := make([]string, len(m.vsNo))
+		for j, r := range m.vsNo {
+			each[j] = fmt.Sprintf("%.2f", r)
+		}
+		perEvent := make([]float64, len(m.results))
+		for j, r := range m.results {
+			perEvent[j] = m.cores[j] / r.EventsPerSec() * 1e6
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%d\t%.2f\t%.2f\t%.0f\t%.2f (%s)\t\n", tg.name, res.EventsPerSec(),
+			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed, median(m.cores), median(m.load),
+			median(perEvent), median(m.vsNo), strings.Join(each, ", "))
 	}
 	return tw.Flush()
+}
+
+// loadTarget starts a target's processes, loads it, stops them, and returns
+// the load's result with the cores the target's processes and this one
+// (the load generator) kept busy.
+func loadTarget(ctx context.Context, name, addr string, start func(*processes) error, dir string, single loadMode,
+	conns int, duration, warmup time.Duration, profile string) (loadgen.Result, float64, float64, error) {
+	ps := &processes{dir: dir}
+	defer func() {
+		ps.stopAll()
+		os.RemoveAll(filepath.Join(dir, "up"))
+		os.RemoveAll(filepath.Join(dir, "broker"))
+	}()
+	err := start(ps)
+	if err == nil {
+		err = waitFor(func() error { return ready("http://" + addr + "/readyz") })
+	}
+	if err != nil {
+		return loadgen.Result{}, 0, 0, err
+	}
+	pids := append(ps.pids(), os.Getpid())
+	profiled := make(chan error, 1)
+	if profile != "" && name != "no-op handler" {
+		path := profile
+		if name == "collector and broker alone" {
+			path += ".alone"
+		}
+		go func() {
+			time.Sleep(warmup)
+			profiled <- fetchProfile("http://"+addr, duration, path)
+		}()
+	} else {
+		profiled <- nil
+	}
+	before, wallBefore := cpuTimes(pids), time.Now()
+	res, err := loadgen.Run(ctx, loadgen.Config{
+		URL: "http://" + addr + single.path, ContentType: "application/json",
+		Bodies: single.bodies, EventsPerBody: 1, Connections: conns,
+		Duration: duration, Warmup: warmup,
+	})
+	after, wall := cpuTimes(pids), time.Since(wallBefore).Seconds()
+	if perr := <-profiled; perr != nil {
+		fmt.Fprintln(os.Stderr, "profile:", perr)
+	}
+	if err != nil {
+		return loadgen.Result{}, 0, 0, err
+	}
+	used := 0.0
+	for j := range len(pids) - 1 {
+		used += (after[j] - before[j]) / wall
+	}
+	return res, used, (after[len(pids)-1] - before[len(pids)-1]) / wall, nil
 }
 
 // fetchProfile writes the CPU profile of the process serving base, over d,
