@@ -233,7 +233,7 @@ func (f *fast) scan(d *decoder, depth int) bool {
 		if !ok || f == nil {
 			return ok
 		}
-		return f.scalar(string(s), kindString, false)
+		return f.scalar(string(s), kindString)
 	case c == '-' || (c >= '0' && c <= '9'):
 		start := d.i
 		if !d.number() {
@@ -258,12 +258,12 @@ func (f *fast) scan(d *decoder, depth int) bool {
 	if v != nil {
 		t = kindBoolean
 	}
-	return f.scalar(v, t, false)
+	return f.scalar(v, t)
 }
 
 // scalar checks a string, a bool or nil, of kind t.
-func (f *fast) scalar(v any, t kinds, integer bool) bool {
-	if !f.allows(t, integer) || (f.enum != nil && !f.inEnum(v)) || (f.format != nil && f.format.Validate(v) != nil) {
+func (f *fast) scalar(v any, t kinds) bool {
+	if !f.allows(t, false) || (f.enum != nil && !f.inEnum(v)) || (f.format != nil && f.format.Validate(v) != nil) {
 		return false
 	}
 	if s, ok := v.(string); ok {
