@@ -56,7 +56,11 @@ type AggState struct {
 	LastSeq  int64   `json:"last_seq"`
 }
 
-type acc WindowState
+// acc is an open window, in the batch it was made in (nil: alone).
+type acc struct {
+	WindowState
+	batch *accBatch
+}
 
 func (a *acc) add(aggs []Aggregate, t, seq int64, values []float64) {
 	a.Count++
@@ -85,9 +89,10 @@ func (a *acc) add(aggs []Aggregate, t, seq int64, values []float64) {
 	}
 }
 
-func (a *acc) result(aggs []Aggregate, start, size int64) Result {
+// result is a's result in values, which has room for one per aggregate.
+func (a *acc) result(aggs []Aggregate, start, size int64, values []float64) Result {
 	r := Result{Group: a.Group, Start: time.Unix(0, start).UTC(), End: time.Unix(0, start+size).UTC(),
-		Count: a.Count, Values: make([]float64, len(aggs))}
+		Count: a.Count, Values: values}
 	for i, ag := range aggs {
 		s := a.Aggs[i]
 		if ag.Op == Count {
@@ -147,7 +152,7 @@ func (o *Operator) Snapshot() State {
 	st.Windows = make([]WindowState, len(order))
 	for i, e := range order {
 		a := wins[e.i]
-		st.Windows[i] = WindowState(*a)
+		st.Windows[i] = a.WindowState
 		st.Windows[i].Aggs = slices.Clone(a.Aggs)
 	}
 	return st
@@ -167,17 +172,19 @@ func (o *Operator) Restore(st State) error {
 			return fmt.Errorf("checkpoint window %d has %d group fields, the configuration %d: was the aggregation changed? start it with a new name",
 				i, len(w.Group), len(o.cfg.GroupBy))
 		}
-		a := acc(w)
+		a := acc{WindowState: w}
 		a.Aggs = slices.Clone(w.Aggs)
 		k := string(appendKey(nil, w.Group))
 		g := open[k]
 		if g == nil {
-			g = &groupWindows{}
+			g = &groupWindows{group: a.Group}
 			open[k] = g
 		}
-		if _, made := g.at(w.Start, func() *acc { return &a }); !made {
+		open, at := g.at(w.Start)
+		if open != nil {
 			return fmt.Errorf("checkpoint window %d: group %q has two windows starting %d", i, w.Group, w.Start)
 		}
+		g.open(&a, w.Start, at)
 		nextEnd = min(nextEnd, w.Start+int64(o.cfg.Size))
 	}
 	now := o.now().UnixNano()

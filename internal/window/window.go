@@ -164,10 +164,17 @@ type Operator struct {
 	st  State
 	// open holds each group's open windows (one or two for tumbling
 	// windows), by the group's values joined with NULs: looked up without
-	// making that string, which only a new group needs.
+	// making that string, which only a new group needs. A group whose
+	// windows were all emitted stays until the emission after, so that a
+	// group with an event in every window (a turnstile's audit every four
+	// hours) is not made again for each.
 	open  map[string]*groupWindows
 	nOpen int    // open window-groups, over all groups
 	key   []byte // Add's scratch for a group's key
+	// making is the batch where new windows are made, free are batches
+	// whose windows are all emitted (see newAcc).
+	making *accBatch
+	free   []*accBatch
 	// nextEnd is the earliest end of an open window: the watermark moves
 	// with nearly every event, and only passing this is worth a scan.
 	nextEnd int64
@@ -180,22 +187,26 @@ type Operator struct {
 }
 
 type groupWindows struct {
-	wins []*acc // by start, ascending
+	group []string // the group's values, shared by its windows and their results
+	wins  []*acc   // by start, ascending
 }
 
-// at is the group's window starting start, made if it is not open.
-func (g *groupWindows) at(start int64, newAcc func() *acc) (a *acc, made bool) {
+// at is the group's window starting start, or nil and where it goes.
+func (g *groupWindows) at(start int64) (*acc, int) {
 	i := len(g.wins)
 	for i > 0 && g.wins[i-1].Start >= start {
 		if g.wins[i-1].Start == start {
-			return g.wins[i-1], false
+			return g.wins[i-1], i - 1
 		}
 		i--
 	}
-	a = newAcc()
+	return nil, i
+}
+
+// open puts a, a window starting start, at i (from at).
+func (g *groupWindows) open(a *acc, start int64, i int) {
 	a.Start = start
 	g.wins = slices.Insert(g.wins, i, a)
-	return a, true
 }
 
 // appendKey appends group's key in open to b.
@@ -260,21 +271,17 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 	o.key = appendKey(o.key[:0], e.Group)
 	g := o.open[string(o.key)]
 	if g == nil {
-		g = &groupWindows{}
+		g = &groupWindows{group: slices.Clone(e.Group)}
 		o.open[string(o.key)] = g
 	}
-	var group []string // shared by the group's new windows
 	for start := last; start > t-size; start -= slide {
 		if start+size <= o.st.Watermark {
 			break // emitted already; the event still counts in later ones
 		}
-		a, made := g.at(start, func() *acc {
-			if group == nil {
-				group = slices.Clone(e.Group)
-			}
-			return &acc{Group: group, Aggs: make([]AggState, len(o.cfg.Aggregates))}
-		})
-		if made {
+		a, i := g.at(start)
+		if a == nil {
+			a = o.newAcc(g.group)
+			g.open(a, start, i)
 			o.nOpen++
 			o.nextEnd = min(o.nextEnd, start+size)
 		}
@@ -363,23 +370,80 @@ func (o *Operator) Watermark() time.Time {
 // Open is the number of open window-groups, the state's size.
 func (o *Operator) Open() int { return o.nOpen }
 
+// newAcc is an empty window of group. Windows are made accsAtOnce at a
+// time, in a batch that is used again once they are all emitted: where a
+// window-group takes one event or a few (a turnstile's audit every four
+// hours), making each window alone cost more than counting in it. Windows
+// opened together, about when they are read and emitted, are also
+// together in memory, which a list of single free windows lost.
+func (o *Operator) newAcc(group []string) *acc {
+	b := o.making
+	if b == nil || b.made == accsAtOnce {
+		if n := len(o.free); n > 0 {
+			b = o.free[n-1]
+			o.free = o.free[:n-1]
+			clear(b.accs)
+			clear(b.aggs)
+			b.made = 0
+		} else {
+			n := len(o.cfg.Aggregates)
+			b = &accBatch{accs: make([]acc, accsAtOnce), aggs: make([]AggState, accsAtOnce*n)}
+		}
+		o.making = b
+	}
+	a := &b.accs[b.made]
+	n := len(o.cfg.Aggregates)
+	a.Group, a.Aggs, a.batch = group, b.aggs[b.made*n:(b.made+1)*n:(b.made+1)*n], b
+	b.made++
+	b.open++
+	return a
+}
+
+// closed takes a back once it is emitted: its batch is free when it was
+// the last of the batch's windows.
+func (o *Operator) closed(a *acc) {
+	b := a.batch
+	if b == nil {
+		return
+	}
+	if b.open--; b.open == 0 && b.made == accsAtOnce && len(o.free) < maxFreeBatches {
+		o.free = append(o.free, b)
+	}
+}
+
+// accBatch is windows made together: made of them so far, open of those.
+type accBatch struct {
+	accs       []acc
+	aggs       []AggState
+	made, open int
+}
+
+// maxFreeBatches bounds the memory kept for windows to come: 64 batches
+// of 256 windows, as many as the bundled MTA week's benchmark opens in an
+// emission.
+const maxFreeBatches = 64
+
+const accsAtOnce = 256
+
 func (o *Operator) emit(done func(end int64) bool) []Result {
-	var out []Result
-	var keys []string // out's group keys, to sort by
+	var order []emitted // the windows done, to sort
+	var wins []*acc
 	size := int64(o.cfg.Size)
 	o.nextEnd = math.MaxInt64
 	for k, g := range o.open {
+		if len(g.wins) == 0 {
+			delete(o.open, k) // no event since the emission before
+			continue
+		}
 		// A group's windows end in the order they start.
 		n := 0
 		for n < len(g.wins) && done(g.wins[n].Start+size) {
-			out = append(out, g.wins[n].result(o.cfg.Aggregates, g.wins[n].Start, size))
-			keys = append(keys, k)
+			order = append(order, emitted{g.wins[n].Start, k, int32(len(wins))})
+			wins = append(wins, g.wins[n])
 			n++
 		}
-		if n == len(g.wins) {
-			delete(o.open, k)
-		} else {
-			g.wins = slices.Delete(g.wins, 0, n)
+		g.wins = slices.Delete(g.wins, 0, n)
+		if len(g.wins) > 0 {
 			o.nextEnd = min(o.nextEnd, g.wins[0].Start+size)
 		}
 		o.nOpen -= n
@@ -393,18 +457,18 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 	// keys join them with NULs, the least byte. Sorting indexes by
 	// integers and keys took a third of the time that sorting the results
 	// by their times and groups did.
-	order := make([]emitted, len(out))
-	for i := range out {
-		order[i] = emitted{out[i].Start.UnixNano(), keys[i], int32(i)}
-	}
 	slices.SortFunc(order, func(a, b emitted) int {
 		return cmp.Or(cmp.Compare(a.start, b.start), strings.Compare(a.key, b.key))
 	})
-	sorted := make([]Result, len(out))
+	n := len(o.cfg.Aggregates)
+	out := make([]Result, len(order))
+	values := make([]float64, len(order)*n) // held as long as the results are: until written
 	for i, e := range order {
-		sorted[i] = out[e.i]
+		a := wins[e.i]
+		out[i] = a.result(o.cfg.Aggregates, a.Start, size, values[i*n:(i+1)*n:(i+1)*n])
+		o.closed(a)
 	}
-	return sorted
+	return out
 }
 
 // emitted is a result of emit, or an open window of Snapshot, to sort by.

@@ -2,8 +2,11 @@ package window
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -187,6 +190,61 @@ func TestShuffleWithinDelay(t *testing.T) {
 		if diff := cmp.Diff(got, want); diff != "" {
 			t.Fatalf("trial %d: results differ from in-order (-got +want):\n%s", trial, diff)
 		}
+	}
+}
+
+// TestWindowsMadeAgain: windows are made in batches, used again once
+// emitted (newAcc), and each group stays for an emission with no window.
+// Over many groups and windows, each a few events, every result is the
+// reference's, computed here, so no window carries anything of one before.
+func TestWindowsMadeAgain(t *testing.T) {
+	cfg := Config{Size: 10 * time.Minute, GroupBy: []string{"g"},
+		Aggregates: []Aggregate{{Count, "", "n"}, {Sum, "x", "sum"}, {Min, "x", "min"}, {First, "x", "first"}, {Last, "x", "last"}}}
+	rng := rand.New(rand.NewPCG(5, 6))
+	type key struct {
+		g     string
+		start float64
+	}
+	ref := map[key]*row{}
+	var events []Event
+	for w := range 40 {
+		j := 0 // events in the window so far: their times rise
+		for i := range 300 {
+			// Some groups skip windows, and come back.
+			if (i+w)%7 == 0 {
+				continue
+			}
+			g := fmt.Sprint(i)
+			for range 1 + rng.IntN(3) {
+				m := float64(w*10) + float64(j)/100
+				j++
+				x := float64(rng.IntN(1000))
+				events = append(events, ev(m, g, 0, x, x, x, x))
+				k := key{g, float64(w * 10)}
+				r := ref[k]
+				if r == nil {
+					r = &row{[]string{g}, k.start, k.start + 10, 0, []float64{0, 0, x, x, 0}}
+					ref[k] = r
+				}
+				r.Count++
+				r.Values[0], r.Values[1], r.Values[2], r.Values[4] = float64(r.Count), r.Values[1]+x, min(r.Values[2], x), x
+			}
+		}
+	}
+	events = append(events, ev(10_000, "end", 0, 0, 0, 0, 0)) // closes every window
+	got := rows(run(newOp(t, cfg), events))
+	var want []row
+	for _, r := range ref {
+		want = append(want, *r)
+	}
+	slices.SortFunc(want, func(a, b row) int {
+		if a.Start != b.Start {
+			return int(a.Start - b.Start)
+		}
+		return strings.Compare(a.Group[0], b.Group[0])
+	})
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("results differ from the reference (-got +want):\n%s", diff)
 	}
 }
 
@@ -383,25 +441,35 @@ func TestTimesBefore1970(t *testing.T) {
 	}
 }
 
+// BenchmarkAdd counts 5,000 groups' events in 4-hour windows, dense (each
+// window-group takes about 60 events) and sparse (one event each, as a
+// turnstile's audit every four hours), emitting as the watermark passes.
 func BenchmarkAdd(b *testing.B) {
-	o, err := New(Config{Size: 4 * time.Hour, Delay: time.Hour, GroupBy: []string{"turnstile"},
-		Aggregates: []Aggregate{{Sum, "entries", "entries"}, {Delta, "entries", "entries_delta"}}}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	groups := make([][]string, 5000)
-	for i := range groups {
-		groups[i] = []string{string(rune(i))}
-	}
-	values := []float64{1, 1}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		o.Add(Event{Time: t0.Add(time.Duration(i) * 50 * time.Millisecond), Group: groups[i%len(groups)], Values: values})
-		if i%1000 == 0 {
-			o.Advance()
-		}
-		i++
+	for _, c := range []struct {
+		name string
+		step time.Duration // between events
+	}{{"dense", 50 * time.Millisecond}, {"sparse", 4 * time.Hour / 5000}} {
+		b.Run(c.name, func(b *testing.B) {
+			o, err := New(Config{Size: 4 * time.Hour, Delay: time.Hour, GroupBy: []string{"turnstile"},
+				Aggregates: []Aggregate{{Sum, "entries", "entries"}, {Delta, "entries", "entries_delta"}}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			groups := make([][]string, 5000)
+			for i := range groups {
+				groups[i] = []string{string(rune(i))}
+			}
+			values := []float64{1, 1}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				o.Add(Event{Time: t0.Add(time.Duration(i) * c.step), Group: groups[i%len(groups)], Values: values})
+				if i%1000 == 0 {
+					o.Advance()
+				}
+				i++
+			}
+		})
 	}
 }
 
