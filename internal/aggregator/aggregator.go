@@ -248,6 +248,9 @@ type Aggregator struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// beforeCommit, if set, runs when a write's files are written and
+	// not yet committed: tests return errCrash from it to crash there.
+	beforeCommit func() error
 }
 
 // New builds an aggregator; prod writes results and dead letters, and
@@ -477,14 +480,16 @@ func (a *Aggregator) deadLetter(rec *kgo.Record, reason, field, msg string) *kgo
 	return bus.DeadLetter(a.cfg.DLQTopic, f, rec, kgo.RecordHeader{Key: "aggregation", Value: []byte(a.cfg.Name)})
 }
 
-// File is the lake file of one task's results for the window [start,
-// end): named by both, so a rerun writes the same names.
+// File is the lake file of one task's results for the windows from start
+// to end: the first's start and the last's end. A CSV.gz file holds one
+// window, so that a rerun writes the same names; a Parquet file holds the
+// windows of a write and a day (see writeWindows).
 func (c *Config) File(task int32, start, end time.Time) lake.File {
 	return lake.File{Table: c.Table(), Date: start.UTC().Format(time.DateOnly), Topic: "window", Partition: task,
 		First: start.Unix(), Last: end.Unix(), Ext: cmp.Or(c.Output.Format, "parquet")}
 }
 
-// windowBuffer is one window's results, all of one task, as rows.
+// windowBuffer is results, all of one task, as rows.
 func (a *Aggregator) windowBuffer(results []window.Result) *lake.Buffer {
 	buf := lake.NewBuffer()
 	var fields []row.Field
@@ -535,11 +540,16 @@ type taskResults struct {
 	results []window.Result
 }
 
-// writeWindows writes the tasks' completed windows, each window of each
-// task one file, and commits them to the table as one snapshot; it returns
-// their records for the output topic. The snapshot records each task's
-// last window start: a task restored from an older checkpoint emits its
-// windows again, and those the table holds are not written twice. The
+// writeWindows writes the tasks' completed windows and commits them to
+// the table as one snapshot; it returns their records for the output
+// topic. The snapshot records each task's last window start: a task
+// restored from an older checkpoint emits its windows again, and those the
+// table holds are not written twice. Each task's windows of a day go in
+// one file (up to fileRows), since a file's set-up and close, and its
+// entry in the table's manifests, cost more than its rows where windows
+// are small; a restart may batch them otherwise, so a file cut short by a
+// crash is left for orphan removal, as the loader's are. CSV.gz files,
+// with no commit to skip what was written, hold one window each. The
 // files are written on every core.
 func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([]*kgo.Record, error) {
 	var t *table.Table
@@ -575,38 +585,42 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 		w := &out[bi]
 		w.last = done
 		g.Go(func() error {
-			for i := 0; i < len(b.results); {
-				j := windowEnd(b.results, i)
-				res := b.results[i:j]
-				start := res[0].Start
-				i = j
-				bounds := a.windowBounds(start, res[0].End)
-				for _, r := range res {
-					w.recs = append(w.recs, a.resultRecord(r, bounds))
+			// b.results[from:to] are windows to write in one file.
+			from, to := 0, 0
+			put := func() error {
+				if from == to {
+					return nil
 				}
-				if start.Unix() <= done {
-					continue // in the table already
-				}
-				f := a.cfg.File(b.task, start, res[0].End)
-				buf := a.windowBuffer(res)
-				var err error
-				if t == nil {
-					err = lake.Put(gctx, a.store, f.Path(), func(file io.Writer) error {
-						_, err := buf.Write(file, a.cfg.Output.Format)
-						return err
-					})
-				} else {
-					var df iceberg.DataFile
-					df, _, err = a.cat.WriteFile(gctx, a.store, t, f.Date, path.Base(f.Path()), buf)
-					w.files = append(w.files, df)
-				}
-				buf.Reset() // its memory back to the pools, for the next window
+				res := b.results[from:to]
+				from = to
+				df, err := a.writeFile(gctx, t, b.task, res)
 				if err != nil {
 					return err
 				}
-				w.last = max(w.last, start.Unix())
+				if t != nil {
+					w.files = append(w.files, df)
+				}
+				w.last = max(w.last, res[len(res)-1].Start.Unix())
+				return nil
 			}
-			return nil
+			for i := 0; i < len(b.results); {
+				j := windowEnd(b.results, i)
+				start, end := b.results[i].Start, b.results[i].End
+				bounds := a.windowBounds(start, end)
+				for _, r := range b.results[i:j] {
+					w.recs = append(w.recs, a.resultRecord(r, bounds))
+				}
+				switch {
+				case start.Unix() <= done: // in the table already; such windows come first
+					from, to = j, j
+				case t == nil || !sameDay(b.results[from].Start, start) || j-from > fileRows:
+					if err := put(); err != nil {
+						return err
+					}
+				}
+				to, i = j, j
+			}
+			return put()
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -623,11 +637,45 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 		}
 	}
 	if len(files) > 0 {
+		if a.beforeCommit != nil {
+			if err := a.beforeCommit(); err != nil {
+				return nil, err
+			}
+		}
 		if _, _, err := a.cat.Append(ctx, t, files, set); err != nil {
 			return nil, err
 		}
 	}
 	return recs, nil
+}
+
+// fileRows bounds a Parquet file's rows, as a window of more still goes
+// in one: the size of the loader's files.
+const fileRows = 100_000
+
+// sameDay reports whether two windows' starts are of one date, the
+// table's partition.
+func sameDay(a, b time.Time) bool {
+	ay, am, ad := a.UTC().Date()
+	by, bm, bd := b.UTC().Date()
+	return ay == by && am == bm && ad == bd
+}
+
+// writeFile writes one task's results, of whole windows in the order of
+// their starts, to a file of the table t (nil: a CSV.gz file outside the
+// catalog).
+func (a *Aggregator) writeFile(ctx context.Context, t *table.Table, task int32, res []window.Result) (iceberg.DataFile, error) {
+	f := a.cfg.File(task, res[0].Start, res[len(res)-1].End)
+	buf := a.windowBuffer(res)
+	defer buf.Reset() // its memory back to the pools, for the next file
+	if t == nil {
+		return nil, lake.Put(ctx, a.store, f.Path(), func(file io.Writer) error {
+			_, err := buf.Write(file, a.cfg.Output.Format)
+			return err
+		})
+	}
+	df, _, err := a.cat.WriteFile(ctx, a.store, t, f.Date, path.Base(f.Path()), buf)
+	return df, err
 }
 
 // windowEnd is where the results of the window starting results[i] end.

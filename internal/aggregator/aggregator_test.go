@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -64,6 +65,9 @@ type env struct {
 	// cats are the catalogs of the lakes, by their storage and storages
 	// that wrap it.
 	cats map[lake.Storage]*lake.Catalog
+	// commits, if not nil, counts the aggregators' commits down: the one
+	// that takes it below zero crashes, its files written.
+	commits *atomic.Int64
 }
 
 // newLake makes a lake on disk with its catalog; wrappers are storages
@@ -177,6 +181,14 @@ func (e *env) start(cfg Config, store lake.Storage) *running {
 		e.t.Fatal(err)
 	}
 	r.a = a
+	if c := e.commits; c != nil {
+		a.beforeCommit = func() error {
+			if c.Add(-1) < 0 {
+				return fmt.Errorf("%w: %w", errCrash, errKilled)
+			}
+			return nil
+		}
+	}
 	a.SetState(health.Running) // as the app does
 	ctx, cancel := context.WithCancel(e.t.Context())
 	r.cancel = cancel
@@ -317,13 +329,42 @@ func (e *env) lakeRows(t *testing.T, store lake.Storage) []string {
 	var out []string
 	for _, rows := range e.tableFiles(t, store) {
 		for _, r := range rows {
-			out = append(out, fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%v|%v|%v", r["C/A"], r["UNIT"], r["SCP"], r["STATION"],
-				r["LINENAME"], r["DIVISION"], r["DATE"], r["DESC"], r["window_start"].(time.Time).UTC().Format(time.RFC3339),
-				r["readings"], r["entries"], r["exits"], r["entries_delta"], r["exits_delta"]))
+			out = append(out, rowString(r))
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// rowString is a row of the MTA aggregation as reference writes it.
+func rowString(r map[string]any) string {
+	return fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%v|%v|%v", r["C/A"], r["UNIT"], r["SCP"], r["STATION"],
+		r["LINENAME"], r["DIVISION"], r["DATE"], r["DESC"], r["window_start"].(time.Time).UTC().Format(time.RFC3339),
+		r["readings"], r["entries"], r["exits"], r["entries_delta"], r["exits_delta"])
+}
+
+// tableOffsets are the last window of each task that the table holds.
+func (e *env) tableOffsets(t *testing.T, store lake.Storage) lake.Offsets {
+	t.Helper()
+	tbl, err := e.cats[store].Load(t.Context(), "agg_turnstile_4h")
+	if errors.Is(err, lake.ErrNoTable) {
+		return lake.Offsets{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := lake.TableOffsets(tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// caughtUp says when the table holds the windows want does: its
+// snapshots' last window of each task. Reading every file on every poll
+// would starve the aggregator under the race detector.
+func (e *env) caughtUp(t *testing.T, store lake.Storage, want lake.Offsets) func() bool {
+	return func() bool { return maps.Equal(e.tableOffsets(t, store), want) }
 }
 
 // tableFiles reads each data file of the table's current snapshot, and
@@ -432,42 +473,153 @@ func (s *flakyStorage) Create(ctx context.Context, p string) (lake.Writer, error
 	return s.Storage.Create(ctx, p)
 }
 
-// TestCrashAtAnyPointGivesTheSameFiles stops the aggregator at its n-th
-// write to the lake (a window file or a checkpoint), for many n, restarts
-// it, and compares the lake, file for file, with an uninterrupted run's.
-func TestCrashAtAnyPointGivesTheSameFiles(t *testing.T) {
-	e := newEnv(t, 1)
+// TestCrashAtAnyPointGivesTheSameRows stops the aggregator at each of its
+// writes to the lake (a window file or a checkpoint), and between each
+// write's files and their commit, restarts it, and compares the table,
+// row for row, with an uninterrupted run's. The crashed run is fed the
+// week a day at a time, so that it writes each day's windows apart; the
+// restart finds the rest of the week there, and batches its windows in
+// files otherwise (writeWindows). So files written before a crash, and
+// not committed, may be left over: every row of theirs must be in the
+// table, written again, and orphan removal must leave a table in which
+// every file is in a snapshot.
+func TestCrashAtAnyPointGivesTheSameRows(t *testing.T) {
 	lines := mtaLines(t)
-	e.produce("mta-turnstile", lines)
 	cfg := mtaConfig()
 	cfg.CheckpointInterval = time.Hour // checkpoints at emissions only: every crash replays
-	if err := e.runUntil(cfg, e.store, consumed(len(lines))); err != nil {
+	ref := newEnv(t, 1)
+	ref.produce("mta-turnstile", lines)
+	if err := ref.runUntil(cfg, ref.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := e.tableFiles(t, e.store)
-	if len(want) < 20 {
-		t.Fatalf("uninterrupted run wrote %d files; want dozens", len(want))
+	want, wantOffsets := ref.lakeRows(t, ref.store), ref.tableOffsets(t, ref.store)
+
+	// The writes and commits of a run fed by day, to crash at each.
+	const never = 1 << 40
+	e := newEnv(t, 1)
+	e.commits = new(atomic.Int64)
+	e.commits.Store(never)
+	var counting *flakyStorage
+	_, _ = e.newLake(func(s lake.Storage) lake.Storage {
+		counting = &flakyStorage{Storage: s}
+		return counting
+	})
+	counting.ok.Store(never)
+	r := e.start(cfg, counting)
+	e.feed(r, lines)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
 	}
-	for _, n := range []int64{0, 1, 2, 5, 13, 29, int64(len(want)) - 1} {
+	writes, commits := never-counting.ok.Load(), never-e.commits.Load()
+	if files := len(e.tableFiles(t, counting)); files < 5 || writes <= int64(files) || commits < 3 {
+		t.Fatalf("a run fed by day wrote %d files in %d writes and %d commits; want many, to crash at", files, writes, commits)
+	}
+
+	type point struct{ write, commit int64 }
+	var points []point
+	for n := range writes {
+		points = append(points, point{n, never})
+	}
+	for n := range commits {
+		points = append(points, point{never, n})
+	}
+	orphaned := 0 // data files left over, over every crash
+	for _, p := range points {
+		e := newEnv(t, 1)
 		var flaky *flakyStorage
 		store, _ := e.newLake(func(s lake.Storage) lake.Storage {
 			flaky = &flakyStorage{Storage: s}
 			return flaky
 		})
-		flaky.ok.Store(n)
-		err := e.runUntil(cfg, flaky, func(*prometheus.Registry) bool { return false })
-		if !errors.Is(err, errKilled) {
-			t.Fatalf("crash at write %d: Run returned %v, want the injected failure", n, err)
+		flaky.ok.Store(p.write)
+		e.commits = new(atomic.Int64)
+		e.commits.Store(p.commit)
+		r := e.start(cfg, flaky)
+		fed := e.feed(r, lines)
+		if err := r.stop(); !errors.Is(err, errKilled) {
+			t.Logf("crash at %+v: the run did not get that far (Run returned %v)", p, err)
+			continue
 		}
-		// The restarted run is done when the lake matches; if it never
-		// does, the diff below says how it differs.
-		if err := e.runUntil(cfg, store, func(*prometheus.Registry) bool { return e.sameFiles(t, store, want)() }); err != nil {
+		e.produce("mta-turnstile", lines[fed:])
+		// The restart is done when the table holds every window; if it
+		// never does, the diff below says how it differs.
+		e.commits = nil
+		if err := e.runUntil(cfg, store, func(*prometheus.Registry) bool { return e.caughtUp(t, store, wantOffsets)() }); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(e.tableFiles(t, store), want); diff != "" {
-			t.Errorf("crash at write %d: files differ from the uninterrupted run (-got +want):\n%s", n, diff)
+		cat := e.cats[store]
+		orphans, err := cat.Orphans(t.Context(), "agg_turnstile_4h", 0, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []string
+		for _, f := range e.filesOf(t, store, "agg_turnstile_4h", false) {
+			for _, r := range f {
+				rows = append(rows, rowString(r))
+			}
+		}
+		for _, o := range orphans {
+			if !strings.Contains(o, "/data/") {
+				continue // metadata of a commit cut short
+			}
+			orphaned++
+			b, err := store.ReadObject(t.Context(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range readRows(t, b) {
+				if !slices.Contains(rows, rowString(r)) {
+					t.Errorf("crash at %+v: the orphan %s has a row the table has not: %s", p, o, rowString(r))
+				}
+			}
+		}
+		if _, err := cat.Orphans(t.Context(), "agg_turnstile_4h", 0, false); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(e.lakeRows(t, store), want); diff != "" {
+			t.Errorf("crash at %+v: rows differ from the uninterrupted run's (-got +want):\n%s", p, diff)
 		}
 	}
+	t.Logf("%d writes and %d commits to crash at, %d data files left over", writes, commits, orphaned)
+	if orphaned == 0 {
+		t.Error("no crash left a data file over: the check of orphans checked nothing")
+	}
+}
+
+// date is an MTA line's DATE field.
+func date(line []byte) []byte {
+	f := bytes.Split(line, []byte(","))
+	if len(f) < 7 {
+		return nil
+	}
+	return f[6]
+}
+
+// feed produces lines to the aggregator r a day of event time at a time,
+// each once r has taken those before, until r stops; it returns how many
+// it produced.
+func (e *env) feed(r *running, lines [][]byte) int {
+	e.t.Helper()
+	fed := 0
+	for fed < len(lines) {
+		next := fed + 1
+		for next < len(lines) && bytes.Equal(date(lines[next]), date(lines[fed])) {
+			next++
+		}
+		e.produce("mta-turnstile", lines[fed:next])
+		fed = next
+		deadline := time.After(30 * time.Second)
+		for counter(r.reg, "sluice_aggregator_events_total", "") < float64(fed) {
+			select {
+			case <-r.done:
+				return fed
+			case <-deadline:
+				e.t.Fatalf("the aggregator took %v of %d records in 30 s", counter(r.reg, "sluice_aggregator_events_total", ""), fed)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return fed
 }
 
 // TestFullDiskIsWaitedOut fills the lake's disk while the aggregator
@@ -508,27 +660,15 @@ func TestFullDiskIsWaitedOut(t *testing.T) {
 	if err := e.runUntil(ref, e.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(e.tableFiles(t, local), e.tableFiles(t, e.store)); diff != "" {
-		t.Errorf("files after a full disk differ from an uninterrupted run's (-got +want):\n%s", diff)
-	}
-}
-
-// sameFiles says when the table's files are want's.
-func (e *env) sameFiles(t *testing.T, store lake.Storage, want map[string][]map[string]any) func() bool {
-	return func() bool {
-		// Reading every file on every poll would starve the aggregator
-		// under the race detector: first the names alone.
-		objs, err := store.List(t.Context(), "agg_turnstile_4h/data/")
-		if err != nil || len(objs) != len(want) {
-			return false
-		}
-		return cmp.Equal(e.filesOf(t, store, "agg_turnstile_4h", false), want)
+	if diff := cmp.Diff(e.lakeRows(t, local), e.lakeRows(t, e.store)); diff != "" {
+		t.Errorf("rows after a full disk differ from an uninterrupted run's (-got +want):\n%s", diff)
 	}
 }
 
 // TestTwoInstancesEqualOne shares a 4-partition topic between two
 // instances, one of which stops halfway, handing its tasks to the other;
-// the lake is the same, file for file, as one instance's.
+// the table has the same rows as one instance's, and no file outside its
+// snapshots.
 func TestTwoInstancesEqualOne(t *testing.T) {
 	lines := mtaLines(t)
 	half := len(lines) / 2
@@ -537,9 +677,9 @@ func TestTwoInstancesEqualOne(t *testing.T) {
 	if err := one.runUntil(mtaConfig(), one.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := one.tableFiles(t, one.store)
+	want, wantOffsets := one.lakeRows(t, one.store), one.tableOffsets(t, one.store)
 	tasks := map[int32]bool{}
-	for p := range want {
+	for p := range one.tableFiles(t, one.store) {
 		var task int32
 		fmt.Sscanf(path.Base(p), "window-%d-", &task)
 		tasks[task] = true
@@ -574,9 +714,9 @@ func TestTwoInstancesEqualOne(t *testing.T) {
 	}
 	eventually(t, "a takes over b's tasks", func() bool { return gauge(a.reg, "sluice_aggregator_tasks") == 4 })
 	two.produce("mta-turnstile", lines[half:])
-	eventually(t, "the lake matches one instance's", two.sameFiles(t, two.store, want))
-	if diff := cmp.Diff(two.tableFiles(t, two.store), want); diff != "" {
-		t.Errorf("two instances' files (-got +want):\n%s", diff)
+	eventually(t, "the table holds every window", two.caughtUp(t, two.store, wantOffsets))
+	if diff := cmp.Diff(two.lakeRows(t, two.store), want); diff != "" {
+		t.Errorf("two instances' rows (-got +want):\n%s", diff)
 	}
 }
 
@@ -866,13 +1006,13 @@ func TestResumesFromJSONCheckpoint(t *testing.T) {
 	if err := ref.runUntil(cfg, ref.store, consumed(len(lines))); err != nil {
 		t.Fatal(err)
 	}
-	want := ref.tableFiles(t, ref.store)
+	want, wantOffsets := ref.lakeRows(t, ref.store), ref.tableOffsets(t, ref.store)
 
 	e.produce("mta-turnstile", lines[half:])
 	var reg *prometheus.Registry
 	if err := e.runUntil(cfg, e.store, func(r *prometheus.Registry) bool {
 		reg = r
-		return consumed(len(lines)-half)(r) && e.sameFiles(t, e.store, want)()
+		return consumed(len(lines)-half)(r) && e.caughtUp(t, e.store, wantOffsets)()
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -886,7 +1026,7 @@ func TestResumesFromJSONCheckpoint(t *testing.T) {
 	if _, err := e.store.ReadObject(t.Context(), cfg.CheckpointPath(0)); err != nil {
 		t.Errorf("no checkpoint in the binary form: %v", err)
 	}
-	if diff := cmp.Diff(e.tableFiles(t, e.store), want); diff != "" {
-		t.Errorf("files after resuming from a JSON checkpoint differ from an uninterrupted run's (-got +want):\n%s", diff)
+	if diff := cmp.Diff(e.lakeRows(t, e.store), want); diff != "" {
+		t.Errorf("rows after resuming from a JSON checkpoint differ from an uninterrupted run's (-got +want):\n%s", diff)
 	}
 }
