@@ -10,7 +10,8 @@ FUZZ_TARGETS := ./internal/event:FuzzParse:150000 ./internal/event:FuzzSplitBatc
                 ./internal/event:FuzzValid:200000 ./internal/event:FuzzObjectMembers:150000 \
                 ./internal/event:FuzzReplaceNonFinite:100000 \
                 ./internal/source:FuzzRows:40000 ./internal/enrich:FuzzFormModel:50000 \
-                ./internal/aggregator:FuzzParse:12000 ./internal/pipeline:FuzzConfig:10000 \
+                ./internal/aggregator:FuzzParse:12000 ./internal/aggregator:FuzzDigitLayout:15000 \
+                ./internal/pipeline:FuzzConfig:10000 \
                 ./internal/lake:FuzzReadDataFile:10000 ./internal/row:FuzzParseFloat:200000 \
                 ./internal/row:FuzzParseTime:200000 \
                 ./internal/search:FuzzBulkLines:10000 ./internal/search:FuzzReadItems:10000 \

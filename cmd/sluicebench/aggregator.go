@@ -31,7 +31,7 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 	copies := fs.Int("copies", 50, "copies of the 5,000-row sample, each of other turnstiles (50: 250,000 rows, a full MTA week)")
 	partitions := fs.Int("partitions", 4, "partitions of the input topic")
 	runs := fs.Int("runs", 3, "runs of each; the median is reported")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the aggregator's first run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the aggregator's first repartitioned run to this file, and of its first keyed run to FILE.keyed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,8 +73,11 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 		}
 		for run := range *runs {
 			profile := ""
-			if run == 0 && !keyed {
+			if run == 0 && *cpuProfile != "" {
 				profile = *cpuProfile
+				if keyed {
+					profile += ".keyed"
+				}
 			}
 			cpu := cpuTimes([]int{os.Getpid()})[0]
 			took, windows, err := aggregateOnce(ctx, cc, prod, filepath.Join(dir, fmt.Sprintf("lake-%v-%d", keyed, run)),

@@ -224,14 +224,14 @@ func (c *Config) Table() string { return "agg_" + c.Name }
 // Aggregator runs one aggregation, a component of its process.
 type Aggregator struct {
 	*health.Reporter
-	cfg    Config
-	cc     bus.ClientConfig
-	store  lake.Storage
-	cat    *lake.Catalog
-	prod   *kgo.Client
-	parse  parser
-	layout string
-	slots  slots
+	cfg   Config
+	cc    bus.ClientConfig
+	store lake.Storage
+	cat   *lake.Catalog
+	prod  *kgo.Client
+	parse parser
+	times timeReader
+	slots slots
 	// The slots of the time, group, dedupe and partition-key fields, and
 	// of each aggregate's field (-1: none).
 	timeAt, groupAt, dedupeAt, keyAt, aggAt []int
@@ -268,7 +268,7 @@ func New(cfg Config, cc bus.ClientConfig, prod *kgo.Client, store lake.Storage, 
 	cfg.TransactionalID = cmp.Or(cfg.TransactionalID, "sluice-aggregator-"+cfg.Name)
 	logger = logger.With("aggregation", cfg.Name)
 	a := &Aggregator{Reporter: health.New("aggregator."+cfg.Name, logger), cfg: cfg, cc: cc, store: store, cat: cat, prod: prod,
-		layout: TimeLayout(cfg.Time.Layout), slots: slots{}, logger: logger, now: time.Now}
+		times: newTimeReader(TimeLayout(cfg.Time.Layout)), slots: slots{}, logger: logger, now: time.Now}
 	at := func(names []string) []int {
 		out := make([]int, len(names))
 		for i, n := range names {
@@ -428,7 +428,7 @@ func (a *Aggregator) read(rec *kgo.Record, f fields) (fields, time.Time, *kgo.Re
 	if err != nil {
 		return nil, time.Time{}, a.deadLetter(rec, ReasonBadRecord, "", err.Error())
 	}
-	t, err := eventTime(f, a.cfg.Time.Fields, a.timeAt, a.layout)
+	t, err := a.times.read(f, a.cfg.Time.Fields, a.timeAt)
 	if err != nil {
 		return nil, time.Time{}, a.deadLetter(rec, ReasonBadTime, a.cfg.Time.Fields[0], err.Error())
 	}

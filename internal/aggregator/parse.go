@@ -242,33 +242,138 @@ func TimeLayout(s string) string {
 	return r.Replace(s)
 }
 
-// eventTime reads the time fields (names, in slots at), joined by a
-// space, with layout, as UTC unless the layout has a zone.
-func eventTime(f fields, names []string, at []int, layout string) (time.Time, error) {
-	s := ""
+// timeReader reads an event's time with a Go layout.
+type timeReader struct {
+	layout string
+	digits digitLayout // nil unless the layout is only numbers and separators
+}
+
+func newTimeReader(layout string) timeReader {
+	return timeReader{layout: layout, digits: newDigitLayout(layout)}
+}
+
+// read reads the time fields (names, in slots at), joined by a space, as
+// UTC unless the layout has a zone.
+func (r timeReader) read(f fields, names []string, at []int) (time.Time, error) {
+	var scratch [64]byte
+	b := scratch[:0]
 	for i, n := range names {
 		v := f[at[i]]
 		if !v.ok {
 			return time.Time{}, fmt.Errorf("time field %s is missing", n)
 		}
-		if i == 0 {
-			s = v.s
-		} else {
-			s += " " + v.s
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, v.s...)
+	}
+	t, ok := r.digits.parse(b)
+	if !ok {
+		s := string(b)
+		var err error
+		t, err = time.Parse(r.layout, s)
+		if err != nil && r.layout == time.RFC3339Nano {
+			// ISO 8601 without a zone, as replay writes Parquet timestamps.
+			t, err = time.Parse("2006-01-02T15:04:05.999999999", s)
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("time %q does not match the layout %q", s, r.layout)
 		}
 	}
-	t, err := time.Parse(layout, s)
-	if err != nil && layout == time.RFC3339Nano {
-		// ISO 8601 without a zone, as replay writes Parquet timestamps.
-		t, err = time.Parse("2006-01-02T15:04:05.999999999", s)
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("time %q does not match the layout %q", s, layout)
-	}
 	if t.Before(earliest) || !t.Before(latest) {
-		return time.Time{}, fmt.Errorf("time %q is outside the years %d to %d that windows hold", s, earliest.Year(), latest.Year()-1)
+		return time.Time{}, fmt.Errorf("time %q is outside the years %d to %d that windows hold", b, earliest.Year(), latest.Year()-1)
 	}
 	return t.UTC(), nil
+}
+
+// digitLayout is a Go layout made of the year, month, day, hour, minute
+// and second as fixed-width numbers (2006, 01, 02, 15, 04, 05), once each,
+// and separators that are neither letters (but ISO 8601's T), digits,
+// '.', ',' nor '_', such as the MTA's 01/02/2006 15:04:05: each byte of the layout is a
+// separator or a digit of a field. Read digit by digit, in a tenth of
+// time.Parse's time, a time gives what time.Parse would (FuzzDigitLayout),
+// or false for time.Parse to decide: a one-digit hour, a fraction of a
+// second, anything out of range.
+type digitLayout []byte
+
+// The fields of a digitLayout, as its bytes mark them.
+const (
+	digitYear = iota + 1
+	digitMonth
+	digitDay
+	digitHour
+	digitMinute
+	digitSecond
+)
+
+var digitFields = []struct {
+	token string
+	field byte
+}{{"2006", digitYear}, {"01", digitMonth}, {"02", digitDay}, {"15", digitHour}, {"04", digitMinute}, {"05", digitSecond}}
+
+// newDigitLayout is layout as a digitLayout, or nil if it is not one.
+func newDigitLayout(layout string) digitLayout {
+	var l digitLayout
+	seen := 0
+	for i := 0; i < len(layout); {
+		token := false
+		for _, d := range digitFields {
+			if strings.HasPrefix(layout[i:], d.token) {
+				if seen&(1<<d.field) != 0 {
+					return nil
+				}
+				seen |= 1 << d.field
+				for range len(d.token) {
+					l = append(l, d.field)
+				}
+				i, token = i+len(d.token), true
+				break
+			}
+		}
+		if token {
+			continue
+		}
+		c := layout[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if c == 'T' && !strings.HasPrefix(layout[i:], "Tue") {
+			letter = false // ISO 8601's
+		}
+		if letter || c >= '0' && c <= '9' || c == '.' || c == ',' || c == '_' || c < ' ' || c >= 0x80 {
+			return nil // another of Go's layout elements, or a byte to leave to it
+		}
+		l = append(l, c)
+		i++
+	}
+	if seen != 1<<digitYear|1<<digitMonth|1<<digitDay|1<<digitHour|1<<digitMinute|1<<digitSecond {
+		return nil
+	}
+	return l
+}
+
+// parse reads b with l; false when l is nil or b is not in its strict form.
+func (l digitLayout) parse(b []byte) (time.Time, bool) {
+	if l == nil || len(b) != len(l) {
+		return time.Time{}, false
+	}
+	var v [digitSecond + 1]int
+	for i, c := range l {
+		if c > digitSecond {
+			if b[i] != c {
+				return time.Time{}, false
+			}
+			continue
+		}
+		if b[i] < '0' || b[i] > '9' {
+			return time.Time{}, false
+		}
+		v[c] = v[c]*10 + int(b[i]-'0')
+	}
+	year, month, day := v[digitYear], time.Month(v[digitMonth]), v[digitDay]
+	if month < 1 || month > 12 || day < 1 || day > time.Date(year, month+1, 0, 0, 0, 0, 0, time.UTC).Day() ||
+		v[digitHour] > 23 || v[digitMinute] > 59 || v[digitSecond] > 59 {
+		return time.Time{}, false
+	}
+	return time.Date(year, month, day, v[digitHour], v[digitMinute], v[digitSecond], 0, time.UTC), true
 }
 
 // earliest and latest bound the event times a window holds: windows count

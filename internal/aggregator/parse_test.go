@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -33,13 +34,13 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value []byte) {
 		fs := make(fields, len(st))
 		if err := csvP.parse(value, fs); err == nil {
-			if _, err := eventTime(fs, []string{"DATE", "TIME"}, []int{st["DATE"], st["TIME"]}, TimeLayout("MM/DD/YYYY HH:mm:ss")); err != nil && !strings.Contains(err.Error(), "time") {
+			if _, err := newTimeReader(TimeLayout("MM/DD/YYYY HH:mm:ss")).read(fs, []string{"DATE", "TIME"}, []int{st["DATE"], st["TIME"]}); err != nil && !strings.Contains(err.Error(), "time") {
 				t.Errorf("event time error without saying so: %v", err)
 			}
 			number(fs[st["ENTRIES"]])
 		}
 		if err := jsonP.parse(value, fs); err == nil {
-			_, _ = eventTime(fs, []string{"tpep_pickup_datetime"}, []int{st["tpep_pickup_datetime"]}, TimeLayout(""))
+			_, _ = newTimeReader(TimeLayout("")).read(fs, []string{"tpep_pickup_datetime"}, []int{st["tpep_pickup_datetime"]})
 			number(fs[st["fare_amount"]])
 		}
 	})
@@ -56,7 +57,7 @@ func TestEventTimeRange(t *testing.T) {
 	} {
 		fs := make(fields, 1)
 		fs[0] = field{s: in, ok: true}
-		_, err := eventTime(fs, []string{"t"}, []int{st["t"]}, TimeLayout(""))
+		_, err := newTimeReader(TimeLayout("")).read(fs, []string{"t"}, []int{st["t"]})
 		if (err == nil) != ok {
 			t.Errorf("%s: err %v, want ok %v", in, err, ok)
 		}
@@ -140,4 +141,64 @@ func FuzzReadParsed(f *testing.F) {
 			t.Errorf("%q: the input after the parsed form is %q", value, orig)
 		}
 	})
+}
+
+// FuzzDigitLayout: a layout of numbers and separators reads a time as
+// time.Parse would, or leaves it to time.Parse.
+func FuzzDigitLayout(f *testing.F) {
+	for _, s := range []string{"05/27/2023 00:00:00", "02/29/2024 23:59:59", "02/29/2023 12:00:00", "13/01/2023 00:00:00",
+		"05/27/2023 24:00:00", "05/27/2023 7:00:00", "05/27/2023 07:00:00.5", "2023-05-27 00:00:00", "0000-01-01T00:00:00"} {
+		f.Add(s)
+	}
+	layouts := []string{"01/02/2006 15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04:05", "02.01.2006 15:04:05", "2006/01/02"}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, layout := range layouts {
+			got, ok := newDigitLayout(layout).parse([]byte(s))
+			if !ok {
+				continue
+			}
+			want, err := time.Parse(layout, s)
+			if err != nil || !got.Equal(want) {
+				t.Errorf("layout %q, %q: got %v, time.Parse %v, %v", layout, s, got, want, err)
+			}
+		}
+	})
+}
+
+// TestDigitLayout: which layouts are read digit by digit, and which
+// times they leave to time.Parse.
+func TestDigitLayout(t *testing.T) {
+	for layout, want := range map[string]bool{
+		"01/02/2006 15:04:05": true, "2006-01-02T15:04:05": true, "2006-01-02 15:04:05": true,
+		time.RFC3339Nano: false, "01/02/2006 03:04:05 PM": false, "02.01.2006 15:04:05": false,
+		"2006-01-02": false, "01/02/06 15:04:05": false, "2006-01-02 15:04:05 2006": false,
+	} {
+		if got := newDigitLayout(layout) != nil; got != want {
+			t.Errorf("%q read digit by digit: %v, want %v", layout, got, want)
+		}
+	}
+	l := newDigitLayout("01/02/2006 15:04:05")
+	for in, want := range map[string]bool{
+		"05/27/2023 00:00:00": true, "02/29/2024 23:59:59": true,
+		"02/29/2023 12:00:00": false, "13/01/2023 00:00:00": false, "05/27/2023 24:00:00": false,
+		"05/27/2023 7:00:00": false, "05/27/2023 07:00:00.5": false, "05-27-2023 07:00:00": false, "": false,
+	} {
+		got, ok := l.parse([]byte(in))
+		if ok != want {
+			t.Errorf("%q: read %v, want %v", in, ok, want)
+		}
+		if tp, err := time.Parse("01/02/2006 15:04:05", in); ok && (err != nil || !tp.Equal(got)) {
+			t.Errorf("%q: got %v, time.Parse %v, %v", in, got, tp, err)
+		}
+	}
+	// What it leaves, time.Parse still reads.
+	r := newTimeReader("01/02/2006 15:04:05")
+	st := slots{}
+	st.add("d")
+	st.add("t")
+	fs := fields{{s: "05/27/2023", ok: true}, {s: "7:00:00.250", ok: true}}
+	got, err := r.read(fs, []string{"d", "t"}, []int{st["d"], st["t"]})
+	if want := time.Date(2023, 5, 27, 7, 0, 0, 250e6, time.UTC); err != nil || !got.Equal(want) {
+		t.Errorf("a one-digit hour and a fraction: got %v, %v; want %v", got, err, want)
+	}
 }

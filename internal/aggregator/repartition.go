@@ -112,7 +112,7 @@ func (a *Aggregator) route(rec *kgo.Record, topic string, f fields) (*kgo.Record
 	}
 	// Never a nil key: the partitioner spreads those at random. Key and
 	// value share one allocation, and the headers' values are shared.
-	b := a.join(make([]byte, 0, 160+len(rec.Value)), f, a.keyAt)
+	b := a.join(make([]byte, 0, a.routedSize(f)+len(rec.Value)), f, a.keyAt)
 	key := b[:len(b):len(b)]
 	value := append(a.appendParsed(b[len(b):], f, at), rec.Value...)
 	headers := append(rec.Headers[:len(rec.Headers):len(rec.Headers)],
@@ -138,6 +138,22 @@ func partitionText(p int32) []byte {
 		return partitionTexts[p]
 	}
 	return strconv.AppendInt(nil, int64(p), 10)
+}
+
+// routedSize bounds the bytes of a routed record's key and parsed event,
+// so that one allocation holds them and the input's value: the record
+// is made for each event.
+func (a *Aggregator) routedSize(f fields) int {
+	n := 3*binary.MaxVarintLen64 + len(a.keyAt) + len(a.dedupeAt) + 8*len(a.aggAt)
+	for _, at := range [][]int{a.keyAt, a.dedupeAt} {
+		for _, i := range at {
+			n += len(f[i].s)
+		}
+	}
+	for _, i := range a.groupAt {
+		n += binary.MaxVarintLen64 + len(f[i].s)
+	}
+	return n
 }
 
 // appendParsed appends what a task needs of an event to b: its time, its
