@@ -192,6 +192,10 @@ func (o *Operator) Restore(st State) error {
 	if o.st.Seen == nil {
 		o.st.Seen = map[string]int64{}
 	}
+	o.seenEnds = map[int64][]string{}
+	for k, end := range o.st.Seen {
+		o.seenEnds[end] = append(o.seenEnds[end], k)
+	}
 	for id, p := range st.Partitions {
 		c := *p
 		c.LastSeen, c.Idle = now, false

@@ -171,6 +171,9 @@ type Operator struct {
 	open  map[string]*groupWindows
 	nOpen int    // open window-groups, over all groups
 	key   []byte // Add's scratch for a group's key
+	// seenEnds are the keys of st.Seen by the end they hold: an emission
+	// forgets the keys of the ends it passes without visiting the others.
+	seenEnds map[int64][]string
 	// making is the batch where new windows are made, free are batches
 	// whose windows are all emitted (see newAcc).
 	making *accBatch
@@ -228,7 +231,7 @@ func New(cfg Config, now func() time.Time) (*Operator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	o := &Operator{cfg: cfg, now: now, open: map[string]*groupWindows{}, nextEnd: math.MaxInt64}
+	o := &Operator{cfg: cfg, now: now, open: map[string]*groupWindows{}, nextEnd: math.MaxInt64, seenEnds: map[int64][]string{}}
 	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
 	return o, nil
 }
@@ -266,6 +269,7 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 			return Duplicate, Result{}
 		}
 		o.st.Seen[e.DedupeKey] = last + size
+		o.seenEnds[last+size] = append(o.seenEnds[last+size], e.DedupeKey)
 	}
 	o.st.Arrivals++
 	o.key = appendKey(o.key[:0], e.Group)
@@ -448,9 +452,12 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 		}
 		o.nOpen -= n
 	}
-	for key, end := range o.st.Seen {
+	for end, keys := range o.seenEnds {
 		if done(end) {
-			delete(o.st.Seen, key)
+			for _, k := range keys {
+				delete(o.st.Seen, k)
+			}
+			delete(o.seenEnds, end)
 		}
 	}
 	// By start, then group: the order of the groups' values, as their
