@@ -161,8 +161,6 @@ func (o *Operator) Snapshot() State {
 // Restore replaces the operator's state with st. Partitions count as seen
 // now: the time the process was down is not idleness.
 func (o *Operator) Restore(st State) error {
-	open := map[string]*groupWindows{}
-	nextEnd := int64(math.MaxInt64)
 	for i, w := range st.Windows {
 		if len(w.Aggs) != len(o.cfg.Aggregates) {
 			return fmt.Errorf("checkpoint window %d has %d aggregates, the configuration %d: was the aggregation changed? start it with a new name",
@@ -172,20 +170,23 @@ func (o *Operator) Restore(st State) error {
 			return fmt.Errorf("checkpoint window %d has %d group fields, the configuration %d: was the aggregation changed? start it with a new name",
 				i, len(w.Group), len(o.cfg.GroupBy))
 		}
+	}
+	o.open, o.emptied, o.ends, o.nOpen, o.nextEnd = map[string]*groupWindows{}, nil, map[int64][]string{}, 0, math.MaxInt64
+	for i, w := range st.Windows {
 		a := acc{WindowState: w}
 		a.Aggs = slices.Clone(w.Aggs)
 		k := string(appendKey(nil, w.Group))
-		g := open[k]
+		g := o.open[k]
 		if g == nil {
-			g = &groupWindows{group: a.Group}
-			open[k] = g
+			g = &groupWindows{key: k, group: a.Group}
+			o.open[k] = g
 		}
 		open, at := g.at(w.Start)
 		if open != nil {
+			o.open, o.ends, o.nOpen, o.nextEnd = map[string]*groupWindows{}, map[int64][]string{}, 0, math.MaxInt64
 			return fmt.Errorf("checkpoint window %d: group %q has two windows starting %d", i, w.Group, w.Start)
 		}
-		g.open(&a, w.Start, at)
-		nextEnd = min(nextEnd, w.Start+int64(o.cfg.Size))
+		o.openAt(g, &a, w.Start, at)
 	}
 	now := o.now().UnixNano()
 	o.st = State{Watermark: st.Watermark, Arrivals: st.Arrivals, Partitions: map[int32]*Partition{}, Seen: maps.Clone(st.Seen)}
@@ -201,7 +202,6 @@ func (o *Operator) Restore(st State) error {
 		c.LastSeen, c.Idle = now, false
 		o.st.Partitions[id] = &c
 	}
-	o.open, o.nOpen, o.nextEnd = open, len(st.Windows), nextEnd
 	return nil
 }
 

@@ -165,10 +165,15 @@ type Operator struct {
 	// open holds each group's open windows (one or two for tumbling
 	// windows), by the group's values joined with NULs: looked up without
 	// making that string, which only a new group needs. A group whose
-	// windows were all emitted stays until the emission after, so that a
-	// group with an event in every window (a turnstile's audit every four
-	// hours) is not made again for each.
-	open  map[string]*groupWindows
+	// windows were all emitted (emptied) stays until the emission after,
+	// so that a group with an event in every window (a turnstile's audit
+	// every four hours) is not made again for each.
+	open    map[string]*groupWindows
+	emptied []string
+	// ends are the groups with a window ending at each time (a group once
+	// for each of its windows): an emission visits the groups it emits,
+	// not every group, where the watermark lags and most are ahead of it.
+	ends map[int64][]string
 	nOpen int    // open window-groups, over all groups
 	key   []byte // Add's scratch for a group's key
 	// seenEnds are the keys of st.Seen by the end they hold: an emission
@@ -190,6 +195,7 @@ type Operator struct {
 }
 
 type groupWindows struct {
+	key   string   // in open
 	group []string // the group's values, shared by its windows and their results
 	wins  []*acc   // by start, ascending
 }
@@ -206,10 +212,14 @@ func (g *groupWindows) at(start int64) (*acc, int) {
 	return nil, i
 }
 
-// open puts a, a window starting start, at i (from at).
-func (g *groupWindows) open(a *acc, start int64, i int) {
+// openAt puts a, a window of g starting start, at i of g's (from g.at).
+func (o *Operator) openAt(g *groupWindows, a *acc, start int64, i int) {
 	a.Start = start
 	g.wins = slices.Insert(g.wins, i, a)
+	end := start + int64(o.cfg.Size)
+	o.ends[end] = append(o.ends[end], g.key)
+	o.nOpen++
+	o.nextEnd = min(o.nextEnd, end)
 }
 
 // appendKey appends group's key in open to b.
@@ -231,7 +241,7 @@ func New(cfg Config, now func() time.Time) (*Operator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	o := &Operator{cfg: cfg, now: now, open: map[string]*groupWindows{}, nextEnd: math.MaxInt64, seenEnds: map[int64][]string{}}
+	o := &Operator{cfg: cfg, now: now, open: map[string]*groupWindows{}, nextEnd: math.MaxInt64, ends: map[int64][]string{}, seenEnds: map[int64][]string{}}
 	o.st = State{Watermark: math.MinInt64, Partitions: map[int32]*Partition{}, Seen: map[string]int64{}}
 	return o, nil
 }
@@ -275,8 +285,8 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 	o.key = appendKey(o.key[:0], e.Group)
 	g := o.open[string(o.key)]
 	if g == nil {
-		g = &groupWindows{group: slices.Clone(e.Group)}
-		o.open[string(o.key)] = g
+		g = &groupWindows{key: string(o.key), group: slices.Clone(e.Group)}
+		o.open[g.key] = g
 	}
 	for start := last; start > t-size; start -= slide {
 		if start+size <= o.st.Watermark {
@@ -285,9 +295,7 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 		a, i := g.at(start)
 		if a == nil {
 			a = o.newAcc(g.group)
-			g.open(a, start, i)
-			o.nOpen++
-			o.nextEnd = min(o.nextEnd, start+size)
+			o.openAt(g, a, start, i)
 		}
 		a.add(o.cfg.Aggregates, t, o.st.Arrivals, e.Values)
 	}
@@ -433,24 +441,46 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 	var order []emitted // the windows done, to sort
 	var wins []*acc
 	size := int64(o.cfg.Size)
-	o.nextEnd = math.MaxInt64
-	for k, g := range o.open {
-		if len(g.wins) == 0 {
+	for _, k := range o.emptied {
+		if g := o.open[k]; g != nil && len(g.wins) == 0 {
 			delete(o.open, k) // no event since the emission before
-			continue
 		}
-		// A group's windows end in the order they start.
-		n := 0
-		for n < len(g.wins) && done(g.wins[n].Start+size) {
-			order = append(order, emitted{g.wins[n].Start, k, int32(len(wins))})
-			wins = append(wins, g.wins[n])
-			n++
+	}
+	o.emptied = o.emptied[:0]
+	var due []int64
+	for end := range o.ends {
+		if done(end) {
+			due = append(due, end)
 		}
-		g.wins = slices.Delete(g.wins, 0, n)
-		if len(g.wins) > 0 {
-			o.nextEnd = min(o.nextEnd, g.wins[0].Start+size)
+	}
+	for _, end := range due {
+		for _, k := range o.ends[end] {
+			g := o.open[k]
+			if g == nil {
+				continue
+			}
+			// A group's windows end in the order they start; those of
+			// other due ends go too, and their visit finds none.
+			n := 0
+			for n < len(g.wins) && done(g.wins[n].Start+size) {
+				order = append(order, emitted{g.wins[n].Start, k, int32(len(wins))})
+				wins = append(wins, g.wins[n])
+				n++
+			}
+			if n == 0 {
+				continue
+			}
+			g.wins = slices.Delete(g.wins, 0, n)
+			if len(g.wins) == 0 {
+				o.emptied = append(o.emptied, k)
+			}
+			o.nOpen -= n
 		}
-		o.nOpen -= n
+		delete(o.ends, end)
+	}
+	o.nextEnd = math.MaxInt64
+	for end := range o.ends {
+		o.nextEnd = min(o.nextEnd, end)
 	}
 	for end, keys := range o.seenEnds {
 		if done(end) {
