@@ -173,7 +173,7 @@ type Operator struct {
 	// ends are the groups with a window ending at each time (a group once
 	// for each of its windows): an emission visits the groups it emits,
 	// not every group, where the watermark lags and most are ahead of it.
-	ends map[int64][]string
+	ends  map[int64][]string
 	nOpen int    // open window-groups, over all groups
 	key   []byte // Add's scratch for a group's key
 	// seenEnds are the keys of st.Seen by the end they hold: an emission
