@@ -585,14 +585,16 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 		w := &out[bi]
 		w.last = done
 		g.Go(func() error {
-			// b.results[from:to] are windows to write in one file.
-			from, to := 0, 0
-			put := func() error {
-				if from == to {
-					return nil
+			for i := 0; i < len(b.results); {
+				j := windowEnd(b.results, i)
+				bounds := a.windowBounds(b.results[i].Start, b.results[i].End)
+				for _, r := range b.results[i:j] {
+					w.recs = append(w.recs, a.resultRecord(r, bounds))
 				}
-				res := b.results[from:to]
-				from = to
+				i = j
+			}
+			for _, run := range fileRuns(b.results, done, t == nil, fileRows) {
+				res := b.results[run[0]:run[1]]
 				df, err := a.writeFile(gctx, t, b.task, res)
 				if err != nil {
 					return err
@@ -601,26 +603,8 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 					w.files = append(w.files, df)
 				}
 				w.last = max(w.last, res[len(res)-1].Start.Unix())
-				return nil
 			}
-			for i := 0; i < len(b.results); {
-				j := windowEnd(b.results, i)
-				start, end := b.results[i].Start, b.results[i].End
-				bounds := a.windowBounds(start, end)
-				for _, r := range b.results[i:j] {
-					w.recs = append(w.recs, a.resultRecord(r, bounds))
-				}
-				switch {
-				case start.Unix() <= done: // in the table already; such windows come first
-					from, to = j, j
-				case t == nil || !sameDay(b.results[from].Start, start) || j-from > fileRows:
-					if err := put(); err != nil {
-						return err
-					}
-				}
-				to, i = j, j
-			}
-			return put()
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -649,9 +633,31 @@ func (a *Aggregator) writeWindows(ctx context.Context, batches []taskResults) ([
 	return recs, nil
 }
 
-// fileRows bounds a Parquet file's rows, as a window of more still goes
-// in one: the size of the loader's files.
+// fileRows bounds a Parquet file's rows, but for a window of more, which
+// has a file of its own: the size of the loader's files.
 const fileRows = 100_000
+
+// fileRuns splits a task's completed windows, in the order of their
+// starts, into the files they go in, as ranges of results: none for the
+// windows up to done (the task's last in the table), then a file for each
+// window if oneWindow (CSV.gz), else for each day's windows, up to
+// maxRows. Sorted by start, the windows the table holds come first.
+func fileRuns(results []window.Result, done int64, oneWindow bool, maxRows int) [][2]int {
+	var runs [][2]int
+	for i := 0; i < len(results); {
+		j := windowEnd(results, i)
+		n := len(runs)
+		switch {
+		case results[i].Start.Unix() <= done: // in the table already
+		case n > 0 && !oneWindow && sameDay(results[runs[n-1][0]].Start, results[i].Start) && j-runs[n-1][0] <= maxRows:
+			runs[n-1][1] = j
+		default:
+			runs = append(runs, [2]int{i, j})
+		}
+		i = j
+	}
+	return runs
+}
 
 // sameDay reports whether two windows' starts are of one date, the
 // table's partition.

@@ -267,9 +267,17 @@ func (r timeReader) read(f fields, names []string, at []int) (time.Time, error) 
 		}
 		b = append(b, v.s...)
 	}
+	// The time as text, made only for time.Parse and errors: one field's
+	// is its own, and b's scratch stays on the stack.
+	var s string
+	if len(names) == 1 {
+		s = f[at[0]].s
+	}
 	t, ok := r.digits.parse(b)
 	if !ok {
-		s := string(b)
+		if s == "" {
+			s = string(b)
+		}
 		var err error
 		t, err = time.Parse(r.layout, s)
 		if err != nil && r.layout == time.RFC3339Nano {
@@ -281,7 +289,10 @@ func (r timeReader) read(f fields, names []string, at []int) (time.Time, error) 
 		}
 	}
 	if t.Before(earliest) || !t.Before(latest) {
-		return time.Time{}, fmt.Errorf("time %q is outside the years %d to %d that windows hold", b, earliest.Year(), latest.Year()-1)
+		if s == "" {
+			s = string(b)
+		}
+		return time.Time{}, fmt.Errorf("time %q is outside the years %d to %d that windows hold", s, earliest.Year(), latest.Year()-1)
 	}
 	return t.UTC(), nil
 }

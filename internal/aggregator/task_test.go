@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -71,5 +72,39 @@ func TestWriteForget(t *testing.T) {
 	}
 	if len(w.batches[0].results) != 3 {
 		t.Errorf("task 2 keeps %d windows, want 3", len(w.batches[0].results))
+	}
+}
+
+// TestFileRuns: a task's windows go in a file a day, up to the row bound
+// (a window of more alone), after those the table holds; CSV.gz files hold
+// a window each.
+func TestFileRuns(t *testing.T) {
+	day := time.Date(2023, 5, 27, 0, 0, 0, 0, time.UTC)
+	// Windows of 4 hours from day's 16:00, each of two groups: 16:00 and
+	// 20:00 on the 27th, then 00:00 to 20:00 on the 28th.
+	var results []window.Result
+	for w := range 8 {
+		start := day.Add(time.Duration(16+4*w) * time.Hour)
+		for _, g := range []string{"a", "b"} {
+			results = append(results, window.Result{Group: []string{g}, Start: start, End: start.Add(4 * time.Hour)})
+		}
+	}
+	none := int64(math.MinInt64)
+	for _, c := range []struct {
+		name      string
+		done      int64
+		oneWindow bool
+		maxRows   int
+		want      [][2]int
+	}{
+		{"a file a day", none, false, 100, [][2]int{{0, 4}, {4, 16}}},
+		{"after the table's", day.Add(20 * time.Hour).Unix(), false, 100, [][2]int{{4, 16}}},
+		{"up to the bound", none, false, 4, [][2]int{{0, 4}, {4, 8}, {8, 12}, {12, 16}}},
+		{"a window over the bound alone", none, false, 1, [][2]int{{0, 2}, {2, 4}, {4, 6}, {6, 8}, {8, 10}, {10, 12}, {12, 14}, {14, 16}}},
+		{"csv.gz: a window each", day.Add(28 * time.Hour).Unix(), true, 100, [][2]int{{8, 10}, {10, 12}, {12, 14}, {14, 16}}},
+	} {
+		if diff := cmp.Diff(fileRuns(results, c.done, c.oneWindow, c.maxRows), c.want); diff != "" {
+			t.Errorf("%s (-got +want):\n%s", c.name, diff)
+		}
 	}
 }

@@ -431,8 +431,8 @@ type accBatch struct {
 }
 
 // maxFreeBatches bounds the memory kept for windows to come: 64 batches
-// of 256 windows, as many as the bundled MTA week's benchmark opens in an
-// emission.
+// of 256 windows, several times what an emission of the MTA week's
+// benchmark frees in a task.
 const maxFreeBatches = 64
 
 const accsAtOnce = 256
