@@ -10,11 +10,13 @@ import (
 type metrics struct {
 	events      *prometheus.CounterVec
 	windows     prometheus.Counter
-	checkpoints prometheus.Counter
-	forced      prometheus.Counter
-	openWindows prometheus.Gauge
-	tasks       prometheus.Gauge
-	watermark   prometheus.Gauge
+	checkpoints *prometheus.CounterVec
+	// checkpointBytes are the checkpoints' sizes, by kind as checkpoints.
+	checkpointBytes *prometheus.CounterVec
+	forced          prometheus.Counter
+	openWindows     prometheus.Gauge
+	tasks           prometheus.Gauge
+	watermark       prometheus.Gauge
 	// taskWatermark is each task's, by partition of the tasks' topic.
 	taskWatermark *prometheus.GaugeVec
 }
@@ -29,9 +31,14 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		windows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_aggregator_windows_emitted_total", ConstLabels: labels, Help: "Windows written, each with all its groups.",
 		}),
-		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sluice_aggregator_checkpoints_total", ConstLabels: labels, Help: "Checkpoints of state and offsets written.",
-		}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_aggregator_checkpoints_total", ConstLabels: labels,
+			Help: "Checkpoints of state and offsets written, by kind: whole (the state) or changes (since the checkpoint before).",
+		}, []string{"kind"}),
+		checkpointBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_aggregator_checkpoint_bytes_total", ConstLabels: labels,
+			Help: "Bytes of the checkpoints written, by kind: whole (the state) or changes (since the checkpoint before).",
+		}, []string{"kind"}),
 		forced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_aggregator_windows_forced_total", ConstLabels: labels,
 			Help: "Window-groups written before the watermark passed them, because the state limit (max_open_windows) was reached.",
@@ -55,7 +62,11 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 	for _, o := range []string{"counted", "duplicate", "late", "invalid", "skipped"} {
 		m.events.WithLabelValues(o)
 	}
-	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.forced, m.openWindows, m.tasks, m.watermark, m.taskWatermark} {
+	for _, k := range []string{"whole", "changes"} {
+		m.checkpoints.WithLabelValues(k)
+		m.checkpointBytes.WithLabelValues(k)
+	}
+	for _, c := range []prometheus.Collector{m.events, m.windows, m.checkpoints, m.checkpointBytes, m.forced, m.openWindows, m.tasks, m.watermark, m.taskWatermark} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +29,10 @@ import (
 )
 
 // checkpoint is what a task keeps in the lake: its operator's state and
-// the next offset of its partition to read.
+// the next offset of its partition to read. A task's checkpoints form a
+// chain: a base, which holds the whole state, then links, each of which
+// holds what changed since the one before (window.Operator.Changes). So a
+// checkpoint costs what changed, not every open window and dedupe key.
 type checkpoint struct {
 	checkpointHead
 	State window.State `json:"state"`
@@ -39,11 +44,54 @@ type checkpointHead struct {
 	Partition   int32  `json:"partition"`
 	Offset      int64  `json:"offset"`
 	WrittenAt   string `json:"written_at"`
+	// ID names the checkpoint. A link names its chain's Base, its place
+	// in the chain (Link, from 1), and the checkpoint it follows (After):
+	// a link that another instance wrote after the same one, as a zombie
+	// that has lost the partition would, ends the chain where it is.
+	ID    string `json:"id,omitempty"`
+	Base  string `json:"base,omitempty"`
+	Link  int    `json:"link,omitempty"`
+	After string `json:"after,omitempty"`
 }
 
-// CheckpointPath is where the task of partition p keeps its checkpoint.
+// CheckpointPath is where the task of partition p keeps its checkpoint:
+// its chain's base, with the links after it (linkPath).
 func (c *Config) CheckpointPath(p int32) string {
 	return fmt.Sprintf("_sluice/aggregator/%s/partition-%d.ckpt", c.Name, p)
+}
+
+// linkPath is where the nth link after base of partition p's chain goes:
+// listed in order after the base's path and its id.
+func (c *Config) linkPath(p int32, base string, n int) string {
+	return fmt.Sprintf("%s.%s.%06d", c.CheckpointPath(p), base, n)
+}
+
+// chain is where a task's next checkpoint goes. Sizes are in windows and
+// dedupe keys.
+type chain struct {
+	base      string // the base's id; none: the next checkpoint is a base
+	links     int    // written after the base
+	last      string // the id of the last link, or of the base
+	baseSize  int
+	linksSize int // of the links together
+}
+
+// maxLinks bounds the links after a base, and so the objects a restart
+// reads before it resumes.
+const maxLinks = 32
+
+// whole reports whether the next checkpoint is to be a base, with changed
+// windows and dedupe keys since the last: when the chain has none, is as
+// long as it may be, or its links would hold more than its base, which a
+// restart would read besides.
+func (c *chain) whole(changed int) bool {
+	return c.base == "" || c.links >= maxLinks || c.linksSize+changed > c.baseSize
+}
+
+// newCheckpointID names a checkpoint: apart from any another instance
+// names.
+func newCheckpointID() string {
+	return strconv.FormatUint(rand.Uint64(), 36)
 }
 
 // jsonCheckpointPath is where versions before the binary form kept it: a
@@ -97,6 +145,7 @@ type task struct {
 	done           []window.Result // emitted by the watermark, not yet written
 	owed           bool            // windows written with no checkpoint after them
 	lastCheckpoint time.Time
+	chain          chain
 	forced         int64
 	// legacy is the JSON checkpoint the task resumed from, removed once
 	// its successor is written, so that moving that away starts over.
@@ -285,9 +334,53 @@ func (ts *tasks) load(ctx context.Context, p int32) (*task, error) {
 	if path == ts.cfg.jsonCheckpointPath(p) {
 		t.legacy = path
 	}
-	ts.logger.Info("task resumed from its checkpoint", "partition", p, "offset", t.next,
+	links := 0
+	if cp.ID != "" {
+		if t.next, links, err = ts.follow(ctx, p, op, cp); err != nil {
+			return nil, err
+		}
+	}
+	ts.logger.Info("task resumed from its checkpoint", "partition", p, "offset", t.next, "links", links,
 		"watermark", op.Watermark(), "open_windows", op.Open())
 	return t, nil
+}
+
+// follow applies to op, restored from the base, the links of its chain
+// in order, and returns the offset and number of the last. A missing,
+// unreadable or foreign link ends the chain: resuming from the link
+// before it reads more input again, and the table skips the windows it
+// holds. The task's next checkpoint is a base in any case, and starts a
+// chain of its own.
+func (ts *tasks) follow(ctx context.Context, p int32, op *window.Operator, base checkpoint) (int64, int, error) {
+	objs, err := ts.store.List(ctx, ts.cfg.CheckpointPath(p)+"."+base.ID+".")
+	if err != nil {
+		return 0, 0, fmt.Errorf("list the checkpoints after %s: %w", ts.cfg.CheckpointPath(p), err)
+	}
+	offset, last := base.Offset, base.ID
+	for i, o := range objs {
+		n := i + 1
+		if o.Path != ts.cfg.linkPath(p, base.ID, n) {
+			ts.logger.Warn("checkpoint chain has a gap: resuming from the link before", "partition", p, "missing", ts.cfg.linkPath(p, base.ID, n))
+			return offset, i, nil
+		}
+		b, err := ts.store.ReadObject(ctx, o.Path)
+		if err != nil {
+			return 0, 0, fmt.Errorf("read checkpoint %s: %w", o.Path, err)
+		}
+		cp, err := decode(b)
+		if err == nil && (cp.Topic != ts.topic || cp.Partition != p || cp.Base != base.ID || cp.Link != n || cp.After != last) {
+			err = fmt.Errorf("it is not link %d of the chain, after %s: another instance may have written it", n, last)
+		}
+		if err == nil {
+			err = op.Apply(cp.State)
+		}
+		if err != nil {
+			ts.logger.Warn("checkpoint chain ends at an unusable link: resuming from the link before", "partition", p, "link", o.Path, "err", err)
+			return offset, i, nil
+		}
+		offset, last = cp.Offset, cp.ID
+	}
+	return offset, len(objs), nil
 }
 
 // expect names the partitions whose events reach t: every input
@@ -529,8 +622,19 @@ func (ts *tasks) take(tasks []*task, final bool) *write {
 		if !due {
 			continue
 		}
-		w.checkpoints = append(w.checkpoints, taskCheckpoint{checkpoint{checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
-			Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano)}, t.op.Snapshot()}, t.legacy})
+		cp := checkpoint{checkpointHead: checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
+			Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano), ID: newCheckpointID()}}
+		if c := &t.chain; c.whole(t.op.Changed()) {
+			cp.State = t.op.Snapshot()
+			*c = chain{base: cp.ID, last: cp.ID, baseSize: len(cp.State.Windows) + len(cp.State.Seen)}
+		} else {
+			cp.State = t.op.Changes()
+			c.links++
+			cp.Base, cp.Link, cp.After = c.base, c.links, c.last
+			c.last = cp.ID
+			c.linksSize += len(cp.State.Windows) + len(cp.State.Seen)
+		}
+		w.checkpoints = append(w.checkpoints, taskCheckpoint{cp, t.legacy})
 		w.commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
 		t.legacy, t.dirty, t.owed, t.lastCheckpoint = "", false, false, now
 	}
@@ -663,8 +767,31 @@ func (ts *tasks) checkpoint(ctx context.Context, c *taskCheckpoint) error {
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(c.cp.Partition), b); err != nil {
+	p := c.cp.Partition
+	if c.cp.Base != "" {
+		if err := lake.PutBytes(ctx, ts.store, ts.cfg.linkPath(p, c.cp.Base, c.cp.Link), b); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		ts.metrics.checkpoints.WithLabelValues("changes").Inc()
+		ts.metrics.checkpointBytes.WithLabelValues("changes").Add(float64(len(b)))
+		return nil
+	}
+	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(p), b); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
+	}
+	// The links of the chains before are of no use once the base is
+	// written; a crash before they are removed leaves them to the next.
+	links, err := ts.store.List(ctx, ts.cfg.CheckpointPath(p)+".")
+	if err != nil {
+		return fmt.Errorf("list the checkpoints before %s: %w", ts.cfg.CheckpointPath(p), err)
+	}
+	for _, o := range links {
+		if strings.HasPrefix(o.Path, ts.cfg.CheckpointPath(p)+"."+c.cp.ID+".") {
+			continue
+		}
+		if err := ts.store.Delete(ctx, o.Path); err != nil {
+			return fmt.Errorf("remove the checkpoint %s, before %s: %w", o.Path, ts.cfg.CheckpointPath(p), err)
+		}
 	}
 	if c.legacy != "" {
 		if err := ts.store.Delete(ctx, c.legacy); err != nil {
@@ -672,7 +799,8 @@ func (ts *tasks) checkpoint(ctx context.Context, c *taskCheckpoint) error {
 		}
 		c.legacy = ""
 	}
-	ts.metrics.checkpoints.Inc()
+	ts.metrics.checkpoints.WithLabelValues("whole").Inc()
+	ts.metrics.checkpointBytes.WithLabelValues("whole").Add(float64(len(b)))
 	return nil
 }
 

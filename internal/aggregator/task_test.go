@@ -1,13 +1,18 @@
 package aggregator
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/internal/lake"
 	"github.com/sluicehq/sluice/internal/window"
 )
 
@@ -106,5 +111,132 @@ func TestFileRuns(t *testing.T) {
 		if diff := cmp.Diff(fileRuns(results, c.done, c.oneWindow, c.maxRows), c.want); diff != "" {
 			t.Errorf("%s (-got +want):\n%s", c.name, diff)
 		}
+	}
+}
+
+// TestCheckpointChain: a task's checkpoints are a base and links of what
+// changed since, and a task loaded from them has the state and offset of
+// the last; a link that does not follow the one before (one written by
+// another instance after the same one) or a gap ends the chain there. The
+// next base removes the links of the chains before it.
+func TestCheckpointChain(t *testing.T) {
+	e := newEnv(t, 1)
+	cfg := mtaConfig()
+	newTasks := func() *tasks {
+		a, err := New(cfg, e.cc, e.prod, e.store, e.cats[e.store], testLogger(t), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tasks{Aggregator: a, topic: "mta-turnstile", inputs: 1, m: map[int32]*task{}}
+	}
+	ts := newTasks()
+	tk, err := ts.load(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := mtaLines(t)
+	next := 0
+	// checkpoint counts n more lines in the task and writes its checkpoint.
+	checkpoint := func(n int) checkpointHead {
+		for ; n > 0 && next < len(lines); n-- {
+			ts.add(tk, &kgo.Record{Topic: "mta-turnstile", Offset: int64(next), Value: lines[next]})
+			next++
+		}
+		tk.done = nil // the windows' files are not this test's
+		w := ts.take([]*task{tk}, true)
+		if err := w.run(t.Context(), ts); err != nil {
+			t.Fatal(err)
+		}
+		return w.checkpoints[0].cp.checkpointHead
+	}
+	links := func() []string {
+		objs, err := e.store.List(t.Context(), cfg.CheckpointPath(0)+".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var paths []string
+		for _, o := range objs {
+			paths = append(paths, strings.TrimPrefix(o.Path, cfg.CheckpointPath(0)))
+		}
+		return paths
+	}
+	loaded := func() *task {
+		lt, err := newTasks().load(t.Context(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lt
+	}
+
+	// A base of two days, then links of a few readings each.
+	first := checkpoint(2000)
+	var heads []checkpointHead
+	for range 5 {
+		heads = append(heads, checkpoint(10))
+	}
+	if first.Base != "" {
+		t.Fatalf("the first checkpoint is link %d of %s, want a base", first.Link, first.Base)
+	}
+	var want []string
+	for i, h := range heads {
+		want = append(want, fmt.Sprintf(".%s.%06d", first.ID, i+1))
+		if h.Base != first.ID || h.Link != i+1 {
+			t.Fatalf("checkpoint %d after the base is link %d of %q, want link %d of %s", i+1, h.Link, h.Base, i+1, first.ID)
+		}
+	}
+	if diff := cmp.Diff(links(), want); diff != "" {
+		t.Fatalf("links (-got +want):\n%s", diff)
+	}
+
+	lt := loaded()
+	if lt.next != tk.next {
+		t.Errorf("loaded from the chain at offset %d, want the last link's %d", lt.next, tk.next)
+	}
+	if diff := cmp.Diff(lt.op.Snapshot(), tk.op.Snapshot(), cmpopts.IgnoreFields(window.Partition{}, "LastSeen", "Idle")); diff != "" {
+		t.Errorf("state loaded from the chain (-got +want):\n%s", diff)
+	}
+
+	// Another instance's link after link 4: the chain ends at 4.
+	b, err := e.store.ReadObject(t.Context(), cfg.linkPath(0, first.ID, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign.After = "another"
+	if b, err = encode(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := lake.PutBytes(t.Context(), e.store, cfg.linkPath(0, first.ID, 5), b); err != nil {
+		t.Fatal(err)
+	}
+	if got := loaded().next; got != heads[3].Offset {
+		t.Errorf("with a foreign link 5: loaded at offset %d, want link 4's %d", got, heads[3].Offset)
+	}
+	// A gap after link 2: the chain ends at 2.
+	if err := e.store.Delete(t.Context(), cfg.linkPath(0, first.ID, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if got := loaded().next; got != heads[1].Offset {
+		t.Errorf("with link 3 missing: loaded at offset %d, want link 2's %d", got, heads[1].Offset)
+	}
+
+	// A task loaded starts a chain of its own, whose base removes the
+	// links before.
+	tk = loaded()
+	next = int(tk.next)
+	if h := checkpoint(10); h.Base != "" {
+		t.Errorf("the first checkpoint after a load is link %d of %s, want a base", h.Link, h.Base)
+	}
+	if got := links(); len(got) > 0 {
+		t.Errorf("links left after a new base: %q", got)
+	}
+	for range maxLinks + 1 {
+		checkpoint(1)
+	}
+	if got := len(links()); got > maxLinks {
+		t.Errorf("%d links after a base, want at most %d", got, maxLinks)
 	}
 }

@@ -56,10 +56,12 @@ type AggState struct {
 	LastSeq  int64   `json:"last_seq"`
 }
 
-// acc is an open window, in the batch it was made in (nil: alone).
+// acc is an open window, in the batch it was made in (nil: alone);
+// logged when it is in the operator's changed windows.
 type acc struct {
 	WindowState
-	batch *accBatch
+	batch  *accBatch
+	logged bool
 }
 
 func (a *acc) add(aggs []Aggregate, t, seq int64, values []float64) {
@@ -131,11 +133,7 @@ func (a *acc) result(aggs []Aggregate, start, size int64, values []float64) Resu
 // the same input gives the same checkpoint.
 func (o *Operator) Snapshot() State {
 	st := State{Watermark: o.st.Watermark, Arrivals: o.st.Arrivals,
-		Partitions: map[int32]*Partition{}, Seen: maps.Clone(o.st.Seen)}
-	for id, p := range o.st.Partitions {
-		c := *p
-		st.Partitions[id] = &c
-	}
+		Partitions: o.partitions(), Seen: maps.Clone(o.st.Seen)}
 	// By start, then group, as emit orders its results and for the same
 	// reason: by integers and keys, not by the groups' values.
 	order := make([]emitted, 0, o.nOpen)
@@ -155,12 +153,119 @@ func (o *Operator) Snapshot() State {
 		st.Windows[i] = a.WindowState
 		st.Windows[i].Aggs = slices.Clone(a.Aggs)
 	}
+	o.forgetChanges()
 	return st
 }
 
-// Restore replaces the operator's state with st. Partitions count as seen
-// now: the time the process was down is not idleness.
-func (o *Operator) Restore(st State) error {
+// Changes returns what changed since the last Changes, Snapshot or
+// Restore, as a State for Apply: the watermark, arrivals and partitions
+// whole, the windows opened or counted in since and still open, and the
+// dedupe keys added since and still held. What the watermark has passed
+// since is not there: Apply drops it, as emission did. So a checkpoint
+// of the changes costs what changed, where a Snapshot costs every open
+// window and key, however few took an event since.
+func (o *Operator) Changes() State {
+	st := State{Watermark: o.st.Watermark, Arrivals: o.st.Arrivals, Partitions: o.partitions()}
+	size := int64(o.cfg.Size)
+	n := 0
+	for _, a := range o.changed {
+		if a.logged && a.Start+size > o.st.Watermark {
+			n++
+		}
+	}
+	st.Windows = make([]WindowState, 0, n)
+	aggs := make([]AggState, 0, n*len(o.cfg.Aggregates))
+	for _, a := range o.changed {
+		// An emitted window's batch may since hold another, logged
+		// again; the flag lists each once.
+		if !a.logged || a.Start+size <= o.st.Watermark {
+			a.logged = false
+			continue
+		}
+		a.logged = false
+		w := a.WindowState
+		aggs = append(aggs, a.Aggs...)
+		w.Aggs = aggs[len(aggs)-len(a.Aggs) : len(aggs) : len(aggs)]
+		st.Windows = append(st.Windows, w)
+	}
+	clear(o.changed) // so as not to keep the windows emitted since alive
+	o.changed = o.changed[:0]
+	for _, k := range o.added {
+		if end, held := o.st.Seen[k]; held {
+			if st.Seen == nil {
+				st.Seen = map[string]int64{}
+			}
+			st.Seen[k] = end
+		}
+	}
+	clear(o.added)
+	o.added = o.added[:0]
+	return st
+}
+
+// Changed is at most how many windows and dedupe keys Changes would
+// return now: enough to choose between it and a Snapshot.
+func (o *Operator) Changed() int { return len(o.changed) + len(o.added) }
+
+// compactChanged drops from the changed windows those emitted, and
+// those listed twice (a window emitted, and its place in a batch used
+// again): where the state is taken seldom, the list would grow with
+// every window ever opened.
+func (o *Operator) compactChanged() {
+	size := int64(o.cfg.Size)
+	kept := o.changed[:0]
+	for _, a := range o.changed {
+		if a.logged && a.Start+size > o.st.Watermark {
+			a.logged = false // until the end: a second listing is not kept
+			kept = append(kept, a)
+			continue
+		}
+		a.logged = false
+	}
+	for _, a := range kept {
+		a.logged = true
+	}
+	clear(o.changed[len(kept):])
+	o.changed = kept
+}
+
+// compactAdded drops from the added dedupe keys those no longer held,
+// and those listed twice, for the same reason.
+func (o *Operator) compactAdded() {
+	o.added = slices.DeleteFunc(o.added, func(k string) bool {
+		_, held := o.st.Seen[k]
+		return !held
+	})
+	slices.Sort(o.added)
+	o.added = slices.Compact(o.added)
+}
+
+// forgetChanges starts the record of changes over.
+func (o *Operator) forgetChanges() {
+	for _, a := range o.changed {
+		a.logged = false
+	}
+	clear(o.changed)
+	clear(o.added)
+	o.changed, o.added = o.changed[:0], o.added[:0]
+}
+
+func (o *Operator) partitions() map[int32]*Partition {
+	ps := make(map[int32]*Partition, len(o.st.Partitions))
+	for id, p := range o.st.Partitions {
+		c := *p
+		ps[id] = &c
+	}
+	return ps
+}
+
+// check reports what in st this operator's configuration cannot hold.
+func (o *Operator) check(st State) error {
+	for id, p := range st.Partitions {
+		if p == nil {
+			return fmt.Errorf("checkpoint partition %d has no state", id)
+		}
+	}
 	for i, w := range st.Windows {
 		if len(w.Aggs) != len(o.cfg.Aggregates) {
 			return fmt.Errorf("checkpoint window %d has %d aggregates, the configuration %d: was the aggregation changed? start it with a new name",
@@ -171,14 +276,23 @@ func (o *Operator) Restore(st State) error {
 				i, len(w.Group), len(o.cfg.GroupBy))
 		}
 	}
+	return nil
+}
+
+// Restore replaces the operator's state with st, from a Snapshot.
+// Partitions count as seen now: the time the process was down is not
+// idleness.
+func (o *Operator) Restore(st State) error {
+	if err := o.check(st); err != nil {
+		return err
+	}
 	o.open, o.emptied, o.ends, o.nOpen, o.nextEnd = map[string]*groupWindows{}, nil, map[int64][]string{}, 0, math.MaxInt64
+	o.changed, o.added = nil, nil
 	for i, w := range st.Windows {
-		a := acc{WindowState: w}
-		a.Aggs = slices.Clone(w.Aggs)
 		k := string(appendKey(nil, w.Group))
 		g := o.open[k]
 		if g == nil {
-			g = &groupWindows{key: k, group: a.Group}
+			g = &groupWindows{key: k, group: w.Group}
 			o.open[k] = g
 		}
 		open, at := g.at(w.Start)
@@ -186,23 +300,77 @@ func (o *Operator) Restore(st State) error {
 			o.open, o.ends, o.nOpen, o.nextEnd = map[string]*groupWindows{}, map[int64][]string{}, 0, math.MaxInt64
 			return fmt.Errorf("checkpoint window %d: group %q has two windows starting %d", i, w.Group, w.Start)
 		}
-		o.openAt(g, &a, w.Start, at)
+		a := &acc{WindowState: w}
+		a.Group, a.Aggs = g.group, slices.Clone(w.Aggs)
+		o.openAt(g, a, w.Start, at)
 	}
-	now := o.now().UnixNano()
-	o.st = State{Watermark: st.Watermark, Arrivals: st.Arrivals, Partitions: map[int32]*Partition{}, Seen: maps.Clone(st.Seen)}
-	if o.st.Seen == nil {
-		o.st.Seen = map[string]int64{}
-	}
+	o.st = State{Watermark: st.Watermark, Arrivals: st.Arrivals, Seen: map[string]int64{}}
 	o.seenEnds = map[int64][]string{}
-	for k, end := range o.st.Seen {
-		o.seenEnds[end] = append(o.seenEnds[end], k)
+	o.restorePartitions(st.Partitions)
+	o.hold(st.Seen)
+	return nil
+}
+
+// Apply brings the state to the one that st, from Changes, was taken
+// of: its windows replace the open ones of their group and start, or
+// open; its dedupe keys are added; and what its watermark has passed is
+// dropped first, as emission dropped it. Nothing changes when st does not fit
+// the configuration.
+func (o *Operator) Apply(st State) error {
+	if err := o.check(st); err != nil {
+		return err
 	}
-	for id, p := range st.Partitions {
+	if st.Watermark < o.st.Watermark {
+		return fmt.Errorf("checkpoint changes: watermark %d is before the state's %d", st.Watermark, o.st.Watermark)
+	}
+	o.forgetChanges()
+	// What the watermark passed goes first, as emission took it before
+	// the changes after it: a dedupe key it drops may be held again.
+	o.st.Watermark, o.st.Arrivals = st.Watermark, st.Arrivals
+	wm := o.st.Watermark
+	o.emit(func(end int64) bool { return end <= wm })
+	for _, w := range st.Windows {
+		o.key = appendKey(o.key[:0], w.Group)
+		g := o.open[string(o.key)]
+		if g == nil {
+			g = &groupWindows{key: string(o.key), group: slices.Clone(w.Group)}
+			o.open[g.key] = g
+		}
+		a, i := g.at(w.Start)
+		if a != nil {
+			a.Count = w.Count
+			copy(a.Aggs, w.Aggs)
+			continue
+		}
+		a = &acc{WindowState: w}
+		a.Group, a.Aggs = g.group, slices.Clone(w.Aggs)
+		o.openAt(g, a, w.Start, i)
+	}
+	o.restorePartitions(st.Partitions)
+	o.hold(st.Seen)
+	return nil
+}
+
+// restorePartitions takes ps as the partitions' state, each seen now.
+func (o *Operator) restorePartitions(ps map[int32]*Partition) {
+	now := o.now().UnixNano()
+	o.st.Partitions = make(map[int32]*Partition, len(ps))
+	for id, p := range ps {
 		c := *p
 		c.LastSeen, c.Idle = now, false
 		o.st.Partitions[id] = &c
 	}
-	return nil
+}
+
+// hold adds dedupe keys and the ends they hold to.
+func (o *Operator) hold(seen map[string]int64) {
+	for k, end := range seen {
+		if _, held := o.st.Seen[k]; held {
+			continue
+		}
+		o.st.Seen[k] = end
+		o.seenEnds[end] = append(o.seenEnds[end], k)
+	}
 }
 
 // MarshalJSON writes st as encoding/json would from its field tags, but

@@ -187,6 +187,10 @@ type Operator struct {
 	// with nearly every event, and only passing this is worth a scan.
 	nextEnd int64
 	forced  int64 // windows written early by MaxOpen
+	// changed are the windows opened or counted in, added the dedupe
+	// keys held, since the state was last taken (Changes).
+	changed []*acc
+	added   []string
 	// began is the wall clock of the first event (or watermark) this
 	// operator saw: idleness counts from when input began, not from when
 	// the aggregator started or a partition was last seen before a
@@ -280,6 +284,10 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 		}
 		o.st.Seen[e.DedupeKey] = last + size
 		o.seenEnds[last+size] = append(o.seenEnds[last+size], e.DedupeKey)
+		o.added = append(o.added, e.DedupeKey)
+		if len(o.added) > 2*len(o.st.Seen)+accsAtOnce {
+			o.compactAdded()
+		}
 	}
 	o.st.Arrivals++
 	o.key = appendKey(o.key[:0], e.Group)
@@ -298,6 +306,13 @@ func (o *Operator) Add(e Event) (Outcome, Result) {
 			o.openAt(g, a, start, i)
 		}
 		a.add(o.cfg.Aggregates, t, o.st.Arrivals, e.Values)
+		if !a.logged {
+			a.logged = true
+			o.changed = append(o.changed, a)
+			if len(o.changed) > 2*o.nOpen+accsAtOnce {
+				o.compactChanged()
+			}
+		}
 	}
 	return Counted, Result{}
 }

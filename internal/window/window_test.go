@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -395,6 +397,123 @@ func TestCheckpointResumes(t *testing.T) {
 	}
 }
 
+// TestChangesRebuildTheState takes the state of an operator now whole
+// (Snapshot), now as its changes (Changes), each through the binary
+// form, and rebuilds it on another operator as a restart would: Restore
+// the last whole state, then Apply each change after it. At every step the
+// rebuilt state is that of an operator that took none, and one rebuilt
+// halfway emits what the first does. Many groups, so that windows are
+// made again in batches; dedupe keys; sliding windows; a state limit,
+// whose early emissions drop windows and keys too; and states taken
+// seldom, whose record of changes is compacted meanwhile.
+func TestChangesRebuildTheState(t *testing.T) {
+	aggs := []Aggregate{{Count, "", "n"}, {Sum, "x", "sum"}, {First, "x", "first"}, {Last, "x", "last"}}
+	for _, cfg := range []Config{
+		{Size: 10 * time.Minute, Delay: 2 * time.Minute, GroupBy: []string{"g"}, Aggregates: aggs, Dedupe: []string{"id"}},
+		{Size: 10 * time.Minute, Slide: 5 * time.Minute, Delay: time.Minute, GroupBy: []string{"g"}, Aggregates: aggs, Dedupe: []string{"id"}, MaxOpen: 700},
+	} {
+		t.Run(fmt.Sprintf("slide=%v,max=%d", cfg.Slide, cfg.MaxOpen), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, 8))
+			var events []Event
+			for i := range 20_000 {
+				e := ev(float64(i)*0.01, fmt.Sprint(rng.IntN(500)), 0, float64(i), float64(i), float64(i))
+				e.DedupeKey = fmt.Sprint(rng.IntN(5000))
+				events = append(events, e)
+			}
+			events = shuffleWithin(rng, events, time.Minute)
+			want := rows(run(newOp(t, cfg), events))
+
+			live, ref := newOp(t, cfg), newOp(t, cfg)
+			var replica, half *Operator
+			var got []Result
+			wholes, changes := 0, 0
+			for i := 0; i < len(events); {
+				n := 1 + rng.IntN(400)
+				if rng.IntN(8) == 0 {
+					n = 5000 // a state taken seldom: its record of changes is compacted
+				}
+				n = min(n, len(events)-i)
+				got = append(got, run(live, events[i:i+n])...)
+				run(ref, events[i:i+n])
+				i += n
+				if len(live.changed) > 2*live.Open()+accsAtOnce || len(live.added) > 2*len(live.st.Seen)+accsAtOnce {
+					t.Fatalf("after event %d: %d changed windows of %d open, %d added keys of %d held: want at most twice, and a batch",
+						i, len(live.changed), live.Open(), len(live.added), len(live.st.Seen))
+				}
+				whole := replica == nil || rng.IntN(5) == 0
+				var st State
+				if whole {
+					st, wholes = live.Snapshot(), wholes+1
+				} else {
+					st, changes = live.Changes(), changes+1
+				}
+				b, err := st.AppendBinary(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.UnmarshalBinary(b); err != nil {
+					t.Fatal(err)
+				}
+				if whole {
+					replica = newOp(t, cfg)
+					err = replica.Restore(st)
+				} else {
+					err = replica.Apply(st)
+				}
+				if err != nil {
+					t.Fatalf("after event %d: %v", i, err)
+				}
+				// cmp.Diff only to say how they differ: it took most of the test's time.
+				if rebuilt, taken := withoutClock(replica.Snapshot()), withoutClock(ref.Snapshot()); !reflect.DeepEqual(rebuilt, taken) {
+					diff := cmp.Diff(rebuilt, taken)
+					t.Fatalf("after event %d, rebuilt from %d whole states and %d changes: state differs (-rebuilt +taken whole):\n%s", i, wholes, changes, diff)
+				}
+				if half == nil && i >= len(events)/2 && !whole {
+					half, replica = replica, nil // the next state is taken whole
+					got = append(got, run(half, events[i:])...)
+					if diff := cmp.Diff(rows(got), want); diff != "" {
+						t.Errorf("rebuilt after event %d and run on: results differ (-got +want):\n%s", i, diff)
+					}
+				}
+			}
+			if changes < 20 || half == nil {
+				t.Errorf("%d changes taken, half rebuilt %v: want many, to check", changes, half != nil)
+			}
+		})
+	}
+}
+
+// withoutClock is st without the wall clock's marks, which a restore
+// sets to its own time.
+func withoutClock(st State) State {
+	for _, p := range st.Partitions {
+		p.LastSeen, p.Idle = 0, false
+	}
+	return st
+}
+
+// TestApplyRefusesAnEarlierWatermark: changes are applied in the order
+// taken; one from before the state is refused, and changes nothing.
+func TestApplyRefusesAnEarlierWatermark(t *testing.T) {
+	cfg := Config{Size: 10 * time.Minute, GroupBy: []string{"g"}, Aggregates: []Aggregate{{Count, "", "n"}}}
+	o := newOp(t, cfg)
+	run(o, []Event{ev(1, "a"), ev(2, "b")})
+	early := o.Changes()
+	run(o, []Event{ev(25, "a")})
+	before := o.Snapshot()
+	if err := o.Apply(early); err == nil {
+		t.Error("changes with an earlier watermark: got no error")
+	}
+	if diff := cmp.Diff(o.Snapshot(), before); diff != "" {
+		t.Errorf("a refused Apply changed the state (-got +want):\n%s", diff)
+	}
+	bad := o.Changes()
+	bad.Windows = []WindowState{{Start: 0, Group: []string{"a", "extra"}, Aggs: []AggState{{}}}}
+	if err := o.Apply(bad); err == nil {
+		t.Error("changes with another group's shape: got no error")
+	}
+}
+
 func TestRestoreRefusesAnotherConfiguration(t *testing.T) {
 	a := newOp(t, Config{Size: time.Minute, Aggregates: []Aggregate{{Count, "", "n"}}})
 	a.Add(ev(0, "g"))
@@ -475,6 +594,57 @@ func BenchmarkAdd(b *testing.B) {
 
 // TestStateLimit: past MaxOpen window-groups the earliest window is
 // written early, and an event due for it afterwards is late, not lost.
+// BenchmarkCheckpoint takes the state of an operator holding 100,000
+// open windows and dedupe keys, in its binary form, after each 1,000
+// events: whole (Snapshot, the baseline, and what each checkpoint was
+// before there were links) and as its changes (Changes, a link). Both
+// count the same events; the difference is the checkpoint's.
+func BenchmarkCheckpoint(b *testing.B) {
+	const groups, between = 100_000, 1000
+	for _, kind := range []string{"whole", "changes"} {
+		b.Run(kind, func(b *testing.B) {
+			o, err := New(Config{Size: 24 * time.Hour, Delay: time.Hour, GroupBy: []string{"turnstile"}, Dedupe: []string{"id"},
+				Aggregates: []Aggregate{{Sum, "entries", "entries"}, {Delta, "entries", "entries_delta"}}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys := make([][]string, groups)
+			for i := range keys {
+				keys[i] = []string{fmt.Sprint(i)}
+			}
+			values := []float64{1, 1}
+			i := 0
+			add := func() {
+				// A millisecond apart: the day's window stays open.
+				o.Add(Event{Time: t0.Add(time.Duration(i) * time.Millisecond), Group: keys[i%groups], Values: values, DedupeKey: strconv.Itoa(i)})
+				o.Advance()
+				i++
+			}
+			for range groups {
+				add()
+			}
+			o.Snapshot()
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				for range between {
+					add()
+				}
+				var st State
+				if kind == "whole" {
+					st = o.Snapshot()
+				} else {
+					st = o.Changes()
+				}
+				if buf, err = st.AppendBinary(buf[:0]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(buf)), "B/checkpoint")
+		})
+	}
+}
+
 func TestStateLimit(t *testing.T) {
 	o := newOp(t, Config{Size: 10 * time.Minute, Delay: time.Hour, MaxOpen: 4, Aggregates: []Aggregate{{Count, "", "n"}}})
 	var got []Result
