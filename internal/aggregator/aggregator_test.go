@@ -456,6 +456,48 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 	if diff := cmp.Diff(e.lakeRows(t, e.store), want); diff != "" {
 		t.Errorf("lake rows (-got +want):\n%s", diff)
 	}
+	if diff := cmp.Diff(e.resultRows(t, "sluice.agg.turnstile_4h", len(want)), want); diff != "" {
+		t.Errorf("results topic (-got +want):\n%s", diff)
+	}
+}
+
+// resultRows reads n records of the results topic, as rowString writes
+// them, sorted; each record's key is its window's start and its group.
+func (e *env) resultRows(t *testing.T, topic string, n int) []string {
+	t.Helper()
+	cl, err := bus.NewClient(e.cc, testLogger(t), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []string
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for len(got) < n && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			d := json.NewDecoder(bytes.NewReader(r.Value))
+			d.UseNumber()
+			var row map[string]any
+			if err := d.Decode(&row); err != nil {
+				t.Fatalf("result %s: %v", r.Value, err)
+			}
+			start, err := time.Parse(time.RFC3339, fmt.Sprint(row["window_start"]))
+			if err != nil {
+				t.Fatalf("result %s: window_start: %v", r.Value, err)
+			}
+			row["window_start"] = start
+			key := start.Format(time.RFC3339)
+			for _, g := range mtaConfig().GroupBy {
+				key += "|" + fmt.Sprint(row[g])
+			}
+			if string(r.Key) != key {
+				t.Errorf("result %s has the key %q, want %q", r.Value, r.Key, key)
+			}
+			got = append(got, rowString(row))
+		})
+	}
+	slices.Sort(got)
+	return got
 }
 
 // flakyStorage fails every write after the first ok ones, as a process
