@@ -597,11 +597,13 @@ type write struct {
 	err         error                     // run's, once done is closed
 }
 
-// taskCheckpoint is a task's checkpoint as taken, and the checkpoint of
-// an earlier version that it replaces.
+// taskCheckpoint is a task's checkpoint as taken, the checkpoint of an
+// earlier version that it replaces, and whether links may be left before
+// it (a base's: to remove once it is written).
 type taskCheckpoint struct {
 	cp     checkpoint
 	legacy string
+	prune  bool
 }
 
 // take moves what the tasks have to write into a write. Its checkpoints
@@ -624,7 +626,11 @@ func (ts *tasks) take(tasks []*task, final bool) *write {
 		}
 		cp := checkpoint{checkpointHead: checkpointHead{Aggregation: ts.cfg.Name, Topic: ts.topic,
 			Partition: t.partition, Offset: t.next, WrittenAt: now.UTC().Format(time.RFC3339Nano), ID: newCheckpointID()}}
+		prune := false
 		if c := &t.chain; c.whole(t.op.Changed()) {
+			// Links before it are the last chain's, or a run's before
+			// the task was loaded.
+			prune = c.base == "" || c.links > 0
 			cp.State = t.op.Snapshot()
 			*c = chain{base: cp.ID, last: cp.ID, baseSize: len(cp.State.Windows) + len(cp.State.Seen)}
 		} else {
@@ -634,7 +640,7 @@ func (ts *tasks) take(tasks []*task, final bool) *write {
 			c.last = cp.ID
 			c.linksSize += len(cp.State.Windows) + len(cp.State.Seen)
 		}
-		w.checkpoints = append(w.checkpoints, taskCheckpoint{cp, t.legacy})
+		w.checkpoints = append(w.checkpoints, taskCheckpoint{cp, t.legacy, prune})
 		w.commit[t.partition] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
 		t.legacy, t.dirty, t.owed, t.lastCheckpoint = "", false, false, now
 	}
@@ -779,19 +785,23 @@ func (ts *tasks) checkpoint(ctx context.Context, c *taskCheckpoint) error {
 	if err := lake.PutBytes(ctx, ts.store, ts.cfg.CheckpointPath(p), b); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	// The links of the chains before are of no use once the base is
-	// written; a crash before they are removed leaves them to the next.
-	links, err := ts.store.List(ctx, ts.cfg.CheckpointPath(p)+".")
-	if err != nil {
-		return fmt.Errorf("list the checkpoints before %s: %w", ts.cfg.CheckpointPath(p), err)
-	}
-	for _, o := range links {
-		if strings.HasPrefix(o.Path, ts.cfg.CheckpointPath(p)+"."+c.cp.ID+".") {
-			continue
+	if c.prune {
+		// The links of the chains before are of no use once the base is
+		// written; a crash before they are removed leaves them to the
+		// first base after the restart.
+		links, err := ts.store.List(ctx, ts.cfg.CheckpointPath(p)+".")
+		if err != nil {
+			return fmt.Errorf("list the checkpoints before %s: %w", ts.cfg.CheckpointPath(p), err)
 		}
-		if err := ts.store.Delete(ctx, o.Path); err != nil {
-			return fmt.Errorf("remove the checkpoint %s, before %s: %w", o.Path, ts.cfg.CheckpointPath(p), err)
+		for _, o := range links {
+			if strings.HasPrefix(o.Path, ts.cfg.CheckpointPath(p)+"."+c.cp.ID+".") {
+				continue
+			}
+			if err := ts.store.Delete(ctx, o.Path); err != nil {
+				return fmt.Errorf("remove the checkpoint %s, before %s: %w", o.Path, ts.cfg.CheckpointPath(p), err)
+			}
 		}
+		c.prune = false
 	}
 	if c.legacy != "" {
 		if err := ts.store.Delete(ctx, c.legacy); err != nil {

@@ -233,10 +233,16 @@ func TestCheckpointChain(t *testing.T) {
 	if got := links(); len(got) > 0 {
 		t.Errorf("links left after a new base: %q", got)
 	}
-	for range maxLinks + 1 {
+	for range maxLinks {
 		checkpoint(1)
 	}
-	if got := len(links()); got > maxLinks {
-		t.Errorf("%d links after a base, want at most %d", got, maxLinks)
+	if got := len(links()); got != maxLinks {
+		t.Errorf("%d links after a base, want %d", got, maxLinks)
+	}
+	if h := checkpoint(1); h.Base != "" {
+		t.Errorf("the checkpoint after %d links is link %d of %s, want a base", maxLinks, h.Link, h.Base)
+	}
+	if got := links(); len(got) > 0 {
+		t.Errorf("links left after the base that follows the longest chain: %q", got)
 	}
 }
