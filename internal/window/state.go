@@ -230,14 +230,17 @@ func (o *Operator) compactChanged() {
 }
 
 // compactAdded drops from the added dedupe keys those no longer held,
-// and those listed twice, for the same reason.
+// for the same reason; and those listed twice (forgotten by an emission,
+// and held again), when that is not enough.
 func (o *Operator) compactAdded() {
 	o.added = slices.DeleteFunc(o.added, func(k string) bool {
 		_, held := o.st.Seen[k]
 		return !held
 	})
-	slices.Sort(o.added)
-	o.added = slices.Compact(o.added)
+	if len(o.added) > len(o.st.Seen)+accsAtOnce {
+		slices.Sort(o.added)
+		o.added = slices.Compact(o.added)
+	}
 }
 
 // forgetChanges starts the record of changes over.
