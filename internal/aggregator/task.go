@@ -143,6 +143,7 @@ type task struct {
 	dirty          bool  // records taken since the last checkpoint
 	dead           []*kgo.Record
 	done           []window.Result // emitted by the watermark, not yet written
+	took           int             // results the last write took (room)
 	owed           bool            // windows written with no checkpoint after them
 	lastCheckpoint time.Time
 	chain          chain
@@ -506,7 +507,17 @@ func (ts *tasks) add(t *task, rec *kgo.Record) {
 			at.Format(time.RFC3339), t.op.Watermark().Format(time.RFC3339), ts.cfg.Window.Delay,
 			missed.Start.Format(time.RFC3339), missed.End.Format(time.RFC3339))))
 	}
-	t.done = append(t.done, t.op.Advance()...)
+	t.done = t.op.AdvanceTo(t.room())
+}
+
+// room is t.done, made room in for as many results as the last write
+// took while it is empty: on a backlog, where a write takes many
+// emissions', growing it an emission at a time copied it over and over.
+func (t *task) room() []window.Result {
+	if t.done == nil && t.took > 0 {
+		t.done = make([]window.Result, 0, t.took)
+	}
+	return t.done
 }
 
 // observe takes an input partition's broadcast watermark.
@@ -517,7 +528,7 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 		return // not ours to read: skipped, as an unknown record would be
 	}
 	t.op.Observe(int32(src), time.Unix(0, ns))
-	t.done = append(t.done, t.op.Advance()...)
+	t.done = t.op.AdvanceTo(t.room())
 }
 
 // due reports whether t is to write its completed windows and checkpoint
@@ -549,7 +560,7 @@ func (ts *tasks) advance(ctx, run context.Context, cl *kgo.Client, hold bool) er
 	now := ts.now()
 	writing := hold && ts.writing != nil && !ts.writing.finished()
 	for _, t := range ts.m {
-		t.done = append(t.done, t.op.Advance()...)
+		t.done = t.op.AdvanceTo(t.room())
 		open += t.op.Open()
 		if w := t.op.Watermark(); !w.IsZero() {
 			wm = min(wm, w.UnixNano())
@@ -618,6 +629,7 @@ func (ts *tasks) take(tasks []*task, final bool) *write {
 		if len(t.done) > 0 {
 			w.batches = append(w.batches, taskResults{t.partition, t.done})
 			t.owed = !due
+			t.took = len(t.done)
 		}
 		w.dead = append(w.dead, t.dead...)
 		t.done, t.dead = nil, nil

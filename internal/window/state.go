@@ -331,7 +331,7 @@ func (o *Operator) Apply(st State) error {
 	// the changes after it: a dedupe key it drops may be held again.
 	o.st.Watermark, o.st.Arrivals = st.Watermark, st.Arrivals
 	wm := o.st.Watermark
-	o.emit(func(end int64) bool { return end <= wm })
+	o.emit(func(end int64) bool { return end <= wm }, nil)
 	for _, w := range st.Windows {
 		o.key = appendKey(o.key[:0], w.Group)
 		g := o.open[string(o.key)]

@@ -347,7 +347,11 @@ func (o *Operator) seen(p *Partition, t int64) {
 // it and not on how they were batched, and now and then while no events
 // come, so that idle partitions time out. It is cheap when no window
 // completes.
-func (o *Operator) Advance() []Result {
+func (o *Operator) Advance() []Result { return o.AdvanceTo(nil) }
+
+// AdvanceTo is Advance, appending the windows completed to dst: a caller
+// that gathers them saves making and copying each emission's.
+func (o *Operator) AdvanceTo(dst []Result) []Result {
 	now := o.now().UnixNano()
 	wm, furthest, active := int64(math.MaxInt64), int64(math.MinInt64), false
 	for _, p := range o.st.Partitions {
@@ -366,21 +370,20 @@ func (o *Operator) Advance() []Result {
 	if !active {
 		wm = furthest // all idle: none holds the others back
 	}
-	var out []Result
 	if wm > o.st.Watermark {
 		o.st.Watermark = wm
 		if wm >= o.nextEnd {
-			out = o.emit(func(end int64) bool { return end <= wm })
+			dst = o.emit(func(end int64) bool { return end <= wm }, dst)
 		}
 	}
 	for o.cfg.MaxOpen > 0 && o.nOpen > o.cfg.MaxOpen {
 		wm := o.nextEnd
 		o.st.Watermark = max(o.st.Watermark, wm)
-		early := o.emit(func(end int64) bool { return end <= wm })
-		o.forced += int64(len(early))
-		out = append(out, early...)
+		n := len(dst)
+		dst = o.emit(func(end int64) bool { return end <= wm }, dst)
+		o.forced += int64(len(dst) - n)
 	}
-	return out
+	return dst
 }
 
 // Forced is how many window-groups MaxOpen has written early.
@@ -452,7 +455,9 @@ const maxFreeBatches = 64
 
 const accsAtOnce = 256
 
-func (o *Operator) emit(done func(end int64) bool) []Result {
+// emit drops the windows and dedupe keys whose ends are done, and
+// appends the windows' results to dst.
+func (o *Operator) emit(done func(end int64) bool, dst []Result) []Result {
 	var order []emitted // the windows done, to sort
 	var wins []*acc
 	size := int64(o.cfg.Size)
@@ -513,14 +518,21 @@ func (o *Operator) emit(done func(end int64) bool) []Result {
 		return cmp.Or(cmp.Compare(a.start, b.start), strings.Compare(a.key, b.key))
 	})
 	n := len(o.cfg.Aggregates)
-	out := make([]Result, len(order))
+	if len(dst)+len(order) > cap(dst) {
+		// Twice as large, not the quarter more of append's growth for
+		// large slices: a caller gathering many emissions (a backlog)
+		// copied them over and over.
+		grown := make([]Result, len(dst), max(2*cap(dst), len(dst)+len(order)))
+		copy(grown, dst)
+		dst = grown
+	}
 	values := make([]float64, len(order)*n) // held as long as the results are: until written
 	for i, e := range order {
 		a := wins[e.i]
-		out[i] = a.result(o.cfg.Aggregates, a.Start, size, values[i*n:(i+1)*n:(i+1)*n])
+		dst = append(dst, a.result(o.cfg.Aggregates, a.Start, size, values[i*n:(i+1)*n:(i+1)*n]))
 		o.closed(a)
 	}
-	return out
+	return dst
 }
 
 // emitted is a result of emit, or an open window of Snapshot, to sort by.

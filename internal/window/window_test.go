@@ -483,6 +483,31 @@ func TestChangesRebuildTheState(t *testing.T) {
 	}
 }
 
+// TestAdvanceToAppends: AdvanceTo gathers the windows of many emissions
+// in one slice, early ones of a state limit too, as Advance returns them
+// one emission at a time.
+func TestAdvanceToAppends(t *testing.T) {
+	cfg := Config{Size: 10 * time.Minute, GroupBy: []string{"g"}, MaxOpen: 50, Aggregates: []Aggregate{{Count, "", "n"}, {Sum, "x", "sum"}}}
+	var events []Event
+	for i := range 3000 {
+		events = append(events, ev(float64(i)*0.1, fmt.Sprint(i%70), 0, float64(i)))
+	}
+	ref := newOp(t, cfg)
+	want := rows(run(ref, events))
+	o := newOp(t, cfg)
+	got := []Result{{Group: []string{"before"}, Start: t0, End: t0}}
+	for _, e := range events {
+		o.Add(e)
+		got = o.AdvanceTo(got)
+	}
+	if diff := cmp.Diff(rows(got[1:]), want); diff != "" {
+		t.Errorf("gathered by AdvanceTo (-got +want):\n%s", diff)
+	}
+	if got[0].Group[0] != "before" || o.Forced() == 0 || o.Forced() != ref.Forced() {
+		t.Errorf("first result %v, forced %d: want the one before kept, and the %d written early by Advance", got[0].Group, o.Forced(), ref.Forced())
+	}
+}
+
 // withoutClock is st without the wall clock's marks, which a restore
 // sets to its own time.
 func withoutClock(st State) State {
