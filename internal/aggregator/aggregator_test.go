@@ -461,40 +461,48 @@ func TestMTAWeekEqualsReference(t *testing.T) {
 	}
 }
 
-// resultRows reads n records of the results topic, as rowString writes
-// them, sorted; each record's key is its window's start and its group.
-func (e *env) resultRows(t *testing.T, topic string, n int) []string {
+// records reads the first n records of topic, or as many as come in 10 s.
+func (e *env) records(t *testing.T, topic string, n int) []*kgo.Record {
 	t.Helper()
 	cl, err := bus.NewClient(e.cc, testLogger(t), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	var got []string
+	var recs []*kgo.Record
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	for len(got) < n && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			d := json.NewDecoder(bytes.NewReader(r.Value))
-			d.UseNumber()
-			var row map[string]any
-			if err := d.Decode(&row); err != nil {
-				t.Fatalf("result %s: %v", r.Value, err)
-			}
-			start, err := time.Parse(time.RFC3339, fmt.Sprint(row["window_start"]))
-			if err != nil {
-				t.Fatalf("result %s: window_start: %v", r.Value, err)
-			}
-			row["window_start"] = start
-			key := start.Format(time.RFC3339)
-			for _, g := range mtaConfig().GroupBy {
-				key += "|" + fmt.Sprint(row[g])
-			}
-			if string(r.Key) != key {
-				t.Errorf("result %s has the key %q, want %q", r.Value, r.Key, key)
-			}
-			got = append(got, rowString(row))
-		})
+	for len(recs) < n && ctx.Err() == nil {
+		recs = append(recs, cl.PollFetches(ctx).Records()...)
+	}
+	return recs
+}
+
+// resultRows reads n records of the results topic, as rowString writes
+// them, sorted; each record's key is its window's start and its group.
+func (e *env) resultRows(t *testing.T, topic string, n int) []string {
+	t.Helper()
+	var got []string
+	for _, r := range e.records(t, topic, n) {
+		d := json.NewDecoder(bytes.NewReader(r.Value))
+		d.UseNumber()
+		var row map[string]any
+		if err := d.Decode(&row); err != nil {
+			t.Fatalf("result %s: %v", r.Value, err)
+		}
+		start, err := time.Parse(time.RFC3339, fmt.Sprint(row["window_start"]))
+		if err != nil {
+			t.Fatalf("result %s: window_start: %v", r.Value, err)
+		}
+		row["window_start"] = start
+		key := start.Format(time.RFC3339)
+		for _, g := range mtaConfig().GroupBy {
+			key += "|" + fmt.Sprint(row[g])
+		}
+		if string(r.Key) != key {
+			t.Errorf("result %s has the key %q, want %q", r.Value, r.Key, key)
+		}
+		got = append(got, rowString(row))
 	}
 	slices.Sort(got)
 	return got
@@ -782,36 +790,27 @@ func TestLateEventsAreDeadLettered(t *testing.T) {
 	if err := e.runUntil(mtaConfig(), e.store, consumed(len(lines)+3)); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := bus.NewClient(e.cc, testLogger(t), kgo.ConsumeTopics("sluice.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	var got []string
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for len(got) < 3 && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			var f event.Failed
-			if err := json.Unmarshal(r.Value, &f); err != nil {
-				t.Fatal(err)
+	for _, r := range e.records(t, "sluice.dlq", 3) {
+		var f event.Failed
+		if err := json.Unmarshal(r.Value, &f); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, f.Stage+" "+f.Reason+" "+f.Errors[0].Path)
+		if f.Reason == ReasonLateEvent && !strings.Contains(f.Errors[0].Message, "window [2023-05-27T00:00:00Z, 2023-05-27T04:00:00Z)") {
+			t.Errorf("late event message %q does not name the window it missed", f.Errors[0].Message)
+		}
+		if f.Reason == ReasonLateEvent {
+			// Through the repartition topic, in its parsed form: the
+			// dead letter still holds the input as it came.
+			var orig string
+			if err := json.Unmarshal(f.Original, &orig); err != nil || orig != string(late) {
+				t.Errorf("late event's original is %s, want the input line %q", f.Original, late)
 			}
-			got = append(got, f.Stage+" "+f.Reason+" "+f.Errors[0].Path)
-			if f.Reason == ReasonLateEvent && !strings.Contains(f.Errors[0].Message, "window [2023-05-27T00:00:00Z, 2023-05-27T04:00:00Z)") {
-				t.Errorf("late event message %q does not name the window it missed", f.Errors[0].Message)
+			if bus.Header(r, headerParsed) != "" {
+				t.Errorf("late event's dead letter has the header %s", headerParsed)
 			}
-			if f.Reason == ReasonLateEvent {
-				// Through the repartition topic, in its parsed form: the
-				// dead letter still holds the input as it came.
-				var orig string
-				if err := json.Unmarshal(f.Original, &orig); err != nil || orig != string(late) {
-					t.Errorf("late event's original is %s, want the input line %q", f.Original, late)
-				}
-				if bus.Header(r, headerParsed) != "" {
-					t.Errorf("late event's dead letter has the header %s", headerParsed)
-				}
-			}
-		})
+		}
 	}
 	// Unreadable records are dead-lettered by the repartitioner, late ones
 	// by their task: in no set order.
