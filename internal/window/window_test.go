@@ -807,5 +807,18 @@ func FuzzStateBinary(f *testing.F) {
 		if diff := cmp.Diff(st2, st, cmpopts.EquateNaNs()); diff != "" {
 			t.Errorf("read, written and read again (-got +want):\n%s", diff)
 		}
+		// A checkpoint read, whole or as changes, never panics the
+		// operator, whatever it holds.
+		o, err := New(Config{Size: time.Minute, Slide: 30 * time.Second, GroupBy: []string{"g"}, Dedupe: []string{"id"},
+			Aggregates: []Aggregate{{Sum, "x", "s"}}, MaxOpen: 10}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = o.Restore(st)
+		_ = o.Apply(st)
+		o.Add(Event{Time: time.Unix(0, st.Watermark), Group: []string{"g"}, Values: []float64{1}, DedupeKey: "k"})
+		o.Advance()
+		o.Changes()
+		o.Snapshot()
 	})
 }
