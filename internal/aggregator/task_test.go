@@ -168,7 +168,7 @@ func TestCheckpointChain(t *testing.T) {
 		return lt
 	}
 
-	// A base of two days, then links of a few readings each.
+	// A base of 2,000 readings, then links of a few readings each.
 	first := checkpoint(2000)
 	var heads []checkpointHead
 	for range 5 {
@@ -186,6 +186,15 @@ func TestCheckpointChain(t *testing.T) {
 	}
 	if diff := cmp.Diff(links(), want); diff != "" {
 		t.Fatalf("links (-got +want):\n%s", diff)
+	}
+	// The metrics count each kind and its bytes: the five links together
+	// are smaller than the base.
+	count := func(c *prometheus.CounterVec, kind string) float64 { return counterValue(c.WithLabelValues(kind)) }
+	if whole, changes := count(ts.metrics.checkpoints, "whole"), count(ts.metrics.checkpoints, "changes"); whole != 1 || changes != 5 {
+		t.Errorf("checkpoints counted: %v whole, %v changes; want 1 and 5", whole, changes)
+	}
+	if whole, changes := count(ts.metrics.checkpointBytes, "whole"), count(ts.metrics.checkpointBytes, "changes"); changes <= 0 || changes >= whole {
+		t.Errorf("checkpoint bytes counted: %v whole, %v changes; want the changes fewer, and some", whole, changes)
 	}
 
 	lt := loaded()
