@@ -8,7 +8,7 @@ GO        ?= go
 # "context deadline exceeded" and no crasher (Go issue 75804, open in 1.26).
 FUZZ_TARGETS := ./internal/event:FuzzParse:150000 ./internal/event:FuzzSplitBatch:150000 \
                 ./internal/event:FuzzValid:200000 ./internal/event:FuzzObjectMembers:150000 \
-                ./internal/event:FuzzReplaceNonFinite:100000 \
+                ./internal/event:FuzzReplaceNonFinite:100000 ./internal/event:FuzzAppendString:100000 \
                 ./internal/source:FuzzRows:40000 ./internal/enrich:FuzzFormModel:50000 \
                 ./internal/aggregator:FuzzParse:12000 ./internal/aggregator:FuzzDigitLayout:15000 \
                 ./internal/pipeline:FuzzConfig:10000 \

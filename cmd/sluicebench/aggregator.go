@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -59,38 +60,6 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
-	type result struct {
-		name    string
-		times   []time.Duration
-		cpu     []float64 // the process's CPU-s in each run
-		windows float64
-	}
-	var results []result
-	for _, keyed := range []bool{false, true} {
-		res := result{name: "sluice aggregator, repartitioned by group (any input)"}
-		if keyed {
-			res.name = "sluice aggregator, input keyed by turnstile (keyed: true)"
-		}
-		for run := range *runs {
-			profile := ""
-			if run == 0 && *cpuProfile != "" {
-				profile = *cpuProfile
-				if keyed {
-					profile += ".keyed"
-				}
-			}
-			cpu := cpuTimes([]int{os.Getpid()})[0]
-			took, windows, err := aggregateOnce(ctx, cc, prod, filepath.Join(dir, fmt.Sprintf("lake-%v-%d", keyed, run)),
-				fmt.Sprintf("bench_%v_%d", keyed, run), keyed, seedAggregates, int64(len(rows)), logger, profile)
-			if err != nil {
-				return err
-			}
-			res.times, res.windows = append(res.times, took), windows
-			res.cpu = append(res.cpu, cpuTimes([]int{os.Getpid()})[0]-cpu)
-		}
-		results = append(results, res)
-	}
-
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
 		return err
@@ -108,12 +77,53 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 		GROUP BY ALL
 	) TO '%s' (FORMAT parquet, COMPRESSION zstd)`, csvPath, filepath.Join(dir, "duckdb.parquet"))
 	var duckTimes []time.Duration
-	for range *runs {
+	duckRun := func() (time.Duration, error) {
 		start := time.Now()
 		if _, err := db.ExecContext(ctx, query); err != nil {
-			return fmt.Errorf("duckdb: %w", err)
+			return 0, fmt.Errorf("duckdb: %w", err)
 		}
-		duckTimes = append(duckTimes, time.Since(start))
+		took := time.Since(start)
+		duckTimes = append(duckTimes, took)
+		return took, nil
+	}
+
+	// Each run of Sluice is paired with a run of DuckDB right after it,
+	// and the ratio taken pair by pair: this machine's speed drifts by a
+	// fifth within a minute, and ratios of medians taken a minute apart
+	// moved with it.
+	type result struct {
+		name    string
+		times   []time.Duration
+		cpu     []float64 // the process's CPU-s in each run
+		ratios  []float64 // to DuckDB's run after it
+		windows float64
+	}
+	results := []result{{name: "sluice aggregator, repartitioned by group (any input)"},
+		{name: "sluice aggregator, input keyed by turnstile (keyed: true)"}}
+	for run := range *runs {
+		for i, keyed := range []bool{false, true} {
+			res := &results[i]
+			profile := ""
+			if run == 0 && *cpuProfile != "" {
+				profile = *cpuProfile
+				if keyed {
+					profile += ".keyed"
+				}
+			}
+			cpu := cpuTimes([]int{os.Getpid()})[0]
+			took, windows, err := aggregateOnce(ctx, cc, prod, filepath.Join(dir, fmt.Sprintf("lake-%v-%d", keyed, run)),
+				fmt.Sprintf("bench_%v_%d", keyed, run), keyed, seedAggregates, int64(len(rows)), logger, profile)
+			if err != nil {
+				return err
+			}
+			res.times, res.windows = append(res.times, took), windows
+			res.cpu = append(res.cpu, cpuTimes([]int{os.Getpid()})[0]-cpu)
+			duck, err := duckRun()
+			if err != nil {
+				return err
+			}
+			res.ratios = append(res.ratios, duck.Seconds()/took.Seconds())
+		}
 	}
 	var duckRows int64
 	if err := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) FROM '%s'`, filepath.Join(dir, "duckdb.parquet"))).Scan(&duckRows); err != nil {
@@ -121,16 +131,16 @@ func benchAggregator(ctx context.Context, args []string, out io.Writer) error {
 	}
 	duck := median(duckTimes)
 
-	fmt.Fprintf(out, "aggregator benchmark: %d MTA turnstile audits (%d turnstiles, one week) as CSV lines on %d partitions; dedupe, 4-hour windows per turnstile, sums and deltas; median of %d runs\n\n",
+	fmt.Fprintf(out, "aggregator benchmark: %d MTA turnstile audits (%d turnstiles, one week) as CSV lines on %d partitions; dedupe, 4-hour windows per turnstile, sums and deltas; median of %d runs, each paired with a DuckDB run for its ratio\n\n",
 		len(rows), *copies*turnstilesPerCopy(rows, *copies), *partitions, *runs)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "job\tevents/s\ttime\tCPU-s\twindows\t÷ DuckDB\t")
+	fmt.Fprintln(tw, "job\tevents/s\ttime\tCPU-s\twindows\t÷ DuckDB\t(least, most)\t")
 	for _, r := range results {
 		t := median(r.times)
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%.2f\t%.0f\t%.2f\t\n", r.name, float64(len(rows))/t.Seconds(), t.Round(time.Millisecond),
-			median(r.cpu), r.windows, duck.Seconds()/t.Seconds())
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%.2f\t%.0f\t%.2f\t(%.2f, %.2f)\t\n", r.name, float64(len(rows))/t.Seconds(), t.Round(time.Millisecond),
+			median(r.cpu), r.windows, median(r.ratios), slices.Min(r.ratios), slices.Max(r.ratios))
 	}
-	fmt.Fprintf(tw, "DuckDB: the same GROUP BY over the CSV file, to Parquet (%d rows)\t%.0f\t%v\t\t\t\t\n", duckRows, float64(len(rows))/duck.Seconds(), duck.Round(time.Millisecond))
+	fmt.Fprintf(tw, "DuckDB: the same GROUP BY over the CSV file, to Parquet (%d rows)\t%.0f\t%v\t\t\t\t\t\n", duckRows, float64(len(rows))/duck.Seconds(), duck.Round(time.Millisecond))
 	return tw.Flush()
 }
 

@@ -105,7 +105,9 @@ func (a *Aggregator) repartition(ctx context.Context) error {
 // A task's watermark is the least of the input partitions', and a poll
 // takes a fetch's partitions one after the other: with Kafka's 1 MiB a
 // partition ran a day of MTA audits ahead of the others, whose windows the
-// tasks held open, checkpointed and visited the while.
+// tasks held open, checkpointed and visited the while. The tasks read
+// their partitions with it too: the first fetch of 1 MiB from each held
+// the first count back for 60 ms of a 1.4 s backlog, one core decoding it.
 const fetchPartitionBytes = 128 << 10
 
 // route is the record rec becomes: keyed by its partition key on the
@@ -180,11 +182,7 @@ func (a *Aggregator) appendParsed(b []byte, f fields, at time.Time) []byte {
 		}
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 	}
-	n := len(a.dedupeAt) - 1 // the separators
-	for _, i := range a.dedupeAt {
-		n += len(f[i].s)
-	}
-	b = binary.AppendUvarint(b, uint64(max(n, 0)))
+	b = binary.AppendUvarint(b, uint64(a.dedupeLen(f)))
 	return a.join(b, f, a.dedupeAt)
 }
 

@@ -187,6 +187,7 @@ func (a *Aggregator) aggregate(ctx context.Context, topic string, inputs int32) 
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(ts.assigned),
+		kgo.FetchMaxPartitionBytes(fetchPartitionBytes),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 			cctx, cancel := context.WithTimeout(bg, stopGrace)
 			defer cancel()
@@ -532,12 +533,16 @@ func (ts *tasks) observe(t *task, rec *kgo.Record) {
 }
 
 // due reports whether t is to write its completed windows and checkpoint
-// now: its checkpoint is due (checkpointDue), or it holds completed
-// windows that need not wait for a write in flight (writing false), or
-// not longer (holdRows of them).
+// now: its checkpoint is due (checkpointDue) or it holds completed
+// windows, and neither need wait for a write in flight (writing false),
+// or can wait no longer (holdRows of them). A due checkpoint waits too:
+// waiting for the write there stopped the count for as long as the write
+// took, and the checkpoint goes with the next write, a moment later.
 func (t *task) due(now time.Time, writing bool, interval time.Duration) bool {
-	held := writing && len(t.done) < holdRows
-	return t.checkpointDue(now, interval) || (len(t.done) > 0 && !held)
+	if writing && len(t.done) < holdRows {
+		return false
+	}
+	return t.checkpointDue(now, interval) || len(t.done) > 0
 }
 
 // checkpointDue reports whether t's checkpoint is due now: its interval

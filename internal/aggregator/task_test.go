@@ -16,9 +16,10 @@ import (
 	"github.com/sluicehq/sluice/internal/window"
 )
 
-// TestTaskDue: completed windows wait for the write in flight, to go with
-// the next, and a task holds at most holdRows of them, whatever the time:
-// the bound on its memory while it catches up on a backlog.
+// TestTaskDue: completed windows and due checkpoints wait for the write in
+// flight, to go with the next, and a task holds at most holdRows windows,
+// whatever the time: the bound on its memory while it catches up on a
+// backlog.
 func TestTaskDue(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	const interval = 10 * time.Second
@@ -37,10 +38,13 @@ func TestTaskDue(t *testing.T) {
 		{name: "no write in flight: written at once", done: 1, want: true},
 		{name: "one short of holdRows", done: holdRows - 1, writing: true, want: false},
 		{name: "holdRows reached during a write", done: holdRows, writing: true, want: true},
-		{name: "checkpoint interval passed with records taken", dirty: true, since: interval, writing: true, want: true},
-		{name: "windows written, checkpointGap not passed", dirty: true, owed: true, since: checkpointGap / 2, writing: true, want: false},
-		{name: "windows written, checkpointGap passed", dirty: true, owed: true, since: checkpointGap, writing: true, want: true},
-		{name: "records taken, no windows, checkpointGap passed", dirty: true, since: checkpointGap, writing: true, want: false},
+		{name: "checkpoint interval passed with records taken", dirty: true, since: interval, want: true},
+		{name: "checkpoint interval passed: waits for the write in flight", dirty: true, since: interval, writing: true, want: false},
+		{name: "checkpoint interval passed, holdRows reached", done: holdRows, dirty: true, since: interval, writing: true, want: true},
+		{name: "windows written, checkpointGap not passed", dirty: true, owed: true, since: checkpointGap / 2, want: false},
+		{name: "windows written, checkpointGap passed", dirty: true, owed: true, since: checkpointGap, want: true},
+		{name: "windows written, checkpointGap passed: waits for the write in flight", dirty: true, owed: true, since: checkpointGap, writing: true, want: false},
+		{name: "records taken, no windows, checkpointGap passed", dirty: true, since: checkpointGap, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -219,20 +219,27 @@ func appendField(dst []byte, key, value string) []byte {
 }
 
 // AppendString appends s as a JSON string. strconv.Quote is not used because
-// its Go escapes (\x7f, \a) are not JSON.
+// its Go escapes (\x7f, \a) are not JSON. The runs of bytes that need no
+// escape, nearly all, are copied whole: appended a byte at a time, quoting
+// was a quarter of the aggregator's time to make a result record.
 func AppendString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
+	from := 0
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			dst = append(dst, c)
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
 		}
+		dst = append(dst, s[from:i]...)
+		if c < 0x20 {
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		} else {
+			dst = append(dst, '\\', c)
+		}
+		from = i + 1
 	}
+	dst = append(dst, s[from:]...)
 	return append(dst, '"')
 }
 

@@ -1,9 +1,11 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -260,4 +262,26 @@ func TestRootIDMatchesUUIDText(t *testing.T) {
 	if next <= id {
 		t.Errorf("root ids do not sort by time: %s then %s", id, next)
 	}
+}
+
+// FuzzAppendString: any string is appended as one JSON string, after what
+// dst held, that reads back as the string when it is valid UTF-8 (the
+// bytes of invalid UTF-8 are passed through, for readers to replace).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "A002", `59 ST "x"\y`, "a\x00b\nc\x1f", "é\x7f\xff", `\\""`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := AppendString([]byte("x:"), s)
+		if !bytes.HasPrefix(b, []byte("x:")) {
+			t.Fatalf("%q: what dst held is lost: %q", s, b)
+		}
+		var got string
+		if err := json.Unmarshal(b[2:], &got); err != nil {
+			t.Fatalf("%q: %q is no JSON string: %v", s, b[2:], err)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Errorf("%q reads back as %q", s, got)
+		}
+	})
 }
