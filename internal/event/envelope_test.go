@@ -265,16 +265,17 @@ func TestRootIDMatchesUUIDText(t *testing.T) {
 }
 
 // FuzzAppendString: any string is appended as one JSON string, after what
-// dst held, that reads back as the string when it is valid UTF-8 (the
-// bytes of invalid UTF-8 are passed through, for readers to replace).
+// dst held, byte for byte as appending it a byte at a time gives, that
+// reads back as the string when it is valid UTF-8 (the bytes of invalid
+// UTF-8 are passed through, for readers to replace).
 func FuzzAppendString(f *testing.F) {
 	for _, s := range []string{"", "A002", `59 ST "x"\y`, "a\x00b\nc\x1f", "é\x7f\xff", `\\""`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		b := AppendString([]byte("x:"), s)
-		if !bytes.HasPrefix(b, []byte("x:")) {
-			t.Fatalf("%q: what dst held is lost: %q", s, b)
+		if want := appendStringBytewise([]byte("x:"), s); !bytes.Equal(b, want) {
+			t.Fatalf("%q: appended %q, a byte at a time %q", s, b, want)
 		}
 		var got string
 		if err := json.Unmarshal(b[2:], &got); err != nil {
@@ -284,4 +285,47 @@ func FuzzAppendString(f *testing.F) {
 			t.Errorf("%q reads back as %q", s, got)
 		}
 	})
+}
+
+// appendStringBytewise is AppendString as it was, a byte at a time: the
+// fuzz target's reference and the benchmark's baseline.
+func appendStringBytewise(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+// BenchmarkAppendString quotes the group values of an MTA window (short)
+// and a 100-byte value, as AppendString does and a byte at a time.
+func BenchmarkAppendString(b *testing.B) {
+	inputs := map[string][]string{
+		"short": {"A002", "R051", "02-00-00", "59 ST", "NQR456W", "BMT", "05/27/2023", "REGULAR"},
+		"long":  {"https://example.com/forms/contact-us?utm_source=newsletter&utm_medium=email&utm_campaign=2026-12"},
+	}
+	for _, name := range []string{"short", "long"} {
+		for _, f := range []struct {
+			name   string
+			append func([]byte, string) []byte
+		}{{"runs", AppendString}, {"bytewise", appendStringBytewise}} {
+			b.Run(name+"/"+f.name, func(b *testing.B) {
+				buf := make([]byte, 0, 1024)
+				for b.Loop() {
+					buf = buf[:0]
+					for _, s := range inputs[name] {
+						buf = f.append(buf, s)
+					}
+				}
+			})
+		}
+	}
 }
