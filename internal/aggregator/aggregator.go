@@ -459,7 +459,7 @@ func (a *Aggregator) event(e *window.Event, f fields, t time.Time, p int32) {
 
 // dedupeKey is the event's dedupe fields joined as join joins them, in a
 // string of its own, made in one allocation: the operator keeps it.
-// Joined into a growing slice and then copied, it took five.
+// Joined into a growing slice and then copied, the MTA's took five.
 func (a *Aggregator) dedupeKey(f fields) string {
 	var b strings.Builder
 	b.Grow(a.dedupeLen(f))
@@ -516,7 +516,7 @@ func (c *Config) File(task int32, start, end time.Time) lake.File {
 
 // windowBuffer is results, all of one task, as rows. The rows' fields are
 // named once, and only their cells set for each result: building each
-// row's fields anew was a third of the time.
+// row's fields anew took a sixth longer (BenchmarkWriteResults).
 func (a *Aggregator) windowBuffer(results []window.Result) *lake.Buffer {
 	buf := lake.NewBuffer()
 	groups, aggs := len(a.cfg.GroupBy), len(a.cfg.Aggregates)
