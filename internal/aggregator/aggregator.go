@@ -759,8 +759,8 @@ func (a *Aggregator) resultRecords(results []window.Result) []*kgo.Record {
 // and group so that a compacted topic keeps one of each. Key and value
 // share one allocation, and every record the same headers. The record is
 // made in scratch, which it returns, and copied to an allocation of its
-// size: sized before, by the longest its numbers could be, the MTA's took
-// half as much again (576 bytes for 384).
+// size: sized before by the longest its numbers could be, the MTA's, 371
+// bytes on average, took 576 bytes each instead of 384.
 func (a *Aggregator) resultRecord(scratch []byte, res window.Result, bounds windowBounds) (*kgo.Record, []byte) {
 	b := append(scratch[:0], bounds.start...)
 	for _, g := range res.Group {
