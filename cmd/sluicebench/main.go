@@ -213,10 +213,8 @@ func startCollector(ctx context.Context, dir string, bc bus.BrokerConfig, pc bus
 	if err != nil {
 		return nil, nil, err
 	}
-	ccfg := collector.DefaultConfig()
-	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
 	pc.MaxBufferedBytes = 256 << 20
-	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, ccfg.Producer(pc), logger)
+	prod, err := bus.NewProducer(bus.ClientConfig{Brokers: []string{broker.Addr()}}, pc, logger)
 	if err != nil {
 		broker.Close()
 		return nil, nil, err
@@ -231,6 +229,8 @@ func startCollector(ctx context.Context, dir string, bc bus.BrokerConfig, pc bus
 		stop()
 		return nil, nil, err
 	}
+	ccfg := collector.DefaultConfig()
+	ccfg.ID, ccfg.Addr = "bench", "127.0.0.1:0"
 	reg := prometheus.NewRegistry()
 	proc := app.NewProcess(logger)
 	col, err := collector.New(ccfg, prod, logger, reg, app.NewOps(app.OpsConfig{}, proc, reg, ccfg.ID, nil), nil)

@@ -119,15 +119,6 @@ type ProducerConfig struct {
 	// lz4 is the default even for the embedded broker: its storage cost
 	// grows with bytes, and uncompressed batches measured slower.
 	Compression string `yaml:"compression" flag:"produce-compression" doc:"Kafka batch compression: none, lz4, zstd, snappy or gzip."`
-	// PartitionByBatch places records on partitions a batch at a time
-	// (Kafka's uniform sticky partitioner, KIP-794), whatever their keys,
-	// instead of by their keys' hash. It is for keys unique to each
-	// record, such as the collector's root ids, whose hash only spreads
-	// every produce request over a batch for each partition: one batch
-	// instead of three cut the collector's and broker's CPU per single
-	// event by a tenth. Keys that name something, which consumers expect
-	// on one partition, need it off.
-	PartitionByBatch bool `yaml:"-"`
 }
 
 // DefaultProducerConfig returns the documented defaults.
@@ -188,12 +179,6 @@ func NewProducer(cc ClientConfig, pc ProducerConfig, logger *slog.Logger) (*kgo.
 	)
 	if pc.MaxBufferedBytes > 0 {
 		opts = append(opts, kgo.MaxBufferedBytes(int(pc.MaxBufferedBytes)))
-	}
-	if pc.PartitionByBatch {
-		// franz-go's default partitioner with its keys argument false:
-		// a partition until 64 KiB have gone to it, then the least
-		// backed-up one.
-		opts = append(opts, kgo.RecordPartitioner(kgo.UniformBytesPartitioner(64<<10, true, false, nil)))
 	}
 	if pc.MaxRecordBytes > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(pc.MaxRecordBytes)))

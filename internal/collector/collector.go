@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/sluicehq/sluice/internal/apidocs"
-	"github.com/sluicehq/sluice/internal/bus"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/health"
@@ -89,17 +88,6 @@ func DefaultConfig() Config {
 		IdleTimeout:       120 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
 	}
-}
-
-// Producer returns the settings of the collector's producer, from the
-// process's pc. One event may be as large as a body, plus the collector's
-// fields. Raw events are keyed by their root ids, unique to each event, so
-// nothing is lost placing them a batch at a time rather than by the keys'
-// hash.
-func (c Config) Producer(pc bus.ProducerConfig) bus.ProducerConfig {
-	pc.MaxRecordBytes = int(max(c.MaxBodyBytes, 64<<10)) + 64<<10
-	pc.PartitionByBatch = true
-	return pc
 }
 
 // Validate reports a configuration the collector cannot start with.

@@ -67,21 +67,20 @@ func newEdgeHarness(t *testing.T, mutate func(*Config), edge *Edge) *harness {
 	t.Cleanup(func() { h.broker.Close() })
 	h.addr = h.broker.Addr()
 	logger := testLogger(t)
-	cfg := DefaultConfig()
-	cfg.ID = "collector-test"
-	cfg.ProduceTimeout = 2 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	// The producer is the collector's own, as sluice up builds it.
 	cc := bus.ClientConfig{Brokers: []string{h.addr}}
-	prod, err := bus.NewProducer(cc, cfg.Producer(bus.ProducerConfig{Linger: time.Millisecond}), logger)
+	prod, err := bus.NewProducer(cc, bus.ProducerConfig{Linger: time.Millisecond, MaxRecordBytes: 2 << 20}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(prod.Close)
 	if err := bus.EnsureTopics(t.Context(), prod, 3, 1, "sluice.raw", "sluice.dlq"); err != nil {
 		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ID = "collector-test"
+	cfg.ProduceTimeout = 2 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
 	}
 	h.reg = prometheus.NewRegistry()
 	// The collector serves its process's ops endpoints, as in sluice up.

@@ -320,7 +320,10 @@ func startTimeout(cfg Config) time.Duration {
 // addCollector builds the collector, on a producer of its own, listening.
 func (p *Process) addCollector(cfg Config, schemas *schema.Registry, logger *slog.Logger) error {
 	cc := cfg.collectorConfig()
-	prod, err := bus.NewProducer(clientConfig(cfg, "sluice-collector-"+cc.ID), cc.Producer(cfg.Producer), logger)
+	pc := cfg.Producer
+	// One event may be as large as a body, plus the collector's fields.
+	pc.MaxRecordBytes = int(max(cc.MaxBodyBytes, 64<<10)) + 64<<10
+	prod, err := bus.NewProducer(clientConfig(cfg, "sluice-collector-"+cc.ID), pc, logger)
 	if err != nil {
 		return err
 	}
