@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -1040,4 +1041,78 @@ func TestNonFiniteNumbers(t *testing.T) {
 			t.Errorf("raw topic holds %v, want a1", got)
 		}
 	})
+}
+
+// TestConcurrentRequestsKeepTheirRecords posts many single events and
+// batches at once. A request's records come from slabs that later requests
+// reuse once Kafka has answered, so every stored record must still be
+// exactly the event its own request sent, under its own root id.
+func TestConcurrentRequestsKeepTheirRecords(t *testing.T) {
+	h := newHarness(t, nil)
+	const workers, requests, perBatch = 8, 40, 5
+	want := map[string]string{} // root id: the payload's n
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range requests {
+				n := (w*requests + i) * perBatch
+				event := func(n int) string {
+					return fmt.Sprintf(`{"event_type":"t","schema_version":"1","payload":{"n":%d,"pad":%q}}`, n, strings.Repeat("x", n%300))
+				}
+				var ids []string
+				if i%2 == 0 {
+					r := h.post("/api/v1/collect", event(n))
+					if r.code != http.StatusOK {
+						t.Errorf("POST = %d %s", r.code, r.raw)
+						return
+					}
+					ids = []string{r.body["root_id"].(string)}
+				} else {
+					var b strings.Builder
+					for j := range perBatch {
+						b.WriteString(event(n+j) + "\n")
+					}
+					r := h.do(http.MethodPost, "/api/v1/collect/batch", []byte(b.String()), "Content-Type", "application/x-ndjson")
+					if r.code != http.StatusOK {
+						t.Errorf("POST batch = %d %s", r.code, r.raw)
+						return
+					}
+					for _, id := range r.body["root_ids"].([]any) {
+						ids = append(ids, id.(string))
+					}
+				}
+				mu.Lock()
+				for j, id := range ids {
+					want[id] = strconv.Itoa(n + j)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	got := map[string]string{}
+	for _, rec := range consume(t, h.addr, "sluice.raw", len(want)) {
+		var ev struct {
+			RootID  string `json:"root_id"`
+			Payload struct {
+				N   json.Number `json:"n"`
+				Pad string      `json:"pad"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal(rec.Value, &ev); err != nil {
+			t.Fatalf("stored value is not JSON: %v: %s", err, rec.Value)
+		}
+		n, _ := strconv.Atoi(string(ev.Payload.N))
+		if string(rec.Key) != ev.RootID || headers(rec)["root_id"] != ev.RootID || len(ev.Payload.Pad) != n%300 {
+			t.Fatalf("record mixes requests: key %s, header %s, value %s", rec.Key, headers(rec)["root_id"], rec.Value)
+		}
+		got[ev.RootID] = string(ev.Payload.N)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stored events (-answered +stored):\n%s", diff)
+	}
 }

@@ -10,11 +10,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/internal/event"
 	"github.com/sluicehq/sluice/internal/httpapi"
@@ -39,6 +37,11 @@ const (
 // failed a write: with no traffic (a load balancer that stopped sending it
 // any), no write would show it works again.
 const produceFaultExpiry = 5 * time.Second
+
+// jsonContentType is the Content-Type of an accepted event's answer, set
+// without Header.Set's copy: net/http copies header values before it
+// writes them, and nothing changes this one.
+var jsonContentType = []string{"application/json"}
 
 // retryAfter is what a 503 tells clients to wait, in seconds.
 const retryAfter = "1"
@@ -93,9 +96,10 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rb := c.newRecordBuilder(1, len(body), now)
+	defer rb.release()
 	err := rb.raw(env)
 	if err == nil {
-		err = c.produce(r.Context(), t, rb.records()...)
+		err = c.produce(r.Context(), t, rb)
 	}
 	if err != nil {
 		if isTooLarge(err) {
@@ -108,7 +112,7 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 	c.metrics.accepted.Inc()
 	c.metrics.nonFinite.Add(float64(nonFinite))
 	c.Add(1)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	resp := append(append(make([]byte, 0, 64), `{"root_id":"`...), rb.rootIDs[0]...)
 	resp = append(resp, '"')
 	if nonFinite > 0 {
@@ -187,9 +191,10 @@ func (c *Collector) checkSchema(env *event.Envelope) *event.Invalid {
 // that the client retries and the failure is recorded.
 func (c *Collector) reject(w http.ResponseWriter, r *http.Request, t *turn, inv *event.Invalid, body []byte, now time.Time, what string) {
 	rb := c.newRecordBuilder(1, len(body), now)
+	defer rb.release()
 	rootID, err := rb.failed(inv.Reason, inv.Errors, body, now)
 	if err == nil {
-		err = c.produce(r.Context(), t, rb.records()...)
+		err = c.produce(r.Context(), t, rb)
 	}
 	if err != nil {
 		c.unavailable(w, r, err)
@@ -269,6 +274,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 	}
 
 	rb := c.newRecordBuilder(len(items), len(body), now)
+	defer rb.release()
 	var errs []batchError
 	nonFinite := 0 // values stored as null in the accepted events
 	rejected := make(map[string]int)
@@ -315,7 +321,7 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := c.produce(r.Context(), t, rb.records()...); err != nil {
+	if err := c.produce(r.Context(), t, rb); err != nil {
 		c.unavailable(w, r, err)
 		return
 	}
@@ -402,17 +408,18 @@ func writeBatchResult(w http.ResponseWriter, rootIDs [][]byte, errs []batchError
 // errProduceTimeout means Kafka did not acknowledge within ProduceTimeout.
 var errProduceTimeout = errors.New("kafka did not acknowledge in time")
 
-// produce writes recs and waits until Kafka has acknowledged every one, or
-// returns an error. The wait is bounded by ProduceTimeout even when the
-// client itself would keep retrying, so that the HTTP answer is prompt; a
-// record may still be stored after a timeout, which is why a 503 says
+// produce writes rb's records and waits until Kafka has acknowledged every
+// one, or returns an error. The wait is bounded by ProduceTimeout even when
+// the client itself would keep retrying, so that the HTTP answer is prompt;
+// a record may still be stored after a timeout, which is why a 503 says
 // "not confirmed" rather than "not stored".
 //
 // The records do not live by the request's context: franz-go fails every
 // buffered record of a partition when one record's context is canceled, so a
 // client hanging up would fail other clients' events. They get their own
 // deadline, released once the last of them is done.
-func (c *Collector) produce(ctx context.Context, t *turn, recs ...*kgo.Record) error {
+func (c *Collector) produce(ctx context.Context, t *turn, rb *recordBuilder) error {
+	recs := rb.records()
 	if len(recs) == 0 {
 		return nil
 	}
@@ -421,32 +428,24 @@ func (c *Collector) produce(ctx context.Context, t *turn, recs ...*kgo.Record) e
 	// wait takes at most half the timeout, so that Kafka still has the rest.
 	t.wait(ctx, c.cfg.ProduceTimeout/2)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ProduceTimeout-c.now().Sub(start))
-	var pending atomic.Int64
-	pending.Store(int64(len(recs)))
-	done := make(chan error, len(recs))
-	promise := func(_ *kgo.Record, err error) {
-		done <- err
-		if pending.Add(-1) == 0 {
-			cancel()
-		}
-	}
+	acks := rb.expectAcks(len(recs), cancel)
 	for _, r := range recs {
-		c.prod.Produce(rctx, r, promise)
+		c.prod.Produce(rctx, r, rb.promise)
 	}
 	t.done() // handed over: each partition has them in order
 	var first error
 	for range recs {
 		var err error
 		select {
-		case err = <-done:
+		case err = <-acks:
 		case <-rctx.Done():
 			if rctx.Err() == context.DeadlineExceeded {
 				c.metrics.produceFailures.WithLabelValues("timeout").Inc()
 				return fmt.Errorf("%w (%s)", errProduceTimeout, c.cfg.ProduceTimeout)
 			}
-			// Canceled: the last promise has fired, after every promise
-			// sent its answer, so this one is there.
-			err = <-done
+			// Canceled: the last promise has fired, and every promise
+			// sends its answer.
+			err = <-acks
 		case <-ctx.Done():
 			c.metrics.produceFailures.WithLabelValues("client_gone").Inc()
 			return fmt.Errorf("client went away: %w", ctx.Err())
@@ -455,6 +454,7 @@ func (c *Collector) produce(ctx context.Context, t *turn, recs ...*kgo.Record) e
 			first = err
 		}
 	}
+	rb.settled = true // Kafka is done with the records
 	c.metrics.produceLatency.Observe(c.now().Sub(start).Seconds())
 	if first != nil {
 		c.metrics.produceFailures.WithLabelValues("error").Inc()
@@ -509,8 +509,12 @@ func (c *Collector) authorize(h http.Handler) http.Handler {
 }
 
 func mediaType(ct string) string {
-	if ct == "" {
+	switch {
+	case ct == "":
 		return ""
+	case strings.EqualFold(ct, "application/json"):
+		// What nearly every request sends, without a parse.
+		return "application/json"
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {

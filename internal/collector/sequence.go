@@ -52,8 +52,11 @@ type turn struct {
 // turnOf is r's turn, or nil for a request without the headers.
 func (s *sequencer) turnOf(r *http.Request) *turn {
 	id := r.Header.Get(headerStream)
+	if id == "" || len(id) > 128 {
+		return nil
+	}
 	n, err := strconv.ParseUint(r.Header.Get(headerSequence), 10, 64)
-	if id == "" || len(id) > 128 || err != nil || n == 0 {
+	if err != nil || n == 0 {
 		return nil
 	}
 	now := time.Now()

@@ -121,7 +121,7 @@ func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
 		seen = make(map[string]struct{}, len(spans))
 	}
 	for i, sp := range spans {
-		key := Unquote(b[sp.keyStart:sp.keyEnd])
+		key := memberKey(b[sp.keyStart:sp.keyEnd])
 		keys = append(keys, key)
 		dup := false
 		if seen != nil {
@@ -145,9 +145,10 @@ func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
 		}
 	}
 
-	inv := &Invalid{}
-	env.EventType = requireString(inv, env.value(FieldEventType), FieldEventType)
-	env.SchemaVersion = requireString(inv, env.value(FieldSchemaVersion), FieldSchemaVersion)
+	// On the stack: only a refusal takes a copy to the heap.
+	var inv Invalid
+	env.EventType = requireString(&inv, env.value(FieldEventType), FieldEventType)
+	env.SchemaVersion = requireString(&inv, env.value(FieldSchemaVersion), FieldSchemaVersion)
 	switch p := env.value(FieldPayload); {
 	case p == nil:
 		inv.add(ReasonMissingField, pointer(FieldPayload), "payload is required")
@@ -162,9 +163,27 @@ func fromMembers(b []byte, first byte, spans []span) (*Envelope, *Invalid) {
 		}
 	}
 	if inv.Reason != "" {
-		return nil, inv
+		refused := inv
+		return nil, &refused
 	}
 	return env, nil
+}
+
+// envelopeKeys are the keys every event has, whose strings a parse shares
+// rather than copies out of each body.
+var envelopeKeys = [...]string{FieldEventType, FieldSchemaVersion, FieldPayload, FieldEventID,
+	FieldCollectorTstamp, FieldRootID, FieldCollectorID}
+
+// memberKey is Unquote for an object's key, without a copy for the
+// envelope's own keys.
+func memberKey(lit []byte) string {
+	inner := lit[1 : len(lit)-1]
+	for _, k := range envelopeKeys {
+		if string(inner) == k {
+			return k
+		}
+	}
+	return Unquote(lit)
 }
 
 func requireString(inv *Invalid, v []byte, field string) string {
