@@ -12,7 +12,32 @@ import (
 	"sync"
 )
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// body is a request body read into memory, holding its share of the
+// in-flight byte budget until released. Bodies are reused, buffer and
+// readers with them, since every request has one.
+type body struct {
+	buf         bytes.Buffer
+	wire, plain limitedReader
+	weight      int64
+	c           *Collector
+}
+
+var bodies = sync.Pool{New: func() any { return new(body) }}
+
+// Bytes is the body, valid until release.
+func (b *body) Bytes() []byte { return b.buf.Bytes() }
+
+// release gives back the body's budget, and the body for reuse.
+func (b *body) release() {
+	b.c.metrics.inflightBytes.Sub(float64(b.weight))
+	b.c.inflight.Release(b.weight)
+	b.c, b.wire, b.plain = nil, limitedReader{}, limitedReader{}
+	// Very large buffers are not kept, so one big batch does not pin its
+	// memory for good.
+	if b.buf.Cap() <= 4<<20 {
+		bodies.Put(b)
+	}
+}
 
 // errTooLarge marks a body over its limit, before or after decompression.
 var errTooLarge = errors.New("body too large")
@@ -21,18 +46,18 @@ var errTooLarge = errors.New("body too large")
 // after decompression. It first reserves room in the in-flight byte budget,
 // waiting if the collector is full, so that memory stays bounded under any
 // load. On failure it has answered the request and returns ok=false; on
-// success the caller must call release once it no longer needs the body.
-func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, release func(), ok bool) {
+// success the caller must release the body once it no longer needs it.
+func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64) (b *body, ok bool) {
 	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
 	if enc != "" && enc != "identity" && enc != "gzip" {
 		c.metrics.requestRejected(errUnsupportedEncoding)
 		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedEncoding,
 			fmt.Sprintf("Content-Encoding %q is not supported; send gzip or no encoding", enc))
-		return nil, nil, false
+		return nil, false
 	}
 	if r.ContentLength > limit && enc != "gzip" {
 		c.tooLarge(w, limit)
-		return nil, nil, false
+		return nil, false
 	}
 	// A plain body of known size reserves only what it is; anything else
 	// reserves the limit it may grow to.
@@ -42,25 +67,17 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64
 	}
 	if err := c.inflight.Acquire(r.Context(), weight); err != nil {
 		// Only the client going away ends the wait; there is nobody to answer.
-		return nil, nil, false
+		return nil, false
 	}
 	c.metrics.inflightBytes.Add(float64(weight))
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	release = func() {
-		// Very large buffers are not kept, so one big batch does not pin
-		// its memory for good.
-		if buf.Cap() <= 4<<20 {
-			bufPool.Put(buf)
-		}
-		c.metrics.inflightBytes.Sub(float64(weight))
-		c.inflight.Release(weight)
-	}
+	b = bodies.Get().(*body)
+	b.buf.Reset()
+	b.c, b.weight = c, weight
 
-	err := readLimited(buf, r.Body, enc == "gzip", limit)
+	err := b.readLimited(r.Body, enc == "gzip", limit)
 	switch {
 	case err == nil:
-		return buf.Bytes(), release, true
+		return b, true
 	case errors.Is(err, errTooLarge):
 		c.tooLarge(w, limit)
 	case errors.Is(err, errBadGzip):
@@ -71,22 +88,22 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, limit int64
 		c.metrics.requestRejected("read_error")
 		writeError(w, http.StatusBadRequest, "read_error", "reading the body failed: "+err.Error())
 	}
-	release()
-	return nil, nil, false
+	b.release()
+	return nil, false
 }
 
 var errBadGzip = errors.New("body is not valid gzip")
 
-// readLimited copies body into buf, refusing more than limit bytes both on
-// the wire and after decompression, so that a gzip bomb is stopped after
-// limit bytes of output rather than after it fills memory.
-func readLimited(buf *bytes.Buffer, body io.Reader, gz bool, limit int64) error {
-	wire := &limitedReader{r: body, n: limit}
-	var src io.Reader = wire
+// readLimited copies src into the buffer, refusing more than limit bytes
+// both on the wire and after decompression, so that a gzip bomb is stopped
+// after limit bytes of output rather than after it fills memory.
+func (b *body) readLimited(src io.Reader, gz bool, limit int64) error {
+	b.wire = limitedReader{r: src, n: limit}
+	src = &b.wire
 	if gz {
-		zr, err := gzip.NewReader(wire)
+		zr, err := gzip.NewReader(src)
 		if err != nil {
-			if wire.over {
+			if b.wire.over {
 				return errTooLarge
 			}
 			return fmt.Errorf("%w: %v", errBadGzip, err)
@@ -94,12 +111,12 @@ func readLimited(buf *bytes.Buffer, body io.Reader, gz bool, limit int64) error 
 		defer zr.Close()
 		src = zr
 	}
-	plain := &limitedReader{r: src, n: limit}
-	_, err := buf.ReadFrom(plain)
+	b.plain = limitedReader{r: src, n: limit}
+	_, err := b.buf.ReadFrom(&b.plain)
 	switch {
-	case wire.over || plain.over:
+	case b.wire.over || b.plain.over:
 		return errTooLarge
-	case err != nil && gz && !errors.Is(err, wire.err):
+	case err != nil && gz && !errors.Is(err, b.wire.err):
 		return fmt.Errorf("%w: %v", errBadGzip, err)
 	case err != nil:
 		return fmt.Errorf("read body: %w", err)

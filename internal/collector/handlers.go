@@ -80,11 +80,12 @@ func (c *Collector) collect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, errUnsupportedMedia, "send Content-Type: application/json")
 		return
 	}
-	body, release, ok := c.readBody(w, r, int64(c.cfg.MaxBodyBytes))
+	b, ok := c.readBody(w, r, int64(c.cfg.MaxBodyBytes))
 	if !ok {
 		return
 	}
-	defer release()
+	defer b.release()
+	body := b.Bytes()
 
 	now := c.now()
 	env, nonFinite, inv := c.parse(body)
@@ -229,11 +230,12 @@ func (c *Collector) collectBatch(w http.ResponseWriter, r *http.Request) {
 			"send Content-Type: application/json (an array of events) or application/x-ndjson (one event per line)")
 		return
 	}
-	body, release, ok := c.readBody(w, r, int64(c.cfg.MaxBatchBytes))
+	b, ok := c.readBody(w, r, int64(c.cfg.MaxBatchBytes))
 	if !ok {
 		return
 	}
-	defer release()
+	defer b.release()
+	body := b.Bytes()
 	now := c.now()
 
 	type item struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 type metrics struct {
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
+	served          sync.Map // routeCode: *servedSeries, requests' and duration's series for it
 	inFlight        prometheus.Gauge
 	inflightBytes   prometheus.Gauge
 	accepted        prometheus.Counter
@@ -88,6 +90,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) requestRejected(code string) { m.requestErrors.WithLabelValues(code).Inc() }
 
+type routeCode struct {
+	route string
+	code  int
+}
+
+type servedSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// served counts a request and its time. Each route and code's series are
+// looked up by label values once, not at every request; routes are the
+// mux's patterns and codes are few, so the map stays small.
+func (m *metrics) servedRequest(route string, code int, took time.Duration) {
+	k := routeCode{route, code}
+	v, ok := m.served.Load(k)
+	if !ok {
+		v, _ = m.served.LoadOrStore(k, &servedSeries{
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(code)),
+			duration: m.duration.WithLabelValues(route),
+		})
+	}
+	s := v.(*servedSeries)
+	s.requests.Inc()
+	s.duration.Observe(took.Seconds())
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	code int
@@ -126,8 +155,7 @@ func (c *Collector) instrument(mux *http.ServeMux) http.Handler {
 			if code == 0 {
 				code = http.StatusOK
 			}
-			c.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-			c.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			c.metrics.servedRequest(route, code, time.Since(start))
 		}()
 		mux.ServeHTTP(sw, r)
 	})
