@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -35,6 +37,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 	runs := fs.Int("runs", 1, "runs, each loading the three targets in turn; medians are reported, and ratios to the no-op handler of the same run")
 	bin := fs.String("sluice", "", "the sluice binary to run (default: built from ./cmd/sluice)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of sluice up, from its /debug/pprof/profile, to this file, and one of the collector alone to this file with .alone added")
+	only := fs.String("only", "", "load only the no-op handler and this target: alone (the collector and broker alone) or up (the collector inside sluice up)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,6 +90,15 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}},
 	}
+	switch *only {
+	case "":
+	case "alone":
+		targets = targets[:2]
+	case "up":
+		targets = []target{targets[0], targets[2]}
+	default:
+		return fmt.Errorf("-only %q: want alone or up", *only)
+	}
 	fmt.Fprintf(out, "up benchmark: single TLC trip events over %d connections, %v after %v warm-up, to each target in processes\n"+
 		"of its own, loaded from this process; cores: each target's CPU time over the run's wall time (the machine has %d)\n\n",
 		*conns, *duration, *warmup, runtime.NumCPU())
@@ -97,6 +109,7 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 	type measured struct {
 		results           []loadgen.Result
 		cores, load, vsNo []float64
+		byProcess         map[string][]float64 // CPU µs/event of each of the target's processes
 	}
 	got := make([]measured, len(targets))
 	for range *runs {
@@ -107,13 +120,21 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 			}
 			m := &got[i]
 			m.results = append(m.results, res)
-			m.cores = append(m.cores, used)
+			total := 0.0
+			for name, c := range used {
+				if m.byProcess == nil {
+					m.byProcess = map[string][]float64{}
+				}
+				m.byProcess[name] = append(m.byProcess[name], c/res.EventsPerSec()*1e6)
+				total += c
+			}
+			m.cores = append(m.cores, total)
 			m.load = append(m.load, load)
 			m.vsNo = append(m.vsNo, res.EventsPerSec()/got[0].results[len(got[0].results)-1].EventsPerSec())
 		}
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tevents/s\tp50\tp99\tfailed\tcores: target\tload\ttarget's CPU µs/event\t÷ no-op (each run)\t")
+	fmt.Fprintln(tw, "target\tevents/s\tp50\tp99\tfailed\tcores: target\tload\ttarget's CPU µs/event\tby process\t÷ no-op (each run)\t")
 	for i, tg := range targets {
 		m := got[i]
 		res := medianBy(m.results, loadgen.Result.EventsPerSec)
@@ -129,18 +150,22 @@ func benchUp(ctx context.Context, args []string, out io.Writer) error {
 		for j, r := range m.results {
 			perEvent[j] = m.cores[j] / r.EventsPerSec() * 1e6
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%d\t%.2f\t%.2f\t%.0f\t%.2f (%s)\t\n", tg.name, res.EventsPerSec(),
+		var procs []string
+		for _, name := range slices.Sorted(maps.Keys(m.byProcess)) {
+			procs = append(procs, fmt.Sprintf("%s %.0f", name, median(m.byProcess[name])))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%d\t%.2f\t%.2f\t%.0f\t%s\t%.2f (%s)\t\n", tg.name, res.EventsPerSec(),
 			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), failed, median(m.cores), median(m.load),
-			median(perEvent), median(m.vsNo), strings.Join(each, ", "))
+			median(perEvent), strings.Join(procs, ", "), median(m.vsNo), strings.Join(each, ", "))
 	}
 	return tw.Flush()
 }
 
 // loadTarget starts a target's processes, loads it, stops them, and returns
-// the load's result with the cores the target's processes and this one
-// (the load generator) kept busy.
+// the load's result with the cores each of the target's processes, by
+// name, and this one (the load generator) kept busy.
 func loadTarget(ctx context.Context, name, addr string, start func(*processes) error, dir string, single loadMode,
-	conns int, duration, warmup time.Duration, profile string) (loadgen.Result, float64, float64, error) {
+	conns int, duration, warmup time.Duration, profile string) (loadgen.Result, map[string]float64, float64, error) {
 	ps := &processes{dir: dir}
 	defer func() {
 		ps.stopAll()
@@ -152,7 +177,7 @@ func loadTarget(ctx context.Context, name, addr string, start func(*processes) e
 		err = waitFor(func() error { return ready("http://" + addr + "/readyz") })
 	}
 	if err != nil {
-		return loadgen.Result{}, 0, 0, err
+		return loadgen.Result{}, nil, 0, err
 	}
 	pids := append(ps.pids(), os.Getpid())
 	profiled := make(chan error, 1)
@@ -179,11 +204,11 @@ func loadTarget(ctx context.Context, name, addr string, start func(*processes) e
 		fmt.Fprintln(os.Stderr, "profile:", perr)
 	}
 	if err != nil {
-		return loadgen.Result{}, 0, 0, err
+		return loadgen.Result{}, nil, 0, err
 	}
-	used := 0.0
-	for j := range len(pids) - 1 {
-		used += (after[j] - before[j]) / wall
+	used := map[string]float64{}
+	for j, name := range ps.names {
+		used[name] = (after[j] - before[j]) / wall
 	}
 	return res, used, (after[len(pids)-1] - before[len(pids)-1]) / wall, nil
 }
@@ -243,8 +268,9 @@ func serveUntilStopped(ctx context.Context, addr string, h http.Handler) error {
 // processes are a benchmark's child processes, each logging to a file in
 // dir, killed with this process.
 type processes struct {
-	dir  string
-	list []*exec.Cmd
+	dir   string
+	list  []*exec.Cmd
+	names []string
 }
 
 func (ps *processes) start(name, bin string, args ...string) (*exec.Cmd, error) {
@@ -260,6 +286,7 @@ func (ps *processes) start(name, bin string, args ...string) (*exec.Cmd, error) 
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	ps.list = append(ps.list, cmd)
+	ps.names = append(ps.names, name)
 	return cmd, nil
 }
 
@@ -277,7 +304,7 @@ func (ps *processes) stopAll() {
 		ps.list[i].Process.Signal(syscall.SIGTERM)
 		ps.list[i].Wait()
 	}
-	ps.list = nil
+	ps.list, ps.names = nil, nil
 }
 
 // buildSluice is bin, or else a sluice binary built from ./cmd/sluice in
