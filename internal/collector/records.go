@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,18 +63,10 @@ const perRecordOverhead = 3*event.RootIDLen + len(event.TimeLayout) + 128
 func (c *Collector) newRecordBuilder(events, bodyLen int, now time.Time) *recordBuilder {
 	b := builders.Get().(*recordBuilder)
 	b.c, b.tstamp = c, event.FormatTime(now)
-	b.recs = grow(b.recs, events)
-	b.hdrs = grow(b.hdrs, 3*events)
-	b.buf = grow(b.buf, bodyLen+events*(perRecordOverhead+len(c.cfg.ID)))
+	b.recs = slices.Grow(b.recs[:0], events)
+	b.hdrs = slices.Grow(b.hdrs[:0], 3*events)
+	b.buf = slices.Grow(b.buf[:0], bodyLen+events*(perRecordOverhead+len(c.cfg.ID)))
 	return b
-}
-
-// grow is s emptied, with room for n.
-func grow[E any](s []E, n int) []E {
-	if cap(s) < n {
-		return make([]E, 0, n)
-	}
-	return s[:0]
 }
 
 // release gives the builder back for a later request, once the answer no
@@ -172,7 +165,7 @@ func (b *recordBuilder) failed(reason string, errs []event.FieldError, original 
 
 // records returns the records to produce.
 func (b *recordBuilder) records() []*kgo.Record {
-	b.ptrs = grow(b.ptrs, len(b.recs)+len(b.dead))
+	b.ptrs = slices.Grow(b.ptrs[:0], len(b.recs)+len(b.dead))
 	for i := range b.recs {
 		b.ptrs = append(b.ptrs, &b.recs[i])
 	}
