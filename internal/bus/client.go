@@ -112,8 +112,11 @@ type ProducerConfig struct {
 	// Linger trades a little latency for fewer, larger produce requests.
 	// Batches also form while a request is in flight (an idempotent
 	// producer has one per broker), but under load that left about six
-	// events a request; waiting 1 ms for more halved the embedded broker's
-	// CPU per event and cut the collector's (sluicebench up -only alone).
+	// events a request; waiting 0.5 ms for more halved the embedded
+	// broker's CPU per event and cut the collector's (sluicebench up -only
+	// alone). 1 ms did no better there, and with the broker in the
+	// collector's process (sluicebench collector) made 64 connections
+	// latency-bound.
 	Linger time.Duration `yaml:"linger" flag:"produce-linger" doc:"How long the producer waits to fill a batch before sending it: fewer, larger produce requests, so less CPU per event for the collector and the brokers, for up to this much more latency per request (0: send at once; batches still form while a request is in flight)."`
 	// MaxBufferedBytes bounds the records waiting for acknowledgement; a
 	// producer that reaches it blocks, which is the stage's back-pressure.
@@ -128,7 +131,7 @@ type ProducerConfig struct {
 
 // DefaultProducerConfig returns the documented defaults.
 func DefaultProducerConfig() ProducerConfig {
-	return ProducerConfig{Linger: time.Millisecond, MaxBufferedBytes: 256 << 20, Compression: "lz4"}
+	return ProducerConfig{Linger: 500 * time.Microsecond, MaxBufferedBytes: 256 << 20, Compression: "lz4"}
 }
 
 // Validate reports settings no producer can start with.
